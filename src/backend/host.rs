@@ -1,0 +1,150 @@
+//! The host backend: shards in page-aligned host memory, hashed in parallel on the CPU cores.
+//!
+//! Work is split statically into one contiguous range of regions per thread (regions are all
+//! 1 MiB but the last, so static ranges balance well) and run on scoped threads, which keeps
+//! a verify call's heap use independent of the shard's size and leaves no thread pool behind
+//! in the host process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use subtle::ConstantTimeEq;
+
+use super::{CheckJob, Damage};
+use crate::seal::merkle::{Hash, TreeLayout, tree_root};
+
+/// Below this many bytes of work, hashing stays on the calling thread.
+const PARALLEL_THRESHOLD: u64 = 4 << 20;
+/// Regions handed to a worker at a time when sealing (8 MiB of bytes).
+const QUEUE_CHUNK_REGIONS: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct HostBackend {
+    threads: usize,
+}
+
+impl Default for HostBackend {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self { threads }
+    }
+}
+
+impl HostBackend {
+    /// Roots of every region of `bytes`, written to `out` (`out.len() == layout.regions()`).
+    pub fn region_level(&self, bytes: &[u8], layout: TreeLayout, out: &mut [Hash]) {
+        let threads = if layout.len < PARALLEL_THRESHOLD {
+            1
+        } else {
+            self.threads.clamp(1, out.len().max(1))
+        };
+        // Workers take chunks of regions from a shared queue, so a thread that could not be
+        // spawned only means fewer workers, never unhashed regions.
+        let queue = Mutex::new(out.chunks_mut(QUEUE_CHUNK_REGIONS).enumerate());
+        let work = || {
+            loop {
+                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                let Some((c, chunk)) = next else { break };
+                hash_range(bytes, layout, c * QUEUE_CHUNK_REGIONS, chunk);
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                // A failed spawn leaves the work to the others (see above).
+                let _ = std::thread::Builder::new().spawn_scoped(scope, &work);
+            }
+            work();
+        });
+    }
+
+    /// Re-hashes every region of every job and compares it with the kept level.
+    pub fn check(&self, jobs: &[CheckJob<'_>], bytes: &[&[u8]], damage: &mut [Damage]) {
+        let counters: Vec<(AtomicU64, AtomicU64)> = jobs
+            .iter()
+            .map(|_| (AtomicU64::new(0), AtomicU64::new(u64::MAX)))
+            .collect();
+        // Global region index space: job j owns [starts[j], starts[j] + regions_j).
+        let mut starts = Vec::with_capacity(jobs.len());
+        let mut total: u64 = 0;
+        let mut total_bytes: u64 = 0;
+        for job in jobs {
+            starts.push(total);
+            total += job.layout.regions();
+            total_bytes += job.layout.len;
+        }
+        let threads = if total_bytes < PARALLEL_THRESHOLD {
+            1
+        } else {
+            (self.threads as u64).min(total).max(1)
+        };
+        let per = total.div_ceil(threads);
+        let run = |from: u64| {
+            let to = (from + per).min(total);
+            check_range(jobs, bytes, &starts, &counters, from, to);
+        };
+        std::thread::scope(|scope| {
+            for t in 1..threads {
+                let from = t * per;
+                if std::thread::Builder::new()
+                    .spawn_scoped(scope, move || run(from))
+                    .is_err()
+                {
+                    run(from);
+                }
+            }
+            run(0);
+        });
+        for (d, (count, first)) in damage.iter_mut().zip(&counters) {
+            d.damaged_regions = count.load(Ordering::Relaxed);
+            d.first_damaged_region = first.load(Ordering::Relaxed);
+        }
+    }
+}
+
+fn hash_range(bytes: &[u8], layout: TreeLayout, first_region: usize, out: &mut [Hash]) {
+    for (k, slot) in out.iter_mut().enumerate() {
+        let (s, e) = layout.region_range((first_region + k) as u64);
+        if let Some(region) = bytes.get(s as usize..e as usize) {
+            *slot = tree_root(region, layout.leaf_size);
+        }
+    }
+}
+
+fn check_range(
+    jobs: &[CheckJob<'_>],
+    bytes: &[&[u8]],
+    starts: &[u64],
+    counters: &[(AtomicU64, AtomicU64)],
+    from: u64,
+    to: u64,
+) {
+    if from >= to {
+        return;
+    }
+    // The job holding global region `from`.
+    let mut j = starts.partition_point(|&s| s <= from).saturating_sub(1);
+    let mut g = from;
+    while g < to && j < jobs.len() {
+        let job = &jobs[j];
+        let local_end = (starts[j] + job.layout.regions()).min(to);
+        while g < local_end {
+            let r = g - starts[j];
+            let (s, e) = job.layout.region_range(r);
+            let fresh = bytes
+                .get(j)
+                .and_then(|b| b.get(s as usize..e as usize))
+                .map(|region| tree_root(region, job.layout.leaf_size));
+            let expected = job.level.get(r as usize);
+            let same = match (fresh, expected) {
+                (Some(f), Some(x)) => bool::from(f.ct_eq(x)),
+                _ => false,
+            };
+            if !same {
+                counters[j].0.fetch_add(1, Ordering::Relaxed);
+                counters[j].1.fetch_min(r, Ordering::Relaxed);
+            }
+            g += 1;
+        }
+        j += 1;
+    }
+}

@@ -1,0 +1,58 @@
+//! Status names, the last error message, and the version.
+
+use std::ffi::c_char;
+
+use super::boundary::{guard_value, with_last_error};
+
+/// A static, NUL-terminated description of a status code ("unknown status" for codes this
+/// library does not know). Never NULL; never freed by the caller. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_status_str(status: u32) -> *const c_char {
+    let s: &'static [u8] = match status {
+        0 => b"VRAM_OK: success\0",
+        1 => b"VRAM_ERR_NULL_ARGUMENT: a required pointer was NULL\0",
+        2 => b"VRAM_ERR_INVALID_ARGUMENT: an argument was out of range or malformed\0",
+        3 => b"VRAM_ERR_OUT_OF_MEMORY: not enough memory or capacity\0",
+        4 => b"VRAM_ERR_NO_DEVICE: no usable GPU\0",
+        5 => b"VRAM_ERR_DEVICE: the GPU or its driver reported an error\0",
+        6 => b"VRAM_ERR_INTEGRITY: the bytes no longer match their seal\0",
+        7 => b"VRAM_ERR_BAD_SEAL: the seal record is malformed, altered, forged or from another key\0",
+        8 => b"VRAM_ERR_POLICY: the request breaks a residency rule\0",
+        9 => b"VRAM_ERR_UNSUPPORTED: not supported by this build or backend\0",
+        10 => b"VRAM_ERR_BUFFER_TOO_SMALL: the output buffer is too small\0",
+        11 => b"VRAM_ERR_PANIC: internal error caught at the library boundary\0",
+        _ => b"unknown status\0",
+    };
+    s.as_ptr().cast()
+}
+
+/// Copies the calling thread's last error message (empty if none) into `buf` as a
+/// NUL-terminated string, truncated to fit `len` bytes, and returns the message's full length
+/// in bytes (without the NUL): a return value `>= len` means it was truncated.
+///
+/// `buf` may be NULL (or `len` 0) to query the length. The message is thread-local: each thread
+/// sees the last failure of its own calls. Never fails.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_last_error_message(buf: *mut c_char, len: usize) -> usize {
+    guard_value("vram_last_error_message", 0, || {
+        with_last_error(|m| {
+            if !buf.is_null() && len > 0 {
+                let n = m.len().min(len - 1);
+                // SAFETY: caller's contract: `buf` is writable for `len` bytes; we write
+                // `n + 1 <= len` bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(m.as_ptr(), buf.cast::<u8>(), n);
+                    *buf.add(n) = 0;
+                }
+            }
+            m.len()
+        })
+    })
+}
+
+/// The library's version, e.g. "0.1.0": static, NUL-terminated, equal to
+/// VRAM_VERSION_MAJOR.MINOR.PATCH of the header it was built with. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}

@@ -1,0 +1,23 @@
+//! The C boundary and nothing else: opaque handles, NULL checks, the panic boundary, status
+//! codes, the thread-local last error and the log callback. Every function here converts C
+//! arguments, calls safe Rust below, and converts the result back.
+//!
+//! Exports are plain (not `unsafe`) `extern "C"` functions, as in rustls-ffi: C callers cannot
+//! see Rust's `unsafe`, so each function's pointer contract is stated in its doc comment (and
+//! so in vram.h) and every dereference sits in a small `unsafe` block in `boundary`.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+// C names (vram_ctx, vram_log_callback, ...) are the API.
+#![allow(non_camel_case_types)]
+
+mod boundary;
+pub mod ctx;
+pub mod log;
+pub mod misc;
+pub mod shard;
+pub mod types;
+
+pub use ctx::*;
+pub use log::*;
+pub use misc::*;
+pub use shard::*;
+pub use types::*;

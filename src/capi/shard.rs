@@ -1,0 +1,312 @@
+//! `vram_seal*`, `vram_verify*`, `vram_shard_*`, `vram_record_verify`: sealed shards.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+use super::boundary::{
+    arg_bytes, arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value,
+};
+use super::types::{vram_ctx, vram_seal_options, vram_shard, vram_status, vram_verify_report};
+use crate::context::{Outcome, VerifyReport};
+use crate::error::{ErrorKind, Result, VramError};
+use crate::seal::shard_id::MAX_SHARD_ID_LEN;
+use crate::shard::Shard;
+
+fn seal_into(
+    ctx: *mut vram_ctx,
+    shard_id: *const c_char,
+    data: *const c_void,
+    len: usize,
+    leaf_size: Option<u32>,
+    out: *mut *mut vram_shard,
+) -> Result<()> {
+    let ctx = arg_ref(ctx.cast_const(), "ctx")?;
+    let id = arg_cstr(shard_id, MAX_SHARD_ID_LEN, "shard_id")?;
+    let data = arg_bytes(data.cast::<u8>(), len, "data", false)?;
+    let out = arg_mut(out, "out")?;
+    let shard = ctx.inner.seal(id, data, leaf_size)?;
+    *out = Box::into_raw(Box::new(vram_shard {
+        inner: Arc::new(shard),
+    }));
+    Ok(())
+}
+
+/// Copies `len` bytes from `data` into the context's backend and seals them.
+///
+/// - `shard_id`: NUL-terminated UTF-8, 1–256 bytes, no control characters, no leading `/`,
+///   no `..` path segment (e.g. `model.layers.0.mlp.up_proj.weight`). Copied.
+/// - `data`, `len`: the bytes, read during the call only; `len` must be > 0.
+/// - `out`: on success receives a new shard owned by the caller (free with vram_shard_free());
+///   untouched on failure.
+///
+/// NULL `ctx`, `shard_id`, `data` or `out` → ::VRAM_ERR_NULL_ARGUMENT. Errors:
+/// ::VRAM_ERR_INVALID_ARGUMENT (bad id, `len == 0`), ::VRAM_ERR_OUT_OF_MEMORY (over the
+/// context's capacity or out of memory; nothing stays allocated), ::VRAM_ERR_DEVICE.
+///
+/// Thread-safety: any number of threads may seal through one context at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_seal(
+    ctx: *mut vram_ctx,
+    shard_id: *const c_char,
+    data: *const c_void,
+    len: usize,
+    out: *mut *mut vram_shard,
+) -> vram_status {
+    guard("vram_seal", || {
+        seal_into(ctx, shard_id, data, len, None, out)
+    })
+}
+
+/// vram_seal() with options (today: the Merkle leaf size).
+///
+/// `opts` is read during the call; NULL → ::VRAM_ERR_NULL_ARGUMENT. A wrong `struct_size` or a
+/// leaf size that is not a power of two in [1024, 1048576] → ::VRAM_ERR_INVALID_ARGUMENT.
+/// Everything else as vram_seal().
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_seal_ex(
+    ctx: *mut vram_ctx,
+    shard_id: *const c_char,
+    data: *const c_void,
+    len: usize,
+    opts: *const vram_seal_options,
+    out: *mut *mut vram_shard,
+) -> vram_status {
+    guard("vram_seal_ex", || {
+        let opts = arg_ref(opts, "opts")?;
+        check_struct_size(opts.struct_size, size_of::<vram_seal_options>(), "opts")?;
+        let leaf = (opts.leaf_size != 0).then_some(opts.leaf_size);
+        seal_into(ctx, shard_id, data, len, leaf, out)
+    })
+}
+
+/// The overall status of a batch: a bad seal outranks damage, damage outranks success.
+fn batch_status(reports: &[VerifyReport]) -> Result<()> {
+    let bad_seal = reports
+        .iter()
+        .filter(|r| r.outcome == Outcome::BadSeal)
+        .count();
+    let damaged = reports
+        .iter()
+        .filter(|r| r.outcome == Outcome::Damaged)
+        .count();
+    if bad_seal > 0 {
+        return Err(VramError::new(
+            ErrorKind::BadSeal,
+            format!(
+                "{bad_seal} shard(s) have a seal that does not authenticate under this context's key"
+            ),
+        ));
+    }
+    if damaged > 0 {
+        let first = reports.iter().find(|r| r.outcome == Outcome::Damaged);
+        return Err(VramError::new(
+            ErrorKind::Integrity,
+            format!(
+                "{damaged} shard(s) damaged; first damage at byte offset {}",
+                first.map_or(0, |r| r.first_damaged_offset)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Re-hashes the shard's bytes where they live and compares them with its seal in constant time.
+///
+/// - `report`: nullable; when not NULL it is written for ::VRAM_OK, ::VRAM_ERR_INTEGRITY and
+///   ::VRAM_ERR_BAD_SEAL (it says which regions are damaged).
+///
+/// Returns ::VRAM_OK when intact, ::VRAM_ERR_INTEGRITY when bytes changed,
+/// ::VRAM_ERR_BAD_SEAL when the shard's seal does not authenticate under `ctx`'s key,
+/// ::VRAM_ERR_POLICY when the shard lives on another backend or device,
+/// ::VRAM_ERR_NULL_ARGUMENT for a NULL `ctx` or `shard`.
+///
+/// Thread-safety: a shard may be verified by many threads at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_verify(
+    ctx: *mut vram_ctx,
+    shard: *const vram_shard,
+    report: *mut vram_verify_report,
+) -> vram_status {
+    guard("vram_verify", || {
+        let ctx = arg_ref(ctx.cast_const(), "ctx")?;
+        let shard = arg_ref(shard, "shard")?;
+        let r = ctx.inner.verify(&shard.inner)?;
+        if let Ok(out) = arg_mut(report, "report") {
+            *out = vram_verify_report::from(&r);
+        }
+        batch_status(std::slice::from_ref(&r))
+    })
+}
+
+/// Verifies `n` shards in one batch (one pass over all their bytes; many small shards verify
+/// as fast as one large one).
+///
+/// - `shards`: array of `n` non-NULL shard pointers (NULL entry → ::VRAM_ERR_NULL_ARGUMENT,
+///   nothing verified). May be NULL only when `n == 0`, which returns ::VRAM_OK.
+/// - `reports`: nullable; else an array of `n` reports, written (entry i for shard i) when the
+///   call returns ::VRAM_OK, ::VRAM_ERR_INTEGRITY or ::VRAM_ERR_BAD_SEAL.
+///
+/// Returns ::VRAM_ERR_BAD_SEAL if any shard's seal fails, else ::VRAM_ERR_INTEGRITY if any
+/// shard is damaged, else ::VRAM_OK; ::VRAM_ERR_POLICY when any shard lives on another backend
+/// or device (nothing verified). Thread-safe as vram_verify().
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_verify_many(
+    ctx: *mut vram_ctx,
+    shards: *const *const vram_shard,
+    n: usize,
+    reports: *mut vram_verify_report,
+) -> vram_status {
+    guard("vram_verify_many", || {
+        let ctx = arg_ref(ctx.cast_const(), "ctx")?;
+        if n == 0 {
+            return Ok(());
+        }
+        if shards.is_null() {
+            return Err(VramError::null("shards"));
+        }
+        if n > isize::MAX as usize / size_of::<*const vram_shard>() {
+            return Err(VramError::invalid("n", "is larger than the address space"));
+        }
+        // SAFETY: caller's contract: `shards` points to `n` readable pointers (n > 0, non-NULL,
+        // size checked above).
+        let ptrs = unsafe { std::slice::from_raw_parts(shards, n) };
+        let mut list: Vec<&Shard> = Vec::with_capacity(n);
+        for (i, &p) in ptrs.iter().enumerate() {
+            list.push(&arg_ref(p, &format!("shards[{i}]"))?.inner);
+        }
+        let rs = ctx.inner.verify_many(&list)?;
+        if !reports.is_null() {
+            // SAFETY: caller's contract: a non-NULL `reports` has room for `n` reports.
+            let out = unsafe { std::slice::from_raw_parts_mut(reports, n) };
+            for (o, r) in out.iter_mut().zip(&rs) {
+                *o = vram_verify_report::from(r);
+            }
+        }
+        batch_status(&rs)
+    })
+}
+
+/// Copies the shard's 32-byte Merkle root (RFC 9162 tree hash) to `out_root`.
+///
+/// NULL `shard` or `out_root` → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_shard_root(shard: *const vram_shard, out_root: *mut u8) -> vram_status {
+    guard("vram_shard_root", || {
+        let shard = arg_ref(shard, "shard")?;
+        let out = arg_mut(out_root.cast::<[u8; 32]>(), "out_root")?;
+        *out = shard.inner.root();
+        Ok(())
+    })
+}
+
+/// The shard's length in bytes; 0 when `shard` is NULL. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_shard_len(shard: *const vram_shard) -> usize {
+    guard_value("vram_shard_len", 0, || {
+        // SAFETY: `shard` is NULL or a live shard (caller's contract).
+        unsafe { shard.as_ref() }
+            .map_or(0, |s| usize::try_from(s.inner.len()).unwrap_or(usize::MAX))
+    })
+}
+
+/// The address of the shard's bytes, for the caller's own kernels: device memory on the CUDA
+/// backend, host memory on the host backend (see vram_ctx_backend()). NULL when `shard` is NULL.
+///
+/// Read-only by contract: any write is tampering and the next verify reports it. Valid until
+/// vram_shard_free(). Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_shard_device_ptr(shard: *const vram_shard) -> *const c_void {
+    guard_value("vram_shard_device_ptr", std::ptr::null(), || {
+        // SAFETY: `shard` is NULL or a live shard (caller's contract).
+        unsafe { shard.as_ref() }.map_or(std::ptr::null(), |s| s.inner.data_ptr().cast())
+    })
+}
+
+/// Exports the shard's seal record (format: docs/seal-format.md) into `buf`.
+///
+/// - `out_len`: required; receives the record's length on success, and also — the one
+///   exception to "outputs only on success" — the size needed when `buf` is NULL or `len` is
+///   too small, with ::VRAM_ERR_BUFFER_TOO_SMALL.
+///
+/// NULL `shard` or `out_len` → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_shard_record(
+    shard: *const vram_shard,
+    buf: *mut u8,
+    len: usize,
+    out_len: *mut usize,
+) -> vram_status {
+    guard("vram_shard_record", || {
+        let shard = arg_ref(shard, "shard")?;
+        let out_len = arg_mut(out_len, "out_len")?;
+        let record = shard.inner.encoded_record();
+        if buf.is_null() || len < record.len() {
+            *out_len = record.len();
+            return Err(VramError::new(
+                ErrorKind::BufferTooSmall,
+                format!("buf: {len} bytes given, {} needed", record.len()),
+            ));
+        }
+        // SAFETY: caller's contract: `buf` is writable for `len >= record.len()` bytes and
+        // does not overlap the shard's record.
+        unsafe { std::ptr::copy_nonoverlapping(record.as_ptr(), buf, record.len()) };
+        *out_len = record.len();
+        Ok(())
+    })
+}
+
+/// Authenticates an exported seal record under `ctx`'s key and checks that it describes
+/// `shard` exactly (id, length, leaf size, root, residency, seal time). Does not re-hash the
+/// bytes: use vram_verify() for that.
+///
+/// Returns ::VRAM_ERR_BAD_SEAL for a truncated, altered, forged or other-key record, or one
+/// that describes another shard; ::VRAM_ERR_NULL_ARGUMENT for NULL `ctx`, `record` or `shard`;
+/// ::VRAM_ERR_INVALID_ARGUMENT when `len == 0`. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_record_verify(
+    ctx: *mut vram_ctx,
+    record: *const u8,
+    len: usize,
+    shard: *const vram_shard,
+) -> vram_status {
+    guard("vram_record_verify", || {
+        let ctx = arg_ref(ctx.cast_const(), "ctx")?;
+        let record = arg_bytes(record, len, "record", false)?;
+        let shard = arg_ref(shard, "shard")?;
+        ctx.inner.record_verify(record, &shard.inner)
+    })
+}
+
+/// Fault drill: flips bit `bit_index` (0 = lowest bit of byte 0) of the stored bytes, as a
+/// memory fault or an attacker would, so a server can prove its verification catches it.
+/// Flipping the same bit again restores the shard.
+///
+/// NULL `shard` → ::VRAM_ERR_NULL_ARGUMENT; `bit_index >= 8 * len` → ::VRAM_ERR_INVALID_ARGUMENT.
+/// Not to be called while another thread verifies or reads the same shard.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_debug_flip_bit(shard: *mut vram_shard, bit_index: u64) -> vram_status {
+    guard("vram_debug_flip_bit", || {
+        let shard = arg_ref(shard.cast_const(), "shard")?;
+        let bits = shard.inner.len().saturating_mul(8);
+        if bit_index >= bits {
+            return Err(VramError::invalid(
+                "bit_index",
+                format!("{bit_index} is past the shard's last bit ({bits} bits)"),
+            ));
+        }
+        shard.inner.debug_flip_bit(bit_index)
+    })
+}
+
+/// Frees a shard handle; the bytes are released when no model still uses them. NULL is a no-op.
+///
+/// The caller must ensure no other thread uses this handle during or after the call.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_shard_free(shard: *mut vram_shard) {
+    guard_value("vram_shard_free", (), || {
+        if !shard.is_null() {
+            // SAFETY: a non-NULL `shard` came from vram_seal*() and is freed once (contract).
+            drop(unsafe { Box::from_raw(shard) });
+        }
+    })
+}

@@ -1,0 +1,346 @@
+//! A libvram context: one backend, one seal key, one capacity budget.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use subtle::ConstantTimeEq;
+
+use crate::backend::{Backend, BackendChoice, CheckJob};
+use crate::error::{ErrorKind, Result, VramError};
+use crate::events::{self, Level, names};
+use crate::seal::key::SealKey;
+use crate::seal::merkle::{DEFAULT_LEAF_SIZE, Hash, TreeLayout, check_leaf_size, root_from_level};
+use crate::seal::record::{Residency, SealRecord};
+use crate::seal::shard_id::check_shard_id;
+use crate::shard::Shard;
+
+/// How a context is opened.
+pub struct ContextOptions<'a> {
+    pub backend: BackendChoice,
+    pub device: i32,
+    pub secret: &'a [u8],
+    /// 0 = no cap (host) or the whole device (CUDA).
+    pub capacity_bytes: u64,
+}
+
+/// Bytes held by a context's shards, against its cap. Shared with every shard so a shard
+/// freed after its context still returns its bytes to the right budget.
+#[derive(Debug)]
+pub struct Accounting {
+    capacity: u64,
+    used: AtomicU64,
+}
+
+/// Bytes reserved for one shard; returned when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    accounting: Arc<Accounting>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.accounting.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+impl Accounting {
+    fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation> {
+        let mut used = self.used.load(Ordering::Acquire);
+        loop {
+            let new = used
+                .checked_add(bytes)
+                .filter(|&n| self.capacity == 0 || n <= self.capacity)
+                .ok_or_else(|| {
+                    VramError::out_of_memory(format!(
+                        "len: {bytes} bytes do not fit: {used} of the context's capacity of {} bytes are in use",
+                        self.capacity
+                    ))
+                })?;
+            match self
+                .used
+                .compare_exchange_weak(used, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Ok(Reservation {
+                        accounting: Arc::clone(self),
+                        bytes,
+                    });
+                }
+                Err(actual) => used = actual,
+            }
+        }
+    }
+}
+
+/// The outcome of verifying one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Intact,
+    /// The bytes no longer hash to the sealed root.
+    Damaged,
+    /// The shard's seal itself does not authenticate under this context's key.
+    BadSeal,
+}
+
+/// What a verify found in one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub outcome: Outcome,
+    pub leaf_size: u32,
+    pub total_leaves: u64,
+    pub region_size: u64,
+    pub total_regions: u64,
+    pub damaged_regions: u64,
+    /// Byte offset of the first damaged region; `u64::MAX` when none.
+    pub first_damaged_offset: u64,
+}
+
+/// A context: safe to share between threads.
+#[derive(Debug)]
+pub struct Context {
+    backend: Backend,
+    key: SealKey,
+    accounting: Arc<Accounting>,
+}
+
+impl Context {
+    pub fn new(opts: &ContextOptions<'_>) -> Result<Self> {
+        let key = SealKey::derive(opts.secret)?;
+        let backend = Backend::open(opts.backend, opts.device)?;
+        let capacity = backend.effective_capacity(opts.capacity_bytes)?;
+        Ok(Self {
+            backend,
+            key,
+            accounting: Arc::new(Accounting {
+                capacity,
+                used: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn residency(&self) -> Residency {
+        self.backend.residency()
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Bytes held by live shards of this context.
+    pub fn used_bytes(&self) -> u64 {
+        self.accounting.used.load(Ordering::Acquire)
+    }
+
+    pub fn capacity_bytes(&self) -> u64 {
+        self.accounting.capacity
+    }
+
+    /// Seals a copy of `data` (non-empty) in this context's backend.
+    pub fn seal(&self, shard_id: &[u8], data: &[u8], leaf_size: Option<u32>) -> Result<Shard> {
+        let id = check_shard_id(shard_id)?;
+        if data.is_empty() {
+            return Err(VramError::invalid("len", "must be greater than 0"));
+        }
+        let leaf_size = leaf_size.unwrap_or(DEFAULT_LEAF_SIZE);
+        check_leaf_size(leaf_size).map_err(|e| VramError::invalid("leaf_size", e))?;
+        let len = data.len() as u64;
+        let reservation = self.accounting.reserve(len)?;
+        let storage = self.backend.store(data)?;
+        let layout = TreeLayout::new(len, leaf_size);
+        let mut level = try_zeroed_level(layout.regions())?;
+        self.backend.region_level(&storage, layout, &mut level)?;
+        let root = root_from_level(&level)
+            .ok_or_else(|| VramError::invalid("len", "must be greater than 0"))?;
+        let record = SealRecord {
+            shard_id: id.to_string(),
+            byte_len: len,
+            leaf_size,
+            root,
+            residency: storage.residency(),
+            seal_time_unix_ns: unix_time_ns(),
+            key_id: self.key.key_id(),
+        };
+        let encoded_record = record.encode(&self.key);
+        events::emit(
+            Level::Info,
+            names::SEAL,
+            &format!(
+                "shard '{id}' sealed: {len} bytes, {} regions",
+                layout.regions()
+            ),
+        );
+        Ok(Shard {
+            record,
+            encoded_record,
+            layout,
+            level,
+            storage,
+            _reservation: reservation,
+        })
+    }
+
+    /// Verifies one shard; see [`Context::verify_many`].
+    pub fn verify(&self, shard: &Shard) -> Result<VerifyReport> {
+        let mut reports = self.verify_many(&[shard])?;
+        reports
+            .pop()
+            .ok_or_else(|| VramError::invalid("shard", "nothing was verified"))
+    }
+
+    /// Re-hashes every shard where it lives, in one batch, and compares against the seal.
+    ///
+    /// A shard on another backend or device is a policy error for the whole call (nothing is
+    /// hashed). A shard whose seal does not authenticate under this context's key is reported
+    /// as [`Outcome::BadSeal`] without hashing its bytes.
+    pub fn verify_many(&self, shards: &[&Shard]) -> Result<Vec<VerifyReport>> {
+        for (i, s) in shards.iter().enumerate() {
+            if s.storage().residency() != self.residency() {
+                let msg = format!(
+                    "shards[{i}] ('{}') lives on {:?}, not on this context's {:?}",
+                    s.id(),
+                    s.storage().residency(),
+                    self.residency()
+                );
+                events::emit(Level::Warn, names::POLICY_VIOLATION, &msg);
+                return Err(VramError::new(ErrorKind::Policy, msg));
+            }
+        }
+        let mut reports: Vec<VerifyReport> = shards
+            .iter()
+            .map(|s| {
+                let layout = s.layout();
+                VerifyReport {
+                    outcome: if self.seal_authenticates(s) {
+                        Outcome::Intact
+                    } else {
+                        Outcome::BadSeal
+                    },
+                    leaf_size: layout.leaf_size,
+                    total_leaves: layout.leaves(),
+                    region_size: layout.region_size(),
+                    total_regions: layout.regions(),
+                    damaged_regions: 0,
+                    first_damaged_offset: u64::MAX,
+                }
+            })
+            .collect();
+        let mut checked = Vec::with_capacity(shards.len());
+        let mut jobs = Vec::with_capacity(shards.len());
+        for (i, (s, r)) in shards.iter().zip(&reports).enumerate() {
+            if r.outcome == Outcome::Intact {
+                checked.push(i);
+                jobs.push(CheckJob {
+                    storage: s.storage(),
+                    layout: s.layout(),
+                    level: &s.level,
+                });
+            }
+        }
+        let damage = self.backend.check(&jobs)?;
+        for (&i, d) in checked.iter().zip(&damage) {
+            if let Some(r) = reports.get_mut(i) {
+                if d.damaged_regions > 0 {
+                    r.outcome = Outcome::Damaged;
+                    r.damaged_regions = d.damaged_regions;
+                    r.first_damaged_offset = d.first_damaged_region.saturating_mul(r.region_size);
+                }
+            }
+        }
+        for (s, r) in shards.iter().zip(&reports) {
+            log_outcome(s, r);
+        }
+        Ok(reports)
+    }
+
+    /// Authenticates an exported record under this context's key and checks that it describes
+    /// `shard` exactly. Does not re-hash the bytes (that is `verify`).
+    pub fn record_verify(&self, record: &[u8], shard: &Shard) -> Result<()> {
+        let result = SealRecord::decode(record, &self.key).and_then(|r| {
+            let theirs = shard.record();
+            if r.shard_id != theirs.shard_id {
+                return Err(VramError::bad_seal(format!(
+                    "names shard '{}', not '{}'",
+                    r.shard_id, theirs.shard_id
+                )));
+            }
+            if r.byte_len != theirs.byte_len || r.leaf_size != theirs.leaf_size {
+                return Err(VramError::bad_seal(
+                    "length or leaf size differs from the shard's",
+                ));
+            }
+            if !bool::from(r.root.ct_eq(&theirs.root)) {
+                return Err(VramError::bad_seal(
+                    "root differs from the shard's sealed root",
+                ));
+            }
+            if r.residency != theirs.residency || r.seal_time_unix_ns != theirs.seal_time_unix_ns {
+                return Err(VramError::bad_seal(
+                    "residency or seal time differs from the shard's",
+                ));
+            }
+            Ok(())
+        });
+        if let Err(e) = &result {
+            events::emit(Level::Warn, names::RECORD_REJECTED, &e.message);
+        }
+        result
+    }
+
+    /// The shard's own record authenticates under this key and its kept level hashes to the
+    /// sealed root (guards against the in-memory seal state itself being altered).
+    fn seal_authenticates(&self, shard: &Shard) -> bool {
+        let Ok(decoded) = SealRecord::decode(shard.encoded_record(), &self.key) else {
+            return false;
+        };
+        let level_root = root_from_level(&shard.level).unwrap_or([0u8; 32]);
+        decoded == *shard.record()
+            && bool::from(level_root.ct_eq(&decoded.root))
+            && shard.level.len() as u64 == shard.layout().regions()
+    }
+}
+
+fn log_outcome(s: &Shard, r: &VerifyReport) {
+    match r.outcome {
+        Outcome::Intact => events::emit(
+            Level::Debug,
+            names::VERIFY_OK,
+            &format!("shard '{}' verified: {} bytes intact", s.id(), s.len()),
+        ),
+        Outcome::Damaged => events::emit(
+            Level::Error,
+            names::VERIFY_FAILED,
+            &format!(
+                "shard '{}': {} damaged region(s) of {} bytes, first at byte offset {}",
+                s.id(),
+                r.damaged_regions,
+                r.region_size,
+                r.first_damaged_offset
+            ),
+        ),
+        Outcome::BadSeal => events::emit(
+            Level::Error,
+            names::VERIFY_FAILED,
+            &format!(
+                "shard '{}': its seal does not authenticate under this key",
+                s.id()
+            ),
+        ),
+    }
+}
+
+fn try_zeroed_level(regions: u64) -> Result<Vec<Hash>> {
+    let n = usize::try_from(regions).map_err(|_| VramError::out_of_memory("level too large"))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| VramError::out_of_memory("host allocation of the region level failed"))?;
+    v.resize(n, [0u8; 32]);
+    Ok(v)
+}
+
+fn unix_time_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,17 @@
+//! libvram: sealed residency for model weights, and certified interval bounds, behind a C ABI.
+//!
+//! - [`seal`]: RFC 9162 Merkle roots, the HKDF-derived seal key, the HMAC-authenticated record.
+//! - [`backend`]: where a shard's bytes live (host memory, or a CUDA device) and how they are
+//!   hashed there.
+//! - [`context`] and [`shard`]: sealing and verification on top of a backend.
+//! - [`capi`]: the C ABI (`include/vram.h`), the only module that touches C types.
+
+pub mod backend;
+pub mod capi;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod seal;
+pub mod shard;
+
+pub use capi::*;
