@@ -92,6 +92,35 @@ typedef uint32_t vram_status;
 #endif // __cplusplus
 
 /**
+ * Where a context keeps its shards (the `backend` field of ::vram_ctx_options).
+ */
+enum vram_backend
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The GPU when one is usable, otherwise host memory (every record says which).
+   */
+  VRAM_BACKEND_AUTO = 0,
+  /**
+   * GPU memory; fails with ::VRAM_ERR_NO_DEVICE when no GPU is usable. Never falls back.
+   */
+  VRAM_BACKEND_CUDA = 1,
+  /**
+   * Page-aligned host memory, hashed on the CPU cores.
+   */
+  VRAM_BACKEND_HOST = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum vram_backend vram_backend;
+#else
+typedef uint32_t vram_backend;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A libvram context: one backend, one seal key, one capacity budget.
  *
  * Created by vram_ctx_new(), freed by vram_ctx_free(). Safe to use from many threads at once.
