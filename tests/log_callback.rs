@@ -35,7 +35,7 @@ fn events_reach_the_callback() {
     assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
     shard.flip(8 * (2 << 20));
     assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_ERR_INTEGRITY);
-    let bad = vec![0u8; 200];
+    let bad = [0u8; 200];
     assert_eq!(
         vram_record_verify(ctx.0, bad.as_ptr(), bad.len(), shard.0),
         vram_status::VRAM_ERR_BAD_SEAL

@@ -51,7 +51,7 @@ impl HostBackend {
         std::thread::scope(|scope| {
             for _ in 1..threads {
                 // A failed spawn leaves the work to the others (see above).
-                let _ = std::thread::Builder::new().spawn_scoped(scope, &work);
+                let _ = std::thread::Builder::new().spawn_scoped(scope, work);
             }
             work();
         });
