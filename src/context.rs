@@ -147,10 +147,9 @@ impl Context {
         check_leaf_size(leaf_size).map_err(|e| VramError::invalid("leaf_size", e))?;
         let len = data.len() as u64;
         let reservation = self.accounting.reserve(len)?;
-        let storage = self.backend.store(data)?;
         let layout = TreeLayout::new(len, leaf_size);
         let mut level = try_zeroed_level(layout.regions())?;
-        self.backend.region_level(&storage, layout, &mut level)?;
+        let storage = self.backend.ingest(data, layout, &mut level)?;
         let root = root_from_level(&level)
             .ok_or_else(|| VramError::invalid("len", "must be greater than 0"))?;
         let record = SealRecord {

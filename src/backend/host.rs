@@ -10,12 +10,13 @@ use std::sync::{Mutex, PoisonError};
 
 use subtle::ConstantTimeEq;
 
-use super::{CheckJob, Damage};
+use super::{CheckJob, Damage, PageBuf};
+use crate::error::Result;
 use crate::seal::merkle::{Hash, TreeLayout, tree_root};
 
 /// Below this many bytes of work, hashing stays on the calling thread.
 const PARALLEL_THRESHOLD: u64 = 4 << 20;
-/// Regions handed to a worker at a time when sealing (8 MiB of bytes).
+/// Regions a sealing worker copies and hashes at a time (8 MiB).
 const QUEUE_CHUNK_REGIONS: usize = 8;
 
 #[derive(Debug, Clone)]
@@ -31,21 +32,34 @@ impl Default for HostBackend {
 }
 
 impl HostBackend {
-    /// Roots of every region of `bytes`, written to `out` (`out.len() == layout.regions()`).
-    pub fn region_level(&self, bytes: &[u8], layout: TreeLayout, out: &mut [Hash]) {
+    /// Copies `data` into fresh page-aligned memory and computes its kept level (one root
+    /// per region) in the same pass: each worker copies a chunk and hashes it while it is
+    /// still in cache. `level.len() == layout.regions()`.
+    pub fn ingest(&self, data: &[u8], layout: TreeLayout, level: &mut [Hash]) -> Result<PageBuf> {
+        let mut buf = PageBuf::zeroed(data.len())?;
+        let region = layout.region_size() as usize;
+        let chunk_bytes = region * QUEUE_CHUNK_REGIONS;
         let threads = if layout.len < PARALLEL_THRESHOLD {
             1
         } else {
-            self.threads.clamp(1, out.len().max(1))
+            self.threads.clamp(1, level.len().max(1))
         };
-        // Workers take chunks of regions from a shared queue, so a thread that could not be
-        // spawned only means fewer workers, never unhashed regions.
-        let queue = Mutex::new(out.chunks_mut(QUEUE_CHUNK_REGIONS).enumerate());
+        // Workers take chunks from a shared queue, so a thread that could not be spawned only
+        // means fewer workers, never unhashed regions.
+        let chunks = buf
+            .as_mut_slice()
+            .chunks_mut(chunk_bytes)
+            .zip(data.chunks(chunk_bytes))
+            .zip(level.chunks_mut(QUEUE_CHUNK_REGIONS));
+        let queue = Mutex::new(chunks);
         let work = || {
             loop {
                 let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
-                let Some((c, chunk)) = next else { break };
-                hash_range(bytes, layout, c * QUEUE_CHUNK_REGIONS, chunk);
+                let Some(((dst, src), out)) = next else { break };
+                dst.copy_from_slice(src);
+                for (slot, bytes) in out.iter_mut().zip(dst.chunks(region)) {
+                    *slot = tree_root(bytes, layout.leaf_size);
+                }
             }
         };
         std::thread::scope(|scope| {
@@ -55,6 +69,7 @@ impl HostBackend {
             }
             work();
         });
+        Ok(buf)
     }
 
     /// Re-hashes every region of every job and compares it with the kept level.
@@ -97,15 +112,6 @@ impl HostBackend {
         for (d, (count, first)) in damage.iter_mut().zip(&counters) {
             d.damaged_regions = count.load(Ordering::Relaxed);
             d.first_damaged_region = first.load(Ordering::Relaxed);
-        }
-    }
-}
-
-fn hash_range(bytes: &[u8], layout: TreeLayout, first_region: usize, out: &mut [Hash]) {
-    for (k, slot) in out.iter_mut().enumerate() {
-        let (s, e) = layout.region_range((first_region + k) as u64);
-        if let Some(region) = bytes.get(s as usize..e as usize) {
-            *slot = tree_root(region, layout.leaf_size);
         }
     }
 }

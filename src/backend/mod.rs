@@ -75,25 +75,11 @@ impl Backend {
         }
     }
 
-    /// Copies `data` into new storage of this backend.
-    pub fn store(&self, data: &[u8]) -> Result<Storage> {
+    /// Copies `data` into new storage of this backend and computes its kept level (one root
+    /// per region; `level.len() == layout.regions()`), overlapping the copy with the hashing.
+    pub fn ingest(&self, data: &[u8], layout: TreeLayout, level: &mut [Hash]) -> Result<Storage> {
         match self {
-            Backend::Host(_) => Ok(Storage::Host(PageBuf::copy_from(data)?)),
-        }
-    }
-
-    /// Computes the kept level (one root per region) of `storage`.
-    pub fn region_level(
-        &self,
-        storage: &Storage,
-        layout: TreeLayout,
-        out: &mut [Hash],
-    ) -> Result<()> {
-        match (self, storage) {
-            (Backend::Host(h), Storage::Host(buf)) => {
-                h.region_level(buf.as_slice(), layout, out);
-                Ok(())
-            }
+            Backend::Host(h) => Ok(Storage::Host(h.ingest(data, layout, level)?)),
         }
     }
 

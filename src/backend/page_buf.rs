@@ -1,17 +1,18 @@
 //! Page-aligned host memory for the host backend's shards.
 
-use std::alloc::{Layout, alloc, dealloc};
 use std::ptr::NonNull;
 
 use crate::error::{Result, VramError};
 
 const PAGE: usize = 4096;
+const HUGE_PAGE: usize = 2 << 20;
 
 /// An owned, page-aligned, immutable-after-creation copy of a caller's bytes.
 pub struct PageBuf {
     ptr: NonNull<u8>,
     len: usize,
-    layout: Layout,
+    /// Mapped bytes: `len` rounded up to whole pages.
+    size: usize,
 }
 
 // SAFETY: PageBuf owns its allocation exclusively; after construction the bytes are only read
@@ -22,32 +23,52 @@ unsafe impl Send for PageBuf {}
 unsafe impl Sync for PageBuf {}
 
 impl PageBuf {
-    /// Copies `data` (non-empty) into fresh page-aligned memory. A failed allocation is
-    /// `OutOfMemory`, never an abort.
-    pub fn copy_from(data: &[u8]) -> Result<Self> {
-        let size = data
-            .len()
+    /// `len` (non-zero) zeroed bytes from an anonymous private mapping: page-aligned, zero
+    /// pages supplied lazily by the kernel (so this costs no pass over the memory, and the
+    /// first-touch faults happen in the parallel copy that follows), transparent huge pages
+    /// advised to cut the number of faults. A failed mapping is `OutOfMemory`, never an abort.
+    pub fn zeroed(len: usize) -> Result<Self> {
+        let size = len
             .checked_next_multiple_of(PAGE)
-            .filter(|&s| s > 0)
+            .filter(|&s| s > 0 && s <= isize::MAX as usize)
             .ok_or_else(|| VramError::invalid("len", "is zero or too large"))?;
-        let layout = Layout::from_size_align(size, PAGE)
-            .map_err(|_| VramError::out_of_memory("host allocation: size too large"))?;
-        // SAFETY: `layout` has a non-zero size (checked above).
-        let raw = unsafe { alloc(layout) };
-        let ptr = NonNull::new(raw).ok_or_else(|| {
-            VramError::out_of_memory(format!("host allocation of {size} bytes failed"))
-        })?;
-        // SAFETY: `ptr` is a fresh allocation of `size >= data.len()` bytes that cannot overlap
-        // `data`; the tail past `data.len()` is zeroed so no uninitialised byte is ever read.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), data.len());
-            std::ptr::write_bytes(ptr.as_ptr().add(data.len()), 0, size - data.len());
+        // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(VramError::out_of_memory(format!(
+                "host allocation of {size} bytes failed: {}",
+                std::io::Error::last_os_error()
+            )));
         }
-        Ok(Self {
-            ptr,
-            len: data.len(),
-            layout,
-        })
+        if size >= HUGE_PAGE {
+            // SAFETY: advice on a mapping we own; failure only means no huge pages.
+            unsafe { libc::madvise(raw, size, libc::MADV_HUGEPAGE) };
+        }
+        let ptr = NonNull::new(raw.cast::<u8>())
+            .ok_or_else(|| VramError::out_of_memory("host allocation returned NULL"))?;
+        Ok(Self { ptr, len, size })
+    }
+
+    /// A copy of `data` (non-empty).
+    pub fn copy_from(data: &[u8]) -> Result<Self> {
+        let mut b = Self::zeroed(data.len())?;
+        b.as_mut_slice().copy_from_slice(data);
+        Ok(b)
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` is valid for `len` initialised (zeroed) bytes, and `&mut self` makes
+        // this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -87,8 +108,8 @@ impl PageBuf {
 
 impl Drop for PageBuf {
     fn drop(&mut self) {
-        // SAFETY: `ptr` was returned by `alloc(self.layout)` and is freed exactly once here.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: `ptr`/`size` describe the mapping made in `zeroed`, unmapped exactly once here.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.size) };
     }
 }
 
