@@ -254,3 +254,32 @@ mod tests {
         assert!(err.message.contains("another key"));
     }
 }
+
+/// The worked example of docs/seal-format.md, byte for byte (computed there with Python's
+/// hashlib and hmac): if this test fails, the document or the format changed.
+#[cfg(test)]
+mod documented_example {
+    use super::*;
+    use crate::seal::merkle::tree_root;
+
+    const RECORD_HEX: &str = "5652414d5345414c00010000004c000177000000000000000300001000\
+        609f6e36d2405585188d5cfd761f407c7cc46a7d3f314c88270469dde315fcd100ffffffff18867251edfa\
+        0000f70289e2f6150e1620feae00146971949b531ba16904b4bf8fbe691271725820487158c663c04edc64\
+        877732004102cb";
+
+    #[test]
+    fn matches_the_document() {
+        let key = SealKey::derive(b"an example seal secret, 32 bytes").unwrap();
+        let rec = SealRecord {
+            shard_id: "w".into(),
+            byte_len: 3,
+            leaf_size: 4096,
+            root: tree_root(b"abc", 4096),
+            residency: Residency::Host,
+            seal_time_unix_ns: 1_767_225_600_000_000_000,
+            key_id: key.key_id(),
+        };
+        let hex: String = rec.encode(&key).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, RECORD_HEX);
+    }
+}
