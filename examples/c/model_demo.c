@@ -142,7 +142,7 @@ int main(int argc, char **argv) {
     printf("verdict: ALL %zu TENSORS INTACT - the weights are exactly the bytes that were sealed\n\n", n);
 
     /* Fault drill: one bit flips in the middle of a layer's MLP weights. */
-    size_t victim = 1 + 7 * (size_t)(layers / 2) + 5; /* model.layers.<mid>.mlp.up_proj.weight */
+    size_t victim = 1 + 9 * (size_t)(layers / 2) + 5; /* model.layers.<mid>.mlp.up_proj.weight */
     uint64_t bit = 8ull * (t[victim].bytes / 2) + 5;
     printf("fault drill: flipping bit %llu (byte %llu) of %s\n", (unsigned long long)bit,
            (unsigned long long)(bit / 8), t[victim].name);

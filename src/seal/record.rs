@@ -279,7 +279,11 @@ mod documented_example {
             seal_time_unix_ns: 1_767_225_600_000_000_000,
             key_id: key.key_id(),
         };
-        let hex: String = rec.encode(&key).iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = rec
+            .encode(&key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hex, RECORD_HEX);
     }
 }
