@@ -1,8 +1,8 @@
-//! Build script: generates the C header with cbindgen, sets the soname, and (when enabled)
-//! compiles the CUDA kernels.
+//! Build script: generates the C header with cbindgen, sets the soname, and compiles the
+//! CUDA kernels (VRAM_CUDA=auto|on|off).
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=src");
@@ -17,6 +17,104 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libvram.so.{major}.{minor}");
 
     generate_header(&major, &minor, &patch);
+    build_cuda();
+}
+
+/// `VRAM_CUDA=auto|on|off` (default auto): compile cuda/*.cu with nvcc and link the CUDA
+/// runtime statically, so one libvram.so serves GPU and CPU-only hosts alike.
+fn build_cuda() {
+    println!("cargo:rustc-check-cfg=cfg(vram_cuda)");
+    println!("cargo:rerun-if-env-changed=VRAM_CUDA");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    println!("cargo:rerun-if-changed=cuda");
+    let mode = env::var("VRAM_CUDA").unwrap_or_else(|_| "auto".into());
+    let nvcc = match mode.as_str() {
+        "off" => return,
+        "auto" | "on" => find_nvcc(),
+        other => panic!("VRAM_CUDA={other}: expected auto, on or off"),
+    };
+    let Some(nvcc) = nvcc else {
+        if mode == "on" {
+            panic!(
+                "VRAM_CUDA=on but nvcc was not found (set NVCC, or run scripts/test.sh, which \
+                 installs nvcc 13.0 into .tools/cuda)"
+            );
+        }
+        println!("cargo:warning=nvcc not found: building libvram without the CUDA backend");
+        return;
+    };
+    // The PyPI layout keeps include/ and lib/ beside bin/ (nvidia/cu13/{bin,include,lib});
+    // the classic toolkit keeps lib64/.
+    let root = nvcc
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    // cc finds nvcc through the NVCC variable (its family detection reads the process
+    // environment, not Build::env).
+    // SAFETY: build scripts run single-threaded here; nothing else reads the environment.
+    unsafe { env::set_var("NVCC", &nvcc) };
+    let mut build = cc::Build::new();
+    build
+        .cuda(true)
+        // The kernels and cudart_static need no C++ standard library at run time.
+        .cpp_link_stdlib(None)
+        .include("cuda")
+        .flag("-O3")
+        .flag("-std=c++17")
+        // Static-local guards would pull in libstdc++ (__cxa_guard_*); the launchers need none.
+        .flag("-Xcompiler=-fno-threadsafe-statics")
+        // Sound and exact code only: no fast-math, no flush-to-zero, IEEE division/sqrt.
+        .flag("-ftz=false")
+        .flag("-prec-div=true")
+        .flag("-prec-sqrt=true")
+        .flag("-fmad=true");
+    for sm in ["80", "86", "89", "90"] {
+        build.flag(format!("-gencode=arch=compute_{sm},code=sm_{sm}"));
+    }
+    // PTX for the newest architecture, so newer GPUs can JIT it.
+    build.flag("-gencode=arch=compute_90,code=compute_90");
+    let mut sources: Vec<PathBuf> = std::fs::read_dir("cuda")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    sources.retain(|p| p.extension().is_some_and(|e| e == "cu"));
+    sources.sort();
+    for src in &sources {
+        build.file(src);
+    }
+    build.compile("vram_cuda");
+    for lib in ["lib", "lib64", "targets/x86_64-linux/lib"] {
+        let dir = root.join(lib);
+        if dir.join("libcudart_static.a").exists() {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+        }
+    }
+    println!("cargo:rustc-link-lib=static=cudart_static");
+    for lib in ["rt", "dl", "pthread"] {
+        println!("cargo:rustc-link-lib=dylib={lib}");
+    }
+    println!("cargo:rustc-cfg=vram_cuda");
+}
+
+fn find_nvcc() -> Option<PathBuf> {
+    if let Some(p) = env::var_os("NVCC").map(PathBuf::from) {
+        return p.exists().then_some(p);
+    }
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let tools_lib = manifest.join(".tools/cuda/lib");
+    if let Ok(entries) = std::fs::read_dir(&tools_lib) {
+        for e in entries.flatten() {
+            let nvcc = e.path().join("site-packages/nvidia/cu13/bin/nvcc");
+            if nvcc.exists() {
+                return Some(nvcc);
+            }
+        }
+    }
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .map(|d| d.join("nvcc"))
+        .chain([PathBuf::from("/usr/local/cuda/bin/nvcc")])
+        .find(|p| p.exists())
 }
 
 /// Writes `$OUT_DIR/vram.h`; the `header_current` test compares it with `include/vram.h`.

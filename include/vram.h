@@ -356,8 +356,8 @@ vram_status vram_verify(struct vram_ctx *ctx,
                         struct vram_verify_report *report);
 
 /**
- * Verifies `n` shards in one batch (one pass over all their bytes; many small shards verify
- * as fast as one large one).
+ * Verifies `n` shards in one batch (one pass over all their bytes; on the GPU, one kernel
+ * launch: many small shards verify as fast as one large one).
  *
  * - `shards`: array of `n` non-NULL shard pointers (NULL entry → ::VRAM_ERR_NULL_ARGUMENT,
  *   nothing verified). May be NULL only when `n == 0`, which returns ::VRAM_OK.
@@ -366,12 +366,43 @@ vram_status vram_verify(struct vram_ctx *ctx,
  *
  * Returns ::VRAM_ERR_BAD_SEAL if any shard's seal fails, else ::VRAM_ERR_INTEGRITY if any
  * shard is damaged, else ::VRAM_OK; ::VRAM_ERR_POLICY when any shard lives on another backend
- * or device (nothing verified). Thread-safe as vram_verify().
+ * or device (nothing verified); ::VRAM_ERR_DEVICE on a GPU error. Thread-safe as vram_verify().
  */
 vram_status vram_verify_many(struct vram_ctx *ctx,
                              const struct vram_shard *const *shards,
                              size_t n,
                              struct vram_verify_report *reports);
+
+/**
+ * vram_verify_many() with its GPU work enqueued on the caller's CUDA stream, so verification
+ * is ordered with (and can overlap) the caller's other work: `stream` is a `cudaStream_t` of
+ * the context's GPU (NULL = the legacy default stream). The call waits on that stream before
+ * it returns, so the reports are ready. The host backend ignores `stream`. Everything else as
+ * vram_verify_many().
+ */
+vram_status vram_verify_many_on_stream(struct vram_ctx *ctx,
+                                       const struct vram_shard *const *shards,
+                                       size_t n,
+                                       struct vram_verify_report *reports,
+                                       void *stream);
+
+/**
+ * Seals `len` bytes of GPU memory that the caller already owns, in place, without copying.
+ *
+ * - `device_ptr`: plain device memory (cudaMalloc / cudaMallocAsync) of the context's GPU.
+ *   Host, pinned, managed or unregistered memory, or memory of another GPU →
+ *   ::VRAM_ERR_POLICY. Borrowed: libvram never frees it; free the shard before the memory.
+ *   The caller must not write to it while sealed (a write is tampering, caught by verify).
+ * - `shard_id`, `out`: as vram_seal(). `len` must be > 0 and lie within one allocation.
+ *
+ * Errors: ::VRAM_ERR_UNSUPPORTED on a host-backend context; ::VRAM_ERR_NULL_ARGUMENT,
+ * ::VRAM_ERR_INVALID_ARGUMENT, ::VRAM_ERR_DEVICE. Thread-safe.
+ */
+vram_status vram_seal_device(struct vram_ctx *ctx,
+                             const char *shard_id,
+                             const void *device_ptr,
+                             size_t len,
+                             struct vram_shard **out);
 
 /**
  * Copies the shard's 32-byte Merkle root (RFC 9162 tree hash) to `out_root`.

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use subtle::ConstantTimeEq;
 
-use crate::backend::{Backend, BackendChoice, CheckJob};
+use crate::backend::{Backend, BackendChoice, CheckJob, StreamHandle};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::events::{self, Level, names};
 use crate::seal::key::SealKey;
@@ -150,6 +150,19 @@ impl Context {
         let layout = TreeLayout::new(len, leaf_size);
         let mut level = try_zeroed_level(layout.regions())?;
         let storage = self.backend.ingest(data, layout, &mut level)?;
+        self.finish_seal(id, layout, level, storage, reservation)
+    }
+
+    fn finish_seal(
+        &self,
+        id: &str,
+        layout: TreeLayout,
+        level: Vec<Hash>,
+        storage: crate::backend::Storage,
+        reservation: Reservation,
+    ) -> Result<Shard> {
+        let len = layout.len;
+        let leaf_size = layout.leaf_size;
         let root = root_from_level(&level)
             .ok_or_else(|| VramError::invalid("len", "must be greater than 0"))?;
         let record = SealRecord {
@@ -180,9 +193,39 @@ impl Context {
         })
     }
 
+    /// Seals `len` bytes of device memory the caller owns, in place: libvram never frees it,
+    /// and the shard must be freed before the memory is. CUDA backend only.
+    pub fn seal_device(
+        &self,
+        shard_id: &[u8],
+        device_ptr: usize,
+        len: u64,
+        leaf_size: Option<u32>,
+    ) -> Result<Shard> {
+        let id = check_shard_id(shard_id)?;
+        if len == 0 {
+            return Err(VramError::invalid("len", "must be greater than 0"));
+        }
+        let leaf_size = leaf_size.unwrap_or(DEFAULT_LEAF_SIZE);
+        check_leaf_size(leaf_size).map_err(|e| VramError::invalid("leaf_size", e))?;
+        let layout = TreeLayout::new(len, leaf_size);
+        let mut level = try_zeroed_level(layout.regions())?;
+        let storage = self
+            .backend
+            .adopt(device_ptr, layout, &mut level)
+            .inspect_err(|e| {
+                if e.kind == ErrorKind::Policy {
+                    events::emit(Level::Warn, names::POLICY_VIOLATION, &e.message);
+                }
+            })?;
+        // Borrowed bytes are the caller's allocation: nothing is reserved against capacity.
+        let reservation = self.accounting.reserve(0)?;
+        self.finish_seal(id, layout, level, storage, reservation)
+    }
+
     /// Verifies one shard; see [`Context::verify_many`].
     pub fn verify(&self, shard: &Shard) -> Result<VerifyReport> {
-        let mut reports = self.verify_many(&[shard])?;
+        let mut reports = self.verify_many(&[shard], None)?;
         reports
             .pop()
             .ok_or_else(|| VramError::invalid("shard", "nothing was verified"))
@@ -192,8 +235,13 @@ impl Context {
     ///
     /// A shard on another backend or device is a policy error for the whole call (nothing is
     /// hashed). A shard whose seal does not authenticate under this context's key is reported
-    /// as [`Outcome::BadSeal`] without hashing its bytes.
-    pub fn verify_many(&self, shards: &[&Shard]) -> Result<Vec<VerifyReport>> {
+    /// as [`Outcome::BadSeal`] without hashing its bytes. On the CUDA backend, `stream` (a
+    /// caller's `cudaStream_t`) orders the work after the caller's; the host backend ignores it.
+    pub fn verify_many(
+        &self,
+        shards: &[&Shard],
+        stream: Option<StreamHandle>,
+    ) -> Result<Vec<VerifyReport>> {
         for (i, s) in shards.iter().enumerate() {
             if s.storage().residency() != self.residency() {
                 let msg = format!(
@@ -237,7 +285,7 @@ impl Context {
                 });
             }
         }
-        let damage = self.backend.check(&jobs)?;
+        let damage = self.backend.check(&jobs, stream)?;
         for (&i, d) in checked.iter().zip(&damage) {
             if let Some(r) = reports.get_mut(i) {
                 if d.damaged_regions > 0 {

@@ -4,6 +4,11 @@
 //! live (host memory, a CUDA device), and each operation must know both the backend and the
 //! storage it is handed, so a `match` on the pair is the clearest dispatch.
 
+/// The CUDA backend (internal: its launcher declarations are not part of vram.h).
+///
+/// cbindgen:ignore
+#[cfg(vram_cuda)]
+pub mod cuda;
 pub mod host;
 pub mod page_buf;
 
@@ -21,15 +26,23 @@ pub enum BackendChoice {
     Host,
 }
 
+/// A caller's CUDA stream (`cudaStream_t` as an address); ignored by the host backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamHandle(pub usize);
+
 /// A backend in use by a context.
 #[derive(Debug)]
 pub enum Backend {
     Host(HostBackend),
+    #[cfg(vram_cuda)]
+    Cuda(cuda::CudaBackend),
 }
 
 /// Bytes of one shard, where they live.
 pub enum Storage {
     Host(PageBuf),
+    #[cfg(vram_cuda)]
+    Cuda(cuda::DeviceBuf),
 }
 
 /// One shard to re-hash: its layout and the kept level of region roots to compare against.
@@ -56,22 +69,61 @@ impl Default for Damage {
     }
 }
 
+/// Whether this build can use a GPU at all, and how many this process sees.
+pub fn gpu_count() -> i32 {
+    #[cfg(vram_cuda)]
+    {
+        cuda::device_count()
+    }
+    #[cfg(not(vram_cuda))]
+    {
+        0
+    }
+}
+
 impl Backend {
-    /// Opens the backend a caller chose. `Cuda` never falls back to host memory.
+    /// Opens the backend a caller chose. `Cuda` never falls back to host memory; `Auto` takes
+    /// the GPU when one is usable.
     pub fn open(choice: BackendChoice, device: i32) -> Result<Self> {
-        let _ = device;
         match choice {
-            BackendChoice::Host | BackendChoice::Auto => Ok(Backend::Host(HostBackend::default())),
-            BackendChoice::Cuda => Err(VramError::new(
-                ErrorKind::NoDevice,
-                "backend: CUDA was requested but this libvram was built without CUDA support",
-            )),
+            BackendChoice::Host => Ok(Backend::Host(HostBackend::default())),
+            BackendChoice::Auto if gpu_count() == 0 => Ok(Backend::Host(HostBackend::default())),
+            BackendChoice::Auto | BackendChoice::Cuda => Self::open_cuda(device),
         }
+    }
+
+    #[cfg(vram_cuda)]
+    fn open_cuda(device: i32) -> Result<Self> {
+        Ok(Backend::Cuda(cuda::CudaBackend::open(device)?))
+    }
+
+    #[cfg(not(vram_cuda))]
+    fn open_cuda(_device: i32) -> Result<Self> {
+        Err(VramError::new(
+            ErrorKind::NoDevice,
+            "backend: CUDA was requested but this libvram was built without CUDA support",
+        ))
     }
 
     pub fn residency(&self) -> Residency {
         match self {
             Backend::Host(_) => Residency::Host,
+            #[cfg(vram_cuda)]
+            Backend::Cuda(c) => Residency::Cuda { device: c.device() },
+        }
+    }
+
+    /// The capacity a context gets: for the host backend the caller's cap (0 = none); for
+    /// CUDA the caller's cap, or the device's memory when 0.
+    pub fn effective_capacity(&self, requested: u64) -> Result<u64> {
+        match self {
+            Backend::Host(_) => Ok(requested),
+            #[cfg(vram_cuda)]
+            Backend::Cuda(c) => Ok(if requested == 0 {
+                c.total_bytes()
+            } else {
+                requested
+            }),
         }
     }
 
@@ -80,31 +132,79 @@ impl Backend {
     pub fn ingest(&self, data: &[u8], layout: TreeLayout, level: &mut [Hash]) -> Result<Storage> {
         match self {
             Backend::Host(h) => Ok(Storage::Host(h.ingest(data, layout, level)?)),
+            #[cfg(vram_cuda)]
+            Backend::Cuda(c) => Ok(Storage::Cuda(c.ingest(data, layout, level)?)),
+        }
+    }
+
+    /// Seals memory the caller already owns on the device, in place (borrowed).
+    pub fn adopt(
+        &self,
+        device_ptr: usize,
+        layout: TreeLayout,
+        level: &mut [Hash],
+    ) -> Result<Storage> {
+        let _ = (device_ptr, &layout, &level);
+        match self {
+            Backend::Host(_) => Err(VramError::new(
+                ErrorKind::Unsupported,
+                "ctx: sealing device memory in place needs the CUDA backend; this context uses host memory",
+            )),
+            #[cfg(vram_cuda)]
+            Backend::Cuda(c) => Ok(Storage::Cuda(c.adopt(device_ptr, layout, level)?)),
         }
     }
 
     /// Re-hashes every job's regions in one batch and reports the damage of each.
-    pub fn check(&self, jobs: &[CheckJob<'_>]) -> Result<Vec<Damage>> {
-        let mut damage = vec![Damage::default(); jobs.len()];
+    pub fn check(
+        &self,
+        jobs: &[CheckJob<'_>],
+        stream: Option<StreamHandle>,
+    ) -> Result<Vec<Damage>> {
+        let _ = stream;
         match self {
             Backend::Host(h) => {
                 let mut bytes = Vec::with_capacity(jobs.len());
                 for job in jobs {
                     match job.storage {
                         Storage::Host(buf) => bytes.push(buf.as_slice()),
+                        #[cfg(vram_cuda)]
+                        Storage::Cuda(_) => return Err(wrong_backend()),
                     }
                 }
+                let mut damage = vec![Damage::default(); jobs.len()];
                 h.check(jobs, &bytes, &mut damage);
+                Ok(damage)
+            }
+            #[cfg(vram_cuda)]
+            Backend::Cuda(c) => {
+                let mut bufs = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    match job.storage {
+                        Storage::Cuda(b) => bufs.push(b),
+                        Storage::Host(_) => return Err(wrong_backend()),
+                    }
+                }
+                c.check(jobs, &bufs, stream.map(|s| cuda::CallerStream(s.0)))
             }
         }
-        Ok(damage)
     }
+}
+
+#[cfg(vram_cuda)]
+fn wrong_backend() -> VramError {
+    VramError::new(
+        ErrorKind::Policy,
+        "shards: a shard lives on another backend",
+    )
 }
 
 impl Storage {
     pub fn residency(&self) -> Residency {
         match self {
             Storage::Host(_) => Residency::Host,
+            #[cfg(vram_cuda)]
+            Storage::Cuda(b) => Residency::Cuda { device: b.device() },
         }
     }
 
@@ -112,21 +212,25 @@ impl Storage {
     pub fn as_ptr(&self) -> *const u8 {
         match self {
             Storage::Host(b) => b.as_ptr(),
+            #[cfg(vram_cuda)]
+            Storage::Cuda(b) => b.as_ptr(),
+        }
+    }
+
+    /// Whether the bytes belong to the caller (sealed in place) rather than to libvram.
+    pub fn is_borrowed(&self) -> bool {
+        match self {
+            Storage::Host(_) => false,
+            #[cfg(vram_cuda)]
+            Storage::Cuda(b) => b.is_borrowed(),
         }
     }
 
     pub fn flip_bit(&self, bit: u64) -> Result<()> {
         match self {
             Storage::Host(b) => b.flip_bit(bit),
-        }
-    }
-}
-
-impl Backend {
-    /// The capacity a context gets: the caller's cap; for the host backend 0 means no cap.
-    pub fn effective_capacity(&self, requested: u64) -> Result<u64> {
-        match self {
-            Backend::Host(_) => Ok(requested),
+            #[cfg(vram_cuda)]
+            Storage::Cuda(b) => b.flip_bit(bit),
         }
     }
 }

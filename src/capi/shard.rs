@@ -7,6 +7,7 @@ use super::boundary::{
     arg_bytes, arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value,
 };
 use super::types::{vram_ctx, vram_seal_options, vram_shard, vram_status, vram_verify_report};
+use crate::backend::StreamHandle;
 use crate::context::{Outcome, VerifyReport};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::seal::shard_id::MAX_SHARD_ID_LEN;
@@ -138,8 +139,43 @@ pub extern "C" fn vram_verify(
     })
 }
 
-/// Verifies `n` shards in one batch (one pass over all their bytes; many small shards verify
-/// as fast as one large one).
+fn verify_batch(
+    ctx: *mut vram_ctx,
+    shards: *const *const vram_shard,
+    n: usize,
+    reports: *mut vram_verify_report,
+    stream: Option<StreamHandle>,
+) -> Result<()> {
+    let ctx = arg_ref(ctx.cast_const(), "ctx")?;
+    if n == 0 {
+        return Ok(());
+    }
+    if shards.is_null() {
+        return Err(VramError::null("shards"));
+    }
+    if n > isize::MAX as usize / size_of::<*const vram_shard>() {
+        return Err(VramError::invalid("n", "is larger than the address space"));
+    }
+    // SAFETY: caller's contract: `shards` points to `n` readable pointers (n > 0, non-NULL,
+    // size checked above).
+    let ptrs = unsafe { std::slice::from_raw_parts(shards, n) };
+    let mut list: Vec<&Shard> = Vec::with_capacity(n);
+    for (i, &p) in ptrs.iter().enumerate() {
+        list.push(&arg_ref(p, &format!("shards[{i}]"))?.inner);
+    }
+    let rs = ctx.inner.verify_many(&list, stream)?;
+    if !reports.is_null() {
+        // SAFETY: caller's contract: a non-NULL `reports` has room for `n` reports.
+        let out = unsafe { std::slice::from_raw_parts_mut(reports, n) };
+        for (o, r) in out.iter_mut().zip(&rs) {
+            *o = vram_verify_report::from(r);
+        }
+    }
+    batch_status(&rs)
+}
+
+/// Verifies `n` shards in one batch (one pass over all their bytes; on the GPU, one kernel
+/// launch: many small shards verify as fast as one large one).
 ///
 /// - `shards`: array of `n` non-NULL shard pointers (NULL entry → ::VRAM_ERR_NULL_ARGUMENT,
 ///   nothing verified). May be NULL only when `n == 0`, which returns ::VRAM_OK.
@@ -148,7 +184,7 @@ pub extern "C" fn vram_verify(
 ///
 /// Returns ::VRAM_ERR_BAD_SEAL if any shard's seal fails, else ::VRAM_ERR_INTEGRITY if any
 /// shard is damaged, else ::VRAM_OK; ::VRAM_ERR_POLICY when any shard lives on another backend
-/// or device (nothing verified). Thread-safe as vram_verify().
+/// or device (nothing verified); ::VRAM_ERR_DEVICE on a GPU error. Thread-safe as vram_verify().
 #[unsafe(no_mangle)]
 pub extern "C" fn vram_verify_many(
     ctx: *mut vram_ctx,
@@ -157,32 +193,60 @@ pub extern "C" fn vram_verify_many(
     reports: *mut vram_verify_report,
 ) -> vram_status {
     guard("vram_verify_many", || {
+        verify_batch(ctx, shards, n, reports, None)
+    })
+}
+
+/// vram_verify_many() with its GPU work enqueued on the caller's CUDA stream, so verification
+/// is ordered with (and can overlap) the caller's other work: `stream` is a `cudaStream_t` of
+/// the context's GPU (NULL = the legacy default stream). The call waits on that stream before
+/// it returns, so the reports are ready. The host backend ignores `stream`. Everything else as
+/// vram_verify_many().
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_verify_many_on_stream(
+    ctx: *mut vram_ctx,
+    shards: *const *const vram_shard,
+    n: usize,
+    reports: *mut vram_verify_report,
+    stream: *mut c_void,
+) -> vram_status {
+    guard("vram_verify_many_on_stream", || {
+        verify_batch(ctx, shards, n, reports, Some(StreamHandle(stream as usize)))
+    })
+}
+
+/// Seals `len` bytes of GPU memory that the caller already owns, in place, without copying.
+///
+/// - `device_ptr`: plain device memory (cudaMalloc / cudaMallocAsync) of the context's GPU.
+///   Host, pinned, managed or unregistered memory, or memory of another GPU →
+///   ::VRAM_ERR_POLICY. Borrowed: libvram never frees it; free the shard before the memory.
+///   The caller must not write to it while sealed (a write is tampering, caught by verify).
+/// - `shard_id`, `out`: as vram_seal(). `len` must be > 0 and lie within one allocation.
+///
+/// Errors: ::VRAM_ERR_UNSUPPORTED on a host-backend context; ::VRAM_ERR_NULL_ARGUMENT,
+/// ::VRAM_ERR_INVALID_ARGUMENT, ::VRAM_ERR_DEVICE. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_seal_device(
+    ctx: *mut vram_ctx,
+    shard_id: *const c_char,
+    device_ptr: *const c_void,
+    len: usize,
+    out: *mut *mut vram_shard,
+) -> vram_status {
+    guard("vram_seal_device", || {
         let ctx = arg_ref(ctx.cast_const(), "ctx")?;
-        if n == 0 {
-            return Ok(());
+        let id = arg_cstr(shard_id, MAX_SHARD_ID_LEN, "shard_id")?;
+        if device_ptr.is_null() {
+            return Err(VramError::null("device_ptr"));
         }
-        if shards.is_null() {
-            return Err(VramError::null("shards"));
-        }
-        if n > isize::MAX as usize / size_of::<*const vram_shard>() {
-            return Err(VramError::invalid("n", "is larger than the address space"));
-        }
-        // SAFETY: caller's contract: `shards` points to `n` readable pointers (n > 0, non-NULL,
-        // size checked above).
-        let ptrs = unsafe { std::slice::from_raw_parts(shards, n) };
-        let mut list: Vec<&Shard> = Vec::with_capacity(n);
-        for (i, &p) in ptrs.iter().enumerate() {
-            list.push(&arg_ref(p, &format!("shards[{i}]"))?.inner);
-        }
-        let rs = ctx.inner.verify_many(&list)?;
-        if !reports.is_null() {
-            // SAFETY: caller's contract: a non-NULL `reports` has room for `n` reports.
-            let out = unsafe { std::slice::from_raw_parts_mut(reports, n) };
-            for (o, r) in out.iter_mut().zip(&rs) {
-                *o = vram_verify_report::from(r);
-            }
-        }
-        batch_status(&rs)
+        let out = arg_mut(out, "out")?;
+        let shard = ctx
+            .inner
+            .seal_device(id, device_ptr as usize, len as u64, None)?;
+        *out = Box::into_raw(Box::new(vram_shard {
+            inner: Arc::new(shard),
+        }));
+        Ok(())
     })
 }
 

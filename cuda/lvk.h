@@ -1,0 +1,61 @@
+/* Internal interface between libvram's Rust code and its CUDA code. Not installed, not
+ * exported from libvram.so (the symbol test checks): every function returns a cudaError_t
+ * value (0 = success) and never aborts. */
+#ifndef LVK_H
+#define LVK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Pointer kinds reported by lvk_pointer_kind. */
+#define LVK_PTR_UNREGISTERED 0
+#define LVK_PTR_HOST 1
+#define LVK_PTR_DEVICE 2
+#define LVK_PTR_MANAGED 3
+
+int lvk_device_count(int *count);
+int lvk_get_device(int *device);
+int lvk_set_device(int device);
+int lvk_mem_info(size_t *free_bytes, size_t *total_bytes);
+int lvk_pointer_kind(const void *ptr, int *kind, int *device);
+const char *lvk_error_string(int code);
+
+int lvk_stream_create(void **stream);
+int lvk_stream_destroy(void *stream);
+int lvk_stream_sync(void *stream);
+int lvk_event_create(void **event);
+int lvk_event_destroy(void *event);
+
+int lvk_malloc_async(void **ptr, size_t size, void *stream);
+int lvk_free_async(void *ptr, void *stream);
+int lvk_memcpy_h2d_async(void *dst, const void *src, size_t n, void *stream);
+int lvk_memcpy_d2h_async(void *dst, const void *src, size_t n, void *stream);
+/* Makes `waiter` wait for all work queued so far on `signaller`. */
+int lvk_stream_after(void *waiter, void *signaller, void *event);
+
+/* Fault drill: XORs `mask` into the byte at `ptr + offset`. */
+int lvk_flip_byte(void *ptr, uint64_t offset, uint8_t mask, void *stream);
+
+/* One shard of a Merkle batch. */
+typedef struct lvk_job {
+    const uint8_t *data;   /* device bytes */
+    uint64_t len;          /* > 0 */
+    uint64_t first_region; /* index of this job's first region in the batch */
+    uint32_t leaf_size;    /* power of two, 1 KiB .. 1 MiB */
+    uint32_t region_leaves;/* leaves per region: 1 MiB / leaf_size, at least 1 */
+} lvk_job;
+
+/* Computes the RFC 9162 root of every region of every job: `roots` receives
+ * 32 bytes per region (big-endian SHA-256 output), in batch order. `jobs` is a device array
+ * sorted by first_region; `max_region_leaves` bounds every job's region_leaves (<= 1024). */
+int lvk_region_roots(const lvk_job *jobs, uint32_t n_jobs, uint64_t total_regions,
+                     uint32_t max_region_leaves, uint8_t *roots, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,130 @@
+// The device memory layer: allocation, copies, device selection, pointer checks, the fault
+// drill. Stream-ordered throughout: libvram lives inside a server whose other kernels must
+// keep running, so nothing here synchronises the whole device.
+#include <cuda_runtime.h>
+
+#include "lvk.h"
+
+extern "C" int lvk_device_count(int *count) {
+    if (count == nullptr) return cudaErrorInvalidValue;
+    *count = 0;
+    cudaError_t e = cudaGetDeviceCount(count);
+    if (e != cudaSuccess) *count = 0;
+    return e;
+}
+
+extern "C" int lvk_get_device(int *device) {
+    if (device == nullptr) return cudaErrorInvalidValue;
+    return cudaGetDevice(device);
+}
+
+extern "C" int lvk_set_device(int device) { return cudaSetDevice(device); }
+
+extern "C" int lvk_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    if (free_bytes == nullptr || total_bytes == nullptr) return cudaErrorInvalidValue;
+    return cudaMemGetInfo(free_bytes, total_bytes);
+}
+
+extern "C" int lvk_pointer_kind(const void *ptr, int *kind, int *device) {
+    if (kind == nullptr || device == nullptr) return cudaErrorInvalidValue;
+    *kind = LVK_PTR_UNREGISTERED;
+    *device = -1;
+    if (ptr == nullptr) return cudaErrorInvalidValue;
+    cudaPointerAttributes a;
+    cudaError_t e = cudaPointerGetAttributes(&a, ptr);
+    if (e != cudaSuccess) return e;
+    switch (a.type) {
+        case cudaMemoryTypeHost: *kind = LVK_PTR_HOST; break;
+        case cudaMemoryTypeDevice: *kind = LVK_PTR_DEVICE; break;
+        case cudaMemoryTypeManaged: *kind = LVK_PTR_MANAGED; break;
+        default: *kind = LVK_PTR_UNREGISTERED; break;
+    }
+    *device = a.device;
+    return cudaSuccess;
+}
+
+extern "C" const char *lvk_error_string(int code) {
+    return cudaGetErrorString(static_cast<cudaError_t>(code));
+}
+
+extern "C" int lvk_stream_create(void **stream) {
+    if (stream == nullptr) return cudaErrorInvalidValue;
+    *stream = nullptr;
+    cudaStream_t s = nullptr;
+    cudaError_t e = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    if (e == cudaSuccess) *stream = s;
+    return e;
+}
+
+extern "C" int lvk_stream_destroy(void *stream) {
+    if (stream == nullptr) return cudaSuccess;
+    return cudaStreamDestroy(static_cast<cudaStream_t>(stream));
+}
+
+extern "C" int lvk_stream_sync(void *stream) {
+    return cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+}
+
+extern "C" int lvk_event_create(void **event) {
+    if (event == nullptr) return cudaErrorInvalidValue;
+    *event = nullptr;
+    cudaEvent_t ev = nullptr;
+    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e == cudaSuccess) *event = ev;
+    return e;
+}
+
+extern "C" int lvk_event_destroy(void *event) {
+    if (event == nullptr) return cudaSuccess;
+    return cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+
+extern "C" int lvk_malloc_async(void **ptr, size_t size, void *stream) {
+    if (ptr == nullptr || size == 0) return cudaErrorInvalidValue;
+    *ptr = nullptr;
+    void *p = nullptr;
+    cudaError_t e = cudaMallocAsync(&p, size, static_cast<cudaStream_t>(stream));
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); // clear the sticky-free error so later calls are not blamed
+        return e;
+    }
+    *ptr = p;
+    return cudaSuccess;
+}
+
+extern "C" int lvk_free_async(void *ptr, void *stream) {
+    if (ptr == nullptr) return cudaSuccess;
+    return cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream));
+}
+
+static bool ranges_ok(const void *dst, const void *src, size_t n) {
+    if (dst == nullptr || src == nullptr || n == 0) return false;
+    uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+    return d + n > d && s + n > s; // no address-space overflow
+}
+
+extern "C" int lvk_memcpy_h2d_async(void *dst, const void *src, size_t n, void *stream) {
+    if (!ranges_ok(dst, src, n)) return cudaErrorInvalidValue;
+    return cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream));
+}
+
+extern "C" int lvk_memcpy_d2h_async(void *dst, const void *src, size_t n, void *stream) {
+    if (!ranges_ok(dst, src, n)) return cudaErrorInvalidValue;
+    return cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream));
+}
+
+extern "C" int lvk_stream_after(void *waiter, void *signaller, void *event) {
+    if (event == nullptr) return cudaErrorInvalidValue;
+    cudaEvent_t ev = static_cast<cudaEvent_t>(event);
+    cudaError_t e = cudaEventRecord(ev, static_cast<cudaStream_t>(signaller));
+    if (e != cudaSuccess) return e;
+    return cudaStreamWaitEvent(static_cast<cudaStream_t>(waiter), ev, 0);
+}
+
+__global__ void flip_byte_kernel(uint8_t *p, uint8_t mask) { *p ^= mask; }
+
+extern "C" int lvk_flip_byte(void *ptr, uint64_t offset, uint8_t mask, void *stream) {
+    if (ptr == nullptr) return cudaErrorInvalidValue;
+    flip_byte_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<uint8_t *>(ptr) + offset, mask);
+    return cudaGetLastError();
+}

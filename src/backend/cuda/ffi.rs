@@ -1,0 +1,88 @@
+//! Declarations of the launchers in cuda/ (see cuda/lvk.h) and the mapping of their CUDA
+//! error codes to libvram errors.
+
+use std::ffi::{c_char, c_int, c_void};
+
+use crate::error::{ErrorKind, Result, VramError};
+
+pub const PTR_DEVICE: c_int = 2;
+pub const PTR_MANAGED: c_int = 3;
+pub const PTR_HOST: c_int = 1;
+
+/// One shard of a Merkle batch (mirrors `lvk_job`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LvkJob {
+    pub data: *const u8,
+    pub len: u64,
+    pub first_region: u64,
+    pub leaf_size: u32,
+    pub region_leaves: u32,
+}
+
+unsafe extern "C" {
+    pub fn lvk_device_count(count: *mut c_int) -> c_int;
+    pub fn lvk_get_device(device: *mut c_int) -> c_int;
+    pub fn lvk_set_device(device: c_int) -> c_int;
+    pub fn lvk_mem_info(free: *mut usize, total: *mut usize) -> c_int;
+    pub fn lvk_pointer_kind(ptr: *const c_void, kind: *mut c_int, device: *mut c_int) -> c_int;
+    pub fn lvk_error_string(code: c_int) -> *const c_char;
+    pub fn lvk_stream_create(stream: *mut *mut c_void) -> c_int;
+    pub fn lvk_stream_destroy(stream: *mut c_void) -> c_int;
+    pub fn lvk_stream_sync(stream: *mut c_void) -> c_int;
+    pub fn lvk_event_create(event: *mut *mut c_void) -> c_int;
+    pub fn lvk_event_destroy(event: *mut c_void) -> c_int;
+    pub fn lvk_malloc_async(ptr: *mut *mut c_void, size: usize, stream: *mut c_void) -> c_int;
+    pub fn lvk_free_async(ptr: *mut c_void, stream: *mut c_void) -> c_int;
+    pub fn lvk_memcpy_h2d_async(
+        dst: *mut c_void,
+        src: *const c_void,
+        n: usize,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_memcpy_d2h_async(
+        dst: *mut c_void,
+        src: *const c_void,
+        n: usize,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_stream_after(
+        waiter: *mut c_void,
+        signaller: *mut c_void,
+        event: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_flip_byte(ptr: *mut c_void, offset: u64, mask: u8, stream: *mut c_void) -> c_int;
+    pub fn lvk_region_roots(
+        jobs: *const LvkJob,
+        n_jobs: u32,
+        total_regions: u64,
+        max_region_leaves: u32,
+        roots: *mut u8,
+        stream: *mut c_void,
+    ) -> c_int;
+}
+
+/// `cudaErrorMemoryAllocation`
+const ERR_MEMORY_ALLOCATION: c_int = 2;
+/// `cudaErrorStubLibrary`, `cudaErrorInsufficientDriver`, `cudaErrorNoDevice`: no usable GPU.
+const ERR_NO_GPU: [c_int; 3] = [34, 35, 100];
+
+/// Turns a CUDA status into a result; `what` names the operation for the message.
+pub fn check(code: c_int, what: &str) -> Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    // SAFETY: lvk_error_string returns a static NUL-terminated string for any code.
+    let text = unsafe { std::ffi::CStr::from_ptr(lvk_error_string(code)) }.to_string_lossy();
+    let kind = if code == ERR_MEMORY_ALLOCATION {
+        ErrorKind::OutOfMemory
+    } else if ERR_NO_GPU.contains(&code) {
+        ErrorKind::NoDevice
+    } else {
+        ErrorKind::Device
+    };
+    Err(VramError::new(
+        kind,
+        format!("{what}: CUDA error {code} ({text})"),
+    ))
+}

@@ -1,0 +1,405 @@
+//! The CUDA backend: shards in device memory, hashed on the device where they live.
+//!
+//! Sealing from host memory copies in 64 MiB chunks on one stream while a second stream hashes
+//! the chunks already copied; verification hashes every region of every shard of a batch in
+//! one kernel launch. Only region roots (32 bytes per MiB) come back to the host, where they
+//! are compared with the kept level in constant time and the root is finished.
+
+mod ffi;
+mod runtime;
+
+use std::ffi::{c_int, c_void};
+
+use subtle::ConstantTimeEq;
+
+use super::{CheckJob, Damage};
+use crate::error::{ErrorKind, Result, VramError};
+use crate::seal::merkle::{Hash, TreeLayout};
+use ffi::{LvkJob, check};
+use runtime::{DeviceAlloc, DeviceScope, Event, Stream, copy_to_device, copy_to_host};
+
+/// Bytes copied per step when sealing from host memory (a multiple of every region size).
+const SEAL_CHUNK: u64 = 64 << 20;
+
+/// Number of CUDA devices usable by this process; 0 when there is no driver or no GPU.
+pub fn device_count() -> i32 {
+    let mut n: c_int = 0;
+    // SAFETY: writes one int through a valid pointer; failure leaves 0.
+    let code = unsafe { ffi::lvk_device_count(&mut n) };
+    if code == 0 { n } else { 0 }
+}
+
+/// A CUDA stream handle from the caller (`cudaStream_t` as an address).
+#[derive(Debug, Clone, Copy)]
+pub struct CallerStream(pub usize);
+
+#[derive(Debug)]
+pub struct CudaBackend {
+    device: i32,
+    total_bytes: u64,
+}
+
+/// Device bytes of one shard: owned (allocated by libvram) or borrowed from the caller.
+pub struct DeviceBuf {
+    ptr: *mut u8,
+    len: u64,
+    device: i32,
+    owned: bool,
+}
+
+// SAFETY: a device address is just a number on the host; the CUDA runtime is thread-safe and
+// every use selects the buffer's device first. Bytes are only changed by the fault drill.
+unsafe impl Send for DeviceBuf {}
+// SAFETY: as for Send.
+unsafe impl Sync for DeviceBuf {}
+
+impl DeviceBuf {
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    pub fn device(&self) -> i32 {
+        self.device
+    }
+
+    pub fn is_borrowed(&self) -> bool {
+        !self.owned
+    }
+
+    /// Fault drill: flips one bit with a one-thread kernel.
+    pub fn flip_bit(&self, bit: u64) -> Result<()> {
+        if bit / 8 >= self.len {
+            return Err(VramError::invalid(
+                "bit_index",
+                "is past the end of the shard",
+            ));
+        }
+        let _scope = DeviceScope::enter(self.device)?;
+        let stream = Stream::new()?;
+        // SAFETY: the offset is inside the buffer (checked above); the kernel XORs one byte.
+        check(
+            unsafe { ffi::lvk_flip_byte(self.ptr.cast(), bit / 8, 1u8 << (bit % 8), stream.raw()) },
+            "fault drill kernel",
+        )?;
+        stream.sync()
+    }
+}
+
+impl Drop for DeviceBuf {
+    fn drop(&mut self) {
+        if !self.owned {
+            return; // Borrowed: the caller frees it, after freeing the shard.
+        }
+        let Ok(_scope) = DeviceScope::enter(self.device) else {
+            return;
+        };
+        if let Ok(stream) = Stream::new() {
+            // SAFETY: memory allocated by lvk_malloc_async in `ingest`, freed exactly once.
+            unsafe { ffi::lvk_free_async(self.ptr.cast(), stream.raw()) };
+            let _ = stream.sync();
+        }
+    }
+}
+
+impl CudaBackend {
+    /// Opens device `device`; `NoDevice` when the process has no usable GPU.
+    pub fn open(device: i32) -> Result<Self> {
+        let count = device_count();
+        if count == 0 {
+            return Err(VramError::new(
+                ErrorKind::NoDevice,
+                "backend: CUDA was requested but no usable GPU was found (no driver or no device)",
+            ));
+        }
+        if device < 0 || device >= count {
+            return Err(VramError::invalid(
+                "opts->device",
+                format!("ordinal {device} does not exist ({count} GPU(s) visible)"),
+            ));
+        }
+        let _scope = DeviceScope::enter(device)?;
+        let (_, total) = mem_info()?;
+        Ok(Self {
+            device,
+            total_bytes: total,
+        })
+    }
+
+    pub fn device(&self) -> i32 {
+        self.device
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Copies host bytes to new device memory and computes the kept level, overlapping the
+    /// copy of each chunk with the hashing of the chunks before it.
+    pub fn ingest(&self, data: &[u8], layout: TreeLayout, level: &mut [Hash]) -> Result<DeviceBuf> {
+        let _scope = DeviceScope::enter(self.device)?;
+        let (free, _) = mem_info()?;
+        if layout.len > free {
+            return Err(VramError::out_of_memory(format!(
+                "len: {} bytes do not fit: {free} bytes are free on GPU {}",
+                layout.len, self.device
+            )));
+        }
+        let copy = Stream::new()?;
+        let hash = Stream::new()?;
+        let dst = DeviceAlloc::new(
+            to_usize(layout.len)?,
+            &copy,
+            "allocating the shard on the GPU",
+        )
+        .map_err(|e| annotate_oom(e, layout.len, self.device))?;
+
+        let filled = self.fill_and_hash(data, layout, level, dst.ptr(), &copy, &hash);
+        if filled.is_err() {
+            // Drain both streams before `dst` is freed: the hash stream may still read it.
+            let _ = hash.sync();
+            let _ = copy.sync();
+        }
+        filled?;
+        Ok(DeviceBuf {
+            ptr: dst.release(),
+            len: layout.len,
+            device: self.device,
+            owned: true,
+        })
+    }
+
+    /// The body of `ingest`: chunked copies on `copy`, each chunk hashed on `hash` once copied.
+    fn fill_and_hash(
+        &self,
+        data: &[u8],
+        layout: TreeLayout,
+        level: &mut [Hash],
+        dst: *mut u8,
+        copy: &Stream,
+        hash: &Stream,
+    ) -> Result<()> {
+        let copied = Event::new()?;
+        let region = layout.region_size();
+        let chunks: Vec<LvkJob> = (0..layout.len.div_ceil(SEAL_CHUNK))
+            .map(|c| {
+                let off = c * SEAL_CHUNK;
+                LvkJob {
+                    data: dst.wrapping_add(off as usize),
+                    len: (layout.len - off).min(SEAL_CHUNK),
+                    first_region: 0,
+                    leaf_size: layout.leaf_size,
+                    region_leaves: layout.region_leaves() as u32,
+                }
+            })
+            .collect();
+        let jobs_dev = upload_jobs(&chunks, hash)?;
+        let level_dev = DeviceAlloc::new(to_usize(32 * layout.regions())?, hash, "region roots")?;
+        for (c, job) in chunks.iter().enumerate() {
+            let off = c as u64 * SEAL_CHUNK;
+            let src = data
+                .get(off as usize..(off + job.len) as usize)
+                .ok_or_else(|| VramError::invalid("len", "chunk outside the data"))?;
+            copy_to_device(job.data.cast_mut(), src, copy)?;
+            copied.order(hash, copy)?;
+            let first_region = off / region;
+            launch(
+                jobs_dev.ptr().cast::<LvkJob>().wrapping_add(c),
+                1,
+                job.len.div_ceil(region),
+                layout.region_leaves() as u32,
+                level_dev.ptr().wrapping_add(32 * first_region as usize),
+                hash,
+            )?;
+        }
+        copy_to_host(level.as_flattened_mut(), level_dev.ptr(), hash)?;
+        hash.sync()?;
+        copy.sync()
+    }
+
+    /// Seals device memory the caller owns (borrowed, never freed by libvram). Only plain
+    /// device memory of this context's GPU is accepted.
+    pub fn adopt(&self, ptr: usize, layout: TreeLayout, level: &mut [Hash]) -> Result<DeviceBuf> {
+        let _scope = DeviceScope::enter(self.device)?;
+        let (kind, device) = pointer_kind(ptr)?;
+        let policy = |what: &str| {
+            Err(VramError::new(
+                ErrorKind::Policy,
+                format!(
+                    "device_ptr: {what}; only plain device memory of GPU {} can be sealed in place",
+                    self.device
+                ),
+            ))
+        };
+        match kind {
+            ffi::PTR_DEVICE if device == self.device => {}
+            ffi::PTR_DEVICE => return policy(&format!("is memory of GPU {device}")),
+            ffi::PTR_MANAGED => return policy("is managed (unified) memory"),
+            ffi::PTR_HOST => return policy("is pinned host memory"),
+            _ => return policy("is not memory known to CUDA (host or unregistered)"),
+        }
+        let buf = DeviceBuf {
+            ptr: ptr as *mut u8,
+            len: layout.len,
+            device: self.device,
+            owned: false,
+        };
+        let stream = Stream::new()?;
+        let fresh = self.region_roots(&[(&buf, layout)], &stream)?;
+        level.copy_from_slice(&fresh);
+        Ok(buf)
+    }
+
+    /// Re-hashes every job's regions in one launch and compares them with the kept levels.
+    pub fn check(
+        &self,
+        jobs: &[CheckJob<'_>],
+        bufs: &[&DeviceBuf],
+        stream: Option<CallerStream>,
+    ) -> Result<Vec<Damage>> {
+        let _scope = DeviceScope::enter(self.device)?;
+        let stream = match stream {
+            Some(s) => Stream::borrowed(s.0 as *mut c_void),
+            None => Stream::new()?,
+        };
+        let pairs: Vec<(&DeviceBuf, TreeLayout)> = bufs
+            .iter()
+            .copied()
+            .zip(jobs.iter().map(|j| j.layout))
+            .collect();
+        let fresh = self.region_roots(&pairs, &stream)?;
+        let mut damage = vec![Damage::default(); jobs.len()];
+        let mut at = 0usize;
+        for (job, d) in jobs.iter().zip(damage.iter_mut()) {
+            for (r, expected) in job.level.iter().enumerate() {
+                let same = fresh
+                    .get(at + r)
+                    .is_some_and(|f| bool::from(f.ct_eq(expected)));
+                if !same {
+                    d.damaged_regions += 1;
+                    d.first_damaged_region = d.first_damaged_region.min(r as u64);
+                }
+            }
+            at += job.level.len();
+        }
+        Ok(damage)
+    }
+
+    /// Region roots of every buffer, in order, from one kernel launch.
+    fn region_roots(
+        &self,
+        items: &[(&DeviceBuf, TreeLayout)],
+        stream: &Stream,
+    ) -> Result<Vec<Hash>> {
+        let mut jobs = Vec::with_capacity(items.len());
+        let mut total: u64 = 0;
+        let mut max_leaves: u32 = 1;
+        for (buf, layout) in items {
+            if buf.device != self.device {
+                return Err(VramError::new(
+                    ErrorKind::Policy,
+                    format!(
+                        "shard lives on GPU {}, not on this context's GPU {}",
+                        buf.device, self.device
+                    ),
+                ));
+            }
+            let region_leaves = layout.region_leaves() as u32;
+            max_leaves = max_leaves.max(region_leaves);
+            jobs.push(LvkJob {
+                data: buf.ptr,
+                len: layout.len,
+                first_region: total,
+                leaf_size: layout.leaf_size,
+                region_leaves,
+            });
+            total += layout.regions();
+        }
+        let mut fresh = try_level(total)?;
+        if jobs.is_empty() {
+            return Ok(fresh);
+        }
+        let jobs_dev = upload_jobs(&jobs, stream)?;
+        let roots_dev = DeviceAlloc::new(to_usize(32 * total)?, stream, "region roots")?;
+        launch(
+            jobs_dev.ptr().cast(),
+            jobs.len() as u32,
+            total,
+            max_leaves,
+            roots_dev.ptr(),
+            stream,
+        )?;
+        copy_to_host(fresh.as_flattened_mut(), roots_dev.ptr(), stream)?;
+        stream.sync()?;
+        Ok(fresh)
+    }
+}
+
+fn launch(
+    jobs: *const LvkJob,
+    n: u32,
+    regions: u64,
+    max_leaves: u32,
+    roots: *mut u8,
+    stream: &Stream,
+) -> Result<()> {
+    // SAFETY: `jobs` points to `n` jobs in device memory whose buffers hold `len` bytes each,
+    // and `roots` has room for 32 bytes per region; both stay allocated until the stream is
+    // synchronised (callers own them across the sync).
+    check(
+        unsafe { ffi::lvk_region_roots(jobs, n, regions, max_leaves, roots, stream.raw()) },
+        "Merkle kernel launch",
+    )
+}
+
+fn upload_jobs<'s>(jobs: &[LvkJob], stream: &'s Stream) -> Result<DeviceAlloc<'s>> {
+    let bytes = size_of_val(jobs);
+    let dev = DeviceAlloc::new(bytes, stream, "job table")?;
+    // SAFETY: LvkJob is plain old data; viewing the slice as bytes reads initialised memory.
+    let raw = unsafe { std::slice::from_raw_parts(jobs.as_ptr().cast::<u8>(), bytes) };
+    copy_to_device(dev.ptr(), raw, stream)?;
+    Ok(dev)
+}
+
+fn mem_info() -> Result<(u64, u64)> {
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: writes two integers through valid pointers.
+    check(
+        unsafe { ffi::lvk_mem_info(&mut free, &mut total) },
+        "cudaMemGetInfo",
+    )?;
+    Ok((free as u64, total as u64))
+}
+
+fn pointer_kind(ptr: usize) -> Result<(c_int, c_int)> {
+    let (mut kind, mut device) = (0, -1);
+    // SAFETY: cudaPointerGetAttributes only inspects the address.
+    let code = unsafe { ffi::lvk_pointer_kind(ptr as *const c_void, &mut kind, &mut device) };
+    if code != 0 {
+        return Ok((0, -1)); // unknown to CUDA: treated as unregistered host memory
+    }
+    Ok((kind, device))
+}
+
+fn annotate_oom(e: VramError, len: u64, device: i32) -> VramError {
+    if e.kind == ErrorKind::OutOfMemory {
+        VramError::out_of_memory(format!(
+            "len: {len} bytes could not be allocated on GPU {device} ({})",
+            e.message
+        ))
+    } else {
+        e
+    }
+}
+
+fn to_usize(n: u64) -> Result<usize> {
+    usize::try_from(n).map_err(|_| VramError::out_of_memory("size exceeds the address space"))
+}
+
+fn try_level(n: u64) -> Result<Vec<Hash>> {
+    let n = to_usize(n)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| VramError::out_of_memory("host memory for region roots"))?;
+    v.resize(n, [0u8; 32]);
+    Ok(v)
+}

@@ -1,0 +1,156 @@
+//! RAII over the CUDA runtime: the calling thread's current device, streams, events and
+//! stream-ordered allocations. Everything is released on every path, errors included.
+
+use std::ffi::{c_int, c_void};
+
+use super::ffi::*;
+use crate::error::Result;
+
+/// Makes `device` current for the calling thread and restores the previous one on drop, so
+/// libvram never changes the host server's notion of its current device.
+pub struct DeviceScope {
+    previous: c_int,
+}
+
+impl DeviceScope {
+    pub fn enter(device: i32) -> Result<Self> {
+        let mut previous: c_int = 0;
+        // SAFETY: writes one int through a valid pointer.
+        check(unsafe { lvk_get_device(&mut previous) }, "cudaGetDevice")?;
+        // SAFETY: plain call; an invalid ordinal is reported as an error code.
+        check(unsafe { lvk_set_device(device) }, "cudaSetDevice")?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for DeviceScope {
+    fn drop(&mut self) {
+        // SAFETY: restores an ordinal the runtime itself reported.
+        unsafe { lvk_set_device(self.previous) };
+    }
+}
+
+/// A non-blocking stream on the current device (or a caller's stream, not owned).
+pub struct Stream {
+    raw: *mut c_void,
+    owned: bool,
+}
+
+impl Stream {
+    pub fn new() -> Result<Self> {
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: writes one handle through a valid pointer.
+        check(unsafe { lvk_stream_create(&mut raw) }, "cudaStreamCreate")?;
+        Ok(Self { raw, owned: true })
+    }
+
+    /// Wraps a caller's `cudaStream_t`; libvram enqueues on it and never destroys it.
+    pub fn borrowed(raw: *mut c_void) -> Self {
+        Self { raw, owned: false }
+    }
+
+    pub fn raw(&self) -> *mut c_void {
+        self.raw
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        // SAFETY: `raw` is a live stream handle.
+        check(
+            unsafe { lvk_stream_sync(self.raw) },
+            "cudaStreamSynchronize",
+        )
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.owned {
+            // SAFETY: an owned stream created by `new`, destroyed once; pending work still
+            // completes (the runtime releases the stream afterwards).
+            unsafe { lvk_stream_destroy(self.raw) };
+        }
+    }
+}
+
+pub struct Event(*mut c_void);
+
+impl Event {
+    pub fn new() -> Result<Self> {
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: writes one handle through a valid pointer.
+        check(unsafe { lvk_event_create(&mut raw) }, "cudaEventCreate")?;
+        Ok(Self(raw))
+    }
+
+    /// Makes `waiter` wait for everything queued so far on `signaller`.
+    pub fn order(&self, waiter: &Stream, signaller: &Stream) -> Result<()> {
+        // SAFETY: live stream and event handles.
+        check(
+            unsafe { lvk_stream_after(waiter.raw(), signaller.raw(), self.0) },
+            "cudaStreamWaitEvent",
+        )
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: an event created by `new`, destroyed once.
+        unsafe { lvk_event_destroy(self.0) };
+    }
+}
+
+/// Device memory allocated on a stream, freed on that stream when dropped (unless released).
+pub struct DeviceAlloc<'s> {
+    ptr: *mut c_void,
+    stream: &'s Stream,
+}
+
+impl<'s> DeviceAlloc<'s> {
+    pub fn new(size: usize, stream: &'s Stream, what: &str) -> Result<Self> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: writes one pointer through a valid pointer; size > 0 is checked by lvk.
+        check(
+            unsafe { lvk_malloc_async(&mut ptr, size, stream.raw()) },
+            what,
+        )?;
+        Ok(Self { ptr, stream })
+    }
+
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr.cast()
+    }
+
+    /// Hands the memory to the caller, who now frees it.
+    pub fn release(mut self) -> *mut u8 {
+        std::mem::replace(&mut self.ptr, std::ptr::null_mut()).cast()
+    }
+}
+
+impl Drop for DeviceAlloc<'_> {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: memory from lvk_malloc_async, freed once, stream-ordered.
+            unsafe { lvk_free_async(self.ptr, self.stream.raw()) };
+        }
+    }
+}
+
+pub fn copy_to_device(dst: *mut u8, src: &[u8], stream: &Stream) -> Result<()> {
+    // SAFETY: `dst` is device memory of at least `src.len()` bytes (callers allocate it so);
+    // `src` is readable host memory kept alive until the stream is synchronised.
+    check(
+        unsafe { lvk_memcpy_h2d_async(dst.cast(), src.as_ptr().cast(), src.len(), stream.raw()) },
+        "cudaMemcpyAsync (host to device)",
+    )
+}
+
+pub fn copy_to_host(dst: &mut [u8], src: *const u8, stream: &Stream) -> Result<()> {
+    // SAFETY: `src` is device memory of at least `dst.len()` bytes; `dst` stays alive and
+    // unaliased until the stream is synchronised.
+    check(
+        unsafe {
+            lvk_memcpy_d2h_async(dst.as_mut_ptr().cast(), src.cast(), dst.len(), stream.raw())
+        },
+        "cudaMemcpyAsync (device to host)",
+    )
+}
