@@ -13,6 +13,8 @@ say "cargo clippy (warnings are errors)"
 cargo clippy --release --all-targets -- -D warnings
 say "cargo test (unit tests, C-ABI integration tests, header check, Python record verifier)"
 cargo test --release
+say "GPU-only tests, shown (each says SKIPPED when this machine has no GPU)"
+cargo test --release --test gpu -- --nocapture
 say "cmake build + ctest (C examples, header C11/C++17, symbols, find_package consumer)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$jobs"

@@ -17,7 +17,7 @@ fn run(dir: &Path, record: &[u8], data: &[u8], key: &[u8]) -> (bool, String) {
     let dat = dir.join("data.bin");
     std::fs::write(&rec, record).unwrap();
     std::fs::write(&dat, data).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verify_record.py");
+    let script = source_dir().join("tests/verify_record.py");
     let out = Command::new("python3")
         .arg(script)
         .arg(&rec)

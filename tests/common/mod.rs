@@ -6,6 +6,14 @@ use std::ptr;
 
 use vram::*;
 
+/// The source tree: `VRAM_SOURCE_DIR` when the test binaries run away from the checkout they
+/// were built in (the GPU machine), else the build's own checkout.
+pub fn source_dir() -> std::path::PathBuf {
+    std::env::var_os("VRAM_SOURCE_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 pub const KEY: [u8; 32] = *b"an example seal secret, 32 bytes";
 pub const OTHER_KEY: [u8; 32] = *b"another seal secret of 32 bytes!";
 

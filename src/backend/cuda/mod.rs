@@ -403,3 +403,134 @@ fn try_level(n: u64) -> Result<Vec<Hash>> {
     v.resize(n, [0u8; 32]);
     Ok(v)
 }
+
+/// The device layer's error paths. Run on the GPU machine; without a GPU they say so and pass.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu_or_skip(test: &str) -> bool {
+        if device_count() == 0 {
+            println!("SKIPPED {test}: no GPU on this machine");
+            return false;
+        }
+        true
+    }
+
+    #[test]
+    fn device_layer_reports_every_error() {
+        if !gpu_or_skip("device_layer_reports_every_error") {
+            return;
+        }
+        let _scope = DeviceScope::enter(0).unwrap();
+        let stream = Stream::new().unwrap();
+        // Allocation: zero size and an impossible size are errors, the out-pointer stays NULL.
+        let mut p = 0x1 as *mut c_void;
+        // SAFETY: the launcher validates its arguments; `p` is a valid out-pointer.
+        assert_ne!(unsafe { ffi::lvk_malloc_async(&mut p, 0, stream.raw()) }, 0);
+        let code = unsafe { ffi::lvk_malloc_async(&mut p, 1 << 50, stream.raw()) };
+        assert!(p.is_null());
+        assert_eq!(
+            check(code, "huge").unwrap_err().kind,
+            ErrorKind::OutOfMemory
+        );
+        // SAFETY: NULL out-pointer must be refused, not written.
+        assert_ne!(
+            unsafe { ffi::lvk_malloc_async(std::ptr::null_mut(), 16, stream.raw()) },
+            0
+        );
+        // Free of NULL is a no-op.
+        // SAFETY: NULL is documented as a no-op.
+        assert_eq!(
+            unsafe { ffi::lvk_free_async(std::ptr::null_mut(), stream.raw()) },
+            0
+        );
+        // Copies: NULL pointers, zero size and address overflow are refused.
+        let dev = DeviceAlloc::new(64, &stream, "test").unwrap();
+        let host = [0u8; 64];
+        // SAFETY: invalid arguments are rejected before any copy.
+        unsafe {
+            assert_ne!(
+                ffi::lvk_memcpy_h2d_async(
+                    std::ptr::null_mut(),
+                    host.as_ptr().cast(),
+                    64,
+                    stream.raw()
+                ),
+                0
+            );
+            assert_ne!(
+                ffi::lvk_memcpy_h2d_async(dev.ptr().cast(), std::ptr::null(), 64, stream.raw()),
+                0
+            );
+            assert_ne!(
+                ffi::lvk_memcpy_h2d_async(dev.ptr().cast(), host.as_ptr().cast(), 0, stream.raw()),
+                0
+            );
+            assert_ne!(
+                ffi::lvk_memcpy_d2h_async(
+                    usize::MAX as *mut c_void,
+                    dev.ptr().cast(),
+                    64,
+                    stream.raw()
+                ),
+                0
+            );
+        }
+        copy_to_device(dev.ptr(), &host, &stream).unwrap();
+        drop(dev);
+        stream.sync().unwrap();
+        // Device selection: an ordinal that does not exist is an error, and the scope restores.
+        assert!(DeviceScope::enter(1 << 20).is_err());
+        let mut d = -1;
+        // SAFETY: writes one int.
+        unsafe { ffi::lvk_get_device(&mut d) };
+        assert_eq!(d, 0);
+        // Pointer kinds and memory info.
+        let (mut kind, mut dev_ord) = (9, 9);
+        // SAFETY: NULL is refused.
+        assert_ne!(
+            unsafe { ffi::lvk_pointer_kind(std::ptr::null(), &mut kind, &mut dev_ord) },
+            0
+        );
+        let (free, total) = mem_info().unwrap();
+        assert!(free > 0 && total >= free);
+        // Kernel launch argument checks.
+        // SAFETY: invalid arguments are rejected before launch.
+        unsafe {
+            assert_ne!(
+                ffi::lvk_region_roots(
+                    std::ptr::null(),
+                    1,
+                    1,
+                    256,
+                    std::ptr::null_mut(),
+                    stream.raw()
+                ),
+                0
+            );
+            assert_ne!(
+                ffi::lvk_flip_byte(std::ptr::null_mut(), 0, 1, stream.raw()),
+                0
+            );
+        }
+        // Opening a device that does not exist.
+        assert_eq!(
+            CudaBackend::open(1 << 20).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            CudaBackend::open(-1).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn no_gpu_means_no_device_error() {
+        if device_count() > 0 {
+            println!("SKIPPED no_gpu_means_no_device_error: this machine has a GPU");
+            return;
+        }
+        assert_eq!(CudaBackend::open(0).unwrap_err().kind, ErrorKind::NoDevice);
+    }
+}

@@ -1,0 +1,251 @@
+//! GPU benchmark for the CUDA backend, everything measured in one run on one GPU:
+//! verify GB/s for one shard of 256 MiB … 32 GiB and for a 300-shard model (vram_verify_many),
+//! seal GB/s from pinned and pageable host memory, and beside them the device-to-device copy
+//! bandwidth, the pinned host-to-device bandwidth, and the seed design's path (copy to host,
+//! then a single-thread RFC 9162 hash) on the same bytes.
+//!
+//! `cargo bench --bench gpu_seal_verify` (prints a Markdown table). Skips, saying so, without
+//! a GPU. Not a test: it asserts only correctness (every verify must return VRAM_OK).
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+#[cfg(vram_cuda)]
+#[path = "../tests/common/cuda.rs"]
+mod cuda;
+
+#[cfg(not(vram_cuda))]
+fn main() {
+    println!("SKIPPED: libvram was built without CUDA");
+}
+
+#[cfg(vram_cuda)]
+fn main() {
+    bench::run();
+}
+
+#[cfg(vram_cuda)]
+mod bench {
+    use std::ffi::c_void;
+    use std::ptr;
+    use std::time::Instant;
+
+    use super::common::*;
+    use super::cuda::*;
+    use vram::seal::merkle::tree_root;
+    use vram::*;
+
+    const GIB: usize = 1 << 30;
+    const MIB: usize = 1 << 20;
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// Median GB/s of `runs` timed calls of `f` over `bytes` bytes, after one warm-up.
+    fn rate(bytes: usize, runs: usize, mut f: impl FnMut()) -> f64 {
+        f();
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            f();
+            v.push(bytes as f64 / 1e9 / t.elapsed().as_secs_f64());
+        }
+        median(v)
+    }
+
+    fn seal_device(ctx: &Ctx, id: &str, p: *const u8, len: usize) -> Shard {
+        let id = std::ffi::CString::new(id).unwrap();
+        let mut out = ptr::null_mut();
+        let s = vram_seal_device(ctx.0, id.as_ptr(), p.cast(), len, &mut out);
+        assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+        Shard(out)
+    }
+
+    /// Fills device memory with pseudo-random bytes (never zeros), 1 GiB of pattern at a time.
+    fn fill(dev: &DevMem, pattern: &mut [u8]) {
+        let mut off = 0;
+        let mut i = 0u64;
+        while off < dev.1 {
+            let n = pattern.len().min(dev.1 - off);
+            pattern[..8].copy_from_slice(&i.to_le_bytes());
+            dev.upload(off, &pattern[..n]);
+            off += n;
+            i += 1;
+        }
+    }
+
+    pub fn run() {
+        if gpus() == 0 {
+            println!("SKIPPED: no GPU on this machine");
+            return;
+        }
+        let ctx = Ctx::with_options(&options(vram_backend::VRAM_BACKEND_CUDA, &KEY));
+        let mut pattern = bytes(GIB, 42);
+        let mut rows: Vec<(String, f64)> = Vec::new();
+
+        // Baselines: device-to-device copy (bytes read + written) and pinned H2D.
+        let a = DevMem::new(GIB);
+        let b = DevMem::new(GIB);
+        fill(&a, &mut pattern);
+        let d2d = 2.0
+            * rate(GIB, 10, || {
+                ok(
+                    unsafe { cudaMemcpy(b.0.cast(), a.0.cast(), GIB, D2D) },
+                    "D2D",
+                );
+                ok(unsafe { cudaDeviceSynchronize() }, "sync");
+            });
+        let mut pinned: *mut c_void = ptr::null_mut();
+        ok(
+            unsafe { cudaMallocHost(&mut pinned, GIB) },
+            "cudaMallocHost",
+        );
+        // SAFETY: `pinned` holds GIB bytes.
+        unsafe { ptr::copy_nonoverlapping(pattern.as_ptr(), pinned.cast::<u8>(), GIB) };
+        let h2d_pinned = rate(GIB, 5, || {
+            ok(
+                unsafe { cudaMemcpy(a.0.cast(), pinned, GIB, H2D) },
+                "H2D pinned",
+            );
+        });
+        drop(b);
+
+        // The seed design: copy the shard back to the host, hash it on one core.
+        let mut host = vec![0u8; GIB];
+        let mut seed_root = [0u8; 32];
+        let seed = rate(GIB, 3, || {
+            ok(
+                unsafe { cudaMemcpy(host.as_mut_ptr().cast(), a.0.cast(), GIB, D2H) },
+                "D2H",
+            );
+            seed_root = tree_root(&host, 4096);
+        });
+        drop(host);
+        let shard = seal_device(&ctx, "seed-check", a.0, GIB);
+        assert_eq!(
+            shard.root(),
+            seed_root,
+            "GPU root equals the host root of the same bytes"
+        );
+        drop(shard);
+        drop(a);
+
+        // Verify one shard of each size (sealed in place from device memory).
+        for size in [256 * MIB, GIB, 8 * GIB, 32 * GIB] {
+            let dev = DevMem::new(size);
+            fill(&dev, &mut pattern);
+            let shard = seal_device(&ctx, "one", dev.0, size);
+            let r = rate(size, 10, || {
+                assert_eq!(
+                    vram_verify(ctx.0, shard.0, ptr::null_mut()),
+                    vram_status::VRAM_OK
+                );
+            });
+            rows.push((format!("vram_verify, one shard of {} MiB", size / MIB), r));
+        }
+
+        // A model: 300 shards of 1–200 MB (mixed), about 8 GiB, verified in one call.
+        let mut sizes = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |lo: usize, hi: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            lo + (x % (hi - lo) as u64) as usize
+        };
+        for i in 0..300 {
+            sizes.push(match i % 25 {
+                0 => next(100_000_000, 200_000_000),
+                1..=8 => next(10_000_000, 100_000_000),
+                _ => next(1_000_000, 10_000_000),
+            });
+        }
+        let raw: usize = sizes.iter().sum();
+        let scale = (8 * GIB) as f64 / raw as f64;
+        for s in sizes.iter_mut() {
+            *s = ((*s as f64 * scale) as usize).clamp(1_000_000, 200_000_000);
+        }
+        let total: usize = sizes.iter().map(|s| s.next_multiple_of(256)).sum();
+        let model = DevMem::new(total);
+        fill(&model, &mut pattern);
+        let mut shards = Vec::new();
+        let mut off = 0;
+        for (i, s) in sizes.iter().enumerate() {
+            shards.push(seal_device(
+                &ctx,
+                &format!("model.layers.{i}.weight"),
+                model.0.wrapping_add(off),
+                *s,
+            ));
+            off += s.next_multiple_of(256);
+        }
+        let ptrs: Vec<*const vram_shard> = shards.iter().map(|s| s.0.cast_const()).collect();
+        let model_bytes: usize = sizes.iter().sum();
+        let r = rate(model_bytes, 10, || {
+            let s = vram_verify_many(ctx.0, ptrs.as_ptr(), ptrs.len(), ptr::null_mut());
+            assert_eq!(s, vram_status::VRAM_OK);
+        });
+        let (lo, hi) = (
+            sizes.iter().min().copied().unwrap_or(0),
+            sizes.iter().max().copied().unwrap_or(0),
+        );
+        rows.push((
+            format!(
+                "vram_verify_many, 300 shards of {:.1}–{:.1} MB, {:.2} GiB in all",
+                lo as f64 / 1e6,
+                hi as f64 / 1e6,
+                model_bytes as f64 / GIB as f64
+            ),
+            r,
+        ));
+        drop(shards);
+        drop(model);
+
+        // Seal from host memory (copy + hash overlapped), pinned and pageable, 1 GiB.
+        let mut seal_rate = |src: *const u8, name: &str| {
+            let r = rate(GIB, 5, || {
+                let mut out = ptr::null_mut();
+                let s = vram_seal(ctx.0, c"sealed".as_ptr(), src.cast(), GIB, &mut out);
+                assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+                vram_shard_free(out);
+            });
+            rows.push((format!("vram_seal from {name} host memory, 1 GiB"), r));
+            r
+        };
+        let seal_pinned = seal_rate(pinned.cast_const().cast(), "pinned");
+        let seal_pageable = seal_rate(pattern.as_ptr(), "pageable");
+        ok(unsafe { cudaFreeHost(pinned) }, "cudaFreeHost");
+
+        println!("| what | GB/s |");
+        println!("|---|---|");
+        for (what, r) in &rows {
+            println!("| {what} | {r:.1} |");
+        }
+        println!("| baseline: device-to-device copy, 1 GiB (bytes read + written) | {d2d:.1} |");
+        println!("| baseline: host-to-device copy from pinned memory, 1 GiB | {h2d_pinned:.1} |");
+        println!(
+            "| baseline: seed design, copy to host + single-thread RFC 9162 hash, 1 GiB | {seed:.2} |"
+        );
+        println!();
+        let v8 = rows
+            .iter()
+            .find(|(w, _)| w.contains("8192 MiB"))
+            .map_or(0.0, |r| r.1);
+        let model_rate = rows
+            .iter()
+            .find(|(w, _)| w.contains("300 shards"))
+            .map_or(0.0, |r| r.1);
+        println!("single-shard verify at 8 GiB: {v8:.1} GB/s (target >= 750)");
+        println!("300-shard model verify: {model_rate:.1} GB/s (target >= 600)");
+        println!(
+            "seal from pinned / pinned copy bandwidth: {:.0} % (target >= 80 %); from pageable: {seal_pageable:.1} GB/s",
+            100.0 * seal_pinned / h2d_pinned
+        );
+        println!(
+            "verify at 8 GiB / seed design: {:.0} x (target >= 500 x)",
+            v8 / seed
+        );
+    }
+}

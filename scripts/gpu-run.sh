@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs, on a GPU machine, everything scripts/gpu-stage.sh staged in .gpu/: every Rust test on
+# the CUDA backend (VRAM_TEST_BACKEND=cuda), the GPU-only tests, the C examples, and the
+# benchmarks. Results go to $OUT (default ./gpu-out): gpu.txt, tests.log, demo.txt, bench-*.md.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export VRAM_SOURCE_DIR=$PWD
+export LD_LIBRARY_PATH="$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+} > "$OUT/gpu.txt"
+cat "$OUT/gpu.txt"
+
+failed=0
+log="$OUT/tests.log"
+: > "$log"
+for t in .gpu/tests/*; do
+  name=$(basename "$t")
+  echo "== $name (CUDA backend)" | tee -a "$log"
+  if VRAM_TEST_BACKEND=cuda "$t" --nocapture --test-threads=4 >> "$log" 2>&1; then
+    grep -E "^test result" "$log" | tail -n 1
+  else
+    echo "FAILED: $name" | tee -a "$log"; failed=$((failed + 1))
+  fi
+done
+for ex in seal_verify header_two_tu; do
+  echo "== $ex" | tee -a "$log"
+  if ".gpu/$ex" >> "$log" 2>&1; then echo "ok"; else echo "FAILED: $ex" | tee -a "$log"; failed=$((failed + 1)); fi
+done
+echo "== model_demo" | tee -a "$log"
+if .gpu/model_demo > "$OUT/demo.txt" 2>&1; then cat "$OUT/demo.txt"; else cat "$OUT/demo.txt"; echo "FAILED: model_demo" | tee -a "$log"; failed=$((failed + 1)); fi
+
+for b in .gpu/bench/*; do
+  name=$(basename "$b")
+  echo "== bench $name"
+  "$b" 1024 > "$OUT/bench-$name.md" 2>&1 || { echo "FAILED: bench $name"; failed=$((failed + 1)); }
+  cat "$OUT/bench-$name.md"
+done
+echo "gpu-run: $failed failure(s)"
+exit "$failed"

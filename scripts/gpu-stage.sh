@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds everything the GPU machine runs (it has no Rust toolchain) into .gpu/: release test
+# binaries, benchmark binaries, libvram.so and the C examples, stripped. Then run, there,
+#   scripts/gpu-run.sh        (writes results to $OUT)
+# .gpu/ is ignored by git; pass it to the device runner as a carried path.
+set -euo pipefail
+source "$(dirname "$0")/tools.sh"
+cd "$VRAM_ROOT"
+export VRAM_CUDA=on
+rm -rf .gpu
+mkdir -p .gpu/tests .gpu/bench .gpu/lib
+
+executables() { # cargo's JSON messages on stdin -> executable paths of targets of kind $1
+  python3 -c 'import json,sys
+kind = sys.argv[1]
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and (kind == "any" or kind in m["target"]["kind"]):
+        print(m["executable"])' "$1"
+}
+cargo test --release --no-run --message-format=json 2>/dev/null | executables any | while read -r exe; do
+  cp "$exe" .gpu/tests/
+done
+cargo bench --no-run --message-format=json 2>/dev/null | executables bench | while read -r exe; do
+  base=$(basename "$exe"); cp "$exe" ".gpu/bench/${base%-*}"
+done
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$(nproc)" >/dev/null
+cp -P build/lib/libvram.so* .gpu/lib/
+cp build/seal_verify build/model_demo build/header_two_tu .gpu/
+strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/header_two_tu
+du -sh .gpu
+ls .gpu/tests .gpu/bench

@@ -1,0 +1,410 @@
+//! GPU-only tests of the CUDA backend, through the C ABI. On a machine without a GPU (or a
+//! build without CUDA) every test prints why it is skipped and passes.
+
+mod common;
+#[cfg(vram_cuda)]
+#[path = "common/cuda.rs"]
+mod cuda;
+
+#[cfg(not(vram_cuda))]
+#[test]
+fn gpu_tests_skipped_without_cuda_build() {
+    println!("SKIPPED: libvram was built without CUDA (VRAM_CUDA=off or no nvcc)");
+}
+
+#[cfg(vram_cuda)]
+mod on_gpu {
+    use std::ffi::c_void;
+    use std::ptr;
+
+    use super::common::*;
+    use super::cuda::*;
+    use vram::*;
+
+    const MIB: usize = 1 << 20;
+
+    fn have_gpu(test: &str) -> bool {
+        if gpus() == 0 {
+            println!("SKIPPED {test}: no GPU on this machine");
+            return false;
+        }
+        true
+    }
+
+    fn cuda_ctx() -> Ctx {
+        Ctx::with_options(&options(vram_backend::VRAM_BACKEND_CUDA, &KEY))
+    }
+
+    fn host_ctx() -> Ctx {
+        Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY))
+    }
+
+    fn seal_device(ctx: &Ctx, id: &str, p: *const u8, len: usize) -> Result<Shard, vram_status> {
+        let id = std::ffi::CString::new(id).unwrap();
+        let mut out = ptr::null_mut();
+        match vram_seal_device(ctx.0, id.as_ptr(), p.cast(), len, &mut out) {
+            vram_status::VRAM_OK => Ok(Shard(out)),
+            s => {
+                assert!(out.is_null());
+                Err(s)
+            }
+        }
+    }
+
+    #[test]
+    fn auto_and_cuda_use_the_gpu_and_records_say_so() {
+        if !have_gpu("auto_and_cuda_use_the_gpu") {
+            return;
+        }
+        let auto = Ctx::with_options(&options(vram_backend::VRAM_BACKEND_AUTO, &KEY));
+        assert_eq!(
+            vram_ctx_backend(auto.0),
+            vram_backend::VRAM_BACKEND_CUDA as u32
+        );
+        let ctx = cuda_ctx();
+        let shard = ctx.seal("x", b"abc");
+        let record = shard.record();
+        let at = 16 + 1 + 8 + 4 + 32;
+        assert_eq!(record[at], 1, "residency kind 1 = CUDA");
+        assert_eq!(&record[at + 1..at + 5], &0i32.to_be_bytes());
+        // A CUDA shard is refused by a host context and the other way round.
+        let host = host_ctx();
+        assert_eq!(host.verify(&shard).0, vram_status::VRAM_ERR_POLICY);
+        let hs = host.seal("h", b"abc");
+        assert_eq!(ctx.verify(&hs).0, vram_status::VRAM_ERR_POLICY);
+        let mut bad = options(vram_backend::VRAM_BACKEND_CUDA, &KEY);
+        bad.device = 64;
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            vram_ctx_new(&bad, &mut out),
+            vram_status::VRAM_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("opts->device"), "{}", last_error());
+    }
+
+    #[test]
+    fn gpu_roots_equal_host_roots_from_1_byte_to_4_gib_plus_3() {
+        if !have_gpu("gpu_roots_equal_host_roots") {
+            return;
+        }
+        let gpu = cuda_ctx();
+        let host = host_ctx();
+        let sizes = [
+            1usize,
+            2,
+            63,
+            64,
+            65,
+            1023,
+            1024,
+            1025,
+            4095,
+            4096,
+            4097,
+            65_537,
+            MIB - 1,
+            MIB,
+            MIB + 3,
+            3 * MIB + 17,
+            64 * MIB + 5,
+            300 * MIB + 4097,
+        ];
+        for len in sizes {
+            let data = bytes(len, len as u64);
+            let g = gpu.seal("g", &data);
+            let h = host.seal("h", &data);
+            assert_eq!(g.root(), h.root(), "len {len}");
+            if len <= 4 * MIB {
+                assert_eq!(g.root(), reference_root(&data, 4096), "len {len}");
+            }
+            assert_eq!(gpu.verify(&g).0, vram_status::VRAM_OK, "len {len}");
+        }
+        // Other leaf sizes.
+        let data = bytes(5 * MIB + 333, 9);
+        for leaf in [1024u32, 2048, 65536, 1 << 20] {
+            let opts = vram_seal_options {
+                struct_size: size_of::<vram_seal_options>() as u32,
+                leaf_size: leaf,
+            };
+            let (mut a, mut b) = (ptr::null_mut(), ptr::null_mut());
+            assert_eq!(
+                vram_seal_ex(
+                    gpu.0,
+                    c"l".as_ptr(),
+                    data.as_ptr().cast(),
+                    data.len(),
+                    &opts,
+                    &mut a
+                ),
+                vram_status::VRAM_OK
+            );
+            assert_eq!(
+                vram_seal_ex(
+                    host.0,
+                    c"l".as_ptr(),
+                    data.as_ptr().cast(),
+                    data.len(),
+                    &opts,
+                    &mut b
+                ),
+                vram_status::VRAM_OK
+            );
+            let (a, b) = (Shard(a), Shard(b));
+            assert_eq!(a.root(), b.root(), "leaf {leaf}");
+            assert_eq!(gpu.verify(&a).0, vram_status::VRAM_OK);
+        }
+        // 4 GiB + 3 bytes: over 2^32, so any 32-bit offset arithmetic would show.
+        let len = (4usize << 30) + 3;
+        let mut big = vec![0u8; len];
+        for (i, chunk) in big.chunks_mut(MIB).enumerate() {
+            chunk.fill((i * 131 % 251) as u8);
+            chunk[0] = (i >> 8) as u8;
+        }
+        let g = gpu.seal("big", &big);
+        let h = host.seal("big", &big);
+        assert_eq!(g.root(), h.root(), "4 GiB + 3");
+        let (s, r) = gpu.verify(&g);
+        assert_eq!(s, vram_status::VRAM_OK);
+        assert_eq!(r.total_regions, 4097);
+        g.flip(8 * (len as u64 - 1));
+        let (s, r) = gpu.verify(&g);
+        assert_eq!(s, vram_status::VRAM_ERR_INTEGRITY);
+        assert_eq!(r.first_damaged_offset, 4096 * MIB as u64);
+    }
+
+    #[test]
+    fn seal_device_accepts_only_plain_memory_of_this_gpu() {
+        if !have_gpu("seal_device") {
+            return;
+        }
+        let ctx = cuda_ctx();
+        let len = 3 * MIB + 5;
+        let data = bytes(len, 77);
+        let dev = DevMem::new(len + 64);
+        dev.upload(0, &data);
+        let shard = seal_device(&ctx, "borrowed", dev.0, len).unwrap();
+        assert_eq!(shard.root(), reference_root(&data, 4096));
+        assert_eq!(vram_shard_device_ptr(shard.0), dev.0.cast_const().cast());
+        assert_eq!(
+            ctx.used(),
+            0,
+            "borrowed memory is not counted against capacity"
+        );
+        assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
+
+        // Unaligned device pointer: still correct (slow path).
+        dev.upload(1, &data);
+        let odd = seal_device(&ctx, "odd", dev.0.wrapping_add(1), len).unwrap();
+        assert_eq!(odd.root(), reference_root(&data, 4096));
+
+        // The caller's own cudaMemcpy into the buffer is tampering: caught and located.
+        dev.upload(1, &data); // restore offset-1 copy for `odd`, then tamper `shard`'s bytes
+        dev.upload(2 * MIB + 100, &[data[2 * MIB + 100] ^ 0xff]);
+        let (s, r) = ctx.verify(&shard);
+        assert_eq!(s, vram_status::VRAM_ERR_INTEGRITY);
+        assert_eq!(r.first_damaged_offset, 2 * MIB as u64);
+        drop(odd);
+        drop(shard);
+
+        let host_mem = vec![1u8; 4096];
+        assert_eq!(
+            seal_device(&ctx, "h", host_mem.as_ptr(), 4096).err(),
+            Some(vram_status::VRAM_ERR_POLICY)
+        );
+        assert!(last_error().contains("device_ptr"), "{}", last_error());
+
+        let mut pinned: *mut c_void = ptr::null_mut();
+        ok(
+            unsafe { cudaMallocHost(&mut pinned, 4096) },
+            "cudaMallocHost",
+        );
+        assert_eq!(
+            seal_device(&ctx, "p", pinned.cast(), 4096).err(),
+            Some(vram_status::VRAM_ERR_POLICY)
+        );
+        assert!(last_error().contains("pinned host"), "{}", last_error());
+        // SAFETY: allocated above.
+        unsafe { cudaFreeHost(pinned) };
+
+        let mut managed: *mut c_void = ptr::null_mut();
+        ok(
+            unsafe { cudaMallocManaged(&mut managed, 4096, 1) },
+            "cudaMallocManaged",
+        );
+        assert_eq!(
+            seal_device(&ctx, "m", managed.cast(), 4096).err(),
+            Some(vram_status::VRAM_ERR_POLICY)
+        );
+        assert!(last_error().contains("managed"), "{}", last_error());
+        // SAFETY: allocated above.
+        unsafe { cudaFree(managed) };
+
+        assert_eq!(
+            seal_device(&ctx, "n", ptr::null(), 10).err(),
+            Some(vram_status::VRAM_ERR_NULL_ARGUMENT)
+        );
+        assert_eq!(
+            seal_device(&ctx, "z", dev.0, 0).err(),
+            Some(vram_status::VRAM_ERR_INVALID_ARGUMENT)
+        );
+        let host = host_ctx();
+        assert_eq!(
+            seal_device(&host, "x", dev.0, 10).err(),
+            Some(vram_status::VRAM_ERR_UNSUPPORTED)
+        );
+
+        if gpus() >= 2 {
+            let mut o = options(vram_backend::VRAM_BACKEND_CUDA, &KEY);
+            o.device = 1;
+            let other = Ctx::with_options(&o);
+            assert_eq!(
+                seal_device(&other, "g0", dev.0, 4096).err(),
+                Some(vram_status::VRAM_ERR_POLICY)
+            );
+            assert!(last_error().contains("GPU 0"), "{}", last_error());
+        } else {
+            println!("SKIPPED other-GPU pointer check: only one GPU");
+        }
+    }
+
+    #[test]
+    fn drill_flips_on_the_device_are_located() {
+        if !have_gpu("drill") {
+            return;
+        }
+        let ctx = cuda_ctx();
+        for len in [1usize, 4095, 4096, 4097, MIB + 3, 9 * MIB] {
+            let shard = ctx.seal("d", &bytes(len, 5));
+            for bit in [0u64, 8 * len as u64 - 1, 8 * (len as u64 / 2) + 3] {
+                shard.flip(bit);
+                let (s, r) = ctx.verify(&shard);
+                assert_eq!(s, vram_status::VRAM_ERR_INTEGRITY, "len {len} bit {bit}");
+                assert_eq!(r.first_damaged_offset, bit / 8 / MIB as u64 * MIB as u64);
+                shard.flip(bit);
+                assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_vram_is_rejected_and_leaves_nothing() {
+        if !have_gpu("out_of_vram") {
+            return;
+        }
+        let ctx = cuda_ctx();
+        let (mut free, mut total) = (0usize, 0usize);
+        ok(
+            unsafe { cudaMemGetInfo(&mut free, &mut total) },
+            "cudaMemGetInfo",
+        );
+        // A host region larger than the GPU's free memory, reserved but never touched: the
+        // free-memory check must refuse it before reading a byte.
+        let len = free + (1 << 30);
+        // SAFETY: an anonymous, never-written, no-reserve mapping; unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let mut out = ptr::null_mut();
+        let s = vram_seal(ctx.0, c"huge".as_ptr(), p.cast_const(), len, &mut out);
+        // SAFETY: mapped above.
+        unsafe { libc::munmap(p, len) };
+        assert_eq!(s, vram_status::VRAM_ERR_OUT_OF_MEMORY, "{}", last_error());
+        assert!(out.is_null());
+        assert_eq!(ctx.used(), 0);
+        let (mut free2, mut total2) = (0usize, 0usize);
+        ok(
+            unsafe { cudaMemGetInfo(&mut free2, &mut total2) },
+            "cudaMemGetInfo",
+        );
+        assert!(
+            free2 + (64 << 20) >= free,
+            "nothing stayed allocated: {free} -> {free2}"
+        );
+        // Capacity cap on the CUDA backend.
+        let mut o = options(vram_backend::VRAM_BACKEND_CUDA, &KEY);
+        o.capacity_bytes = 2 * MIB as u64;
+        let capped = Ctx::with_options(&o);
+        let _a = capped.seal("a", &bytes(MIB, 1));
+        assert_eq!(
+            capped.try_seal("b", &bytes(2 * MIB, 2)).err(),
+            Some(vram_status::VRAM_ERR_OUT_OF_MEMORY)
+        );
+    }
+
+    #[test]
+    fn verify_many_on_a_caller_stream() {
+        if !have_gpu("verify_many_on_stream") {
+            return;
+        }
+        let ctx = cuda_ctx();
+        let shards: Vec<Shard> = (0..64)
+            .map(|i| ctx.seal(&format!("t.{i}"), &bytes(1000 + i * 50_000, i as u64)))
+            .collect();
+        let ptrs: Vec<*const vram_shard> = shards.iter().map(|s| s.0.cast_const()).collect();
+        let mut stream = ptr::null_mut();
+        ok(unsafe { cudaStreamCreate(&mut stream) }, "cudaStreamCreate");
+        let mut reports = vec![vram_verify_report::default(); ptrs.len()];
+        let s = vram_verify_many_on_stream(
+            ctx.0,
+            ptrs.as_ptr(),
+            ptrs.len(),
+            reports.as_mut_ptr(),
+            stream,
+        );
+        assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+        shards[40].flip(77);
+        let s = vram_verify_many_on_stream(
+            ctx.0,
+            ptrs.as_ptr(),
+            ptrs.len(),
+            reports.as_mut_ptr(),
+            stream,
+        );
+        assert_eq!(s, vram_status::VRAM_ERR_INTEGRITY);
+        assert_eq!(reports.iter().filter(|r| r.status != 0).count(), 1);
+        assert_eq!(reports[40].damaged_regions, 1);
+        // SAFETY: created above.
+        unsafe { cudaStreamDestroy(stream) };
+    }
+
+    #[test]
+    fn calls_restore_the_callers_current_device() {
+        if !have_gpu("current_device") {
+            return;
+        }
+        let n = gpus();
+        let target = n - 1;
+        ok(unsafe { cudaSetDevice(target) }, "cudaSetDevice");
+        let ctx = cuda_ctx(); // device 0
+        let s = ctx.seal("x", &bytes(10, 1));
+        assert_eq!(ctx.verify(&s).0, vram_status::VRAM_OK);
+        let mut d = -1;
+        ok(unsafe { cudaGetDevice(&mut d) }, "cudaGetDevice");
+        assert_eq!(
+            d, target,
+            "libvram left the caller's current device changed"
+        );
+        if n >= 2 {
+            let mut o = options(vram_backend::VRAM_BACKEND_CUDA, &KEY);
+            o.device = 1;
+            let c1 = Ctx::with_options(&o);
+            let s1 = c1.seal("y", &bytes(10, 2));
+            assert_eq!(c1.verify(&s1).0, vram_status::VRAM_OK);
+            assert_eq!(
+                ctx.verify(&s1).0,
+                vram_status::VRAM_ERR_POLICY,
+                "shard of GPU 1 on a GPU 0 context"
+            );
+        } else {
+            println!("SKIPPED two-GPU contexts: only one GPU");
+        }
+    }
+}
