@@ -425,7 +425,7 @@ mod tests {
         let _scope = DeviceScope::enter(0).unwrap();
         let stream = Stream::new().unwrap();
         // Allocation: zero size and an impossible size are errors, the out-pointer stays NULL.
-        let mut p = 0x1 as *mut c_void;
+        let mut p = std::ptr::dangling_mut::<c_void>();
         // SAFETY: the launcher validates its arguments; `p` is a valid out-pointer.
         assert_ne!(unsafe { ffi::lvk_malloc_async(&mut p, 0, stream.raw()) }, 0);
         let code = unsafe { ffi::lvk_malloc_async(&mut p, 1 << 50, stream.raw()) };
