@@ -8,7 +8,6 @@
 //! a GPU. Not a test: it asserts only correctness (every verify must return VRAM_OK).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[cfg(vram_cuda)]
 #[path = "../tests/common/cuda.rs"]
