@@ -11,7 +11,8 @@ export LD_LIBRARY_PATH="$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+  echo "cpu: $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) logical CPUs"
+  lscpu 2>/dev/null | grep -E "^(Thread\(s\) per core|Core\(s\) per socket|Socket\(s\)):" || true
 } > "$OUT/gpu.txt"
 cat "$OUT/gpu.txt"
 
@@ -33,6 +34,14 @@ for ex in seal_verify header_two_tu; do
 done
 echo "== model_demo" | tee -a "$log"
 if .gpu/model_demo > "$OUT/demo.txt" 2>&1; then cat "$OUT/demo.txt"; else cat "$OUT/demo.txt"; echo "FAILED: model_demo" | tee -a "$log"; failed=$((failed + 1)); fi
+
+echo "== kernel design study (bench/merkle_variants.cu, built here with the machine's nvcc)"
+if nvcc -O3 -std=c++17 -arch=sm_90 -Icuda bench/merkle_variants.cu -o /tmp/merkle_variants 2>&1; then
+  /tmp/merkle_variants > "$OUT/bench-merkle_variants.md" 2>&1 || { echo "FAILED: merkle_variants"; failed=$((failed + 1)); }
+  cat "$OUT/bench-merkle_variants.md"
+else
+  echo "nvcc not available: design study skipped"
+fi
 
 for b in .gpu/bench/*; do
   name=$(basename "$b")

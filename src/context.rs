@@ -235,7 +235,7 @@ impl Context {
     ///
     /// A shard on another backend or device is a policy error for the whole call (nothing is
     /// hashed). A shard whose seal does not authenticate under this context's key is reported
-    /// as [`Outcome::BadSeal`] without hashing its bytes. On the CUDA backend, `stream` (a
+    /// as [`Outcome::BadSeal`] (its bytes are hashed all the same). On the CUDA backend, `stream` (a
     /// caller's `cudaStream_t`) orders the work after the caller's; the host backend ignores it.
     pub fn verify_many(
         &self,
@@ -254,47 +254,49 @@ impl Context {
                 return Err(VramError::new(ErrorKind::Policy, msg));
             }
         }
-        let mut reports: Vec<VerifyReport> = shards
+        let jobs: Vec<CheckJob<'_>> = shards
             .iter()
-            .map(|s| {
+            .map(|s| CheckJob {
+                storage: s.storage(),
+                layout: s.layout(),
+                level: &s.level,
+            })
+            .collect();
+        // Authenticating each shard's own seal (record MAC, kept level against the root) is
+        // host work: it runs while the device hashes the bytes.
+        let mut authentic = vec![false; shards.len()];
+        let damage = self.backend.check(&jobs, stream, &mut || {
+            for (a, s) in authentic.iter_mut().zip(shards) {
+                *a = self.seal_authenticates(s);
+            }
+        })?;
+        let reports: Vec<VerifyReport> = shards
+            .iter()
+            .zip(authentic.iter().zip(&damage))
+            .map(|(s, (&authentic, d))| {
                 let layout = s.layout();
+                let (outcome, damaged) = if !authentic {
+                    (Outcome::BadSeal, 0)
+                } else if d.damaged_regions > 0 {
+                    (Outcome::Damaged, d.damaged_regions)
+                } else {
+                    (Outcome::Intact, 0)
+                };
                 VerifyReport {
-                    outcome: if self.seal_authenticates(s) {
-                        Outcome::Intact
-                    } else {
-                        Outcome::BadSeal
-                    },
+                    outcome,
                     leaf_size: layout.leaf_size,
                     total_leaves: layout.leaves(),
                     region_size: layout.region_size(),
                     total_regions: layout.regions(),
-                    damaged_regions: 0,
-                    first_damaged_offset: u64::MAX,
+                    damaged_regions: damaged,
+                    first_damaged_offset: if damaged > 0 {
+                        d.first_damaged_region.saturating_mul(layout.region_size())
+                    } else {
+                        u64::MAX
+                    },
                 }
             })
             .collect();
-        let mut checked = Vec::with_capacity(shards.len());
-        let mut jobs = Vec::with_capacity(shards.len());
-        for (i, (s, r)) in shards.iter().zip(&reports).enumerate() {
-            if r.outcome == Outcome::Intact {
-                checked.push(i);
-                jobs.push(CheckJob {
-                    storage: s.storage(),
-                    layout: s.layout(),
-                    level: &s.level,
-                });
-            }
-        }
-        let damage = self.backend.check(&jobs, stream)?;
-        for (&i, d) in checked.iter().zip(&damage) {
-            if let Some(r) = reports.get_mut(i) {
-                if d.damaged_regions > 0 {
-                    r.outcome = Outcome::Damaged;
-                    r.damaged_regions = d.damaged_regions;
-                    r.first_damaged_offset = d.first_damaged_region.saturating_mul(r.region_size);
-                }
-            }
-        }
         for (s, r) in shards.iter().zip(&reports) {
             log_outcome(s, r);
         }

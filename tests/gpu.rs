@@ -192,13 +192,14 @@ mod on_gpu {
         );
         assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
 
-        // Unaligned device pointer: still correct (slow path).
-        dev.upload(1, &data);
-        let odd = seal_device(&ctx, "odd", dev.0.wrapping_add(1), len).unwrap();
+        // Unaligned device pointer: still correct (byte-wise path).
+        let other = DevMem::new(len + 64);
+        other.upload(1, &data);
+        let odd = seal_device(&ctx, "odd", other.0.wrapping_add(1), len).unwrap();
         assert_eq!(odd.root(), reference_root(&data, 4096));
+        assert_eq!(ctx.verify(&odd).0, vram_status::VRAM_OK);
 
         // The caller's own cudaMemcpy into the buffer is tampering: caught and located.
-        dev.upload(1, &data); // restore offset-1 copy for `odd`, then tamper `shard`'s bytes
         dev.upload(2 * MIB + 100, &[data[2 * MIB + 100] ^ 0xff]);
         let (s, r) = ctx.verify(&shard);
         assert_eq!(s, vram_status::VRAM_ERR_INTEGRITY);

@@ -155,11 +155,13 @@ impl Backend {
         }
     }
 
-    /// Re-hashes every job's regions in one batch and reports the damage of each.
+    /// Re-hashes every job's regions in one batch and reports the damage of each. `meanwhile`
+    /// runs on the calling thread while the device hashes (before hashing, on the host).
     pub fn check(
         &self,
         jobs: &[CheckJob<'_>],
         stream: Option<StreamHandle>,
+        meanwhile: &mut dyn FnMut(),
     ) -> Result<Vec<Damage>> {
         let _ = stream;
         match self {
@@ -172,6 +174,8 @@ impl Backend {
                         Storage::Cuda(_) => return Err(wrong_backend()),
                     }
                 }
+                meanwhile();
+                meanwhile();
                 let mut damage = vec![Damage::default(); jobs.len()];
                 h.check(jobs, &bytes, &mut damage);
                 Ok(damage)
@@ -185,7 +189,12 @@ impl Backend {
                         Storage::Host(_) => return Err(wrong_backend()),
                     }
                 }
-                c.check(jobs, &bufs, stream.map(|s| cuda::CallerStream(s.0)))
+                c.check(
+                    jobs,
+                    &bufs,
+                    stream.map(|s| cuda::CallerStream(s.0)),
+                    meanwhile,
+                )
             }
         }
     }

@@ -244,7 +244,7 @@ impl CudaBackend {
             owned: false,
         };
         let stream = Stream::new()?;
-        let fresh = self.region_roots(&[(&buf, layout)], &stream)?;
+        let fresh = self.region_roots(&[(&buf, layout)], &stream, &mut || {})?;
         level.copy_from_slice(&fresh);
         Ok(buf)
     }
@@ -255,6 +255,7 @@ impl CudaBackend {
         jobs: &[CheckJob<'_>],
         bufs: &[&DeviceBuf],
         stream: Option<CallerStream>,
+        meanwhile: &mut dyn FnMut(),
     ) -> Result<Vec<Damage>> {
         let _scope = DeviceScope::enter(self.device)?;
         let stream = match stream {
@@ -266,7 +267,7 @@ impl CudaBackend {
             .copied()
             .zip(jobs.iter().map(|j| j.layout))
             .collect();
-        let fresh = self.region_roots(&pairs, &stream)?;
+        let fresh = self.region_roots(&pairs, &stream, meanwhile)?;
         let mut damage = vec![Damage::default(); jobs.len()];
         let mut at = 0usize;
         for (job, d) in jobs.iter().zip(damage.iter_mut()) {
@@ -284,11 +285,13 @@ impl CudaBackend {
         Ok(damage)
     }
 
-    /// Region roots of every buffer, in order, from one kernel launch.
+    /// Region roots of every buffer, in order, from one kernel launch; `meanwhile` runs on the
+    /// host while the kernel does.
     fn region_roots(
         &self,
         items: &[(&DeviceBuf, TreeLayout)],
         stream: &Stream,
+        meanwhile: &mut dyn FnMut(),
     ) -> Result<Vec<Hash>> {
         let mut jobs = Vec::with_capacity(items.len());
         let mut total: u64 = 0;
@@ -316,6 +319,7 @@ impl CudaBackend {
         }
         let mut fresh = try_level(total)?;
         if jobs.is_empty() {
+            meanwhile();
             return Ok(fresh);
         }
         let jobs_dev = upload_jobs(&jobs, stream)?;
