@@ -332,6 +332,8 @@ impl CudaBackend {
             roots_dev.ptr(),
             stream,
         )?;
+        // The launch returned at once; the host work overlaps the kernel.
+        meanwhile();
         copy_to_host(fresh.as_flattened_mut(), roots_dev.ptr(), stream)?;
         stream.sync()?;
         Ok(fresh)
