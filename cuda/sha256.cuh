@@ -49,6 +49,30 @@ __device__ __forceinline__ void compress(uint32_t s[8], uint32_t w[16]) {
 // message word by one byte, and this permutation folds that shift into the load.
 __device__ __forceinline__ uint32_t shifted_be(uint32_t x, uint32_t y) { return __byte_perm(x, y, 0x3456); }
 
+// Absorbs the 64 data bytes at q (16-byte aligned), shifted one byte by the prefix or by the
+// previous block's last byte (`carry`, in its top byte), which it then updates.
+__device__ __forceinline__ void absorb_aligned(uint32_t s[8], const uint4 *q, uint32_t &carry) {
+    uint4 a = __ldg(q), b = __ldg(q + 1), c = __ldg(q + 2), d = __ldg(q + 3);
+    uint32_t w[16];
+    w[0] = shifted_be(carry, a.x); w[1] = shifted_be(a.x, a.y); w[2] = shifted_be(a.y, a.z); w[3] = shifted_be(a.z, a.w);
+    w[4] = shifted_be(a.w, b.x); w[5] = shifted_be(b.x, b.y); w[6] = shifted_be(b.y, b.z); w[7] = shifted_be(b.z, b.w);
+    w[8] = shifted_be(b.w, c.x); w[9] = shifted_be(c.x, c.y); w[10] = shifted_be(c.y, c.z); w[11] = shifted_be(c.z, c.w);
+    w[12] = shifted_be(c.w, d.x); w[13] = shifted_be(d.x, d.y); w[14] = shifted_be(d.y, d.z); w[15] = shifted_be(d.z, d.w);
+    carry = d.w;
+    compress(s, w);
+}
+
+// The final block after whole 64-byte blocks: the carried last data byte, 0x80, the length.
+__device__ __forceinline__ void absorb_final(uint32_t s[8], uint32_t carry, uint64_t bits) {
+    uint32_t w[16];
+    w[0] = (carry & 0xff000000u) | 0x00800000u;
+#pragma unroll
+    for (int k = 1; k < 14; k++) w[k] = 0;
+    w[14] = static_cast<uint32_t>(bits >> 32);
+    w[15] = static_cast<uint32_t>(bits);
+    compress(s, w);
+}
+
 // SHA-256(prefix ‖ p[0..m)). `aligned`: p is 16-byte aligned, so whole 64-byte blocks are read
 // with vector loads; the remainder (and everything, when unaligned) byte by byte.
 __device__ void hash_prefixed(uint8_t prefix, const uint8_t *p, uint64_t m, bool aligned, uint32_t out[8]) {
@@ -57,28 +81,12 @@ __device__ void hash_prefixed(uint8_t prefix, const uint8_t *p, uint64_t m, bool
     uint32_t carry = static_cast<uint32_t>(prefix) << 24;
     uint64_t full = aligned ? m / 64 : 0;
     const uint4 *q = reinterpret_cast<const uint4 *>(p);
-    for (uint64_t j = 0; j < full; j++) {
-        uint4 a = __ldg(q + 4 * j), b = __ldg(q + 4 * j + 1), c = __ldg(q + 4 * j + 2), d = __ldg(q + 4 * j + 3);
-        uint32_t w[16];
-        w[0] = shifted_be(carry, a.x); w[1] = shifted_be(a.x, a.y); w[2] = shifted_be(a.y, a.z); w[3] = shifted_be(a.z, a.w);
-        w[4] = shifted_be(a.w, b.x); w[5] = shifted_be(b.x, b.y); w[6] = shifted_be(b.y, b.z); w[7] = shifted_be(b.z, b.w);
-        w[8] = shifted_be(b.w, c.x); w[9] = shifted_be(c.x, c.y); w[10] = shifted_be(c.y, c.z); w[11] = shifted_be(c.z, c.w);
-        w[12] = shifted_be(c.w, d.x); w[13] = shifted_be(d.x, d.y); w[14] = shifted_be(d.y, d.z); w[15] = shifted_be(d.z, d.w);
-        carry = d.w;
-        compress(s, w);
-    }
+    for (uint64_t j = 0; j < full; j++) absorb_aligned(s, q + 4 * j, carry);
     const uint8_t *rest = p + 64 * full;
     uint64_t r = m - 64 * full;
     uint64_t bits = (m + 1) * 8;
     if (r == 0) {
-        // Whole 64-byte blocks (every full leaf): one final block of constants.
-        uint32_t w[16];
-        w[0] = (carry & 0xff000000u) | 0x00800000u;
-#pragma unroll
-        for (int k = 1; k < 14; k++) w[k] = 0;
-        w[14] = static_cast<uint32_t>(bits >> 32);
-        w[15] = static_cast<uint32_t>(bits);
-        compress(s, w);
+        absorb_final(s, carry, bits); // whole 64-byte blocks (every full leaf)
     } else {
         // Tail: the carried byte, the remaining r bytes, 0x80, zeros, the 64-bit bit length.
         uint64_t tail = 1 + r;

@@ -8,10 +8,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use subtle::ConstantTimeEq;
-
 use super::{CheckJob, Damage, PageBuf};
 use crate::error::Result;
+use crate::seal::ct::hash_eq;
 use crate::seal::merkle::{Hash, TreeLayout, tree_root};
 
 /// Below this many bytes of work, hashing stays on the calling thread (spawning a thread
@@ -143,7 +142,7 @@ fn check_range(
                 .map(|region| tree_root(region, job.layout.leaf_size));
             let expected = job.level.get(r as usize);
             let same = match (fresh, expected) {
-                (Some(f), Some(x)) => bool::from(f.ct_eq(x)),
+                (Some(f), Some(x)) => hash_eq(&f, x),
                 _ => false,
             };
             if !same {

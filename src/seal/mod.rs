@@ -1,6 +1,7 @@
 //! Sealing: the Merkle tree over a shard's bytes, the seal key, the seal record and the rules
 //! on shard ids. Plain safe Rust; no C types, no device code.
 
+pub mod ct;
 pub mod key;
 pub mod merkle;
 pub mod record;

@@ -10,10 +10,9 @@ mod runtime;
 
 use std::ffi::{c_int, c_void};
 
-use subtle::ConstantTimeEq;
-
 use super::{CheckJob, Damage};
 use crate::error::{ErrorKind, Result, VramError};
+use crate::seal::ct::hash_eq;
 use crate::seal::merkle::{Hash, TreeLayout};
 use ffi::{LvkJob, check};
 use runtime::{DeviceAlloc, DeviceScope, Event, Stream, copy_to_device, copy_to_host};
@@ -272,9 +271,7 @@ impl CudaBackend {
         let mut at = 0usize;
         for (job, d) in jobs.iter().zip(damage.iter_mut()) {
             for (r, expected) in job.level.iter().enumerate() {
-                let same = fresh
-                    .get(at + r)
-                    .is_some_and(|f| bool::from(f.ct_eq(expected)));
+                let same = fresh.get(at + r).is_some_and(|f| hash_eq(f, expected));
                 if !same {
                     d.damaged_regions += 1;
                     d.first_damaged_region = d.first_damaged_region.min(r as u64);
