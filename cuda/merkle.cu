@@ -16,7 +16,8 @@ using namespace lvk_sha;
 // for the ping-pong reduction.
 // 4 blocks of 256 threads per SM (at most 64 registers each): measured fastest of the
 // variants in bench/merkle_variants.cu, with no spills.
-__global__ void __launch_bounds__(256, 4) region_roots_kernel(const lvk_job *jobs, uint32_t n_jobs, uint32_t max_leaves, uint8_t *roots) {
+__global__ void __launch_bounds__(256, 4) region_roots_kernel(const lvk_job *jobs, uint32_t n_jobs, uint32_t max_leaves, uint8_t *roots,
+                                                               uint32_t one) {
     extern __shared__ uint32_t smem[];
     uint32_t *level_a = smem;                       // max_leaves × 8 words
     uint32_t *level_b = smem + 8 * max_leaves;      // ceil(max_leaves / 2) × 8 words
@@ -44,7 +45,7 @@ __global__ void __launch_bounds__(256, 4) region_roots_kernel(const lvk_job *job
         uint64_t off = start + static_cast<uint64_t>(i) * job.leaf_size;
         uint64_t len = end - off < job.leaf_size ? end - off : job.leaf_size;
         uint32_t h[8];
-        hash_prefixed(0x00, job.data + off, len, aligned, h);
+        hash_prefixed(0x00, job.data + off, len, aligned, one, h);
 #pragma unroll
         for (int k = 0; k < 8; k++) level_a[8 * i + k] = h[k];
     }
@@ -57,7 +58,7 @@ __global__ void __launch_bounds__(256, 4) region_roots_kernel(const lvk_job *job
         uint32_t pairs = n / 2;
         for (uint32_t i = threadIdx.x; i < pairs; i += blockDim.x) {
             uint32_t h[8];
-            node_hash(src + 16 * i, src + 16 * i + 8, h);
+            node_hash(src + 16 * i, src + 16 * i + 8, one, h);
 #pragma unroll
             for (int k = 0; k < 8; k++) dst[8 * i + k] = h[k];
         }
@@ -93,6 +94,6 @@ extern "C" int lvk_region_roots(const lvk_job *jobs, uint32_t n_jobs, uint64_t t
         if (e != cudaSuccess) return e;
     }
     region_roots_kernel<<<static_cast<unsigned>(total_regions), threads, smem, static_cast<cudaStream_t>(stream)>>>(
-        jobs, n_jobs, max_region_leaves, roots);
+        jobs, n_jobs, max_region_leaves, roots, 1u);
     return cudaGetLastError();
 }
