@@ -127,9 +127,7 @@ fn generate_header(major: &str, minor: &str, patch: &str) {
     };
     config.after_includes = Some(format!(
         "\n#define VRAM_VERSION_MAJOR {major}\n#define VRAM_VERSION_MINOR {minor}\n\
-         #define VRAM_VERSION_PATCH {patch}\n\
-         /** The previous node, as the `input` argument of every ibp_builder_add_* function. */\n\
-         #define IBP_PREV UINT32_MAX\n"
+         #define VRAM_VERSION_PATCH {patch}\n"
     ));
     match cbindgen::generate_with_config(&crate_dir, config) {
         Ok(bindings) => {

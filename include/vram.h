@@ -20,9 +20,23 @@
 #define VRAM_VERSION_MAJOR 0
 #define VRAM_VERSION_MINOR 1
 #define VRAM_VERSION_PATCH 0
-/** The previous node, as the `input` argument of every ibp_builder_add_* function. */
+
+
+/**
+ * The previous node, as the `input` argument of every ibp_builder_add_* function.
+ */
 #define IBP_PREV UINT32_MAX
 
+/**
+ * `input` value meaning "the previous node".
+ */
+#define PREV UINT32_MAX
+
+/**
+ * Largest tensor a node may produce (elements per batch item): keeps every index in u32
+ * range for the GPU kernels and every buffer allocation sane.
+ */
+#define MAX_NODE_SIZE (1 << 28)
 
 /**
  * The result of every fallible libvram function.
@@ -121,6 +135,18 @@ typedef uint32_t vram_backend;
 #endif // __cplusplus
 
 /**
+ * A network under construction (ibp_builder_new()); each add_* call seals that layer's
+ * weights into the context. Not thread-safe: use one builder from one thread at a time.
+ */
+typedef struct ibp_builder ibp_builder;
+
+/**
+ * A built network whose weights are sealed shards: immutable, safe to use from many threads
+ * at once. Freed with ibp_model_free(); keeps its context's backend alive.
+ */
+typedef struct ibp_model ibp_model;
+
+/**
  * A libvram context: one backend, one seal key, one capacity budget.
  *
  * Created by vram_ctx_new(), freed by vram_ctx_free(). Safe to use from many threads at once.
@@ -167,28 +193,88 @@ typedef struct vram_ctx_options {
 } vram_ctx_options;
 
 /**
- * A host's log function: `level` (1 = error, 2 = warn, 3 = info, 4 = debug, 5 = trace),
- * `target` (a stable event name such as "vram.verify.failed") and `message` are valid only
- * during the call. Called from whichever thread raised the event.
+ * Hyper-parameters of ibp_builder_add_conv2d(). Zero-initialise, then set `struct_size`.
  */
-typedef void (*vram_log_callback)(void *userdata,
-                                  uint32_t level,
-                                  const char *target,
-                                  const char *message);
+typedef struct ibp_conv2d_params {
+  /**
+   * Must be `sizeof(ibp_conv2d_params)`.
+   */
+  uint32_t struct_size;
+  uint64_t out_channels;
+  uint64_t kernel_h;
+  uint64_t kernel_w;
+  /**
+   * 0 is taken as 1.
+   */
+  uint64_t stride_h;
+  uint64_t stride_w;
+  uint64_t pad_h;
+  uint64_t pad_w;
+  /**
+   * 0 is taken as 1.
+   */
+  uint64_t dilation_h;
+  uint64_t dilation_w;
+  /**
+   * 0 is taken as 1.
+   */
+  uint64_t groups;
+} ibp_conv2d_params;
 
 /**
- * Options for vram_seal_ex(). Zero-initialise, then set `struct_size = sizeof(vram_seal_options)`.
+ * Hyper-parameters of ibp_builder_add_avgpool2d() / _maxpool2d(). Average pooling divides by
+ * the full window (PyTorch's count_include_pad = true); max pooling ignores padding.
  */
-typedef struct vram_seal_options {
+typedef struct ibp_pool2d_params {
   /**
-   * Must be `sizeof(vram_seal_options)`.
+   * Must be `sizeof(ibp_pool2d_params)`.
+   */
+  uint32_t struct_size;
+  uint64_t kernel_h;
+  uint64_t kernel_w;
+  /**
+   * 0 = the kernel size.
+   */
+  uint64_t stride_h;
+  uint64_t stride_w;
+  /**
+   * At most half the kernel.
+   */
+  uint64_t pad_h;
+  uint64_t pad_w;
+} ibp_pool2d_params;
+
+/**
+ * Options for ibp_propagate_ex(). Zero-initialise, then set `struct_size`.
+ */
+typedef struct ibp_propagate_options {
+  /**
+   * Must be `sizeof(ibp_propagate_options)`.
    */
   uint32_t struct_size;
   /**
-   * Merkle leaf size in bytes: a power of two from 1024 to 1048576; 0 = the default, 4096.
+   * An ::ibp_memory value: where `in_*` and `out_*` live.
    */
-  uint32_t leaf_size;
-} vram_seal_options;
+  uint32_t memory;
+  /**
+   * A `cudaStream_t` to run on (CUDA backend; NULL = a stream of libvram's own). The call
+   * returns when the bounds are ready.
+   */
+  void *stream;
+  /**
+   * Rows of the specification matrix C; 0 = no specification (bounds on the outputs).
+   */
+  size_t spec_rows;
+  /**
+   * C, `spec_rows × output_size` floats, row-major, in host memory (required when
+   * `spec_rows > 0`). The call then bounds C·y + d and writes `spec_rows` values per item.
+   */
+  const float *spec_c;
+  /**
+   * d, `spec_rows` floats in host memory; NULL = zeros.
+   */
+  const float *spec_d;
+} ibp_propagate_options;
 
 /**
  * What a verification found in one shard. Written by vram_verify() and vram_verify_many()
@@ -226,6 +312,30 @@ typedef struct vram_verify_report {
   uint64_t first_damaged_offset;
 } vram_verify_report;
 
+/**
+ * A host's log function: `level` (1 = error, 2 = warn, 3 = info, 4 = debug, 5 = trace),
+ * `target` (a stable event name such as "vram.verify.failed") and `message` are valid only
+ * during the call. Called from whichever thread raised the event.
+ */
+typedef void (*vram_log_callback)(void *userdata,
+                                  uint32_t level,
+                                  const char *target,
+                                  const char *message);
+
+/**
+ * Options for vram_seal_ex(). Zero-initialise, then set `struct_size = sizeof(vram_seal_options)`.
+ */
+typedef struct vram_seal_options {
+  /**
+   * Must be `sizeof(vram_seal_options)`.
+   */
+  uint32_t struct_size;
+  /**
+   * Merkle leaf size in bytes: a power of two from 1024 to 1048576; 0 = the default, 4096.
+   */
+  uint32_t leaf_size;
+} vram_seal_options;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -247,9 +357,11 @@ extern "C" {
 vram_status vram_ctx_new(const struct vram_ctx_options *opts, struct vram_ctx **out);
 
 /**
- * Frees a context and zeroizes its key. NULL is a no-op.
+ * Frees a context handle; the key is zeroized once nothing uses the context any more. NULL is
+ * a no-op.
  *
- * Shards sealed by the context stay valid and must still be freed with vram_shard_free().
+ * Shards sealed by the context stay valid and must still be freed with vram_shard_free();
+ * builders and models keep the context's backend alive until they are freed.
  * The caller must ensure no other thread is using `ctx` during or after this call.
  */
 void vram_ctx_free(struct vram_ctx *ctx);
@@ -268,6 +380,214 @@ uint32_t vram_ctx_backend(const struct vram_ctx *ctx);
  * `ctx` is NULL. Thread-safe; the value may be stale by the time it is read.
  */
 vram_status vram_ctx_usage(const struct vram_ctx *ctx, uint64_t *used, uint64_t *capacity);
+
+/**
+ * Starts a network named `name` (a shard-id-safe string; it prefixes the names of the sealed
+ * weights, `<name>/<node>/weight`) whose input has `rank` dimensions `input_shape` (batch
+ * excluded: `{5}` for ACAS Xu, `{3, 32, 32}` for CIFAR).
+ *
+ * `out` receives a builder owned by the caller: pass it to ibp_builder_build() or free it with
+ * ibp_builder_free(). The builder keeps `ctx`'s backend alive. NULL arguments →
+ * ::VRAM_ERR_NULL_ARGUMENT; a bad name, rank (1–4) or shape → ::VRAM_ERR_INVALID_ARGUMENT.
+ * Thread-safe; the builder itself is for one thread at a time.
+ */
+vram_status ibp_builder_new(struct vram_ctx *ctx,
+                            const char *name,
+                            const uint64_t *input_shape,
+                            size_t rank,
+                            struct ibp_builder **out);
+
+/**
+ * Appends a fully connected layer `y = W·x + b` fed by node `input` (::IBP_PREV = the previous
+ * node; any shape, read flattened) and writes its index to `node_out` (nullable).
+ *
+ * - `weight`: `out_features × in_features` floats, row-major; `bias`: `out_features` floats
+ *   or NULL. Both are read during the call and sealed into the context; all must be finite.
+ *
+ * Errors: ::VRAM_ERR_NULL_ARGUMENT (`b`, `weight`), ::VRAM_ERR_INVALID_ARGUMENT (unknown
+ * input node, non-finite weights, size out of range), ::VRAM_ERR_OUT_OF_MEMORY. On error the
+ * builder is unchanged.
+ */
+vram_status ibp_builder_add_linear(struct ibp_builder *b,
+                                   uint32_t input,
+                                   uint64_t out_features,
+                                   const float *weight,
+                                   const float *bias,
+                                   uint32_t *node_out);
+
+/**
+ * Appends a 2-D convolution (NCHW; weight `[out_channels, in_channels / groups, kh, kw]`
+ * floats; `bias` `out_channels` floats or NULL) fed by a `[C, H, W]` node. As
+ * ibp_builder_add_linear() otherwise.
+ */
+vram_status ibp_builder_add_conv2d(struct ibp_builder *b,
+                                   uint32_t input,
+                                   const struct ibp_conv2d_params *params,
+                                   const float *weight,
+                                   const float *bias,
+                                   uint32_t *node_out);
+
+/**
+ * Appends ReLU fed by node `input` (::IBP_PREV = the previous node); `node_out` nullable.
+ * Errors: ::VRAM_ERR_NULL_ARGUMENT, ::VRAM_ERR_INVALID_ARGUMENT (unknown node).
+ */
+vram_status ibp_builder_add_relu(struct ibp_builder *b, uint32_t input, uint32_t *node_out);
+
+/**
+ * Appends LeakyReLU with slope `alpha` (finite, ≥ 0) for negative inputs. As ibp_builder_add_relu().
+ */
+vram_status ibp_builder_add_leaky_relu(struct ibp_builder *b,
+                                       uint32_t input,
+                                       float alpha,
+                                       uint32_t *node_out);
+
+/**
+ * Appends the logistic sigmoid. As ibp_builder_add_relu().
+ */
+vram_status ibp_builder_add_sigmoid(struct ibp_builder *b, uint32_t input, uint32_t *node_out);
+
+/**
+ * Appends tanh. As ibp_builder_add_relu().
+ */
+vram_status ibp_builder_add_tanh(struct ibp_builder *b, uint32_t input, uint32_t *node_out);
+
+/**
+ * Appends a flatten (to one dimension, in C order). As ibp_builder_add_relu().
+ */
+vram_status ibp_builder_add_flatten(struct ibp_builder *b, uint32_t input, uint32_t *node_out);
+
+/**
+ * Appends the element-wise sum of nodes `input` and `other` (same shape): a residual
+ * connection. As ibp_builder_add_relu().
+ */
+vram_status ibp_builder_add_add(struct ibp_builder *b,
+                                uint32_t input,
+                                uint32_t other,
+                                uint32_t *node_out);
+
+/**
+ * Appends inference-form batch normalisation over the channels (dimension 0 of the input):
+ * `(x − mean) / sqrt(var + eps) · gamma + beta`, each array one float per channel (sealed).
+ * `eps` must be finite and > 0, `var` ≥ 0. As ibp_builder_add_linear() otherwise.
+ */
+vram_status ibp_builder_add_batchnorm(struct ibp_builder *b,
+                                      uint32_t input,
+                                      const float *gamma,
+                                      const float *beta,
+                                      const float *mean,
+                                      const float *var,
+                                      double eps,
+                                      uint32_t *node_out);
+
+/**
+ * Appends 2-D average pooling over a `[C, H, W]` node. As ibp_builder_add_relu().
+ */
+vram_status ibp_builder_add_avgpool2d(struct ibp_builder *b,
+                                      uint32_t input,
+                                      const struct ibp_pool2d_params *params,
+                                      uint32_t *node_out);
+
+/**
+ * Appends 2-D max pooling over a `[C, H, W]` node. As ibp_builder_add_relu().
+ */
+vram_status ibp_builder_add_maxpool2d(struct ibp_builder *b,
+                                      uint32_t input,
+                                      const struct ibp_pool2d_params *params,
+                                      uint32_t *node_out);
+
+/**
+ * Finishes the network. **Consumes `b` in every case** (success or not): do not use or free
+ * it afterwards. `out` receives a model owned by the caller (ibp_model_free()).
+ *
+ * Errors: ::VRAM_ERR_NULL_ARGUMENT, ::VRAM_ERR_INVALID_ARGUMENT (no layers),
+ * ::VRAM_ERR_UNSUPPORTED (a layer with no GPU kernel yet on a CUDA-backed context).
+ */
+vram_status ibp_builder_build(struct ibp_builder *b, struct ibp_model **out);
+
+/**
+ * Frees a builder that was not built, and the weights it sealed. NULL is a no-op.
+ */
+void ibp_builder_free(struct ibp_builder *b);
+
+/**
+ * Loads an NNet file (e.g. the ACAS Xu networks) into a model whose weights are sealed in
+ * `ctx`. The model applies the file's input clipping and normalisation, so callers pass
+ * physical inputs; its outputs are the network's own, not de-normalised (the VNN-COMP
+ * convention).
+ *
+ * Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable or malformed
+ * file (the message names the line). Thread-safe.
+ */
+vram_status ibp_model_from_nnet(struct vram_ctx *ctx, const char *path, struct ibp_model **out);
+
+/**
+ * Certified bounds: for each of `batch` input boxes `[in_lower, in_upper]` (`batch × input
+ * size` floats each, host memory, item-major) writes intervals `[out_lower, out_upper]`
+ * (`batch × output size` floats) that enclose the exact real-number IBP bounds of the network
+ * — hence every output for every input in the box — despite float32 rounding.
+ *
+ * Infinite inputs are allowed (bounds stay sound, never NaN). NaN inputs or lower > upper →
+ * ::VRAM_ERR_INVALID_ARGUMENT naming the element; `batch == 0` → ::VRAM_ERR_INVALID_ARGUMENT;
+ * NULL → ::VRAM_ERR_NULL_ARGUMENT. Outputs are written only on success. Runs on the GPU for a
+ * CUDA-backed model, on the CPU cores otherwise. Thread-safe: a model may be used by many
+ * threads at once.
+ */
+vram_status ibp_propagate(const struct ibp_model *model,
+                          size_t batch,
+                          const float *in_lower,
+                          const float *in_upper,
+                          float *out_lower,
+                          float *out_upper);
+
+/**
+ * ibp_propagate() with options (::ibp_propagate_options): boxes in device memory, a CUDA
+ * stream, and a specification `C·y + d` whose bounds are returned instead of the outputs'
+ * (`spec_rows` values per item; C is folded into the last layer when it is linear, which is
+ * tighter than applying C to the output box). `opts` NULL → ::VRAM_ERR_NULL_ARGUMENT; wrong
+ * `struct_size`, unknown `memory` → ::VRAM_ERR_INVALID_ARGUMENT; device memory with a
+ * host-backed model → ::VRAM_ERR_UNSUPPORTED. Otherwise as ibp_propagate().
+ */
+vram_status ibp_propagate_ex(const struct ibp_model *model,
+                             size_t batch,
+                             const float *in_lower,
+                             const float *in_upper,
+                             float *out_lower,
+                             float *out_upper,
+                             const struct ibp_propagate_options *opts);
+
+/**
+ * Verifies every sealed weight of `model` in one batched call (see vram_verify_many()); the
+ * report (nullable) sums all of them up (first_damaged_offset is within the first damaged
+ * shard). Returns ::VRAM_OK, ::VRAM_ERR_INTEGRITY or ::VRAM_ERR_BAD_SEAL like vram_verify().
+ */
+vram_status ibp_model_verify(struct vram_ctx *ctx,
+                             const struct ibp_model *model,
+                             struct vram_verify_report *report);
+
+/**
+ * Fault drill: flips bit `bit_index` of the weight tensor of node `node` (a linear or conv2d
+ * layer; node 0 is the input), so a server can prove that ibp_model_verify() catches a
+ * damaged weight. Flipping it again restores it. NULL → ::VRAM_ERR_NULL_ARGUMENT; a node with
+ * no weight or a bit past its end → ::VRAM_ERR_INVALID_ARGUMENT. Not to be called while
+ * another thread uses the model.
+ */
+vram_status ibp_model_debug_flip_bit(struct ibp_model *model, uint32_t node, uint64_t bit_index);
+
+/**
+ * Floats per input box (the product of the input shape); 0 when `model` is NULL. Thread-safe.
+ */
+size_t ibp_model_input_size(const struct ibp_model *model);
+
+/**
+ * Floats per output box; 0 when `model` is NULL. Thread-safe.
+ */
+size_t ibp_model_output_size(const struct ibp_model *model);
+
+/**
+ * Frees a model (and, once no other handle holds them, its sealed weights). NULL is a no-op.
+ * No other thread may be using the model.
+ */
+void ibp_model_free(struct ibp_model *model);
 
 /**
  * Installs `cb` to receive libvram's events at `max_level` and more severe (1 = errors only …

@@ -11,6 +11,7 @@ pub mod capi;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod ibp;
 pub mod seal;
 pub mod shard;
 

@@ -226,6 +226,15 @@ impl Storage {
         }
     }
 
+    /// The bytes as f32 values when they live in host memory (IBP weights on the CPU path).
+    pub fn host_f32(&self) -> Option<&[f32]> {
+        match self {
+            Storage::Host(b) => b.as_f32(),
+            #[cfg(vram_cuda)]
+            Storage::Cuda(_) => None,
+        }
+    }
+
     /// Whether the bytes belong to the caller (sealed in place) rather than to libvram.
     pub fn is_borrowed(&self) -> bool {
         match self {

@@ -76,6 +76,14 @@ impl PageBuf {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
+    /// The bytes as f32 values (the layout of IBP weights), when the length allows.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        // SAFETY: every bit pattern is a valid f32, and align_to only yields the correctly
+        // aligned middle part (the buffer is page-aligned, so the prefix is empty).
+        let (pre, mid, post) = unsafe { self.as_slice().align_to::<f32>() };
+        (pre.is_empty() && post.is_empty()).then_some(mid)
+    }
+
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }

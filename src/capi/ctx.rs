@@ -34,14 +34,18 @@ pub extern "C" fn vram_ctx_new(
             secret: key,
             capacity_bytes: opts.capacity_bytes,
         })?;
-        *out = Box::into_raw(Box::new(vram_ctx { inner }));
+        *out = Box::into_raw(Box::new(vram_ctx {
+            inner: std::sync::Arc::new(inner),
+        }));
         Ok(())
     })
 }
 
-/// Frees a context and zeroizes its key. NULL is a no-op.
+/// Frees a context handle; the key is zeroized once nothing uses the context any more. NULL is
+/// a no-op.
 ///
-/// Shards sealed by the context stay valid and must still be freed with vram_shard_free().
+/// Shards sealed by the context stay valid and must still be freed with vram_shard_free();
+/// builders and models keep the context's backend alive until they are freed.
 /// The caller must ensure no other thread is using `ctx` during or after this call.
 #[unsafe(no_mangle)]
 pub extern "C" fn vram_ctx_free(ctx: *mut vram_ctx) {

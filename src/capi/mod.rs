@@ -11,12 +11,14 @@
 
 mod boundary;
 pub mod ctx;
+pub mod ibp;
 pub mod log;
 pub mod misc;
 pub mod shard;
 pub mod types;
 
 pub use ctx::*;
+pub use ibp::*;
 pub use log::*;
 pub use misc::*;
 pub use shard::*;

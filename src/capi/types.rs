@@ -150,7 +150,19 @@ impl From<&VerifyReport> for vram_verify_report {
 ///
 /// Created by vram_ctx_new(), freed by vram_ctx_free(). Safe to use from many threads at once.
 pub struct vram_ctx {
-    pub(crate) inner: Context,
+    pub(crate) inner: std::sync::Arc<Context>,
+}
+
+/// A network under construction (ibp_builder_new()); each add_* call seals that layer's
+/// weights into the context. Not thread-safe: use one builder from one thread at a time.
+pub struct ibp_builder {
+    pub(crate) inner: crate::ibp::Builder,
+}
+
+/// A built network whose weights are sealed shards: immutable, safe to use from many threads
+/// at once. Freed with ibp_model_free(); keeps its context's backend alive.
+pub struct ibp_model {
+    pub(crate) inner: crate::ibp::Model,
 }
 
 /// A sealed shard: immutable bytes in GPU (or, on the host backend, host) memory with their

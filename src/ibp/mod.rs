@@ -1,0 +1,18 @@
+//! Certified interval bound propagation (IBP) over networks whose weights are sealed shards.
+//!
+//! For every input box the returned intervals enclose the exact real-number IBP bounds of the
+//! network defined by its float32 weights, hence every output the network can produce for an
+//! input in the box, despite floating-point rounding (docs/soundness.md).
+
+pub mod builder;
+pub mod cpu;
+pub mod gpu_entry;
+pub mod graph;
+pub mod model;
+pub mod nnet;
+pub mod round;
+pub mod spec;
+
+pub use builder::Builder;
+pub use model::{Memory, Model, Request};
+pub use spec::Spec;

@@ -1,0 +1,229 @@
+//! A built network: immutable, its parameters sealed shards of one context, usable from many
+//! threads at once.
+
+use std::sync::Arc;
+
+use super::cpu::Network;
+use super::graph::{Node, Op};
+use super::spec::Spec;
+use crate::context::{Context, Outcome, VerifyReport};
+use crate::error::{ErrorKind, Result, VramError};
+use crate::shard::Shard;
+
+pub struct Model {
+    ctx: Arc<Context>,
+    name: String,
+    nodes: Vec<Node>,
+    params: Vec<Arc<Shard>>,
+}
+
+/// Where the caller's boxes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    Host,
+    Device,
+}
+
+/// One propagation request.
+pub struct Request<'a> {
+    pub batch: usize,
+    pub in_lo: &'a [f32],
+    pub in_hi: &'a [f32],
+    pub spec: Option<&'a Spec>,
+}
+
+impl Model {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        name: String,
+        nodes: Vec<Node>,
+        params: Vec<Arc<Shard>>,
+    ) -> Result<Self> {
+        Ok(Self {
+            ctx,
+            name,
+            nodes,
+            params,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn params(&self) -> &[Arc<Shard>] {
+        &self.params
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    pub fn input_size(&self) -> usize {
+        self.nodes.first().map_or(0, |n| n.size() as usize)
+    }
+
+    pub fn output_size(&self) -> usize {
+        self.nodes.last().map_or(0, |n| n.size() as usize)
+    }
+
+    /// Checks a spec against the model's output size.
+    pub fn check_spec(&self, spec: &Spec) -> Result<()> {
+        if spec.rows == 0 {
+            return Err(VramError::invalid(
+                "opts->spec_rows",
+                "must be > 0 when a spec is given",
+            ));
+        }
+        if spec.c.len() != spec.rows * self.output_size() {
+            return Err(VramError::invalid(
+                "opts->spec_c",
+                "must hold spec_rows × output size values",
+            ));
+        }
+        if let Some(i) = spec.c.iter().chain(&spec.d).position(|v| !v.is_finite()) {
+            return Err(VramError::invalid(
+                "opts->spec_c / spec_d",
+                format!("value {i} is not finite"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rejects NaN and lower > upper, naming the first offending element.
+    pub fn check_boxes(lo: &[f32], hi: &[f32]) -> Result<()> {
+        for (i, (&l, &u)) in lo.iter().zip(hi).enumerate() {
+            if l.is_nan() || u.is_nan() {
+                return Err(VramError::invalid(
+                    "in_lower/in_upper",
+                    format!("element {i} is NaN"),
+                ));
+            }
+            if l > u {
+                return Err(VramError::invalid(
+                    "in_lower/in_upper",
+                    format!("element {i}: lower {l} > upper {u}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bounds for host boxes on the CPU (host backend).
+    pub fn propagate_host(
+        &self,
+        req: &Request<'_>,
+        out_lo: &mut [f32],
+        out_hi: &mut [f32],
+    ) -> Result<()> {
+        let params: Option<Vec<&[f32]>> =
+            self.params.iter().map(|s| s.storage().host_f32()).collect();
+        let Some(params) = params else {
+            return Err(VramError::new(
+                ErrorKind::Unsupported,
+                "model: its weights live in GPU memory; the CPU path needs the host backend",
+            ));
+        };
+        let net = Network {
+            nodes: &self.nodes,
+            params,
+        };
+        let (n_in, n_out) = (
+            self.input_size(),
+            req.spec.map_or(self.output_size(), |s| s.rows),
+        );
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(req.batch)
+            .max(1);
+        let per = req.batch.div_ceil(threads);
+        let chunks = req
+            .in_lo
+            .chunks(per * n_in)
+            .zip(req.in_hi.chunks(per * n_in))
+            .zip(
+                out_lo
+                    .chunks_mut(per * n_out)
+                    .zip(out_hi.chunks_mut(per * n_out)),
+            );
+        std::thread::scope(|scope| {
+            let mut inline = Vec::new();
+            for ((lo, hi), (olo, ohi)) in chunks {
+                let items = lo.len() / n_in;
+                let net = &net;
+                let work = move || net.run_chunk(items, lo, hi, req.spec, olo, ohi);
+                if let Err(e) = std::thread::Builder::new().spawn_scoped(scope, work) {
+                    inline.push(e); // no thread: nothing was run for this chunk; reported below
+                }
+            }
+            if inline.is_empty() {
+                Ok(())
+            } else {
+                Err(VramError::new(
+                    ErrorKind::OutOfMemory,
+                    "ibp_propagate: could not start worker threads",
+                ))
+            }
+        })
+    }
+
+    /// Verifies every parameter shard in one batch; one report sums them up.
+    pub fn verify(&self, ctx: &Context) -> Result<VerifyReport> {
+        let shards: Vec<&Shard> = self.params.iter().map(|s| s.as_ref()).collect();
+        let reports = ctx.verify_many(&shards, None)?;
+        let mut total = VerifyReport {
+            outcome: Outcome::Intact,
+            leaf_size: reports.first().map_or(0, |r| r.leaf_size),
+            total_leaves: 0,
+            region_size: reports.first().map_or(0, |r| r.region_size),
+            total_regions: 0,
+            damaged_regions: 0,
+            first_damaged_offset: u64::MAX,
+        };
+        for r in &reports {
+            total.total_leaves += r.total_leaves;
+            total.total_regions += r.total_regions;
+            total.damaged_regions += r.damaged_regions;
+            match (total.outcome, r.outcome) {
+                (_, Outcome::BadSeal) => total.outcome = Outcome::BadSeal,
+                (Outcome::Intact, Outcome::Damaged) => {
+                    total.outcome = Outcome::Damaged;
+                    total.first_damaged_offset = r.first_damaged_offset;
+                }
+                _ => {}
+            }
+        }
+        Ok(total)
+    }
+
+    /// The sealed weight tensor of node `node` (linear and conv2d layers).
+    pub fn weight_shard(&self, node: usize) -> Result<&Shard> {
+        let weight = match self.nodes.get(node).map(|n| &n.op) {
+            Some(Op::Linear { weight, .. } | Op::Conv2d { weight, .. }) => *weight,
+            _ => {
+                return Err(VramError::invalid(
+                    "node",
+                    format!("node {node} has no weight tensor"),
+                ));
+            }
+        };
+        self.params
+            .get(weight)
+            .map(|s| s.as_ref())
+            .ok_or_else(|| VramError::invalid("node", "weight missing"))
+    }
+
+    /// Whether every node has a GPU kernel (checked when a CUDA-backed model is built).
+    pub fn gpu_unsupported(&self) -> Option<&'static str> {
+        self.nodes.iter().find_map(|n| match n.op {
+            Op::Conv2d { .. } | Op::BatchNorm { .. } | Op::AvgPool2d(_) | Op::MaxPool2d(_) => {
+                Some(n.kind())
+            }
+            _ => None,
+        })
+    }
+}
