@@ -28,17 +28,6 @@
 #define IBP_PREV UINT32_MAX
 
 /**
- * `input` value meaning "the previous node".
- */
-#define PREV UINT32_MAX
-
-/**
- * Largest tensor a node may produce (elements per batch item): keeps every index in u32
- * range for the GPU kernels and every buffer allocation sane.
- */
-#define MAX_NODE_SIZE (1 << 28)
-
-/**
  * The result of every fallible libvram function.
  *
  * Codes are never renumbered or reused; a retired code stays reserved.

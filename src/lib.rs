@@ -6,13 +6,20 @@
 //! - [`context`] and [`shard`]: sealing and verification on top of a backend.
 //! - [`capi`]: the C ABI (`include/vram.h`), the only module that touches C types.
 
+/// cbindgen:ignore
 pub mod backend;
 pub mod capi;
+/// cbindgen:ignore
 pub mod context;
+/// cbindgen:ignore
 pub mod error;
+/// cbindgen:ignore
 pub mod events;
+/// cbindgen:ignore
 pub mod ibp;
+/// cbindgen:ignore
 pub mod seal;
+/// cbindgen:ignore
 pub mod shard;
 
 pub use capi::*;

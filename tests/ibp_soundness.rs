@@ -53,6 +53,7 @@ fn propagate(model: *mut ibp_model, lo: &[f32], hi: &[f32], batch: usize) -> (Ve
 /// `rel` wider relative to the exact width, plus `ulps_scale`: the few f32 ulps per layer that
 /// outward rounding must add, on the scale of the computation (it decides for degenerate
 /// boxes, whose exact width is 0).
+#[allow(clippy::too_many_arguments)]
 fn check(
     net: &Net,
     lo: &[f32],

@@ -364,7 +364,8 @@ impl Builder {
             ));
         }
         for i in 0..n {
-            let ok = min[i] <= max[i] && range[i] > 0.0 && mean[i].is_finite() && range[i].is_finite();
+            let ok =
+                min[i] <= max[i] && range[i] > 0.0 && mean[i].is_finite() && range[i].is_finite();
             if !ok {
                 return Err(VramError::invalid(
                     "normalisation",
