@@ -55,6 +55,20 @@ typedef struct lvk_job {
 int lvk_region_roots(const lvk_job *jobs, uint32_t n_jobs, uint64_t total_regions,
                      uint32_t max_region_leaves, uint8_t *roots, void *stream);
 
+/* Interval bound propagation (cuda/ibp.cu). Bounds between layers are f64 pairs, item-major
+ * ([batch][features]); every operation rounds outward. */
+int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
+                   unsigned long long *first_bad, void *stream);
+int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n, void *stream);
+int lvk_ibp_normalize(const double *params, uint32_t n, uint64_t total, const double *lo,
+                      const double *hi, double *olo, double *ohi, void *stream);
+int lvk_ibp_activation(int kind, double alpha, uint64_t n, const double *lo, const double *hi,
+                       double *olo, double *ohi, void *stream);
+int lvk_ibp_add(uint64_t n, const double *alo, const double *ahi, const double *blo,
+                const double *bhi, double *olo, double *ohi, void *stream);
+int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
+                   const double *lo, const double *hi, double *olo, double *ohi, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export VRAM_SOURCE_DIR=$PWD
+export VRAM_ACASXU_DIR=$PWD/.gpu/acasxu
+export VRAM_ACASXU_NNET=$PWD/.gpu/acasxu/nnet/ACASXU_experimental_v2a_1_1.nnet
 export LD_LIBRARY_PATH="$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -48,6 +50,11 @@ for b in .gpu/bench/*; do
   echo "== bench $name"
   "$b" 1024 > "$OUT/bench-$name.md" 2>&1 || { echo "FAILED: bench $name"; failed=$((failed + 1)); }
   cat "$OUT/bench-$name.md"
+  if [ "$name" = ibp_gpu ]; then
+    echo "== PyTorch baseline on the same networks and boxes (bench/ibp_pytorch.py)"
+    python3 bench/ibp_pytorch.py /tmp/ibpbench > "$OUT/bench-ibp_pytorch.md" 2>&1 || { echo "FAILED: ibp_pytorch"; failed=$((failed + 1)); }
+    cat "$OUT/bench-ibp_pytorch.md"
+  fi
 done
 echo "gpu-run: $failed failure(s)"
 exit "$failed"

@@ -29,6 +29,15 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 cp -P build/lib/libvram.so* .gpu/lib/
 cp build/seal_verify build/model_demo build/header_two_tu .gpu/
+# A few ACAS Xu networks for the GPU tests and benchmark (the data stays outside the repository;
+# .gpu/ is ignored and only travels to the GPU machine).
+acas="${VRAM_ACASXU_DIR:-$VRAM_ROOT/../shared/data/acasxu}"
+if [ -d "$acas/nnet" ]; then
+  mkdir -p .gpu/acasxu/nnet
+  cp "$acas"/nnet/ACASXU_experimental_v2a_{1_1,3_7,5_9}.nnet .gpu/acasxu/nnet/
+else
+  echo "ACAS Xu data not found at $acas: the GPU run will skip it"
+fi
 strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/header_two_tu
 du -sh .gpu
 ls .gpu/tests .gpu/bench

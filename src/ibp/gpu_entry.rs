@@ -79,33 +79,4 @@ mod gpu {
 }
 
 #[cfg(vram_cuda)]
-mod gpu {
-    use super::*;
-
-    pub fn propagate(
-        _model: &Model,
-        _req: &Request<'_>,
-        _out_lo: &mut [f32],
-        _out_hi: &mut [f32],
-        _stream: Option<*mut c_void>,
-    ) -> Result<()> {
-        Err(VramError::new(
-            ErrorKind::Unsupported,
-            "model: GPU propagation is not built yet",
-        ))
-    }
-
-    pub fn propagate_device(
-        _model: &Model,
-        _batch: usize,
-        _inp: [*const f32; 2],
-        _out: [*mut f32; 2],
-        _spec: Option<&Spec>,
-        _stream: Option<*mut c_void>,
-    ) -> Result<()> {
-        Err(VramError::new(
-            ErrorKind::Unsupported,
-            "model: GPU propagation is not built yet",
-        ))
-    }
-}
+use super::gpu;

@@ -6,6 +6,8 @@
 
 pub mod builder;
 pub mod cpu;
+#[cfg(vram_cuda)]
+pub mod gpu;
 pub mod gpu_entry;
 pub mod graph;
 pub mod model;

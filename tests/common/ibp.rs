@@ -119,14 +119,19 @@ pub fn build(ctx: *mut vram_ctx, name: &str, net: &Net) -> *mut ibp_model {
             Layer::Sigmoid => ibp_builder_add_sigmoid(b, IBP_PREV, &mut node),
             Layer::Tanh => ibp_builder_add_tanh(b, IBP_PREV, &mut node),
         };
-        assert_eq!(s, vram_status::VRAM_OK, "{l:?}: {}", super::last_error());
+        assert_eq!(
+            s,
+            vram_status::VRAM_OK,
+            "{l:?}: {}",
+            crate::common::last_error()
+        );
     }
     let mut m = ptr::null_mut();
     assert_eq!(
         ibp_builder_build(b, &mut m),
         vram_status::VRAM_OK,
         "{}",
-        super::last_error()
+        crate::common::last_error()
     );
     m
 }

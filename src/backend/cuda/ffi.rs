@@ -52,6 +52,65 @@ unsafe extern "C" {
         event: *mut c_void,
     ) -> c_int;
     pub fn lvk_flip_byte(ptr: *mut c_void, offset: u64, mask: u8, stream: *mut c_void) -> c_int;
+    pub fn lvk_ibp_to_f64(
+        lo: *const f32,
+        hi: *const f32,
+        dlo: *mut f64,
+        dhi: *mut f64,
+        n: u64,
+        first_bad: *mut u64,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_ibp_to_f32(
+        dlo: *const f64,
+        dhi: *const f64,
+        lo: *mut f32,
+        hi: *mut f32,
+        n: u64,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_ibp_normalize(
+        params: *const f64,
+        n: u32,
+        total: u64,
+        lo: *const f64,
+        hi: *const f64,
+        olo: *mut f64,
+        ohi: *mut f64,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_ibp_activation(
+        kind: c_int,
+        alpha: f64,
+        n: u64,
+        lo: *const f64,
+        hi: *const f64,
+        olo: *mut f64,
+        ohi: *mut f64,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_ibp_add(
+        n: u64,
+        alo: *const f64,
+        ahi: *const f64,
+        blo: *const f64,
+        bhi: *const f64,
+        olo: *mut f64,
+        ohi: *mut f64,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_ibp_linear(
+        w: *const f32,
+        bias: *const f32,
+        in_f: u32,
+        out_f: u32,
+        batch: u32,
+        lo: *const f64,
+        hi: *const f64,
+        olo: *mut f64,
+        ohi: *mut f64,
+        stream: *mut c_void,
+    ) -> c_int;
     pub fn lvk_region_roots(
         jobs: *const LvkJob,
         n_jobs: u32,

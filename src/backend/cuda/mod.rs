@@ -5,8 +5,8 @@
 //! one kernel launch. Only region roots (32 bytes per MiB) come back to the host, where they
 //! are compared with the kept level in constant time and the root is finished.
 
-mod ffi;
-mod runtime;
+pub(crate) mod ffi;
+pub(crate) mod runtime;
 
 use std::ffi::{c_int, c_void};
 

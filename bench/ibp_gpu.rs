@@ -1,0 +1,269 @@
+//! IBP benchmark on the GPU through the C API (boxes in device memory, as PyTorch's would be):
+//! median time of ibp_propagate_ex per network and batch, beside the weight-read floor
+//! (weight bytes ÷ device copy bandwidth, measured in the same run). Writes each network's
+//! weights, boxes and our bounds as raw f32 files under $VRAM_IBP_BENCH_DIR (default
+//! /tmp/ibpbench) for bench/ibp_pytorch.py, which times PyTorch on the same data and counts
+//! PyTorch bounds that fail to enclose ours.
+//!
+//! `cargo bench --bench ibp_gpu` — skips, saying so, without a GPU.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[cfg(vram_cuda)]
+#[path = "../tests/common/cuda.rs"]
+mod cuda;
+
+#[cfg(not(vram_cuda))]
+fn main() {
+    println!("SKIPPED: libvram was built without CUDA");
+}
+
+#[cfg(vram_cuda)]
+fn main() {
+    bench::run();
+}
+
+#[cfg(vram_cuda)]
+mod bench {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::ptr;
+    use std::time::Instant;
+
+    use super::common::*;
+    use super::cuda::*;
+    use vram::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn unit(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+    }
+
+    fn write(path: &Path, v: &[f32]) {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// Times ibp_propagate_ex on device boxes; returns (median ms, host copies of the bounds).
+    fn time(
+        model: *mut ibp_model,
+        batch: usize,
+        lo: &[f32],
+        hi: &[f32],
+        runs: usize,
+    ) -> (f64, Vec<f32>, Vec<f32>) {
+        let n_out = batch * ibp_model_output_size(model);
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_ne_bytes()).collect() };
+        let (dl, dh) = (DevMem::new(lo.len() * 4), DevMem::new(hi.len() * 4));
+        dl.upload(0, &bytes(lo));
+        dh.upload(0, &bytes(hi));
+        let (ol, oh) = (DevMem::new(n_out * 4), DevMem::new(n_out * 4));
+        let opts = ibp_propagate_options {
+            struct_size: size_of::<ibp_propagate_options>() as u32,
+            memory: ibp_memory::IBP_MEMORY_DEVICE as u32,
+            stream: ptr::null_mut(),
+            spec_rows: 0,
+            spec_c: ptr::null(),
+            spec_d: ptr::null(),
+        };
+        let go = || {
+            let s = ibp_propagate_ex(
+                model,
+                batch,
+                dl.0.cast(),
+                dh.0.cast(),
+                ol.0.cast(),
+                oh.0.cast(),
+                &opts,
+            );
+            assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+        };
+        go();
+        let mut ms = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            go();
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut out = (vec![0u8; n_out * 4], vec![0u8; n_out * 4]);
+        ok(
+            unsafe { cudaMemcpy(out.0.as_mut_ptr().cast(), ol.0.cast(), n_out * 4, D2H) },
+            "D2H",
+        );
+        ok(
+            unsafe { cudaMemcpy(out.1.as_mut_ptr().cast(), oh.0.cast(), n_out * 4, D2H) },
+            "D2H",
+        );
+        let f = |b: Vec<u8>| -> Vec<f32> {
+            b.chunks_exact(4)
+                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        (median(ms), f(out.0), f(out.1))
+    }
+
+    fn boxes(r: &mut Rng, batch: usize, n: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+        let c: Vec<f32> = (0..batch * n).map(|_| r.unit()).collect();
+        (
+            c.iter().map(|v| v - eps).collect(),
+            c.iter().map(|v| v + eps).collect(),
+        )
+    }
+
+    pub fn run() {
+        if gpus() == 0 {
+            println!("SKIPPED: no GPU on this machine");
+            return;
+        }
+        let root = PathBuf::from(
+            std::env::var("VRAM_IBP_BENCH_DIR").unwrap_or_else(|_| "/tmp/ibpbench".into()),
+        );
+        std::fs::create_dir_all(&root).unwrap();
+        let ctx = Ctx::with_options(&options(vram_backend::VRAM_BACKEND_CUDA, &KEY));
+
+        // Copy bandwidth (bytes read + written per second), for the batch-1 floor.
+        let (a, b) = (DevMem::new(1 << 30), DevMem::new(1 << 30));
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            ok(
+                unsafe { cudaMemcpy(b.0.cast(), a.0.cast(), 1 << 30, D2D) },
+                "D2D",
+            );
+            ok(unsafe { cudaDeviceSynchronize() }, "sync");
+            v.push(2.0 * (1u64 << 30) as f64 / t.elapsed().as_secs_f64());
+        }
+        let copy_bw = median(v);
+        drop((a, b));
+        let mut table = vec![
+            "| network | batch | libvram ibp_propagate (ms) | weight-read floor (ms) |".to_string(),
+            "|---|---|---|---|".into(),
+        ];
+        let mut meta = String::from("[");
+
+        for (name, width, depth, batches) in [
+            ("mlp8x4096", 4096usize, 8usize, vec![1usize, 64, 1024]),
+            ("mlp6x1024", 1024, 6, vec![1, 4096]),
+        ] {
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut r = Rng(0x9e37_79b9 + width as u64);
+            let mut bld = ptr::null_mut();
+            let cname = std::ffi::CString::new(name).unwrap();
+            assert_eq!(
+                ibp_builder_new(ctx.0, cname.as_ptr(), [width as u64].as_ptr(), 1, &mut bld),
+                vram_status::VRAM_OK
+            );
+            let scale = 1.0 / (width as f32).sqrt();
+            for l in 0..depth {
+                let w: Vec<f32> = (0..width * width).map(|_| r.unit() * scale).collect();
+                let bias: Vec<f32> = (0..width).map(|_| r.unit() * 0.01).collect();
+                write(&dir.join(format!("w{l}.bin")), &w);
+                write(&dir.join(format!("b{l}.bin")), &bias);
+                assert_eq!(
+                    ibp_builder_add_linear(
+                        bld,
+                        IBP_PREV,
+                        width as u64,
+                        w.as_ptr(),
+                        bias.as_ptr(),
+                        ptr::null_mut()
+                    ),
+                    vram_status::VRAM_OK
+                );
+                if l + 1 < depth {
+                    assert_eq!(
+                        ibp_builder_add_relu(bld, IBP_PREV, ptr::null_mut()),
+                        vram_status::VRAM_OK
+                    );
+                }
+            }
+            let mut model = ptr::null_mut();
+            assert_eq!(
+                ibp_builder_build(bld, &mut model),
+                vram_status::VRAM_OK,
+                "{}",
+                last_error()
+            );
+            let weight_bytes = (depth * width * width * 4) as f64;
+            for &batch in &batches {
+                let (lo, hi) = boxes(&mut r, batch, width, 0.001);
+                let (ms, ol, oh) = time(model, batch, &lo, &hi, if batch >= 1024 { 5 } else { 20 });
+                let floor = if batch == 1 {
+                    format!("{:.3}", weight_bytes / copy_bw * 1e3)
+                } else {
+                    "—".into()
+                };
+                table.push(format!("| {name} | {batch} | {ms:.3} | {floor} |"));
+                for (f, v) in [("lo", &lo), ("hi", &hi), ("ours_lo", &ol), ("ours_hi", &oh)] {
+                    write(&dir.join(format!("{f}_{batch}.bin")), v);
+                }
+                meta.push_str(&format!("{{\"name\":\"{name}\",\"kind\":\"mlp\",\"width\":{width},\"depth\":{depth},\"batch\":{batch},\"ms\":{ms}}},"));
+            }
+            ibp_model_free(model);
+        }
+
+        // ACAS Xu from its NNet file, batch 16384 random sub-boxes of the input domain.
+        let nnet = std::env::var("VRAM_ACASXU_NNET")
+            .unwrap_or_else(|_| ".gpu/acasxu/ACASXU_experimental_v2a_1_1.nnet".into());
+        if Path::new(&nnet).exists() {
+            let mut model = ptr::null_mut();
+            let c = std::ffi::CString::new(nnet.clone()).unwrap();
+            assert_eq!(
+                ibp_model_from_nnet(ctx.0, c.as_ptr(), &mut model),
+                vram_status::VRAM_OK,
+                "{}",
+                last_error()
+            );
+            let batch = 16384;
+            let (mins, maxs) = (
+                [0.0f32, -3.141593, -3.141593, 100.0, 0.0],
+                [60760.0f32, 3.141593, 3.141593, 1200.0, 1200.0],
+            );
+            let mut r = Rng(77);
+            let mut lo = Vec::with_capacity(batch * 5);
+            let mut hi = Vec::with_capacity(batch * 5);
+            for _ in 0..batch {
+                for i in 0..5 {
+                    let span = maxs[i] - mins[i];
+                    let c = mins[i] + (r.unit() * 0.5 + 0.5) * span;
+                    lo.push(c - 0.01 * span);
+                    hi.push(c + 0.01 * span);
+                }
+            }
+            let (ms, ol, oh) = time(model, batch, &lo, &hi, 20);
+            table.push(format!("| ACAS Xu 1_1 (NNet) | {batch} | {ms:.3} | — |"));
+            let dir = root.join("acasxu");
+            std::fs::create_dir_all(&dir).unwrap();
+            for (f, v) in [("lo", &lo), ("hi", &hi), ("ours_lo", &ol), ("ours_hi", &oh)] {
+                write(&dir.join(format!("{f}_{batch}.bin")), v);
+            }
+            meta.push_str(&format!("{{\"name\":\"acasxu\",\"kind\":\"nnet\",\"path\":\"{nnet}\",\"batch\":{batch},\"ms\":{ms}}},"));
+            ibp_model_free(model);
+        } else {
+            table.push(format!("| ACAS Xu | 16384 | not run: {nnet} missing | — |"));
+        }
+        table.push("| CIFAR conv net | 1024 | not run: conv2d has no GPU kernel yet | — |".into());
+        meta.pop();
+        meta.push(']');
+        std::fs::write(root.join("meta.json"), meta).unwrap();
+        println!(
+            "device copy bandwidth (read + write): {:.0} GB/s",
+            copy_bw / 1e9
+        );
+        let mut out = std::io::stdout();
+        for line in table {
+            writeln!(out, "{line}").ok();
+        }
+    }
+}

@@ -1,0 +1,276 @@
+// Interval bound propagation kernels. Bounds between layers are f64; every operation uses
+// IEEE directed rounding (round-down for lower bounds, round-up for upper bounds), so each
+// computed bound is a rigorous bound of the exact one with no error bookkeeping: products of
+// f32 weights and f64 bounds inside __fma_rd/__fma_ru are rounded once, in the safe direction.
+// A NaN (only from inf - inf or 0 * inf) is widened to -inf / +inf at the end of each output.
+#include <cuda_runtime.h>
+#include <math_constants.h>
+
+#include "lvk.h"
+
+namespace {
+
+__device__ __forceinline__ double fix_lo(double v) { return v != v ? -CUDART_INF : v; }
+__device__ __forceinline__ double fix_hi(double v) { return v != v ? CUDART_INF : v; }
+
+// Box of f32 inputs to f64, checking NaN and lower > upper (first bad index to *bad).
+__global__ void to_f64_kernel(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
+                              unsigned long long *bad) {
+    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        float l = lo[i], u = hi[i];
+        if (!(l <= u)) atomicMin(bad, (unsigned long long)i); // NaN or l > u
+        dlo[i] = l;
+        dhi[i] = u;
+    }
+}
+
+__global__ void to_f32_kernel(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n) {
+    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        lo[i] = __double2float_rd(dlo[i]);
+        hi[i] = __double2float_ru(dhi[i]);
+    }
+}
+
+// params: min, max, mean, range (n each). Clip, then (x - mean) / range with range > 0.
+__global__ void normalize_kernel(const double *p, uint32_t n, uint64_t total, const double *lo, const double *hi,
+                                 double *olo, double *ohi) {
+    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < total; i += (uint64_t)gridDim.x * blockDim.x) {
+        uint32_t k = i % n;
+        double mn = p[k], mx = p[n + k], mean = p[2 * n + k], range = p[3 * n + k];
+        double l = fmin(fmax(lo[i], mn), mx), u = fmin(fmax(hi[i], mn), mx);
+        olo[i] = __ddiv_rd(__dsub_rd(l, mean), range);
+        ohi[i] = __ddiv_ru(__dsub_ru(u, mean), range);
+    }
+}
+
+// kind: 0 relu, 1 leaky relu (alpha >= 0), 2 sigmoid, 3 tanh, 4 identity (flatten). Sigmoid and tanh are monotone;
+// CUDA documents their double-precision error as at most 2 ulp (2^-51 relative); a 2^-40
+// margin covers that 2000 times over (docs/soundness.md).
+__global__ void activation_kernel(int kind, double alpha, uint64_t n, const double *lo, const double *hi, double *olo,
+                                  double *ohi) {
+    const double margin = 9.094947017729282e-13; // 2^-40
+    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        double l = lo[i], u = hi[i];
+        switch (kind) {
+            case 0: olo[i] = fmax(l, 0.0); ohi[i] = fmax(u, 0.0); break;
+            case 1:
+                olo[i] = l >= 0.0 ? l : __dmul_rd(alpha, l);
+                ohi[i] = u >= 0.0 ? u : __dmul_ru(alpha, u);
+                break;
+            case 2: {
+                double a = 1.0 / (1.0 + exp(-l)), b = 1.0 / (1.0 + exp(-u));
+                olo[i] = fmax(0.0, a - a * margin - 1e-300);
+                ohi[i] = fmin(1.0, b + b * margin + 1e-300);
+                break;
+            }
+            case 4: olo[i] = l; ohi[i] = u; break;
+            default: {
+                double a = tanh(l), b = tanh(u);
+                olo[i] = fmax(-1.0, a - fabs(a) * margin - 1e-300);
+                ohi[i] = fmin(1.0, b + fabs(b) * margin + 1e-300);
+                break;
+            }
+        }
+    }
+}
+
+__global__ void add_kernel(uint64_t n, const double *alo, const double *ahi, const double *blo, const double *bhi,
+                           double *olo, double *ohi) {
+    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        olo[i] = fix_lo(__dadd_rd(alo[i], blo[i]));
+        ohi[i] = fix_hi(__dadd_ru(ahi[i], bhi[i]));
+    }
+}
+
+// y = W x + b for small batches: one warp per output row reads the row once (the weights are
+// the traffic), the batch's input boxes are staged in shared memory once per block.
+constexpr int GEMV_WARPS = 16;
+
+__global__ void __launch_bounds__(GEMV_WARPS * 32) linear_gemv_kernel(const float *w, const float *bias, uint32_t in_f,
+                                                                      uint32_t out_f, uint32_t batch, const double *lo,
+                                                                      const double *hi, double *olo, double *ohi,
+                                                                      bool staged) {
+    extern __shared__ double sx[]; // [batch][in_f] lower, then upper
+    const double *xl = lo, *xh = hi;
+    if (staged) {
+        uint32_t n = batch * in_f;
+        for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) { sx[i] = lo[i]; sx[n + i] = hi[i]; }
+        __syncthreads();
+        xl = sx;
+        xh = sx + n;
+    }
+    uint32_t lane = threadIdx.x & 31;
+    uint32_t row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (row >= out_f) return;
+    const float *wr = w + (uint64_t)row * in_f;
+    for (uint32_t b = 0; b < batch; b++) {
+        const double *l = xl + (uint64_t)b * in_f, *u = xh + (uint64_t)b * in_f;
+        double acc_lo = 0.0, acc_hi = 0.0;
+        bool vec = (in_f % 4 == 0) && ((reinterpret_cast<uintptr_t>(wr) & 15) == 0);
+        if (vec) {
+            const float4 *w4 = reinterpret_cast<const float4 *>(wr);
+            for (uint32_t j4 = lane; j4 < in_f / 4; j4 += 32) {
+                float4 q = __ldg(w4 + j4);
+                float ws[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    uint32_t j = 4 * j4 + t;
+                    double wv = ws[t];
+                    bool pos = wv > 0.0;
+                    if (wv != 0.0) {
+                        acc_lo = __fma_rd(wv, pos ? l[j] : u[j], acc_lo);
+                        acc_hi = __fma_ru(wv, pos ? u[j] : l[j], acc_hi);
+                    }
+                }
+            }
+        } else {
+            for (uint32_t j = lane; j < in_f; j += 32) {
+                double wv = wr[j];
+                if (wv != 0.0) {
+                    acc_lo = __fma_rd(wv, wv > 0.0 ? l[j] : u[j], acc_lo);
+                    acc_hi = __fma_ru(wv, wv > 0.0 ? u[j] : l[j], acc_hi);
+                }
+            }
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            acc_lo = __dadd_rd(acc_lo, __shfl_down_sync(0xffffffffu, acc_lo, off));
+            acc_hi = __dadd_ru(acc_hi, __shfl_down_sync(0xffffffffu, acc_hi, off));
+        }
+        if (lane == 0) {
+            if (bias != nullptr) {
+                acc_lo = __dadd_rd(acc_lo, (double)bias[row]);
+                acc_hi = __dadd_ru(acc_hi, (double)bias[row]);
+            }
+            olo[(uint64_t)b * out_f + row] = fix_lo(acc_lo);
+            ohi[(uint64_t)b * out_f + row] = fix_hi(acc_hi);
+        }
+    }
+}
+
+// y = W x + b for large batches: a block computes 64 outputs x 64 batch items, each thread a
+// 4 x 4 tile of (lower, upper) pairs, over k-slices of 16 staged in shared memory.
+constexpr int TO = 64, TB = 64, TK = 16;
+
+__global__ void __launch_bounds__(256) linear_tiled_kernel(const float *w, const float *bias, uint32_t in_f, uint32_t out_f,
+                                                           uint32_t batch, const double *lo, const double *hi, double *olo,
+                                                           double *ohi) {
+    __shared__ float ws[TK][TO];
+    __shared__ double ls[TK][TB], us[TK][TB];
+    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    uint32_t o0 = blockIdx.x * TO, b0 = blockIdx.y * TB;
+    double acc_lo[4][4], acc_hi[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) { acc_lo[i][j] = 0.0; acc_hi[i][j] = 0.0; }
+    for (uint32_t k0 = 0; k0 < in_f; k0 += TK) {
+        for (int t = threadIdx.x; t < TO * TK; t += 256) {
+            int kk = t % TK, o = t / TK;
+            uint32_t go = o0 + o, gk = k0 + kk;
+            ws[kk][o] = (go < out_f && gk < in_f) ? w[(uint64_t)go * in_f + gk] : 0.0f;
+        }
+        for (int t = threadIdx.x; t < TB * TK; t += 256) {
+            int kk = t % TK, b = t / TK;
+            uint32_t gb = b0 + b, gk = k0 + kk;
+            bool ok = gb < batch && gk < in_f;
+            ls[kk][b] = ok ? lo[(uint64_t)gb * in_f + gk] : 0.0;
+            us[kk][b] = ok ? hi[(uint64_t)gb * in_f + gk] : 0.0;
+        }
+        __syncthreads();
+#pragma unroll 4
+        for (int kk = 0; kk < TK; kk++) {
+            double wv[4], l[4], u[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) wv[i] = ws[kk][ty * 4 + i];
+#pragma unroll
+            for (int j = 0; j < 4; j++) { l[j] = ls[kk][tx * 4 + j]; u[j] = us[kk][tx * 4 + j]; }
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                bool pos = wv[i] > 0.0;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    acc_lo[i][j] = __fma_rd(wv[i], pos ? l[j] : u[j], acc_lo[i][j]);
+                    acc_hi[i][j] = __fma_ru(wv[i], pos ? u[j] : l[j], acc_hi[i][j]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t o = o0 + ty * 4 + i;
+        if (o >= out_f) continue;
+        double bv = bias != nullptr ? (double)bias[o] : 0.0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint32_t b = b0 + tx * 4 + j;
+            if (b >= batch) continue;
+            olo[(uint64_t)b * out_f + o] = fix_lo(__dadd_rd(acc_lo[i][j], bv));
+            ohi[(uint64_t)b * out_f + o] = fix_hi(__dadd_ru(acc_hi[i][j], bv));
+        }
+    }
+}
+
+unsigned grid_for(uint64_t n) {
+    uint64_t g = (n + 255) / 256;
+    return g > 65535 ? 65535u : (g == 0 ? 1u : static_cast<unsigned>(g));
+}
+
+} // namespace
+
+extern "C" int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
+                              unsigned long long *first_bad, void *stream) {
+    if (lo == nullptr || hi == nullptr || dlo == nullptr || dhi == nullptr || first_bad == nullptr) return cudaErrorInvalidValue;
+    to_f64_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(lo, hi, dlo, dhi, n, first_bad);
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n, void *stream) {
+    if (lo == nullptr || hi == nullptr || dlo == nullptr || dhi == nullptr) return cudaErrorInvalidValue;
+    to_f32_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(dlo, dhi, lo, hi, n);
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_ibp_normalize(const double *params, uint32_t n, uint64_t total, const double *lo, const double *hi,
+                                 double *olo, double *ohi, void *stream) {
+    if (params == nullptr || n == 0) return cudaErrorInvalidValue;
+    normalize_kernel<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(params, n, total, lo, hi, olo, ohi);
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_ibp_activation(int kind, double alpha, uint64_t n, const double *lo, const double *hi, double *olo,
+                                  double *ohi, void *stream) {
+    if (kind < 0 || kind > 4) return cudaErrorInvalidValue;
+    activation_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(kind, alpha, n, lo, hi, olo, ohi);
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_ibp_add(uint64_t n, const double *alo, const double *ahi, const double *blo, const double *bhi,
+                           double *olo, double *ohi, void *stream) {
+    add_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(n, alo, ahi, blo, bhi, olo, ohi);
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
+                              const double *lo, const double *hi, double *olo, double *ohi, void *stream) {
+    if (w == nullptr || lo == nullptr || hi == nullptr || olo == nullptr || ohi == nullptr) return cudaErrorInvalidValue;
+    if (in_f == 0 || out_f == 0 || batch == 0) return cudaErrorInvalidValue;
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (batch <= 8) {
+        size_t smem = (size_t)batch * in_f * 2 * sizeof(double);
+        bool staged = smem <= 96 * 1024;
+        if (staged && smem > 48 * 1024) {
+            cudaError_t e = cudaFuncSetAttribute(linear_gemv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            if (e != cudaSuccess) return e;
+        }
+        unsigned blocks = (out_f + GEMV_WARPS - 1) / GEMV_WARPS;
+        linear_gemv_kernel<<<blocks, GEMV_WARPS * 32, staged ? smem : 0, s>>>(w, bias, in_f, out_f, batch, lo, hi, olo,
+                                                                             ohi, staged);
+    } else {
+        dim3 grid((out_f + TO - 1) / TO, (batch + TB - 1) / TB);
+        if (grid.y > 65535) return cudaErrorInvalidValue;
+        linear_tiled_kernel<<<grid, 256, 0, s>>>(w, bias, in_f, out_f, batch, lo, hi, olo, ohi);
+    }
+    return cudaGetLastError();
+}

@@ -1,0 +1,377 @@
+//! Interval bound propagation on the GPU (cuda/ibp.cu): bounds between layers are f64 pairs in
+//! device memory, every kernel rounds outward, weights are read from their sealed shards where
+//! they live.
+
+use std::ffi::c_void;
+
+use super::graph::Op;
+use super::model::{Model, Request};
+use super::spec::Spec;
+use crate::backend::Storage;
+use crate::backend::cuda::ffi::{self, check};
+use crate::backend::cuda::runtime::{
+    DeviceAlloc, DeviceScope, Stream, copy_to_device, copy_to_host,
+};
+use crate::error::{ErrorKind, Result, VramError};
+use crate::seal::record::Residency;
+
+/// f64 lower and upper bounds of one node for the whole batch, in device memory.
+struct Bounds<'s> {
+    lo: DeviceAlloc<'s>,
+    hi: DeviceAlloc<'s>,
+}
+
+impl<'s> Bounds<'s> {
+    fn new(n: usize, stream: &'s Stream) -> Result<Self> {
+        let bytes = n
+            .checked_mul(8)
+            .ok_or_else(|| VramError::out_of_memory("bounds too large"))?;
+        Ok(Self {
+            lo: DeviceAlloc::new(bytes, stream, "IBP bounds")?,
+            hi: DeviceAlloc::new(bytes, stream, "IBP bounds")?,
+        })
+    }
+    fn lo(&self) -> *mut f64 {
+        self.lo.ptr().cast()
+    }
+    fn hi(&self) -> *mut f64 {
+        self.hi.ptr().cast()
+    }
+}
+
+fn device(model: &Model) -> Result<i32> {
+    match model.context().residency() {
+        Residency::Cuda { device } => Ok(device),
+        Residency::Host => Err(VramError::new(
+            ErrorKind::Unsupported,
+            "model: not on a GPU",
+        )),
+    }
+}
+
+fn param_ptr(model: &Model, i: usize) -> Result<*const f32> {
+    match model.params().get(i).map(|s| s.storage()) {
+        Some(Storage::Cuda(buf)) => Ok(buf.as_ptr().cast()),
+        _ => Err(VramError::new(
+            ErrorKind::Unsupported,
+            "model: a weight is not in GPU memory",
+        )),
+    }
+}
+
+fn u32_of(n: u64, what: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| VramError::invalid(what, "is too large for the GPU kernels"))
+}
+
+fn stream_for(stream: Option<*mut c_void>) -> Result<Stream> {
+    match stream {
+        Some(s) if !s.is_null() => Ok(Stream::borrowed(s)),
+        _ => Stream::new(),
+    }
+}
+
+/// Runs the network on device f32 boxes; returns the final f64 bounds (still on the device)
+/// after checking every input box (NaN or lower > upper is an error and nothing is written).
+fn run<'s>(
+    model: &Model,
+    batch: usize,
+    in_lo: *const f32,
+    in_hi: *const f32,
+    stream: &'s Stream,
+) -> Result<Bounds<'s>> {
+    let b = u32_of(batch as u64, "batch")?;
+    let n_in = batch * model.input_size();
+    let input = Bounds::new(n_in, stream)?;
+    let bad = DeviceAlloc::new(8, stream, "box check")?;
+    copy_to_device(bad.ptr(), &u64::MAX.to_ne_bytes(), stream)?;
+    // SAFETY: the caller's boxes hold n_in floats each in device memory (checked by the
+    // caller's contract); the destination buffers were just allocated with n_in values.
+    check(
+        unsafe {
+            ffi::lvk_ibp_to_f64(
+                in_lo,
+                in_hi,
+                input.lo(),
+                input.hi(),
+                n_in as u64,
+                bad.ptr().cast(),
+                stream.raw(),
+            )
+        },
+        "IBP input conversion",
+    )?;
+    let mut values: Vec<Bounds<'s>> = vec![input];
+    for node in model.nodes().iter().skip(1) {
+        let n = batch * node.size() as usize;
+        let out = Bounds::new(n, stream)?;
+        let x = values
+            .get(node.input)
+            .ok_or_else(|| VramError::invalid("model", "dangling node input"))?;
+        let (xl, xh) = (x.lo().cast_const(), x.hi().cast_const());
+        // SAFETY (every launch below): all bound buffers hold batch × node size f64 values as
+        // allocated above; weight pointers are the sealed shards' device memory of the sizes
+        // the builder checked; everything stays allocated until the stream is synchronised.
+        let code = match &node.op {
+            Op::Input => 0,
+            Op::Normalize {
+                min,
+                max,
+                mean,
+                range,
+            } => {
+                let p: Vec<u8> = [min, max, mean, range]
+                    .iter()
+                    .flat_map(|v| v.iter().flat_map(|x| x.to_ne_bytes()))
+                    .collect();
+                let dev = DeviceAlloc::new(p.len(), stream, "normalisation")?;
+                copy_to_device(dev.ptr(), &p, stream)?;
+                let c = unsafe {
+                    ffi::lvk_ibp_normalize(
+                        dev.ptr().cast(),
+                        min.len() as u32,
+                        n as u64,
+                        xl,
+                        xh,
+                        out.lo(),
+                        out.hi(),
+                        stream.raw(),
+                    )
+                };
+                drop(dev); // stream-ordered free, after the kernel
+                c
+            }
+            Op::Linear {
+                in_features,
+                out_features,
+                weight,
+                bias,
+            } => {
+                let w = param_ptr(model, *weight)?;
+                let bp = match bias {
+                    Some(i) => param_ptr(model, *i)?,
+                    None => std::ptr::null(),
+                };
+                let (fi, fo) = (
+                    u32_of(*in_features, "in_features")?,
+                    u32_of(*out_features, "out_features")?,
+                );
+                unsafe {
+                    ffi::lvk_ibp_linear(w, bp, fi, fo, b, xl, xh, out.lo(), out.hi(), stream.raw())
+                }
+            }
+            Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh | Op::Flatten => {
+                let (kind, alpha) = match node.op {
+                    Op::Relu => (0, 0.0),
+                    Op::LeakyRelu { alpha } => (1, f64::from(alpha)),
+                    Op::Sigmoid => (2, 0.0),
+                    Op::Tanh => (3, 0.0),
+                    _ => (4, 0.0), // flatten: the same values (item-major layout is unchanged)
+                };
+                unsafe {
+                    ffi::lvk_ibp_activation(
+                        kind,
+                        alpha,
+                        n as u64,
+                        xl,
+                        xh,
+                        out.lo(),
+                        out.hi(),
+                        stream.raw(),
+                    )
+                }
+            }
+            Op::Add { other } => {
+                let y = values
+                    .get(*other)
+                    .ok_or_else(|| VramError::invalid("model", "dangling add input"))?;
+                unsafe {
+                    ffi::lvk_ibp_add(
+                        n as u64,
+                        xl,
+                        xh,
+                        y.lo(),
+                        y.hi(),
+                        out.lo(),
+                        out.hi(),
+                        stream.raw(),
+                    )
+                }
+            }
+            Op::Conv2d { .. } | Op::BatchNorm { .. } | Op::AvgPool2d(_) | Op::MaxPool2d(_) => {
+                return Err(VramError::new(
+                    ErrorKind::Unsupported,
+                    format!("model: {} has no GPU kernel yet", node.kind()),
+                ));
+            }
+        };
+        check(code, &format!("IBP {} kernel", node.kind()))?;
+        values.push(out);
+    }
+    let mut first_bad = [0u8; 8];
+    copy_to_host(&mut first_bad, bad.ptr(), stream)?;
+    stream.sync()?;
+    let first_bad = u64::from_ne_bytes(first_bad);
+    if first_bad != u64::MAX {
+        return Err(VramError::invalid(
+            "in_lower/in_upper",
+            format!("element {first_bad} is NaN or has lower > upper"),
+        ));
+    }
+    values
+        .pop()
+        .ok_or_else(|| VramError::invalid("model", "no nodes"))
+}
+
+/// Rounds the final f64 bounds to f32 into `out` (device), or applies a spec on the host.
+fn finish(
+    model: &Model,
+    batch: usize,
+    last: &Bounds<'_>,
+    spec: Option<&Spec>,
+    out: [*mut f32; 2],
+    host_out: bool,
+    stream: &Stream,
+) -> Result<()> {
+    let n = batch * model.output_size();
+    if let Some(s) = spec {
+        // The spec is applied to the output box on the host (folding into the last layer is
+        // done on the CPU path only, for now): sound, possibly looser.
+        let mut lo = vec![0u8; n * 8];
+        let mut hi = vec![0u8; n * 8];
+        copy_to_host(&mut lo, last.lo.ptr(), stream)?;
+        copy_to_host(&mut hi, last.hi.ptr(), stream)?;
+        stream.sync()?;
+        let f = |b: &[u8]| -> Vec<f64> {
+            b.chunks_exact(8)
+                .map(|c| f64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect()
+        };
+        let (lo, hi) = (f(&lo), f(&hi));
+        let m = s.rows;
+        let out_n = model.output_size();
+        let mut rl = vec![0f32; batch * m];
+        let mut rh = vec![0f32; batch * m];
+        for b in 0..batch {
+            for k in 0..m {
+                let mut acc = super::round::SoundAcc::default();
+                for i in 0..out_n {
+                    acc.term(
+                        f64::from(s.c[k * out_n + i]),
+                        lo[b * out_n + i],
+                        hi[b * out_n + i],
+                    );
+                }
+                acc.constant(f64::from(s.d.get(k).copied().unwrap_or(0.0)));
+                let (l, h) = acc.finish();
+                rl[b * m + k] = l;
+                rh[b * m + k] = h;
+            }
+        }
+        return write_out(&rl, &rh, out, host_out, stream);
+    }
+    if host_out {
+        let scratch_lo = DeviceAlloc::new(n * 4, stream, "IBP outputs")?;
+        let scratch_hi = DeviceAlloc::new(n * 4, stream, "IBP outputs")?;
+        // SAFETY: n values in each buffer.
+        check(
+            unsafe {
+                ffi::lvk_ibp_to_f32(
+                    last.lo(),
+                    last.hi(),
+                    scratch_lo.ptr().cast(),
+                    scratch_hi.ptr().cast(),
+                    n as u64,
+                    stream.raw(),
+                )
+            },
+            "IBP output conversion",
+        )?;
+        // SAFETY: `out` are the caller's host buffers of n floats (checked by the caller).
+        let (ol, oh) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(out[0].cast::<u8>(), n * 4),
+                std::slice::from_raw_parts_mut(out[1].cast::<u8>(), n * 4),
+            )
+        };
+        copy_to_host(ol, scratch_lo.ptr(), stream)?;
+        copy_to_host(oh, scratch_hi.ptr(), stream)?;
+        stream.sync()
+    } else {
+        // SAFETY: `out` are the caller's device buffers of n floats (caller's contract).
+        check(
+            unsafe {
+                ffi::lvk_ibp_to_f32(last.lo(), last.hi(), out[0], out[1], n as u64, stream.raw())
+            },
+            "IBP output conversion",
+        )?;
+        stream.sync()
+    }
+}
+
+fn write_out(
+    lo: &[f32],
+    hi: &[f32],
+    out: [*mut f32; 2],
+    host_out: bool,
+    stream: &Stream,
+) -> Result<()> {
+    let (bl, bh): (Vec<u8>, Vec<u8>) = (
+        lo.iter().flat_map(|v| v.to_ne_bytes()).collect(),
+        hi.iter().flat_map(|v| v.to_ne_bytes()).collect(),
+    );
+    if host_out {
+        // SAFETY: `out` are the caller's host buffers of lo.len() floats.
+        unsafe {
+            std::ptr::copy_nonoverlapping(lo.as_ptr(), out[0], lo.len());
+            std::ptr::copy_nonoverlapping(hi.as_ptr(), out[1], hi.len());
+        }
+        Ok(())
+    } else {
+        copy_to_device(out[0].cast(), &bl, stream)?;
+        copy_to_device(out[1].cast(), &bh, stream)?;
+        stream.sync()
+    }
+}
+
+/// Boxes in host memory: staged through the device.
+pub fn propagate(
+    model: &Model,
+    req: &Request<'_>,
+    out_lo: &mut [f32],
+    out_hi: &mut [f32],
+    stream: Option<*mut c_void>,
+) -> Result<()> {
+    let _scope = DeviceScope::enter(device(model)?)?;
+    let stream = stream_for(stream)?;
+    let n_in = req.in_lo.len();
+    let dl = DeviceAlloc::new(n_in * 4, &stream, "IBP inputs")?;
+    let dh = DeviceAlloc::new(n_in * 4, &stream, "IBP inputs")?;
+    let as_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_ne_bytes()).collect() };
+    copy_to_device(dl.ptr(), &as_bytes(req.in_lo), &stream)?;
+    copy_to_device(dh.ptr(), &as_bytes(req.in_hi), &stream)?;
+    let last = run(model, req.batch, dl.ptr().cast(), dh.ptr().cast(), &stream)?;
+    finish(
+        model,
+        req.batch,
+        &last,
+        req.spec,
+        [out_lo.as_mut_ptr(), out_hi.as_mut_ptr()],
+        true,
+        &stream,
+    )
+}
+
+/// Boxes already in device memory.
+pub fn propagate_device(
+    model: &Model,
+    batch: usize,
+    inp: [*const f32; 2],
+    out: [*mut f32; 2],
+    spec: Option<&Spec>,
+    stream: Option<*mut c_void>,
+) -> Result<()> {
+    let _scope = DeviceScope::enter(device(model)?)?;
+    let stream = stream_for(stream)?;
+    let last = run(model, batch, inp[0], inp[1], &stream)?;
+    finish(model, batch, &last, spec, out, false, &stream)
+}
