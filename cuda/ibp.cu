@@ -106,30 +106,15 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) linear_gemv_kernel(const floa
     for (uint32_t b = 0; b < batch; b++) {
         const double *l = xl + (uint64_t)b * in_f, *u = xh + (uint64_t)b * in_f;
         double acc_lo = 0.0, acc_hi = 0.0;
-        bool vec = (in_f % 4 == 0) && ((reinterpret_cast<uintptr_t>(wr) & 15) == 0);
-        if (vec) {
-            const float4 *w4 = reinterpret_cast<const float4 *>(wr);
-            for (uint32_t j4 = lane; j4 < in_f / 4; j4 += 32) {
-                float4 q = __ldg(w4 + j4);
-                float ws[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-                for (int t = 0; t < 4; t++) {
-                    uint32_t j = 4 * j4 + t;
-                    double wv = ws[t];
-                    bool pos = wv > 0.0;
-                    if (wv != 0.0) {
-                        acc_lo = __fma_rd(wv, pos ? l[j] : u[j], acc_lo);
-                        acc_hi = __fma_ru(wv, pos ? u[j] : l[j], acc_hi);
-                    }
-                }
-            }
-        } else {
-            for (uint32_t j = lane; j < in_f; j += 32) {
-                double wv = wr[j];
-                if (wv != 0.0) {
-                    acc_lo = __fma_rd(wv, wv > 0.0 ? l[j] : u[j], acc_lo);
-                    acc_hi = __fma_ru(wv, wv > 0.0 ? u[j] : l[j], acc_hi);
-                }
+        // Lane-contiguous: lane j reads W[row][j] (coalesced 128-byte rows per warp) and the
+        // staged l[j], u[j] without shared-memory bank conflicts.
+#pragma unroll 4
+        for (uint32_t j = lane; j < in_f; j += 32) {
+            double wv = __ldg(wr + j);
+            if (wv != 0.0) {
+                bool pos = wv > 0.0;
+                acc_lo = __fma_rd(wv, pos ? l[j] : u[j], acc_lo);
+                acc_hi = __fma_ru(wv, pos ? u[j] : l[j], acc_hi);
             }
         }
 #pragma unroll

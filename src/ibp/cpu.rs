@@ -416,44 +416,7 @@ impl Network<'_> {
             let (fi, fo) = (*in_features as usize, *out_features as usize);
             let (w, bias) = (self.param(*weight), bias.map(|b| self.param(b)));
             let x = &values[self.nodes[last].input];
-            // Folded weights M = C·W with a bound δ on each entry's rounding error.
-            let mut folded = vec![(0.0f64, 0.0f64); m * fi];
-            for k in 0..m {
-                for j in 0..fi {
-                    let (mut sum, mut mag) = (0.0f64, 0.0f64);
-                    for i in 0..fo {
-                        let p = f64::from(s.c[k * fo + i]) * f64::from(w[i * fi + j]);
-                        sum += p;
-                        mag += p.abs();
-                    }
-                    folded[k * fi + j] = (
-                        sum,
-                        super::round::gamma(fo as u64 + 2) * mag * (1.0 + 1e-12),
-                    );
-                }
-            }
-            for b in 0..items {
-                for k in 0..m {
-                    let mut acc = SoundAcc::default();
-                    for j in 0..fi {
-                        let (mkj, delta) = folded[k * fi + j];
-                        let (l, u) = (x.lo[b * fi + j], x.hi[b * fi + j]);
-                        acc.term(mkj, l, u);
-                        if delta > 0.0 {
-                            acc.error(delta * l.abs().max(u.abs()));
-                        }
-                    }
-                    if let Some(bs) = bias {
-                        for (&c, &bi) in s.c[k * fo..(k + 1) * fo].iter().zip(bs) {
-                            acc.constant(f64::from(c) * f64::from(bi));
-                        }
-                    }
-                    acc.constant(f64::from(s.d.get(k).copied().unwrap_or(0.0)));
-                    let (lo, hi) = acc.finish();
-                    out_lo[b * m + k] = lo;
-                    out_hi[b * m + k] = hi;
-                }
-            }
+            fold_spec_linear(s, w, bias, fi, fo, &x.lo, &x.hi, items, out_lo, out_hi);
         } else {
             let y = &values[last];
             let n = self.nodes[last].size() as usize;
@@ -469,6 +432,62 @@ impl Network<'_> {
                     out_hi[b * m + k] = hi;
                 }
             }
+        }
+    }
+}
+
+/// Bounds on C·(W·x + b) + d for x in the given f64 boxes, with C folded into W: M = C·W is
+/// computed in f64 with a bound δ on each entry's rounding error, which is tighter than bounding
+/// C·y from the box of y. Used by the CPU path and, on the host, by the GPU path.
+#[allow(clippy::too_many_arguments)]
+pub fn fold_spec_linear(
+    s: &Spec,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    fi: usize,
+    fo: usize,
+    x_lo: &[f64],
+    x_hi: &[f64],
+    items: usize,
+    out_lo: &mut [f32],
+    out_hi: &mut [f32],
+) {
+    let m = s.rows;
+    let mut folded = vec![(0.0f64, 0.0f64); m * fi];
+    for k in 0..m {
+        for j in 0..fi {
+            let (mut sum, mut mag) = (0.0f64, 0.0f64);
+            for i in 0..fo {
+                let p = f64::from(s.c[k * fo + i]) * f64::from(w[i * fi + j]);
+                sum += p;
+                mag += p.abs();
+            }
+            folded[k * fi + j] = (
+                sum,
+                super::round::gamma(fo as u64 + 2) * mag * (1.0 + 1e-12),
+            );
+        }
+    }
+    for b in 0..items {
+        for k in 0..m {
+            let mut acc = SoundAcc::default();
+            for j in 0..fi {
+                let (mkj, delta) = folded[k * fi + j];
+                let (l, u) = (x_lo[b * fi + j], x_hi[b * fi + j]);
+                acc.term(mkj, l, u);
+                if delta > 0.0 {
+                    acc.error(delta * l.abs().max(u.abs()));
+                }
+            }
+            if let Some(bs) = bias {
+                for (&c, &bi) in s.c[k * fo..(k + 1) * fo].iter().zip(bs) {
+                    acc.constant(f64::from(c) * f64::from(bi));
+                }
+            }
+            acc.constant(f64::from(s.d.get(k).copied().unwrap_or(0.0)));
+            let (lo, hi) = acc.finish();
+            out_lo[b * m + k] = lo;
+            out_hi[b * m + k] = hi;
         }
     }
 }

@@ -77,8 +77,9 @@ fn run<'s>(
     batch: usize,
     in_lo: *const f32,
     in_hi: *const f32,
+    upto: usize,
     stream: &'s Stream,
-) -> Result<Bounds<'s>> {
+) -> Result<Vec<Bounds<'s>>> {
     let b = u32_of(batch as u64, "batch")?;
     let n_in = batch * model.input_size();
     let input = Bounds::new(n_in, stream)?;
@@ -101,7 +102,7 @@ fn run<'s>(
         "IBP input conversion",
     )?;
     let mut values: Vec<Bounds<'s>> = vec![input];
-    for node in model.nodes().iter().skip(1) {
+    for node in model.nodes().iter().take(upto).skip(1) {
         let n = batch * node.size() as usize;
         let out = Bounds::new(n, stream)?;
         let x = values
@@ -217,25 +218,115 @@ fn run<'s>(
             format!("element {first_bad} is NaN or has lower > upper"),
         ));
     }
-    values
-        .pop()
-        .ok_or_else(|| VramError::invalid("model", "no nodes"))
+    Ok(values)
 }
 
-/// Rounds the final f64 bounds to f32 into `out` (device), or applies a spec on the host.
+/// The nodes to run on the device: all of them, or all but a final linear layer that a spec
+/// is folded into on the host.
+fn nodes_to_run(model: &Model, spec: Option<&Spec>) -> usize {
+    let n = model.nodes().len();
+    match (spec, model.nodes().last().map(|l| &l.op)) {
+        (Some(_), Some(Op::Linear { .. })) => n - 1,
+        _ => n,
+    }
+}
+
+fn f64s(bytes: &[u8]) -> Vec<f64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect()
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Bounds on C·y + d with C folded into the final linear layer, whose input box, weight and
+/// bias are fetched from the device and combined on the host (cpu::fold_spec_linear).
+fn fold_on_host(
+    model: &Model,
+    batch: usize,
+    values: &[Bounds<'_>],
+    spec: &Spec,
+    out: [*mut f32; 2],
+    host_out: bool,
+    stream: &Stream,
+) -> Result<()> {
+    let last = model
+        .nodes()
+        .last()
+        .ok_or_else(|| VramError::invalid("model", "no nodes"))?;
+    let Op::Linear {
+        in_features,
+        out_features,
+        weight,
+        bias,
+    } = &last.op
+    else {
+        return Err(VramError::invalid(
+            "model",
+            "fold needs a final linear layer",
+        ));
+    };
+    let (fi, fo) = (*in_features as usize, *out_features as usize);
+    let x = values
+        .get(last.input)
+        .ok_or_else(|| VramError::invalid("model", "dangling node input"))?;
+    let (mut xl, mut xh) = (vec![0u8; batch * fi * 8], vec![0u8; batch * fi * 8]);
+    copy_to_host(&mut xl, x.lo.ptr(), stream)?;
+    copy_to_host(&mut xh, x.hi.ptr(), stream)?;
+    let mut w = vec![0u8; fi * fo * 4];
+    copy_to_host(&mut w, param_ptr(model, *weight)?.cast(), stream)?;
+    let b = match bias {
+        Some(i) => {
+            let mut b = vec![0u8; fo * 4];
+            copy_to_host(&mut b, param_ptr(model, *i)?.cast(), stream)?;
+            Some(f32s(&b))
+        }
+        None => None,
+    };
+    stream.sync()?;
+    let (w, xl, xh) = (f32s(&w), f64s(&xl), f64s(&xh));
+    let mut rl = vec![0f32; batch * spec.rows];
+    let mut rh = vec![0f32; batch * spec.rows];
+    super::cpu::fold_spec_linear(
+        spec,
+        &w,
+        b.as_deref(),
+        fi,
+        fo,
+        &xl,
+        &xh,
+        batch,
+        &mut rl,
+        &mut rh,
+    );
+    write_out(&rl, &rh, out, host_out, stream)
+}
+
+/// Rounds the final f64 bounds to f32 into `out`, or applies a spec on the host.
 fn finish(
     model: &Model,
     batch: usize,
-    last: &Bounds<'_>,
+    values: &[Bounds<'_>],
     spec: Option<&Spec>,
     out: [*mut f32; 2],
     host_out: bool,
     stream: &Stream,
 ) -> Result<()> {
     let n = batch * model.output_size();
+    if let (Some(s), true) = (spec, values.len() < model.nodes().len()) {
+        return fold_on_host(model, batch, values, s, out, host_out, stream);
+    }
+    let last = values
+        .last()
+        .ok_or_else(|| VramError::invalid("model", "no nodes"))?;
     if let Some(s) = spec {
-        // The spec is applied to the output box on the host (folding into the last layer is
-        // done on the CPU path only, for now): sound, possibly looser.
+        // No final linear layer to fold into: C is applied to the output box (sound).
         let mut lo = vec![0u8; n * 8];
         let mut hi = vec![0u8; n * 8];
         copy_to_host(&mut lo, last.lo.ptr(), stream)?;
@@ -349,11 +440,19 @@ pub fn propagate(
     let as_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_ne_bytes()).collect() };
     copy_to_device(dl.ptr(), &as_bytes(req.in_lo), &stream)?;
     copy_to_device(dh.ptr(), &as_bytes(req.in_hi), &stream)?;
-    let last = run(model, req.batch, dl.ptr().cast(), dh.ptr().cast(), &stream)?;
+    let upto = nodes_to_run(model, req.spec);
+    let values = run(
+        model,
+        req.batch,
+        dl.ptr().cast(),
+        dh.ptr().cast(),
+        upto,
+        &stream,
+    )?;
     finish(
         model,
         req.batch,
-        &last,
+        &values,
         req.spec,
         [out_lo.as_mut_ptr(), out_hi.as_mut_ptr()],
         true,
@@ -372,6 +471,13 @@ pub fn propagate_device(
 ) -> Result<()> {
     let _scope = DeviceScope::enter(device(model)?)?;
     let stream = stream_for(stream)?;
-    let last = run(model, batch, inp[0], inp[1], &stream)?;
-    finish(model, batch, &last, spec, out, false, &stream)
+    let values = run(
+        model,
+        batch,
+        inp[0],
+        inp[1],
+        nodes_to_run(model, spec),
+        &stream,
+    )?;
+    finish(model, batch, &values, spec, out, false, &stream)
 }
