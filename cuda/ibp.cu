@@ -106,15 +106,38 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) linear_gemv_kernel(const floa
     for (uint32_t b = 0; b < batch; b++) {
         const double *l = xl + (uint64_t)b * in_f, *u = xh + (uint64_t)b * in_f;
         double acc_lo = 0.0, acc_hi = 0.0;
-        // Lane-contiguous: lane j reads W[row][j] (coalesced 128-byte rows per warp) and the
-        // staged l[j], u[j] without shared-memory bank conflicts.
-#pragma unroll 4
-        for (uint32_t j = lane; j < in_f; j += 32) {
-            double wv = __ldg(wr + j);
-            if (wv != 0.0) {
-                bool pos = wv > 0.0;
-                acc_lo = __fma_rd(wv, pos ? l[j] : u[j], acc_lo);
-                acc_hi = __fma_ru(wv, pos ? u[j] : l[j], acc_hi);
+        // Each lane takes 4 consecutive weights (one 16-byte load; a warp reads 512 contiguous
+        // bytes of the row) and the matching 4 lower and 4 upper bounds as 16-byte double2
+        // loads, so shared-memory reads are contiguous per lane, without bank conflicts.
+        bool vec = (in_f % 4 == 0) && ((reinterpret_cast<uintptr_t>(wr) & 15) == 0) &&
+                   ((reinterpret_cast<uintptr_t>(l) & 15) == 0) && ((reinterpret_cast<uintptr_t>(u) & 15) == 0);
+        if (vec) {
+            const float4 *w4 = reinterpret_cast<const float4 *>(wr);
+            const double2 *l2 = reinterpret_cast<const double2 *>(l), *u2 = reinterpret_cast<const double2 *>(u);
+#pragma unroll 2
+            for (uint32_t j4 = lane; j4 < in_f / 4; j4 += 32) {
+                float4 q = __ldg(w4 + j4);
+                double2 la = l2[2 * j4], lb = l2[2 * j4 + 1], ua = u2[2 * j4], ub = u2[2 * j4 + 1];
+                double ws[4] = {q.x, q.y, q.z, q.w};
+                double ls[4] = {la.x, la.y, lb.x, lb.y}, us[4] = {ua.x, ua.y, ub.x, ub.y};
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    double wv = ws[t];
+                    if (wv != 0.0) {
+                        bool pos = wv > 0.0;
+                        acc_lo = __fma_rd(wv, pos ? ls[t] : us[t], acc_lo);
+                        acc_hi = __fma_ru(wv, pos ? us[t] : ls[t], acc_hi);
+                    }
+                }
+            }
+        } else {
+            for (uint32_t j = lane; j < in_f; j += 32) {
+                double wv = __ldg(wr + j);
+                if (wv != 0.0) {
+                    bool pos = wv > 0.0;
+                    acc_lo = __fma_rd(wv, pos ? l[j] : u[j], acc_lo);
+                    acc_hi = __fma_ru(wv, pos ? u[j] : l[j], acc_hi);
+                }
             }
         }
 #pragma unroll
