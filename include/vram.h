@@ -124,6 +124,31 @@ typedef uint32_t vram_backend;
 #endif // __cplusplus
 
 /**
+ * Where the boxes passed to ibp_propagate_ex() live (the `memory` option).
+ */
+enum ibp_memory
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Host memory (the default).
+   */
+  IBP_MEMORY_HOST = 0,
+  /**
+   * Device memory of the model's GPU (CUDA backend only).
+   */
+  IBP_MEMORY_DEVICE = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ibp_memory ibp_memory;
+#else
+typedef uint32_t ibp_memory;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A network under construction (ibp_builder_new()); each add_* call seals that layer's
  * weights into the context. Not thread-safe: use one builder from one thread at a time.
  */

@@ -30,7 +30,7 @@ for t in .gpu/tests/*; do
     echo "FAILED: $name" | tee -a "$log"; failed=$((failed + 1))
   fi
 done
-for ex in seal_verify header_two_tu; do
+for ex in seal_verify ibp_certify header_two_tu; do
   echo "== $ex" | tee -a "$log"
   if ".gpu/$ex" >> "$log" 2>&1; then echo "ok"; else echo "FAILED: $ex" | tee -a "$log"; failed=$((failed + 1)); fi
 done

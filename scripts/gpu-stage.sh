@@ -28,7 +28,7 @@ done
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 cp -P build/lib/libvram.so* .gpu/lib/
-cp build/seal_verify build/model_demo build/header_two_tu .gpu/
+cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu .gpu/
 # A few ACAS Xu networks for the GPU tests and benchmark (the data stays outside the repository;
 # .gpu/ is ignored and only travels to the GPU machine).
 acas="${VRAM_ACASXU_DIR:-$VRAM_ROOT/../shared/data/acasxu}"
@@ -38,6 +38,6 @@ if [ -d "$acas/nnet" ]; then
 else
   echo "ACAS Xu data not found at $acas: the GPU run will skip it"
 fi
-strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/header_two_tu
+strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu
 du -sh .gpu
 ls .gpu/tests .gpu/bench
