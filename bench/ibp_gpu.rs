@@ -255,7 +255,101 @@ mod bench {
         } else {
             table.push(format!("| ACAS Xu | 16384 | not run: {nnet} missing | — |"));
         }
-        table.push("| CIFAR conv net | 1024 | not run: conv2d has no GPU kernel yet | — |".into());
+        // CIFAR-style: conv 3→32 and 32→64 (3×3, stride 2, pad 1), then linear 4096→512→10.
+        {
+            let name = "cifar_conv";
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut r = Rng(0xc1fa);
+            let mut bld = ptr::null_mut();
+            let shape = [3u64, 32, 32];
+            assert_eq!(
+                ibp_builder_new(ctx.0, c"cifar_conv".as_ptr(), shape.as_ptr(), 3, &mut bld),
+                vram_status::VRAM_OK
+            );
+            for (k, (cin, cout)) in [(3usize, 32usize), (32, 64)].into_iter().enumerate() {
+                let fan = (cin * 9) as f32;
+                let w: Vec<f32> = (0..cout * cin * 9).map(|_| r.unit() / fan.sqrt()).collect();
+                let b: Vec<f32> = (0..cout).map(|_| r.unit() * 0.01).collect();
+                write(&dir.join(format!("conv{k}_w.bin")), &w);
+                write(&dir.join(format!("conv{k}_b.bin")), &b);
+                let p = ibp_conv2d_params {
+                    struct_size: size_of::<ibp_conv2d_params>() as u32,
+                    out_channels: cout as u64,
+                    kernel_h: 3,
+                    kernel_w: 3,
+                    stride_h: 2,
+                    stride_w: 2,
+                    pad_h: 1,
+                    pad_w: 1,
+                    dilation_h: 1,
+                    dilation_w: 1,
+                    groups: 1,
+                };
+                assert_eq!(
+                    ibp_builder_add_conv2d(
+                        bld,
+                        IBP_PREV,
+                        &p,
+                        w.as_ptr(),
+                        b.as_ptr(),
+                        ptr::null_mut()
+                    ),
+                    vram_status::VRAM_OK
+                );
+                assert_eq!(
+                    ibp_builder_add_relu(bld, IBP_PREV, ptr::null_mut()),
+                    vram_status::VRAM_OK
+                );
+            }
+            assert_eq!(
+                ibp_builder_add_flatten(bld, IBP_PREV, ptr::null_mut()),
+                vram_status::VRAM_OK
+            );
+            for (k, (fi, fo)) in [(4096usize, 512usize), (512, 10)].into_iter().enumerate() {
+                let w: Vec<f32> = (0..fi * fo)
+                    .map(|_| r.unit() / (fi as f32).sqrt())
+                    .collect();
+                let b: Vec<f32> = (0..fo).map(|_| r.unit() * 0.01).collect();
+                write(&dir.join(format!("fc{k}_w.bin")), &w);
+                write(&dir.join(format!("fc{k}_b.bin")), &b);
+                assert_eq!(
+                    ibp_builder_add_linear(
+                        bld,
+                        IBP_PREV,
+                        fo as u64,
+                        w.as_ptr(),
+                        b.as_ptr(),
+                        ptr::null_mut()
+                    ),
+                    vram_status::VRAM_OK
+                );
+                if k == 0 {
+                    assert_eq!(
+                        ibp_builder_add_relu(bld, IBP_PREV, ptr::null_mut()),
+                        vram_status::VRAM_OK
+                    );
+                }
+            }
+            let mut model = ptr::null_mut();
+            assert_eq!(
+                ibp_builder_build(bld, &mut model),
+                vram_status::VRAM_OK,
+                "{}",
+                last_error()
+            );
+            let batch = 1024;
+            let (lo, hi) = boxes(&mut r, batch, 3 * 32 * 32, 0.001);
+            let (ms, ol, oh) = time(model, batch, &lo, &hi, 10);
+            table.push(format!("| {name} | {batch} | {ms:.3} | — |"));
+            for (f, v) in [("lo", &lo), ("hi", &hi), ("ours_lo", &ol), ("ours_hi", &oh)] {
+                write(&dir.join(format!("{f}_{batch}.bin")), v);
+            }
+            meta.push_str(&format!(
+                "{{\"name\":\"{name}\",\"kind\":\"cifar\",\"batch\":{batch},\"ms\":{ms}}},"
+            ));
+            ibp_model_free(model);
+        }
         meta.pop();
         meta.push(']');
         std::fs::write(root.join("meta.json"), meta).unwrap();

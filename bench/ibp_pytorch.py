@@ -38,6 +38,19 @@ def ibp(layers, lo, hi, abs_w):
     return lo, hi
 
 
+def ibp_cifar(convs, fcs, lo, hi, abs_c, abs_f):
+    """conv(3x3, stride 2, pad 1) + ReLU twice, flatten, linear + ReLU, linear."""
+    F = torch.nn.functional
+    for (w, b), aw in zip(convs, abs_c):
+        c, r = (hi + lo) / 2, (hi - lo) / 2
+        c = F.conv2d(c, w, b, stride=2, padding=1)
+        r = F.conv2d(r, aw, None, stride=2, padding=1)
+        lo, hi = (c - r).clamp_min(0), (c + r).clamp_min(0)
+    lo, hi = lo.flatten(1), hi.flatten(1)
+    layers = [(w, b, k == 0) for k, (w, b) in enumerate(fcs)]
+    return ibp(layers, lo, hi, abs_f)
+
+
 def timed(fn, runs):
     fn()
     torch.cuda.synchronize()
@@ -68,6 +81,20 @@ def nnet_layers(path):
     return norm, layers
 
 
+def report(name, batch, ours_ms, ms, p_lo, p_hi, r_lo, r_hi, ours_lo, ours_hi):
+    n = p_lo.numel()
+    not_ours = int(((p_lo > ours_lo) | (p_hi < ours_hi)).sum())
+    not_f64 = int(((p_lo > r_lo) | (p_hi < r_hi)).sum())
+    # f64 IBP itself carries rounding error ~1e-13 relative; allow that much.
+    tol = 1e-12 * (r_lo.abs() + r_hi.abs() + 1e-30)
+    encloses = bool(((ours_lo <= r_lo + tol) & (ours_hi >= r_hi - tol)).all())
+    w_ref = (r_hi - r_lo).clamp_min(1e-30)
+    excess = float((((ours_hi - ours_lo) - (r_hi - r_lo)) / w_ref).max())
+    print(f"| {name} | {batch} | {ours_ms:.3f} | {ms:.3f} | {ms / ours_ms:.2f}x | {100 * not_ours / n:.1f} % | "
+          f"{100 * not_f64 / n:.1f} % | {'yes' if encloses else 'NO'} | {excess:.1e} |")
+    sys.stdout.flush()
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else "/tmp/ibpbench"
     meta = json.load(open(os.path.join(root, "meta.json")))
@@ -81,6 +108,27 @@ def main():
             layers64 = [(load(f"{d}/w{l}.bin", (width, width)).double(), load(f"{d}/b{l}.bin").double(), l + 1 < depth) for l in range(depth)]
             lo32, hi32 = load(f"{d}/lo_{batch}.bin", (batch, width)), load(f"{d}/hi_{batch}.bin", (batch, width))
             lo64, hi64 = lo32.double(), hi32.double()
+        elif m["kind"] == "cifar":
+            convs = [(load(f"{d}/conv{k}_w.bin", shape).double(), load(f"{d}/conv{k}_b.bin").double())
+                     for k, shape in enumerate([(32, 3, 3, 3), (64, 32, 3, 3)])]
+            fcs = [(load(f"{d}/fc{k}_w.bin", shape).double(), load(f"{d}/fc{k}_b.bin").double())
+                   for k, shape in enumerate([(512, 4096), (10, 512)])]
+            lo32 = load(f"{d}/lo_{batch}.bin", (batch, 3, 32, 32))
+            hi32 = load(f"{d}/hi_{batch}.bin", (batch, 3, 32, 32))
+            ours_lo = load(f"{d}/ours_lo_{batch}.bin").double().reshape(batch, -1)
+            ours_hi = load(f"{d}/ours_hi_{batch}.bin").double().reshape(batch, -1)
+            c32 = [(w.float().to(dev), b.float().to(dev)) for w, b in convs]
+            f32_ = [(w.float().to(dev), b.float().to(dev)) for w, b in fcs]
+            ac, af = [w.abs() for w, _ in c32], [w.abs() for w, _ in f32_]
+            x_lo, x_hi = lo32.to(dev), hi32.to(dev)
+            ms = timed(lambda: ibp_cifar(c32, f32_, x_lo, x_hi, ac, af), 10)
+            p_lo, p_hi = (t.double().cpu() for t in ibp_cifar(c32, f32_, x_lo, x_hi, ac, af))
+            c64 = [(w.to(dev), b.to(dev)) for w, b in convs]
+            f64_ = [(w.to(dev), b.to(dev)) for w, b in fcs]
+            r_lo, r_hi = (t.cpu() for t in ibp_cifar(c64, f64_, lo32.double().to(dev), hi32.double().to(dev),
+                                                      [w.abs() for w, _ in c64], [w.abs() for w, _ in f64_]))
+            report(name, batch, m["ms"], ms, p_lo, p_hi, r_lo, r_hi, ours_lo, ours_hi)
+            continue
         else:
             norm, raw = nnet_layers(m["path"])
             layers64 = [(torch.from_numpy(w), torch.from_numpy(b), relu) for w, b, relu in raw]
@@ -104,16 +152,7 @@ def main():
         r_lo, r_hi = (t.cpu() for t in ibp(l64, lo64.to(dev), hi64.to(dev), [w.abs() for w, _, _ in l64]))
         del l32, a32, l64
 
-        n = p_lo.numel()
-        not_ours = int(((p_lo > ours_lo) | (p_hi < ours_hi)).sum())
-        not_f64 = int(((p_lo > r_lo) | (p_hi < r_hi)).sum())
-        # f64 IBP itself carries rounding error ~1e-13 relative; allow that much.
-        tol = 1e-12 * (r_lo.abs() + r_hi.abs() + 1e-30)
-        encloses = bool(((ours_lo <= r_lo + tol) & (ours_hi >= r_hi - tol)).all())
-        w_ref = (r_hi - r_lo).clamp_min(1e-30)
-        excess = float((((ours_hi - ours_lo) - (r_hi - r_lo)) / w_ref).max())
-        print(f"| {name} | {batch} | {m['ms']:.3f} | {ms:.3f} | {ms / m['ms']:.2f}x | {100 * not_ours / n:.1f} % | {100 * not_f64 / n:.1f} % | {'yes' if encloses else 'NO'} | {excess:.1e} |")
-        sys.stdout.flush()
+        report(name, batch, m["ms"], ms, p_lo, p_hi, r_lo, r_hi, ours_lo, ours_hi)
 
 
 if __name__ == "__main__":

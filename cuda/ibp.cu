@@ -220,6 +220,101 @@ __global__ void __launch_bounds__(256) linear_tiled_kernel(const float *w, const
     }
 }
 
+// Direct 2-D convolution (NCHW, weight [cout][cin/groups][kh][kw]): one thread per output
+// element of one batch item, directed-rounding FMAs as in the linear kernels.
+struct ConvShape {
+    uint32_t cin, h, w, cout, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, groups;
+};
+
+__global__ void conv2d_kernel(const float *wt, const float *bias, ConvShape c, uint32_t batch, const double *lo,
+                              const double *hi, double *olo, double *ohi) {
+    uint64_t n_out = (uint64_t)c.cout * c.oh * c.ow;
+    uint64_t total = n_out * batch;
+    uint32_t cin_g = c.cin / c.groups, cout_g = c.cout / c.groups;
+    for (uint64_t idx = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; idx < total; idx += (uint64_t)gridDim.x * blockDim.x) {
+        uint64_t b = idx / n_out, r = idx % n_out;
+        uint32_t co = r / (c.oh * c.ow), y = (r / c.ow) % c.oh, x = r % c.ow;
+        uint32_t g = co / cout_g;
+        const double *l = lo + b * (uint64_t)c.cin * c.h * c.w, *u = hi + b * (uint64_t)c.cin * c.h * c.w;
+        double acc_lo = 0.0, acc_hi = 0.0;
+        for (uint32_t ci = 0; ci < cin_g; ci++) {
+            uint32_t cc = g * cin_g + ci;
+            for (uint32_t ky = 0; ky < c.kh; ky++) {
+                int iy = (int)(y * c.sh + ky * c.dh) - (int)c.ph;
+                if (iy < 0 || iy >= (int)c.h) continue;
+                for (uint32_t kx = 0; kx < c.kw; kx++) {
+                    int ix = (int)(x * c.sw + kx * c.dw) - (int)c.pw;
+                    if (ix < 0 || ix >= (int)c.w) continue;
+                    double wv = wt[((co * cin_g + ci) * c.kh + ky) * c.kw + kx];
+                    if (wv == 0.0) continue;
+                    uint64_t xi = ((uint64_t)cc * c.h + iy) * c.w + ix;
+                    bool pos = wv > 0.0;
+                    acc_lo = __fma_rd(wv, pos ? l[xi] : u[xi], acc_lo);
+                    acc_hi = __fma_ru(wv, pos ? u[xi] : l[xi], acc_hi);
+                }
+            }
+        }
+        if (bias != nullptr) {
+            acc_lo = __dadd_rd(acc_lo, (double)bias[co]);
+            acc_hi = __dadd_ru(acc_hi, (double)bias[co]);
+        }
+        olo[idx] = fix_lo(acc_lo);
+        ohi[idx] = fix_hi(acc_hi);
+    }
+}
+
+// Pooling over [C, H, W]: max (padding ignored) or average (divides by the full window,
+// count_include_pad, with directed rounding).
+__global__ void pool_kernel(bool is_max, uint32_t c, uint32_t h, uint32_t w, uint32_t oh, uint32_t ow, uint32_t kh,
+                            uint32_t kw, uint32_t sh, uint32_t sw, uint32_t ph, uint32_t pw, uint32_t batch,
+                            const double *lo, const double *hi, double *olo, double *ohi) {
+    uint64_t n_out = (uint64_t)c * oh * ow, total = n_out * batch;
+    for (uint64_t idx = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; idx < total; idx += (uint64_t)gridDim.x * blockDim.x) {
+        uint64_t b = idx / n_out, r = idx % n_out;
+        uint32_t ch = r / (oh * ow), y = (r / ow) % oh, x = r % ow;
+        const double *l = lo + b * (uint64_t)c * h * w, *u = hi + b * (uint64_t)c * h * w;
+        double a = is_max ? -CUDART_INF : 0.0, z = is_max ? -CUDART_INF : 0.0;
+        for (uint32_t ky = 0; ky < kh; ky++) {
+            int iy = (int)(y * sh + ky) - (int)ph;
+            if (iy < 0 || iy >= (int)h) continue;
+            for (uint32_t kx = 0; kx < kw; kx++) {
+                int ix = (int)(x * sw + kx) - (int)pw;
+                if (ix < 0 || ix >= (int)w) continue;
+                uint64_t i = ((uint64_t)ch * h + iy) * w + ix;
+                if (is_max) { a = fmax(a, l[i]); z = fmax(z, u[i]); }
+                else { a = __dadd_rd(a, l[i]); z = __dadd_ru(z, u[i]); }
+            }
+        }
+        if (!is_max) {
+            double count = (double)kh * kw;
+            a = __ddiv_rd(a, count);
+            z = __ddiv_ru(z, count);
+        }
+        olo[idx] = fix_lo(a);
+        ohi[idx] = fix_hi(z);
+    }
+}
+
+// Inference batch norm per channel: y = a·(x − mean) + beta, a = gamma / sqrt(var + eps).
+// `a` is enclosed in [a_lo, a_hi] with directed sqrt and division, x − mean in [t_lo, t_hi];
+// their product interval takes the min / max of the four corner products, rounded outward.
+__global__ void batchnorm_kernel(const float *p, double eps, uint32_t channels, uint32_t per_channel, uint32_t batch,
+                                 const double *lo, const double *hi, double *olo, double *ohi) {
+    uint64_t n = (uint64_t)channels * per_channel, total = n * batch;
+    for (uint64_t idx = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; idx < total; idx += (uint64_t)gridDim.x * blockDim.x) {
+        uint32_t ch = (idx % n) / per_channel;
+        double gamma = p[ch], beta = p[channels + ch], mean = p[2 * channels + ch], var = p[3 * channels + ch];
+        double s_lo = __dsqrt_rd(__dadd_rd(var, eps)), s_hi = __dsqrt_ru(__dadd_ru(var, eps));
+        double a_lo = gamma >= 0.0 ? __ddiv_rd(gamma, s_hi) : __ddiv_rd(gamma, s_lo);
+        double a_hi = gamma >= 0.0 ? __ddiv_ru(gamma, s_lo) : __ddiv_ru(gamma, s_hi);
+        double t_lo = __dsub_rd(lo[idx], mean), t_hi = __dsub_ru(hi[idx], mean);
+        double p1 = __dmul_rd(a_lo, t_lo), p2 = __dmul_rd(a_lo, t_hi), p3 = __dmul_rd(a_hi, t_lo), p4 = __dmul_rd(a_hi, t_hi);
+        double q1 = __dmul_ru(a_lo, t_lo), q2 = __dmul_ru(a_lo, t_hi), q3 = __dmul_ru(a_hi, t_lo), q4 = __dmul_ru(a_hi, t_hi);
+        olo[idx] = fix_lo(__dadd_rd(fmin(fmin(p1, p2), fmin(p3, p4)), beta));
+        ohi[idx] = fix_hi(__dadd_ru(fmax(fmax(q1, q2), fmax(q3, q4)), beta));
+    }
+}
+
 unsigned grid_for(uint64_t n) {
     uint64_t g = (n + 255) / 256;
     return g > 65535 ? 65535u : (g == 0 ? 1u : static_cast<unsigned>(g));
@@ -280,5 +375,35 @@ extern "C" int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, 
         if (grid.y > 65535) return cudaErrorInvalidValue;
         linear_tiled_kernel<<<grid, 256, 0, s>>>(w, bias, in_f, out_f, batch, lo, hi, olo, ohi);
     }
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_ibp_conv2d(const float *w, const float *bias, const uint32_t shape[15], uint32_t batch,
+                              const double *lo, const double *hi, double *olo, double *ohi, void *stream) {
+    if (w == nullptr || shape == nullptr || lo == nullptr || hi == nullptr || olo == nullptr || ohi == nullptr) return cudaErrorInvalidValue;
+    ConvShape c = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], shape[7],
+                   shape[8], shape[9], shape[10], shape[11], shape[12], shape[13], shape[14]};
+    if (c.groups == 0 || c.cin % c.groups || c.cout % c.groups) return cudaErrorInvalidValue;
+    uint64_t total = (uint64_t)c.cout * c.oh * c.ow * batch;
+    conv2d_kernel<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(w, bias, c, batch, lo, hi, olo, ohi);
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_ibp_pool(int is_max, const uint32_t shape[11], uint32_t batch, const double *lo, const double *hi,
+                            double *olo, double *ohi, void *stream) {
+    if (shape == nullptr || lo == nullptr || hi == nullptr || olo == nullptr || ohi == nullptr) return cudaErrorInvalidValue;
+    uint64_t total = (uint64_t)shape[0] * shape[3] * shape[4] * batch;
+    pool_kernel<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(
+        is_max != 0, shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], shape[7], shape[8], shape[9],
+        shape[10], batch, lo, hi, olo, ohi);
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_ibp_batchnorm(const float *params, double eps, uint32_t channels, uint32_t per_channel, uint32_t batch,
+                                 const double *lo, const double *hi, double *olo, double *ohi, void *stream) {
+    if (params == nullptr || channels == 0 || !(eps > 0.0)) return cudaErrorInvalidValue;
+    uint64_t total = (uint64_t)channels * per_channel * batch;
+    batchnorm_kernel<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(params, eps, channels, per_channel,
+                                                                                       batch, lo, hi, olo, ohi);
     return cudaGetLastError();
 }

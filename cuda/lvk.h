@@ -66,6 +66,16 @@ int lvk_ibp_activation(int kind, double alpha, uint64_t n, const double *lo, con
                        double *olo, double *ohi, void *stream);
 int lvk_ibp_add(uint64_t n, const double *alo, const double *ahi, const double *blo,
                 const double *bhi, double *olo, double *ohi, void *stream);
+/* shape: cin, h, w, cout, oh, ow, kh, kw, stride h/w, pad h/w, dilation h/w, groups. */
+int lvk_ibp_conv2d(const float *w, const float *bias, const uint32_t shape[15], uint32_t batch,
+                   const double *lo, const double *hi, double *olo, double *ohi, void *stream);
+/* shape: c, h, w, oh, ow, kh, kw, stride h/w, pad h/w. */
+int lvk_ibp_pool(int is_max, const uint32_t shape[11], uint32_t batch, const double *lo,
+                 const double *hi, double *olo, double *ohi, void *stream);
+/* params: gamma, beta, mean, var (channels floats each). */
+int lvk_ibp_batchnorm(const float *params, double eps, uint32_t channels, uint32_t per_channel,
+                      uint32_t batch, const double *lo, const double *hi, double *olo, double *ohi,
+                      void *stream);
 int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
                    const double *lo, const double *hi, double *olo, double *ohi, void *stream);
 

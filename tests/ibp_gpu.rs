@@ -226,59 +226,112 @@ mod on_gpu {
             "D2H",
         );
         assert!(after.iter().all(|&b| b == 0xAB), "outputs untouched");
-        // Layers without GPU kernels are refused at build time, clearly.
-        let conv_net = Net {
-            input: vec![1, 4, 4],
-            layers: vec![Layer::Conv {
-                cout: 1,
-                k: 3,
-                stride: 1,
-                pad: 0,
-                w: vec![0.1; 9],
-                b: vec![0.0],
-            }],
-        };
-        let mut bld = ptr::null_mut();
-        assert_eq!(
-            ibp_builder_new(
-                gpu.0,
-                c"conv".as_ptr(),
-                conv_net.input.as_ptr(),
-                3,
-                &mut bld
-            ),
-            vram_status::VRAM_OK
-        );
-        let p = ibp_conv2d_params {
-            struct_size: size_of::<ibp_conv2d_params>() as u32,
-            out_channels: 1,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride_h: 1,
-            stride_w: 1,
-            pad_h: 0,
-            pad_w: 0,
-            dilation_h: 1,
-            dilation_w: 1,
-            groups: 1,
-        };
-        assert_eq!(
-            ibp_builder_add_conv2d(
-                bld,
-                IBP_PREV,
-                &p,
-                [0.1f32; 9].as_ptr(),
-                ptr::null(),
-                ptr::null_mut()
-            ),
-            vram_status::VRAM_OK
-        );
-        let mut mm = ptr::null_mut();
-        assert_eq!(
-            ibp_builder_build(bld, &mut mm),
-            vram_status::VRAM_ERR_UNSUPPORTED
-        );
-        assert!(last_error().contains("conv2d"), "{}", last_error());
         ibp_model_free(m);
+    }
+
+    #[test]
+    fn conv_pool_batchnorm_agree_with_cpu() {
+        if gpus() == 0 {
+            println!("SKIPPED conv_pool_batchnorm: no GPU");
+            return;
+        }
+        let gpu = Ctx::with_options(&options(vram_backend::VRAM_BACKEND_CUDA, &KEY));
+        let cpu = Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY));
+        let mut seed = 31u64;
+        let mut v = |n: usize, s: f32| -> Vec<f32> { (0..n).map(|_| rng(&mut seed) * s).collect() };
+        for max in [true, false] {
+            let n = Net {
+                input: vec![3, 12, 12],
+                layers: vec![
+                    Layer::Conv {
+                        cout: 4,
+                        k: 3,
+                        stride: 1,
+                        pad: 1,
+                        w: v(4 * 3 * 9, 0.3),
+                        b: v(4, 0.1),
+                    },
+                    Layer::BatchNorm {
+                        gamma: v(4, 1.0),
+                        beta: v(4, 0.1),
+                        mean: v(4, 0.1),
+                        var: v(4, 1.0).iter().map(|x| x.abs() + 0.1).collect(),
+                        eps: 1e-5,
+                    },
+                    Layer::Relu,
+                    if max {
+                        Layer::MaxPool { k: 2, stride: 2 }
+                    } else {
+                        Layer::AvgPool { k: 2, stride: 2 }
+                    },
+                    Layer::Conv {
+                        cout: 5,
+                        k: 3,
+                        stride: 2,
+                        pad: 0,
+                        w: v(5 * 4 * 9, 0.3),
+                        b: v(5, 0.1),
+                    },
+                    Layer::Flatten,
+                    Layer::Linear {
+                        out: 3,
+                        w: v(3 * 5 * 2 * 2, 0.5),
+                        b: v(3, 0.1),
+                    },
+                ],
+            };
+            let (mg, mc) = (build(gpu.0, "cg", &n), build(cpu.0, "cc", &n));
+            let batch = 9;
+            let lo: Vec<f32> = v(batch * 3 * 12 * 12, 1.0);
+            let hi: Vec<f32> = lo.iter().map(|l| l + 0.02).collect();
+            let out = batch * 3;
+            let (mut gl, mut gh, mut cl, mut ch) = (
+                vec![0f32; out],
+                vec![0f32; out],
+                vec![0f32; out],
+                vec![0f32; out],
+            );
+            assert_eq!(
+                ibp_propagate(
+                    mg,
+                    batch,
+                    lo.as_ptr(),
+                    hi.as_ptr(),
+                    gl.as_mut_ptr(),
+                    gh.as_mut_ptr()
+                ),
+                vram_status::VRAM_OK,
+                "{}",
+                last_error()
+            );
+            assert_eq!(
+                ibp_propagate(
+                    mc,
+                    batch,
+                    lo.as_ptr(),
+                    hi.as_ptr(),
+                    cl.as_mut_ptr(),
+                    ch.as_mut_ptr()
+                ),
+                vram_status::VRAM_OK
+            );
+            for i in 0..out {
+                let w = f64::from(ch[i] - cl[i]).max(1e-3);
+                assert!(
+                    (f64::from(gl[i]) - f64::from(cl[i])).abs() <= 1e-5 * w + 1e-6,
+                    "max={max} lower {i}: gpu {} cpu {}",
+                    gl[i],
+                    cl[i]
+                );
+                assert!(
+                    (f64::from(gh[i]) - f64::from(ch[i])).abs() <= 1e-5 * w + 1e-6,
+                    "max={max} upper {i}: gpu {} cpu {}",
+                    gh[i],
+                    ch[i]
+                );
+            }
+            ibp_model_free(mg);
+            ibp_model_free(mc);
+        }
     }
 }

@@ -451,3 +451,47 @@ fn spec_matrix_is_folded_and_sound() {
     assert!(sh[0] - sl[0] <= naive_w + 1e-5);
     ibp_model_free(m);
 }
+
+#[test]
+fn batchnorm_against_f64_with_margins() {
+    let ctx = Ctx::new();
+    let (gamma, beta, mean, var) = (
+        vec![1.5f32, -0.75],
+        vec![0.1f32, -0.2],
+        vec![0.3f32, -1.0],
+        vec![0.04f32, 2.5],
+    );
+    let eps = 1e-5;
+    let net = Net {
+        input: vec![2, 2, 2],
+        layers: vec![Layer::BatchNorm {
+            gamma: gamma.clone(),
+            beta: beta.clone(),
+            mean: mean.clone(),
+            var: var.clone(),
+            eps,
+        }],
+    };
+    let m = build(ctx.0, "bn", &net);
+    let lo: Vec<f32> = vec![-1.0, 0.0, 0.5, 2.0, -3.0, -1.0, 0.0, 1.0];
+    let hi: Vec<f32> = lo.iter().map(|l| l + 0.25).collect();
+    let (ol, oh) = propagate(m, &lo, &hi, 1);
+    for i in 0..8 {
+        let c = i / 4;
+        let a = f64::from(gamma[c]) / (f64::from(var[c]) + eps).sqrt();
+        let f = |x: f32| a * (f64::from(x) - f64::from(mean[c])) + f64::from(beta[c]);
+        let (rl, rh) = (f(lo[i]).min(f(hi[i])), f(lo[i]).max(f(hi[i])));
+        let margin = 1e-12 * (rl.abs() + rh.abs() + 1.0);
+        assert!(
+            f64::from(ol[i]) <= rl + margin && f64::from(oh[i]) >= rh - margin,
+            "bn {i}: [{}, {}] vs [{rl}, {rh}]",
+            ol[i],
+            oh[i]
+        );
+        assert!(
+            f64::from(oh[i] - ol[i]) - (rh - rl) <= 1e-4 * (rh - rl) + 1e-6,
+            "bn {i} too loose"
+        );
+    }
+    ibp_model_free(m);
+}

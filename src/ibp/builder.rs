@@ -393,20 +393,6 @@ impl Builder {
                 "builder: the network has no layers",
             ));
         }
-        let model = Model::new(self.ctx, self.name, self.nodes, self.params)?;
-        if matches!(
-            model.context().residency(),
-            crate::seal::record::Residency::Cuda { .. }
-        ) {
-            if let Some(kind) = model.gpu_unsupported() {
-                return Err(VramError::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "builder: {kind} has no GPU kernel yet; build this network on a host-backend context"
-                    ),
-                ));
-            }
-        }
-        Ok(model)
+        Model::new(self.ctx, self.name, self.nodes, self.params)
     }
 }

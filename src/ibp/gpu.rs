@@ -198,11 +198,99 @@ fn run<'s>(
                     )
                 }
             }
-            Op::Conv2d { .. } | Op::BatchNorm { .. } | Op::AvgPool2d(_) | Op::MaxPool2d(_) => {
-                return Err(VramError::new(
-                    ErrorKind::Unsupported,
-                    format!("model: {} has no GPU kernel yet", node.kind()),
-                ));
+            Op::Conv2d { conv, weight, bias } => {
+                let w = param_ptr(model, *weight)?;
+                let bp = match bias {
+                    Some(i) => param_ptr(model, *i)?,
+                    None => std::ptr::null(),
+                };
+                let ins = &model.nodes()[node.input].shape;
+                let dims = [
+                    ins[0],
+                    ins[1],
+                    ins[2],
+                    conv.cout,
+                    node.shape[1],
+                    node.shape[2],
+                    conv.kh,
+                    conv.kw,
+                    conv.stride[0],
+                    conv.stride[1],
+                    conv.padding[0],
+                    conv.padding[1],
+                    conv.dilation[0],
+                    conv.dilation[1],
+                    conv.groups,
+                ];
+                let shape: Vec<u32> = dims
+                    .iter()
+                    .map(|&d| u32_of(d, "conv2d shape"))
+                    .collect::<Result<_>>()?;
+                unsafe {
+                    ffi::lvk_ibp_conv2d(
+                        w,
+                        bp,
+                        shape.as_ptr(),
+                        b,
+                        xl,
+                        xh,
+                        out.lo(),
+                        out.hi(),
+                        stream.raw(),
+                    )
+                }
+            }
+            Op::AvgPool2d(p) | Op::MaxPool2d(p) => {
+                let ins = &model.nodes()[node.input].shape;
+                let dims = [
+                    ins[0],
+                    ins[1],
+                    ins[2],
+                    node.shape[1],
+                    node.shape[2],
+                    p.kernel[0],
+                    p.kernel[1],
+                    p.stride[0],
+                    p.stride[1],
+                    p.padding[0],
+                    p.padding[1],
+                ];
+                let shape: Vec<u32> = dims
+                    .iter()
+                    .map(|&d| u32_of(d, "pool shape"))
+                    .collect::<Result<_>>()?;
+                let is_max = i32::from(matches!(node.op, Op::MaxPool2d(_)));
+                unsafe {
+                    ffi::lvk_ibp_pool(
+                        is_max,
+                        shape.as_ptr(),
+                        b,
+                        xl,
+                        xh,
+                        out.lo(),
+                        out.hi(),
+                        stream.raw(),
+                    )
+                }
+            }
+            Op::BatchNorm { params, eps } => {
+                let p = param_ptr(model, *params)?;
+                let channels = u32_of(node.shape[0], "channels")?;
+                let per_channel = u32_of(node.size() / node.shape[0].max(1), "batchnorm size")?;
+                unsafe {
+                    ffi::lvk_ibp_batchnorm(
+                        p,
+                        *eps,
+                        channels,
+                        per_channel,
+                        b,
+                        xl,
+                        xh,
+                        out.lo(),
+                        out.hi(),
+                        stream.raw(),
+                    )
+                }
             }
         };
         check(code, &format!("IBP {} kernel", node.kind()))?;

@@ -216,14 +216,4 @@ impl Model {
             .map(|s| s.as_ref())
             .ok_or_else(|| VramError::invalid("node", "weight missing"))
     }
-
-    /// Whether every node has a GPU kernel (checked when a CUDA-backed model is built).
-    pub fn gpu_unsupported(&self) -> Option<&'static str> {
-        self.nodes.iter().find_map(|n| match n.op {
-            Op::Conv2d { .. } | Op::BatchNorm { .. } | Op::AvgPool2d(_) | Op::MaxPool2d(_) => {
-                Some(n.kind())
-            }
-            _ => None,
-        })
-    }
 }

@@ -40,6 +40,13 @@ pub enum Layer {
     },
     Sigmoid,
     Tanh,
+    BatchNorm {
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+        mean: Vec<f32>,
+        var: Vec<f32>,
+        eps: f64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +125,22 @@ pub fn build(ctx: *mut vram_ctx, name: &str, net: &Net) -> *mut ibp_model {
             }
             Layer::Sigmoid => ibp_builder_add_sigmoid(b, IBP_PREV, &mut node),
             Layer::Tanh => ibp_builder_add_tanh(b, IBP_PREV, &mut node),
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                eps,
+            } => ibp_builder_add_batchnorm(
+                b,
+                IBP_PREV,
+                gamma.as_ptr(),
+                beta.as_ptr(),
+                mean.as_ptr(),
+                var.as_ptr(),
+                *eps,
+                &mut node,
+            ),
         };
         assert_eq!(
             s,
@@ -323,8 +346,8 @@ pub fn exact(net: &Net, lo: &[f32], hi: &[f32]) -> (Vec<Q>, Vec<Q>) {
                 }
                 r
             }
-            Layer::Sigmoid | Layer::Tanh => {
-                panic!("smooth activations have no exact rational reference")
+            Layer::Sigmoid | Layer::Tanh | Layer::BatchNorm { .. } => {
+                panic!("smooth activations and batch norm have no exact rational reference")
             }
         };
         vals.push(out);

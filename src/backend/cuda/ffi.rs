@@ -99,6 +99,39 @@ unsafe extern "C" {
         ohi: *mut f64,
         stream: *mut c_void,
     ) -> c_int;
+    pub fn lvk_ibp_conv2d(
+        w: *const f32,
+        bias: *const f32,
+        shape: *const u32,
+        batch: u32,
+        lo: *const f64,
+        hi: *const f64,
+        olo: *mut f64,
+        ohi: *mut f64,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_ibp_pool(
+        is_max: c_int,
+        shape: *const u32,
+        batch: u32,
+        lo: *const f64,
+        hi: *const f64,
+        olo: *mut f64,
+        ohi: *mut f64,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_ibp_batchnorm(
+        params: *const f32,
+        eps: f64,
+        channels: u32,
+        per_channel: u32,
+        batch: u32,
+        lo: *const f64,
+        hi: *const f64,
+        olo: *mut f64,
+        ohi: *mut f64,
+        stream: *mut c_void,
+    ) -> c_int;
     pub fn lvk_ibp_linear(
         w: *const f32,
         bias: *const f32,
