@@ -54,6 +54,63 @@ mod on_gpu {
         }
     }
 
+    /// Bounds of `n` for the given boxes from a GPU and a CPU model, checked to agree to
+    /// within rounding; returns the GPU's.
+    fn gpu_and_cpu(
+        gpu: &Ctx,
+        cpu: &Ctx,
+        n: &Net,
+        batch: usize,
+        lo: &[f32],
+        hi: &[f32],
+        what: &str,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (mg, mc) = (build(gpu.0, "g", n), build(cpu.0, "c", n));
+        let out = batch * ibp_model_output_size(mg);
+        let (mut gl, mut gh, mut cl, mut ch) = (
+            vec![0f32; out],
+            vec![0f32; out],
+            vec![0f32; out],
+            vec![0f32; out],
+        );
+        let s = ibp_propagate(
+            mg,
+            batch,
+            lo.as_ptr(),
+            hi.as_ptr(),
+            gl.as_mut_ptr(),
+            gh.as_mut_ptr(),
+        );
+        assert_eq!(s, vram_status::VRAM_OK, "{what}: {}", last_error());
+        let s = ibp_propagate(
+            mc,
+            batch,
+            lo.as_ptr(),
+            hi.as_ptr(),
+            cl.as_mut_ptr(),
+            ch.as_mut_ptr(),
+        );
+        assert_eq!(s, vram_status::VRAM_OK, "{what}: {}", last_error());
+        for i in 0..out {
+            let w = f64::from(ch[i] - cl[i]).max(1e-3);
+            assert!(
+                (f64::from(gl[i]) - f64::from(cl[i])).abs() <= 1e-5 * w + 1e-6,
+                "{what} lower {i}: gpu {} cpu {}",
+                gl[i],
+                cl[i]
+            );
+            assert!(
+                (f64::from(gh[i]) - f64::from(ch[i])).abs() <= 1e-5 * w + 1e-6,
+                "{what} upper {i}: gpu {} cpu {}",
+                gh[i],
+                ch[i]
+            );
+        }
+        ibp_model_free(mg);
+        ibp_model_free(mc);
+        (gl, gh)
+    }
+
     #[test]
     fn gpu_agrees_with_cpu_and_encloses() {
         if gpus() == 0 {
@@ -70,59 +127,21 @@ mod on_gpu {
             (vec![256, 512, 256, 10], 130),
         ] {
             let n = net(&mut seed, &dims);
-            let (mg, mc) = (build(gpu.0, "g", &n), build(cpu.0, "c", &n));
             let lo: Vec<f32> = (0..batch * dims[0]).map(|_| rng(&mut seed)).collect();
             let hi: Vec<f32> = lo
                 .iter()
                 .enumerate()
                 .map(|(i, l)| l + if i % 5 == 0 { 0.0 } else { 0.05 })
                 .collect();
-            let out = batch * dims[dims.len() - 1];
-            let (mut gl, mut gh, mut cl, mut ch) = (
-                vec![0f32; out],
-                vec![0f32; out],
-                vec![0f32; out],
-                vec![0f32; out],
+            let (gl, gh) = gpu_and_cpu(
+                &gpu,
+                &cpu,
+                &n,
+                batch,
+                &lo,
+                &hi,
+                &format!("{dims:?} b{batch}"),
             );
-            assert_eq!(
-                ibp_propagate(
-                    mg,
-                    batch,
-                    lo.as_ptr(),
-                    hi.as_ptr(),
-                    gl.as_mut_ptr(),
-                    gh.as_mut_ptr()
-                ),
-                vram_status::VRAM_OK,
-                "{}",
-                last_error()
-            );
-            assert_eq!(
-                ibp_propagate(
-                    mc,
-                    batch,
-                    lo.as_ptr(),
-                    hi.as_ptr(),
-                    cl.as_mut_ptr(),
-                    ch.as_mut_ptr()
-                ),
-                vram_status::VRAM_OK
-            );
-            for i in 0..out {
-                let w = f64::from(ch[i] - cl[i]).max(1e-3);
-                assert!(
-                    (f64::from(gl[i]) - f64::from(cl[i])).abs() <= 1e-5 * w + 1e-6,
-                    "{dims:?} b{batch} lower {i}: gpu {} cpu {}",
-                    gl[i],
-                    cl[i]
-                );
-                assert!(
-                    (f64::from(gh[i]) - f64::from(ch[i])).abs() <= 1e-5 * w + 1e-6,
-                    "{dims:?} b{batch} upper {i}: gpu {} cpu {}",
-                    gh[i],
-                    ch[i]
-                );
-            }
             if n.layers
                 .iter()
                 .all(|l| !matches!(l, Layer::Tanh | Layer::Sigmoid))
@@ -137,8 +156,6 @@ mod on_gpu {
                     );
                 }
             }
-            ibp_model_free(mg);
-            ibp_model_free(mc);
         }
     }
 
@@ -280,58 +297,18 @@ mod on_gpu {
                     },
                 ],
             };
-            let (mg, mc) = (build(gpu.0, "cg", &n), build(cpu.0, "cc", &n));
             let batch = 9;
             let lo: Vec<f32> = v(batch * 3 * 12 * 12, 1.0);
             let hi: Vec<f32> = lo.iter().map(|l| l + 0.02).collect();
-            let out = batch * 3;
-            let (mut gl, mut gh, mut cl, mut ch) = (
-                vec![0f32; out],
-                vec![0f32; out],
-                vec![0f32; out],
-                vec![0f32; out],
+            gpu_and_cpu(
+                &gpu,
+                &cpu,
+                &n,
+                batch,
+                &lo,
+                &hi,
+                &format!("conv net, max pool {max}"),
             );
-            assert_eq!(
-                ibp_propagate(
-                    mg,
-                    batch,
-                    lo.as_ptr(),
-                    hi.as_ptr(),
-                    gl.as_mut_ptr(),
-                    gh.as_mut_ptr()
-                ),
-                vram_status::VRAM_OK,
-                "{}",
-                last_error()
-            );
-            assert_eq!(
-                ibp_propagate(
-                    mc,
-                    batch,
-                    lo.as_ptr(),
-                    hi.as_ptr(),
-                    cl.as_mut_ptr(),
-                    ch.as_mut_ptr()
-                ),
-                vram_status::VRAM_OK
-            );
-            for i in 0..out {
-                let w = f64::from(ch[i] - cl[i]).max(1e-3);
-                assert!(
-                    (f64::from(gl[i]) - f64::from(cl[i])).abs() <= 1e-5 * w + 1e-6,
-                    "max={max} lower {i}: gpu {} cpu {}",
-                    gl[i],
-                    cl[i]
-                );
-                assert!(
-                    (f64::from(gh[i]) - f64::from(ch[i])).abs() <= 1e-5 * w + 1e-6,
-                    "max={max} upper {i}: gpu {} cpu {}",
-                    gh[i],
-                    ch[i]
-                );
-            }
-            ibp_model_free(mg);
-            ibp_model_free(mc);
         }
     }
 }

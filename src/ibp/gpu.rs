@@ -126,6 +126,7 @@ fn run<'s>(
                     .collect();
                 let dev = DeviceAlloc::new(p.len(), stream, "normalisation")?;
                 copy_to_device(dev.ptr(), &p, stream)?;
+                // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 let c = unsafe {
                     ffi::lvk_ibp_normalize(
                         dev.ptr().cast(),
@@ -156,6 +157,7 @@ fn run<'s>(
                     u32_of(*in_features, "in_features")?,
                     u32_of(*out_features, "out_features")?,
                 );
+                // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
                     ffi::lvk_ibp_linear(w, bp, fi, fo, b, xl, xh, out.lo(), out.hi(), stream.raw())
                 }
@@ -168,6 +170,7 @@ fn run<'s>(
                     Op::Tanh => (3, 0.0),
                     _ => (4, 0.0), // flatten: the same values (item-major layout is unchanged)
                 };
+                // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
                     ffi::lvk_ibp_activation(
                         kind,
@@ -185,6 +188,7 @@ fn run<'s>(
                 let y = values
                     .get(*other)
                     .ok_or_else(|| VramError::invalid("model", "dangling add input"))?;
+                // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
                     ffi::lvk_ibp_add(
                         n as u64,
@@ -226,6 +230,7 @@ fn run<'s>(
                     .iter()
                     .map(|&d| u32_of(d, "conv2d shape"))
                     .collect::<Result<_>>()?;
+                // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
                     ffi::lvk_ibp_conv2d(
                         w,
@@ -260,6 +265,7 @@ fn run<'s>(
                     .map(|&d| u32_of(d, "pool shape"))
                     .collect::<Result<_>>()?;
                 let is_max = i32::from(matches!(node.op, Op::MaxPool2d(_)));
+                // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
                     ffi::lvk_ibp_pool(
                         is_max,
@@ -277,6 +283,7 @@ fn run<'s>(
                 let p = param_ptr(model, *params)?;
                 let channels = u32_of(node.shape[0], "channels")?;
                 let per_channel = u32_of(node.size() / node.shape[0].max(1), "batchnorm size")?;
+                // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
                     ffi::lvk_ibp_batchnorm(
                         p,
