@@ -89,7 +89,7 @@ constexpr int GEMV_WARPS = 16;
 __global__ void __launch_bounds__(GEMV_WARPS * 32) linear_gemv_kernel(const float *w, const float *bias, uint32_t in_f,
                                                                       uint32_t out_f, uint32_t batch, const double *lo,
                                                                       const double *hi, double *olo, double *ohi,
-                                                                      bool staged) {
+                                                                      bool staged, bool relu) {
     extern __shared__ double sx[]; // [batch][in_f] lower, then upper
     const double *xl = lo, *xh = hi;
     if (staged) {
@@ -150,8 +150,11 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) linear_gemv_kernel(const floa
                 acc_lo = __dadd_rd(acc_lo, (double)bias[row]);
                 acc_hi = __dadd_ru(acc_hi, (double)bias[row]);
             }
-            olo[(uint64_t)b * out_f + row] = fix_lo(acc_lo);
-            ohi[(uint64_t)b * out_f + row] = fix_hi(acc_hi);
+            acc_lo = fix_lo(acc_lo);
+            acc_hi = fix_hi(acc_hi);
+            if (relu) { acc_lo = fmax(acc_lo, 0.0); acc_hi = fmax(acc_hi, 0.0); } // fused ReLU: exact
+            olo[(uint64_t)b * out_f + row] = acc_lo;
+            ohi[(uint64_t)b * out_f + row] = acc_hi;
         }
     }
 }
@@ -162,7 +165,7 @@ constexpr int TO = 64, TB = 64, TK = 16;
 
 __global__ void __launch_bounds__(256) linear_tiled_kernel(const float *w, const float *bias, uint32_t in_f, uint32_t out_f,
                                                            uint32_t batch, const double *lo, const double *hi, double *olo,
-                                                           double *ohi) {
+                                                           double *ohi, bool relu) {
     __shared__ float ws[TK][TO];
     __shared__ double ls[TK][TB], us[TK][TB];
     int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -214,8 +217,10 @@ __global__ void __launch_bounds__(256) linear_tiled_kernel(const float *w, const
         for (int j = 0; j < 4; j++) {
             uint32_t b = b0 + tx * 4 + j;
             if (b >= batch) continue;
-            olo[(uint64_t)b * out_f + o] = fix_lo(__dadd_rd(acc_lo[i][j], bv));
-            ohi[(uint64_t)b * out_f + o] = fix_hi(__dadd_ru(acc_hi[i][j], bv));
+            double l = fix_lo(__dadd_rd(acc_lo[i][j], bv)), u = fix_hi(__dadd_ru(acc_hi[i][j], bv));
+            if (relu) { l = fmax(l, 0.0); u = fmax(u, 0.0); }
+            olo[(uint64_t)b * out_f + o] = l;
+            ohi[(uint64_t)b * out_f + o] = u;
         }
     }
 }
@@ -356,7 +361,7 @@ extern "C" int lvk_ibp_add(uint64_t n, const double *alo, const double *ahi, con
 }
 
 extern "C" int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
-                              const double *lo, const double *hi, double *olo, double *ohi, void *stream) {
+                              const double *lo, const double *hi, double *olo, double *ohi, int relu, void *stream) {
     if (w == nullptr || lo == nullptr || hi == nullptr || olo == nullptr || ohi == nullptr) return cudaErrorInvalidValue;
     if (in_f == 0 || out_f == 0 || batch == 0) return cudaErrorInvalidValue;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
@@ -369,11 +374,11 @@ extern "C" int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, 
         }
         unsigned blocks = (out_f + GEMV_WARPS - 1) / GEMV_WARPS;
         linear_gemv_kernel<<<blocks, GEMV_WARPS * 32, staged ? smem : 0, s>>>(w, bias, in_f, out_f, batch, lo, hi, olo,
-                                                                             ohi, staged);
+                                                                             ohi, staged, relu != 0);
     } else {
         dim3 grid((out_f + TO - 1) / TO, (batch + TB - 1) / TB);
         if (grid.y > 65535) return cudaErrorInvalidValue;
-        linear_tiled_kernel<<<grid, 256, 0, s>>>(w, bias, in_f, out_f, batch, lo, hi, olo, ohi);
+        linear_tiled_kernel<<<grid, 256, 0, s>>>(w, bias, in_f, out_f, batch, lo, hi, olo, ohi, relu != 0);
     }
     return cudaGetLastError();
 }

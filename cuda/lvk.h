@@ -76,8 +76,10 @@ int lvk_ibp_pool(int is_max, const uint32_t shape[11], uint32_t batch, const dou
 int lvk_ibp_batchnorm(const float *params, double eps, uint32_t channels, uint32_t per_channel,
                       uint32_t batch, const double *lo, const double *hi, double *olo, double *ohi,
                       void *stream);
+/* relu != 0 applies ReLU to the outputs (a fused following ReLU layer). */
 int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
-                   const double *lo, const double *hi, double *olo, double *ohi, void *stream);
+                   const double *lo, const double *hi, double *olo, double *ohi, int relu,
+                   void *stream);
 
 #ifdef __cplusplus
 }

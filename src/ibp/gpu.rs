@@ -4,7 +4,7 @@
 
 use std::ffi::c_void;
 
-use super::graph::Op;
+use super::graph::{Node, Op};
 use super::model::{Model, Request};
 use super::spec::Spec;
 use crate::backend::Storage;
@@ -15,28 +15,34 @@ use crate::backend::cuda::runtime::{
 use crate::error::{ErrorKind, Result, VramError};
 use crate::seal::record::Residency;
 
-/// f64 lower and upper bounds of one node for the whole batch, in device memory.
-struct Bounds<'s> {
-    lo: DeviceAlloc<'s>,
-    hi: DeviceAlloc<'s>,
+/// f64 lower and upper bounds of one node for the whole batch: views into the workspace of one
+/// propagation (one stream-ordered allocation for all nodes).
+#[derive(Clone, Copy)]
+struct Bounds {
+    lo: *mut f64,
+    hi: *mut f64,
 }
 
-impl<'s> Bounds<'s> {
-    fn new(n: usize, stream: &'s Stream) -> Result<Self> {
-        let bytes = n
-            .checked_mul(8)
-            .ok_or_else(|| VramError::out_of_memory("bounds too large"))?;
-        Ok(Self {
-            lo: DeviceAlloc::new(bytes, stream, "IBP bounds")?,
-            hi: DeviceAlloc::new(bytes, stream, "IBP bounds")?,
-        })
-    }
+impl Bounds {
     fn lo(&self) -> *mut f64 {
-        self.lo.ptr().cast()
+        self.lo
     }
     fn hi(&self) -> *mut f64 {
-        self.hi.ptr().cast()
+        self.hi
     }
+}
+
+/// Whether node `k` (linear) can apply the ReLU of node `k + 1` in its own epilogue: the ReLU
+/// is its only consumer, so nothing else reads the pre-activation bounds.
+fn relu_fuses_into(nodes: &[Node], k: usize, upto: usize) -> bool {
+    k + 1 < upto
+        && matches!(nodes[k].op, Op::Linear { .. })
+        && matches!(nodes[k + 1].op, Op::Relu)
+        && nodes[k + 1].input == k
+        && !nodes.iter().enumerate().any(|(j, n)| {
+            j != k + 1
+                && ((j > k && n.input == k) || matches!(n.op, Op::Add { other } if other == k))
+        })
 }
 
 fn device(model: &Model) -> Result<i32> {
@@ -70,8 +76,9 @@ fn stream_for(stream: Option<*mut c_void>) -> Result<Stream> {
     }
 }
 
-/// Runs the network on device f32 boxes; returns the final f64 bounds (still on the device)
-/// after checking every input box (NaN or lower > upper is an error and nothing is written).
+/// Runs nodes `0..upto` on device f32 boxes and returns their f64 bounds (views into the
+/// returned workspace), after checking every input box (NaN or lower > upper is an error, and
+/// nothing is written).
 fn run<'s>(
     model: &Model,
     batch: usize,
@@ -79,14 +86,42 @@ fn run<'s>(
     in_hi: *const f32,
     upto: usize,
     stream: &'s Stream,
-) -> Result<Vec<Bounds<'s>>> {
+) -> Result<(DeviceAlloc<'s>, Vec<Bounds>)> {
     let b = u32_of(batch as u64, "batch")?;
+    let nodes = model.nodes();
+    let fused: Vec<bool> = (0..upto).map(|k| relu_fuses_into(nodes, k, upto)).collect();
+    // Workspace layout: the box-check flag, then each node's lower and upper bounds (a fused
+    // ReLU shares its linear layer's buffer), each part 256-byte aligned.
+    let mut offsets = Vec::with_capacity(upto);
+    let mut total: usize = 256;
+    for (k, node) in nodes.iter().take(upto).enumerate() {
+        if k > 0 && fused[k - 1] {
+            offsets.push(offsets[k - 1]);
+            continue;
+        }
+        let n = batch
+            .checked_mul(node.size() as usize)
+            .ok_or_else(|| VramError::out_of_memory("bounds too large"))?;
+        offsets.push((total, n));
+        total = total
+            .checked_add((2 * n * 8).next_multiple_of(256))
+            .ok_or_else(|| VramError::out_of_memory("bounds too large"))?;
+    }
+    let mem = DeviceAlloc::new(total, stream, "IBP workspace")?;
+    let base = mem.ptr();
+    let values: Vec<Bounds> = offsets
+        .iter()
+        .map(|&(off, n)| Bounds {
+            lo: base.wrapping_add(off).cast(),
+            hi: base.wrapping_add(off + 8 * n).cast(),
+        })
+        .collect();
+    let bad: *mut u64 = base.cast();
+    let input = values[0];
     let n_in = batch * model.input_size();
-    let input = Bounds::new(n_in, stream)?;
-    let bad = DeviceAlloc::new(8, stream, "box check")?;
-    copy_to_device(bad.ptr(), &u64::MAX.to_ne_bytes(), stream)?;
-    // SAFETY: the caller's boxes hold n_in floats each in device memory (checked by the
-    // caller's contract); the destination buffers were just allocated with n_in values.
+    copy_to_device(base, &u64::MAX.to_ne_bytes(), stream)?;
+    // SAFETY: the caller's boxes hold n_in floats each in device memory (caller's contract);
+    // the destination views hold n_in values each inside the workspace.
     check(
         unsafe {
             ffi::lvk_ibp_to_f64(
@@ -95,16 +130,15 @@ fn run<'s>(
                 input.lo(),
                 input.hi(),
                 n_in as u64,
-                bad.ptr().cast(),
+                bad,
                 stream.raw(),
             )
         },
         "IBP input conversion",
     )?;
-    let mut values: Vec<Bounds<'s>> = vec![input];
-    for node in model.nodes().iter().take(upto).skip(1) {
+    for (k, node) in nodes.iter().enumerate().take(upto).skip(1) {
         let n = batch * node.size() as usize;
-        let out = Bounds::new(n, stream)?;
+        let out = values[k];
         let x = values
             .get(node.input)
             .ok_or_else(|| VramError::invalid("model", "dangling node input"))?;
@@ -159,9 +193,22 @@ fn run<'s>(
                 );
                 // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
-                    ffi::lvk_ibp_linear(w, bp, fi, fo, b, xl, xh, out.lo(), out.hi(), stream.raw())
+                    ffi::lvk_ibp_linear(
+                        w,
+                        bp,
+                        fi,
+                        fo,
+                        b,
+                        xl,
+                        xh,
+                        out.lo(),
+                        out.hi(),
+                        i32::from(fused[k]),
+                        stream.raw(),
+                    )
                 }
             }
+            Op::Relu if fused[k - 1] => 0, // applied by the linear layer before it
             Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh | Op::Flatten => {
                 let (kind, alpha) = match node.op {
                     Op::Relu => (0, 0.0),
@@ -301,10 +348,9 @@ fn run<'s>(
             }
         };
         check(code, &format!("IBP {} kernel", node.kind()))?;
-        values.push(out);
     }
     let mut first_bad = [0u8; 8];
-    copy_to_host(&mut first_bad, bad.ptr(), stream)?;
+    copy_to_host(&mut first_bad, bad.cast_const().cast(), stream)?;
     stream.sync()?;
     let first_bad = u64::from_ne_bytes(first_bad);
     if first_bad != u64::MAX {
@@ -313,7 +359,7 @@ fn run<'s>(
             format!("element {first_bad} is NaN or has lower > upper"),
         ));
     }
-    Ok(values)
+    Ok((mem, values))
 }
 
 /// The nodes to run on the device: all of them, or all but a final linear layer that a spec
@@ -345,7 +391,7 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 fn fold_on_host(
     model: &Model,
     batch: usize,
-    values: &[Bounds<'_>],
+    values: &[Bounds],
     spec: &Spec,
     out: [*mut f32; 2],
     host_out: bool,
@@ -372,8 +418,8 @@ fn fold_on_host(
         .get(last.input)
         .ok_or_else(|| VramError::invalid("model", "dangling node input"))?;
     let (mut xl, mut xh) = (vec![0u8; batch * fi * 8], vec![0u8; batch * fi * 8]);
-    copy_to_host(&mut xl, x.lo.ptr(), stream)?;
-    copy_to_host(&mut xh, x.hi.ptr(), stream)?;
+    copy_to_host(&mut xl, x.lo.cast_const().cast(), stream)?;
+    copy_to_host(&mut xh, x.hi.cast_const().cast(), stream)?;
     let mut w = vec![0u8; fi * fo * 4];
     copy_to_host(&mut w, param_ptr(model, *weight)?.cast(), stream)?;
     let b = match bias {
@@ -407,7 +453,7 @@ fn fold_on_host(
 fn finish(
     model: &Model,
     batch: usize,
-    values: &[Bounds<'_>],
+    values: &[Bounds],
     spec: Option<&Spec>,
     out: [*mut f32; 2],
     host_out: bool,
@@ -424,8 +470,8 @@ fn finish(
         // No final linear layer to fold into: C is applied to the output box (sound).
         let mut lo = vec![0u8; n * 8];
         let mut hi = vec![0u8; n * 8];
-        copy_to_host(&mut lo, last.lo.ptr(), stream)?;
-        copy_to_host(&mut hi, last.hi.ptr(), stream)?;
+        copy_to_host(&mut lo, last.lo.cast_const().cast(), stream)?;
+        copy_to_host(&mut hi, last.hi.cast_const().cast(), stream)?;
         stream.sync()?;
         let f = |b: &[u8]| -> Vec<f64> {
             b.chunks_exact(8)
@@ -536,7 +582,7 @@ pub fn propagate(
     copy_to_device(dl.ptr(), &as_bytes(req.in_lo), &stream)?;
     copy_to_device(dh.ptr(), &as_bytes(req.in_hi), &stream)?;
     let upto = nodes_to_run(model, req.spec);
-    let values = run(
+    let (_workspace, values) = run(
         model,
         req.batch,
         dl.ptr().cast(),
@@ -566,7 +612,7 @@ pub fn propagate_device(
 ) -> Result<()> {
     let _scope = DeviceScope::enter(device(model)?)?;
     let stream = stream_for(stream)?;
-    let values = run(
+    let (_workspace, values) = run(
         model,
         batch,
         inp[0],

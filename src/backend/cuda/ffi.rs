@@ -142,6 +142,7 @@ unsafe extern "C" {
         hi: *const f64,
         olo: *mut f64,
         ohi: *mut f64,
+        relu: c_int,
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_region_roots(
