@@ -10,7 +10,9 @@ use crate::backend::{Backend, BackendChoice, CheckJob, StreamHandle};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::events::{self, Level, names};
 use crate::seal::key::SealKey;
-use crate::seal::merkle::{DEFAULT_LEAF_SIZE, Hash, TreeLayout, check_leaf_size, root_from_level};
+use crate::seal::merkle::{
+    DEFAULT_LEAF_SIZE, Hash, TreeLayout, check_leaf_size, root_from_level, zeroed_level,
+};
 use crate::seal::record::{Residency, SealRecord};
 use crate::seal::shard_id::check_shard_id;
 use crate::shard::Shard;
@@ -148,7 +150,7 @@ impl Context {
         let len = data.len() as u64;
         let reservation = self.accounting.reserve(len)?;
         let layout = TreeLayout::new(len, leaf_size);
-        let mut level = try_zeroed_level(layout.regions())?;
+        let mut level = zeroed_level(layout.regions())?;
         let storage = self.backend.ingest(data, layout, &mut level)?;
         self.finish_seal(id, layout, level, storage, reservation)
     }
@@ -209,7 +211,7 @@ impl Context {
         let leaf_size = leaf_size.unwrap_or(DEFAULT_LEAF_SIZE);
         check_leaf_size(leaf_size).map_err(|e| VramError::invalid("leaf_size", e))?;
         let layout = TreeLayout::new(len, leaf_size);
-        let mut level = try_zeroed_level(layout.regions())?;
+        let mut level = zeroed_level(layout.regions())?;
         let storage = self
             .backend
             .adopt(device_ptr, layout, &mut level)
@@ -384,15 +386,6 @@ fn log_outcome(s: &Shard, r: &VerifyReport) {
             ),
         ),
     }
-}
-
-fn try_zeroed_level(regions: u64) -> Result<Vec<Hash>> {
-    let n = usize::try_from(regions).map_err(|_| VramError::out_of_memory("level too large"))?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n)
-        .map_err(|_| VramError::out_of_memory("host allocation of the region level failed"))?;
-    v.resize(n, [0u8; 32]);
-    Ok(v)
 }
 
 fn unix_time_ns() -> u64 {

@@ -58,13 +58,6 @@ impl PageBuf {
         Ok(Self { ptr, len, size })
     }
 
-    /// A copy of `data` (non-empty).
-    pub fn copy_from(data: &[u8]) -> Result<Self> {
-        let mut b = Self::zeroed(data.len())?;
-        b.as_mut_slice().copy_from_slice(data);
-        Ok(b)
-    }
-
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: `ptr` is valid for `len` initialised (zeroed) bytes, and `&mut self` makes
         // this the only reference.
@@ -128,7 +121,8 @@ mod tests {
     #[test]
     fn copies_and_aligns() {
         let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-        let b = PageBuf::copy_from(&data).unwrap();
+        let mut b = PageBuf::zeroed(data.len()).unwrap();
+        b.as_mut_slice().copy_from_slice(&data);
         assert_eq!(b.as_slice(), &data[..]);
         assert_eq!(b.as_ptr() as usize % PAGE, 0);
         b.flip_bit(8 * 4999 + 7).unwrap();

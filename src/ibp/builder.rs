@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::f32_bytes;
 use super::graph::{Conv2d, MAX_NODE_SIZE, Node, Op, Pool2d, check_size, out_extent, shape_size};
 use super::model::Model;
 use crate::context::Context;
@@ -31,10 +32,6 @@ fn finite(name: &str, v: &[f32]) -> Result<()> {
         )),
         None => Ok(()),
     }
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 impl Builder {

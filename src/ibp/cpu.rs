@@ -62,8 +62,7 @@ impl Network<'_> {
                     .for_each(|(o, &v)| *o = f64::from(v));
             } else {
                 let x = &values[node.input];
-                let in_size = self.nodes[node.input].size() as usize;
-                self.node(node, &values, x, in_size, items, &mut out);
+                self.node(node, &values, x, items, &mut out);
             }
             values.push(out);
         }
@@ -83,15 +82,7 @@ impl Network<'_> {
         }
     }
 
-    fn node(
-        &self,
-        node: &Node,
-        values: &[Boxes],
-        x: &Boxes,
-        n_in: usize,
-        items: usize,
-        out: &mut Boxes,
-    ) {
+    fn node(&self, node: &Node, values: &[Boxes], x: &Boxes, items: usize, out: &mut Boxes) {
         let n = node.size() as usize;
         match &node.op {
             Op::Input => {}
@@ -212,7 +203,6 @@ impl Network<'_> {
                 true,
             ),
         }
-        let _ = n_in;
     }
 
     #[allow(clippy::too_many_arguments)]

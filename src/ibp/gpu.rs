@@ -4,6 +4,7 @@
 
 use std::ffi::c_void;
 
+use super::f32_bytes;
 use super::graph::{Node, Op};
 use super::model::{Model, Request};
 use super::spec::Spec;
@@ -547,10 +548,6 @@ fn write_out(
     host_out: bool,
     stream: &Stream,
 ) -> Result<()> {
-    let (bl, bh): (Vec<u8>, Vec<u8>) = (
-        lo.iter().flat_map(|v| v.to_ne_bytes()).collect(),
-        hi.iter().flat_map(|v| v.to_ne_bytes()).collect(),
-    );
     if host_out {
         // SAFETY: `out` are the caller's host buffers of lo.len() floats.
         unsafe {
@@ -559,8 +556,8 @@ fn write_out(
         }
         Ok(())
     } else {
-        copy_to_device(out[0].cast(), &bl, stream)?;
-        copy_to_device(out[1].cast(), &bh, stream)?;
+        copy_to_device(out[0].cast(), &f32_bytes(lo), stream)?;
+        copy_to_device(out[1].cast(), &f32_bytes(hi), stream)?;
         stream.sync()
     }
 }
@@ -578,9 +575,8 @@ pub fn propagate(
     let n_in = req.in_lo.len();
     let dl = DeviceAlloc::new(n_in * 4, &stream, "IBP inputs")?;
     let dh = DeviceAlloc::new(n_in * 4, &stream, "IBP inputs")?;
-    let as_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_ne_bytes()).collect() };
-    copy_to_device(dl.ptr(), &as_bytes(req.in_lo), &stream)?;
-    copy_to_device(dh.ptr(), &as_bytes(req.in_hi), &stream)?;
+    copy_to_device(dl.ptr(), &f32_bytes(req.in_lo), &stream)?;
+    copy_to_device(dh.ptr(), &f32_bytes(req.in_hi), &stream)?;
     let upto = nodes_to_run(model, req.spec);
     let (_workspace, values) = run(
         model,

@@ -18,3 +18,9 @@ pub mod spec;
 pub use builder::Builder;
 pub use model::{Memory, Model, Request};
 pub use spec::Spec;
+
+/// f32 values as native-endian bytes: how weights are sealed (the host view and the GPU
+/// kernels read them in place as f32) and how boxes are copied to the device.
+pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_ne_bytes()).collect()
+}

@@ -76,6 +76,19 @@ impl TreeLayout {
     }
 }
 
+/// A zeroed kept level of `regions` hashes; a failed allocation is `OutOfMemory`, never an
+/// abort.
+pub fn zeroed_level(regions: u64) -> crate::error::Result<Vec<Hash>> {
+    use crate::error::VramError;
+    let n =
+        usize::try_from(regions).map_err(|_| VramError::out_of_memory("region level too large"))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| VramError::out_of_memory("host allocation of the region level failed"))?;
+    v.resize(n, [0u8; 32]);
+    Ok(v)
+}
+
 /// Checks a caller's leaf size.
 pub fn check_leaf_size(leaf_size: u32) -> Result<(), String> {
     if !leaf_size.is_power_of_two() || !(MIN_LEAF_SIZE..=MAX_LEAF_SIZE).contains(&leaf_size) {

@@ -13,7 +13,7 @@ use std::ffi::{c_int, c_void};
 use super::{CheckJob, Damage};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::seal::ct::hash_eq;
-use crate::seal::merkle::{Hash, TreeLayout};
+use crate::seal::merkle::{Hash, TreeLayout, zeroed_level};
 use ffi::{LvkJob, check};
 use runtime::{DeviceAlloc, DeviceScope, Event, Stream, copy_to_device, copy_to_host};
 
@@ -314,7 +314,7 @@ impl CudaBackend {
             });
             total += layout.regions();
         }
-        let mut fresh = try_level(total)?;
+        let mut fresh = zeroed_level(total)?;
         if jobs.is_empty() {
             meanwhile();
             return Ok(fresh);
@@ -396,15 +396,6 @@ fn annotate_oom(e: VramError, len: u64, device: i32) -> VramError {
 
 fn to_usize(n: u64) -> Result<usize> {
     usize::try_from(n).map_err(|_| VramError::out_of_memory("size exceeds the address space"))
-}
-
-fn try_level(n: u64) -> Result<Vec<Hash>> {
-    let n = to_usize(n)?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n)
-        .map_err(|_| VramError::out_of_memory("host memory for region roots"))?;
-    v.resize(n, [0u8; 32]);
-    Ok(v)
 }
 
 /// The device layer's error paths. Run on the GPU machine; without a GPU they say so and pass.
