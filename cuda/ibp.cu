@@ -3,15 +3,14 @@
 // computed bound is a rigorous bound of the exact one with no error bookkeeping: products of
 // f32 weights and f64 bounds inside __fma_rd/__fma_ru are rounded once, in the safe direction.
 // A NaN (only from inf - inf or 0 * inf) is widened to -inf / +inf at the end of each output.
-#include <cuda_runtime.h>
-#include <math_constants.h>
-
+#include "ibp_common.cuh"
 #include "lvk.h"
 
 namespace {
 
-__device__ __forceinline__ double fix_lo(double v) { return v != v ? -CUDART_INF : v; }
-__device__ __forceinline__ double fix_hi(double v) { return v != v ? CUDART_INF : v; }
+using lvk_ibp::ConvShape;
+using lvk_ibp::fix_hi;
+using lvk_ibp::fix_lo;
 
 // Box of f32 inputs to f64, checking NaN and lower > upper (first bad index to *bad).
 __global__ void to_f64_kernel(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
@@ -24,7 +23,9 @@ __global__ void to_f64_kernel(const float *lo, const float *hi, double *dlo, dou
     }
 }
 
-__global__ void to_f32_kernel(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n) {
+__global__ void to_f32_kernel(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n,
+                              const unsigned long long *guard) {
+    if (*guard != ~0ull) return; // a bad input box: the call fails and writes nothing
     for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
         lo[i] = __double2float_rd(dlo[i]);
         hi[i] = __double2float_ru(dhi[i]);
@@ -226,46 +227,26 @@ __global__ void __launch_bounds__(256) linear_tiled_kernel(const float *w, const
     }
 }
 
-// Direct 2-D convolution (NCHW, weight [cout][cin/groups][kh][kw]): one thread per output
-// element of one batch item, directed-rounding FMAs as in the linear kernels.
-struct ConvShape {
-    uint32_t cin, h, w, cout, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw, groups;
-};
-
+// Direct 2-D convolution (GPUs without FP64 tensor cores): one thread per output element of
+// one batch item, directed-rounding FMAs as in the linear kernels.
 __global__ void conv2d_kernel(const float *wt, const float *bias, ConvShape c, uint32_t batch, const double *lo,
-                              const double *hi, double *olo, double *ohi) {
+                              const double *hi, double *olo, double *ohi, bool relu) {
     uint64_t n_out = (uint64_t)c.cout * c.oh * c.ow;
     uint64_t total = n_out * batch;
-    uint32_t cin_g = c.cin / c.groups, cout_g = c.cout / c.groups;
     for (uint64_t idx = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; idx < total; idx += (uint64_t)gridDim.x * blockDim.x) {
         uint64_t b = idx / n_out, r = idx % n_out;
         uint32_t co = r / (c.oh * c.ow), y = (r / c.ow) % c.oh, x = r % c.ow;
-        uint32_t g = co / cout_g;
-        const double *l = lo + b * (uint64_t)c.cin * c.h * c.w, *u = hi + b * (uint64_t)c.cin * c.h * c.w;
-        double acc_lo = 0.0, acc_hi = 0.0;
-        for (uint32_t ci = 0; ci < cin_g; ci++) {
-            uint32_t cc = g * cin_g + ci;
-            for (uint32_t ky = 0; ky < c.kh; ky++) {
-                int iy = (int)(y * c.sh + ky * c.dh) - (int)c.ph;
-                if (iy < 0 || iy >= (int)c.h) continue;
-                for (uint32_t kx = 0; kx < c.kw; kx++) {
-                    int ix = (int)(x * c.sw + kx * c.dw) - (int)c.pw;
-                    if (ix < 0 || ix >= (int)c.w) continue;
-                    double wv = wt[((co * cin_g + ci) * c.kh + ky) * c.kw + kx];
-                    if (wv == 0.0) continue;
-                    uint64_t xi = ((uint64_t)cc * c.h + iy) * c.w + ix;
-                    bool pos = wv > 0.0;
-                    acc_lo = __fma_rd(wv, pos ? l[xi] : u[xi], acc_lo);
-                    acc_hi = __fma_ru(wv, pos ? u[xi] : l[xi], acc_hi);
-                }
-            }
-        }
+        double acc_lo, acc_hi;
+        lvk_ibp::conv_element(c, wt, lo, hi, b, co, y, x, acc_lo, acc_hi);
         if (bias != nullptr) {
             acc_lo = __dadd_rd(acc_lo, (double)bias[co]);
             acc_hi = __dadd_ru(acc_hi, (double)bias[co]);
         }
-        olo[idx] = fix_lo(acc_lo);
-        ohi[idx] = fix_hi(acc_hi);
+        acc_lo = fix_lo(acc_lo);
+        acc_hi = fix_hi(acc_hi);
+        if (relu) { acc_lo = fmax(acc_lo, 0.0); acc_hi = fmax(acc_hi, 0.0); } // fused ReLU: exact
+        olo[idx] = acc_lo;
+        ohi[idx] = acc_hi;
     }
 }
 
@@ -335,9 +316,10 @@ extern "C" int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, dou
     return cudaGetLastError();
 }
 
-extern "C" int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n, void *stream) {
-    if (lo == nullptr || hi == nullptr || dlo == nullptr || dhi == nullptr) return cudaErrorInvalidValue;
-    to_f32_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(dlo, dhi, lo, hi, n);
+extern "C" int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n,
+                              const unsigned long long *guard, void *stream) {
+    if (lo == nullptr || hi == nullptr || dlo == nullptr || dhi == nullptr || guard == nullptr) return cudaErrorInvalidValue;
+    to_f32_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(dlo, dhi, lo, hi, n, guard);
     return cudaGetLastError();
 }
 
@@ -395,13 +377,14 @@ extern "C" int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, 
 }
 
 extern "C" int lvk_ibp_conv2d(const float *w, const float *bias, const uint32_t shape[15], uint32_t batch,
-                              const double *lo, const double *hi, double *olo, double *ohi, void *stream) {
+                              const double *lo, const double *hi, double *olo, double *ohi, int relu, void *stream) {
     if (w == nullptr || shape == nullptr || lo == nullptr || hi == nullptr || olo == nullptr || ohi == nullptr) return cudaErrorInvalidValue;
     ConvShape c = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], shape[7],
                    shape[8], shape[9], shape[10], shape[11], shape[12], shape[13], shape[14]};
     if (c.groups == 0 || c.cin % c.groups || c.cout % c.groups) return cudaErrorInvalidValue;
     uint64_t total = (uint64_t)c.cout * c.oh * c.ow * batch;
-    conv2d_kernel<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(w, bias, c, batch, lo, hi, olo, ohi);
+    conv2d_kernel<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(w, bias, c, batch, lo, hi, olo, ohi,
+                                                                                    relu != 0);
     return cudaGetLastError();
 }
 

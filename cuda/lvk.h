@@ -32,6 +32,11 @@ int lvk_event_destroy(void *event);
 
 int lvk_malloc_async(void **ptr, size_t size, void *stream);
 int lvk_free_async(void *ptr, void *stream);
+/* Scratch memory (IBP workspaces) from libvram's pool for the current device, which keeps up
+ * to LVK_SCRATCH_KEEP bytes mapped between calls; freed with lvk_free_async. */
+#define LVK_SCRATCH_KEEP (1ull << 30)
+int lvk_scratch_malloc_async(void **ptr, size_t size, void *stream);
+int lvk_memset_async(void *ptr, int value, size_t n, void *stream);
 int lvk_memcpy_h2d_async(void *dst, const void *src, size_t n, void *stream);
 int lvk_memcpy_d2h_async(void *dst, const void *src, size_t n, void *stream);
 /* Makes `waiter` wait for all work queued so far on `signaller`. */
@@ -59,7 +64,9 @@ int lvk_region_roots(const lvk_job *jobs, uint32_t n_jobs, uint64_t total_region
  * ([batch][features]); every operation rounds outward. */
 int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
                    unsigned long long *first_bad, void *stream);
-int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n, void *stream);
+/* Writes nothing unless *guard (the first-bad flag of lvk_ibp_to_f64) is all ones. */
+int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n,
+                   const unsigned long long *guard, void *stream);
 int lvk_ibp_normalize(const double *params, uint32_t n, uint64_t total, const double *lo,
                       const double *hi, double *olo, double *ohi, void *stream);
 int lvk_ibp_activation(int kind, double alpha, uint64_t n, const double *lo, const double *hi,
@@ -68,7 +75,7 @@ int lvk_ibp_add(uint64_t n, const double *alo, const double *ahi, const double *
                 const double *bhi, double *olo, double *ohi, void *stream);
 /* shape: cin, h, w, cout, oh, ow, kh, kw, stride h/w, pad h/w, dilation h/w, groups. */
 int lvk_ibp_conv2d(const float *w, const float *bias, const uint32_t shape[15], uint32_t batch,
-                   const double *lo, const double *hi, double *olo, double *ohi, void *stream);
+                   const double *lo, const double *hi, double *olo, double *ohi, int relu, void *stream);
 /* shape: c, h, w, oh, ow, kh, kw, stride h/w, pad h/w. */
 int lvk_ibp_pool(int is_max, const uint32_t shape[11], uint32_t batch, const double *lo,
                  const double *hi, double *olo, double *ohi, void *stream);
@@ -76,10 +83,21 @@ int lvk_ibp_pool(int is_max, const uint32_t shape[11], uint32_t batch, const dou
 int lvk_ibp_batchnorm(const float *params, double eps, uint32_t channels, uint32_t per_channel,
                       uint32_t batch, const double *lo, const double *hi, double *olo, double *ohi,
                       void *stream);
-/* relu != 0 applies ReLU to the outputs (a fused following ReLU layer). */
+/* relu != 0 applies ReLU to the outputs (a fused following ReLU layer), here and in conv2d. */
 int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
                    const double *lo, const double *hi, double *olo, double *ohi, int relu,
                    void *stream);
+
+
+/* FP64 tensor-core versions (cuda/ibp_mma.cu), for devices of compute capability 9.0 or newer
+ * (lvk_ibp_mma_available): centre / radius products with a rounding-error term. */
+int lvk_ibp_mma_available(int *yes);
+int lvk_ibp_linear_mma(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
+                       const double *lo, const double *hi, double *olo, double *ohi, int relu,
+                       void *stream);
+int lvk_ibp_conv2d_mma(const float *w, const float *bias, const uint32_t shape[15], uint32_t batch,
+                       const double *lo, const double *hi, double *olo, double *ohi, int relu,
+                       void *stream);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,8 @@
 // keep running, so nothing here synchronises the whole device.
 #include <cuda_runtime.h>
 
+#include <pthread.h>
+
 #include "lvk.h"
 
 extern "C" int lvk_device_count(int *count) {
@@ -86,6 +88,63 @@ extern "C" int lvk_malloc_async(void **ptr, size_t size, void *stream) {
     cudaError_t e = cudaMallocAsync(&p, size, static_cast<cudaStream_t>(stream));
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); // clear the sticky-free error so later calls are not blamed
+        return e;
+    }
+    *ptr = p;
+    return cudaSuccess;
+}
+
+namespace {
+// Scratch pools, one per device, created on first use. The device's default pool hands
+// freed memory back to the driver at every synchronisation, so a propagation that needs
+// hundreds of MB of bounds would map and unmap them on every call (measured: 0.2 ms for
+// 134 MB); this pool keeps up to LVK_SCRATCH_KEEP bytes mapped between calls instead.
+constexpr int MAX_DEVICES = 64;
+cudaMemPool_t scratch_pools[MAX_DEVICES];
+pthread_mutex_t scratch_lock = PTHREAD_MUTEX_INITIALIZER; // libc's: libvram does not link libstdc++
+
+cudaError_t scratch_pool(cudaMemPool_t *out) {
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    if (dev < 0 || dev >= MAX_DEVICES) return cudaErrorInvalidDevice;
+    if (pthread_mutex_lock(&scratch_lock) != 0) return cudaErrorUnknown;
+    e = cudaSuccess;
+    if (scratch_pools[dev] == nullptr) {
+        cudaMemPoolProps props = {};
+        props.allocType = cudaMemAllocationTypePinned;
+        props.location.type = cudaMemLocationTypeDevice;
+        props.location.id = dev;
+        cudaMemPool_t pool = nullptr;
+        e = cudaMemPoolCreate(&pool, &props);
+        if (e == cudaSuccess) {
+            uint64_t keep = LVK_SCRATCH_KEEP;
+            e = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+            if (e == cudaSuccess) scratch_pools[dev] = pool;
+            else (void)cudaMemPoolDestroy(pool);
+        }
+    }
+    *out = scratch_pools[dev];
+    (void)pthread_mutex_unlock(&scratch_lock);
+    return e;
+}
+} // namespace
+
+extern "C" int lvk_memset_async(void *ptr, int value, size_t n, void *stream) {
+    if (ptr == nullptr) return cudaErrorInvalidValue;
+    return cudaMemsetAsync(ptr, value, n, static_cast<cudaStream_t>(stream));
+}
+
+extern "C" int lvk_scratch_malloc_async(void **ptr, size_t size, void *stream) {
+    if (ptr == nullptr || size == 0) return cudaErrorInvalidValue;
+    *ptr = nullptr;
+    cudaMemPool_t pool = nullptr;
+    cudaError_t e = scratch_pool(&pool);
+    if (e != cudaSuccess) return e;
+    void *p = nullptr;
+    e = cudaMallocFromPoolAsync(&p, size, pool, static_cast<cudaStream_t>(stream));
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
         return e;
     }
     *ptr = p;

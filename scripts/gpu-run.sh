@@ -37,13 +37,12 @@ done
 echo "== model_demo" | tee -a "$log"
 if .gpu/model_demo > "$OUT/demo.txt" 2>&1; then cat "$OUT/demo.txt"; else cat "$OUT/demo.txt"; echo "FAILED: model_demo" | tee -a "$log"; failed=$((failed + 1)); fi
 
-echo "== kernel design study (bench/merkle_variants.cu, built here with the machine's nvcc)"
-if nvcc -O3 -std=c++17 -arch=sm_90 -Icuda bench/merkle_variants.cu -o /tmp/merkle_variants 2>&1; then
-  /tmp/merkle_variants > "$OUT/bench-merkle_variants.md" 2>&1 || { echo "FAILED: merkle_variants"; failed=$((failed + 1)); }
-  cat "$OUT/bench-merkle_variants.md"
-else
-  echo "nvcc not available: design study skipped"
-fi
+for study in .gpu/studies/*; do
+  name=$(basename "$study")
+  echo "== kernel design study $name (bench/$name.cu)"
+  "$study" > "$OUT/bench-$name.md" 2>&1 || { echo "FAILED: $name"; failed=$((failed + 1)); }
+  cat "$OUT/bench-$name.md"
+done
 
 for b in .gpu/bench/*; do
   name=$(basename "$b")

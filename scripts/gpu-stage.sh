@@ -2,7 +2,7 @@
 # Builds everything the GPU machine runs (it has no Rust toolchain) into .gpu/: release test
 # binaries, benchmark binaries, libvram.so and the C examples, stripped. Then run, there,
 #   scripts/gpu-run.sh        (writes results to $OUT)
-# .gpu/ is ignored by git; pass it to the device runner as a carried path.
+# .gpu/ and .gpu.tar.xz are ignored by git; pass the archive to the device runner as a carried path.
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$VRAM_ROOT"
@@ -29,6 +29,13 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 cp -P build/lib/libvram.so* .gpu/lib/
 cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu .gpu/
+# Kernel design studies (bench/*.cu: each includes the kernels it studies), for Hopper.
+mkdir -p .gpu/studies
+cuda_lib="$(dirname "$(dirname "$NVCC")")/lib"
+for src in bench/*.cu; do
+  "$NVCC" -O3 -std=c++17 -arch=sm_90 -Icuda -ftz=false -prec-div=true -prec-sqrt=true \
+    -L"$cuda_lib" "$src" -o ".gpu/studies/$(basename "${src%.cu}")"
+done
 # A few ACAS Xu networks for the GPU tests and benchmark (the data stays outside the repository;
 # .gpu/ is ignored and only travels to the GPU machine).
 acas="${VRAM_ACASXU_DIR:-$VRAM_ROOT/../shared/data/acasxu}"
@@ -40,4 +47,8 @@ else
 fi
 strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu
 du -sh .gpu
+# The device runner carries at most 64 MiB: ship one compressed archive (unpack there with
+#   tar -xJf .gpu.tar.xz).
+tar -cf - .gpu | xz -T0 -6 > .gpu.tar.xz
+du -sh .gpu.tar.xz
 ls .gpu/tests .gpu/bench

@@ -127,7 +127,8 @@ fn random_mlps_enclose_exact_bounds() {
         ];
         let net = random_mlp(&mut r, &dims, 1.0);
         let m = build(ctx.0, &format!("mlp{trial}"), &net);
-        let batch = 5;
+        // Batches over 8 take the GPU's large-batch kernels (tensor cores on Hopper).
+        let batch = if trial % 2 == 0 { 5 } else { 19 };
         let n = dims[0];
         let mut lo = Vec::new();
         let mut hi = Vec::new();
@@ -159,12 +160,6 @@ fn random_mlps_enclose_exact_bounds() {
 
 #[test]
 fn conv_pool_add_networks_enclose_exact_bounds() {
-    if test_backend() == vram_backend::VRAM_BACKEND_CUDA {
-        println!(
-            "SKIPPED conv_pool_add on CUDA: conv2d and pooling have no GPU kernels yet (CPU path only)"
-        );
-        return;
-    }
     let ctx = Ctx::new();
     let mut r = Rng(42);
     for trial in 0..4 {
@@ -249,22 +244,28 @@ fn huge_and_tiny_magnitudes() {
         let m = build(ctx.0, "mag", &net);
         let lo: Vec<f32> = (0..4).map(|_| r.unit() * input - input * 0.01).collect();
         let hi: Vec<f32> = lo.iter().map(|l| l + input * 0.02).collect();
-        let (ol, oh) = propagate(m, &lo, &hi, 1);
-        if out.is_infinite() {
-            // 1e18 · 1e18 · 1e18 overflows f32: bounds must say so (±∞), never NaN.
-            assert!(ol.iter().chain(&oh).all(|v| !v.is_nan()));
-            assert!(ol.iter().zip(&oh).all(|(l, h)| l <= h));
-        } else {
-            check(
-                &net,
-                &lo,
-                &hi,
-                &ol,
-                &oh,
-                1e-4,
-                out,
-                &format!("scale {scale} input {input}"),
-            );
+        // One item, and 12 copies (the GPU's large-batch kernels).
+        for batch in [1, 12] {
+            let (bl, bh) = (lo.repeat(batch), hi.repeat(batch));
+            let (ol, oh) = propagate(m, &bl, &bh, batch);
+            if out.is_infinite() {
+                // 1e18 · 1e18 · 1e18 overflows f32: bounds must say so (±∞), never NaN.
+                assert!(ol.iter().chain(&oh).all(|v| !v.is_nan()));
+                assert!(ol.iter().zip(&oh).all(|(l, h)| l <= h));
+                continue;
+            }
+            for b in 0..batch {
+                check(
+                    &net,
+                    &lo,
+                    &hi,
+                    &ol[b * 3..b * 3 + 3],
+                    &oh[b * 3..b * 3 + 3],
+                    1e-4,
+                    out,
+                    &format!("scale {scale} input {input} item {b} of {batch}"),
+                );
+            }
         }
         ibp_model_free(m);
     }
@@ -278,22 +279,25 @@ fn infinities_propagate_soundly_without_nan() {
     let m = build(ctx.0, "inf", &net);
     let lo = [f32::NEG_INFINITY, -1.0, 0.5];
     let hi = [1.0, f32::INFINITY, 0.5];
-    let (ol, oh) = propagate(m, &lo, &hi, 1);
-    assert!(ol.iter().chain(&oh).all(|v| !v.is_nan()));
-    // Sampled points of the box, evaluated exactly, lie inside.
-    for t in 0..200 {
-        let x = [-(t as f32) * 1e3, (t as f32) * 7e2, 0.5];
-        let xl: Vec<f32> = x.to_vec();
-        let (el, eh) = exact(&net, &xl, &xl);
-        for i in 0..2 {
-            assert!(q(ol[i].max(f32::MIN)) <= el[i] || ol[i] == f32::NEG_INFINITY);
-            assert!(q(oh[i].min(f32::MAX)) >= eh[i] || oh[i] == f32::INFINITY);
+    // One item, and 12 copies (the GPU's large-batch kernels).
+    for batch in [1, 12] {
+        let (ol, oh) = propagate(m, &lo.repeat(batch), &hi.repeat(batch), batch);
+        assert!(ol.iter().chain(&oh).all(|v| !v.is_nan()));
+        // Sampled points of the box, evaluated exactly, lie inside every item's bounds.
+        for t in 0..200 {
+            let x = [-(t as f32) * 1e3, (t as f32) * 7e2, 0.5];
+            let xl: Vec<f32> = x.to_vec();
+            let (el, eh) = exact(&net, &xl, &xl);
+            for i in 0..2 * batch {
+                assert!(q(ol[i].max(f32::MIN)) <= el[i % 2] || ol[i] == f32::NEG_INFINITY);
+                assert!(q(oh[i].min(f32::MAX)) >= eh[i % 2] || oh[i] == f32::INFINITY);
+            }
         }
+        let all_inf = [f32::NEG_INFINITY; 3].repeat(batch);
+        let pos_inf = [f32::INFINITY; 3].repeat(batch);
+        let (ol, oh) = propagate(m, &all_inf, &pos_inf, batch);
+        assert!(ol.iter().chain(&oh).all(|v| !v.is_nan()));
     }
-    let all_inf = [f32::NEG_INFINITY; 3];
-    let pos_inf = [f32::INFINITY; 3];
-    let (ol, oh) = propagate(m, &all_inf, &pos_inf, 1);
-    assert!(ol.iter().chain(&oh).all(|v| !v.is_nan()));
     ibp_model_free(m);
 }
 

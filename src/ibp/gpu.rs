@@ -33,11 +33,11 @@ impl Bounds {
     }
 }
 
-/// Whether node `k` (linear) can apply the ReLU of node `k + 1` in its own epilogue: the ReLU
-/// is its only consumer, so nothing else reads the pre-activation bounds.
+/// Whether node `k` (linear or conv2d) can apply the ReLU of node `k + 1` in its own epilogue:
+/// the ReLU is its only consumer, so nothing else reads the pre-activation bounds.
 fn relu_fuses_into(nodes: &[Node], k: usize, upto: usize) -> bool {
     k + 1 < upto
-        && matches!(nodes[k].op, Op::Linear { .. })
+        && matches!(nodes[k].op, Op::Linear { .. } | Op::Conv2d { .. })
         && matches!(nodes[k + 1].op, Op::Relu)
         && nodes[k + 1].input == k
         && !nodes.iter().enumerate().any(|(j, n)| {
@@ -70,6 +70,22 @@ fn u32_of(n: u64, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| VramError::invalid(what, "is too large for the GPU kernels"))
 }
 
+/// Whether linear layers of large batches and convolutions run on FP64 tensor cores (compute
+/// capability 9.0 and newer). `VRAM_IBP_TENSOR_CORES=0` keeps every layer on the
+/// directed-rounding SIMT kernels: how the tests cover those on a Hopper GPU.
+fn tensor_cores() -> Result<bool> {
+    if std::env::var_os("VRAM_IBP_TENSOR_CORES").is_some_and(|v| v == "0") {
+        return Ok(false);
+    }
+    let mut yes = 0;
+    // SAFETY: `yes` is a valid out-pointer for the call.
+    check(
+        unsafe { ffi::lvk_ibp_mma_available(&mut yes) },
+        "device query",
+    )?;
+    Ok(yes != 0)
+}
+
 fn stream_for(stream: Option<*mut c_void>) -> Result<Stream> {
     match stream {
         Some(s) if !s.is_null() => Ok(Stream::borrowed(s)),
@@ -77,9 +93,16 @@ fn stream_for(stream: Option<*mut c_void>) -> Result<Stream> {
     }
 }
 
-/// Runs nodes `0..upto` on device f32 boxes and returns their f64 bounds (views into the
-/// returned workspace), after checking every input box (NaN or lower > upper is an error, and
-/// nothing is written).
+/// The queued propagation: the workspace, each node's bounds in it, and the device flag that
+/// holds the first bad input element (all ones when every box is valid).
+struct Run<'s> {
+    _workspace: DeviceAlloc<'s>,
+    values: Vec<Bounds>,
+    bad: *const u64,
+}
+
+/// Queues nodes `0..upto` on device f32 boxes (nothing is synchronised): their f64 bounds are
+/// views into the returned workspace, and every input box is checked on the device.
 fn run<'s>(
     model: &Model,
     batch: usize,
@@ -87,10 +110,11 @@ fn run<'s>(
     in_hi: *const f32,
     upto: usize,
     stream: &'s Stream,
-) -> Result<(DeviceAlloc<'s>, Vec<Bounds>)> {
+) -> Result<Run<'s>> {
     let b = u32_of(batch as u64, "batch")?;
     let nodes = model.nodes();
     let fused: Vec<bool> = (0..upto).map(|k| relu_fuses_into(nodes, k, upto)).collect();
+    let mma = tensor_cores()?;
     // Workspace layout: the box-check flag, then each node's lower and upper bounds (a fused
     // ReLU shares its linear layer's buffer), each part 256-byte aligned.
     let mut offsets = Vec::with_capacity(upto);
@@ -108,7 +132,7 @@ fn run<'s>(
             .checked_add((2 * n * 8).next_multiple_of(256))
             .ok_or_else(|| VramError::out_of_memory("bounds too large"))?;
     }
-    let mem = DeviceAlloc::new(total, stream, "IBP workspace")?;
+    let mem = DeviceAlloc::scratch(total, stream, "IBP workspace")?;
     let base = mem.ptr();
     let values: Vec<Bounds> = offsets
         .iter()
@@ -120,7 +144,11 @@ fn run<'s>(
     let bad: *mut u64 = base.cast();
     let input = values[0];
     let n_in = batch * model.input_size();
-    copy_to_device(base, &u64::MAX.to_ne_bytes(), stream)?;
+    // SAFETY: the flag's 8 bytes lie at the start of the workspace.
+    check(
+        unsafe { ffi::lvk_memset_async(base.cast(), 0xff, 8, stream.raw()) },
+        "IBP input check",
+    )?;
     // SAFETY: the caller's boxes hold n_in floats each in device memory (caller's contract);
     // the destination views hold n_in values each inside the workspace.
     check(
@@ -159,7 +187,7 @@ fn run<'s>(
                     .iter()
                     .flat_map(|v| v.iter().flat_map(|x| x.to_ne_bytes()))
                     .collect();
-                let dev = DeviceAlloc::new(p.len(), stream, "normalisation")?;
+                let dev = DeviceAlloc::scratch(p.len(), stream, "normalisation")?;
                 copy_to_device(dev.ptr(), &p, stream)?;
                 // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 let c = unsafe {
@@ -192,9 +220,15 @@ fn run<'s>(
                     u32_of(*in_features, "in_features")?,
                     u32_of(*out_features, "out_features")?,
                 );
+                // Batches of up to 8 are weight-bandwidth bound: the GEMV kernel suits them.
+                let linear = if mma && b > 8 {
+                    ffi::lvk_ibp_linear_mma
+                } else {
+                    ffi::lvk_ibp_linear
+                };
                 // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
-                    ffi::lvk_ibp_linear(
+                    linear(
                         w,
                         bp,
                         fi,
@@ -278,9 +312,14 @@ fn run<'s>(
                     .iter()
                     .map(|&d| u32_of(d, "conv2d shape"))
                     .collect::<Result<_>>()?;
+                let conv2d = if mma {
+                    ffi::lvk_ibp_conv2d_mma
+                } else {
+                    ffi::lvk_ibp_conv2d
+                };
                 // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
-                    ffi::lvk_ibp_conv2d(
+                    conv2d(
                         w,
                         bp,
                         shape.as_ptr(),
@@ -289,6 +328,7 @@ fn run<'s>(
                         xh,
                         out.lo(),
                         out.hi(),
+                        i32::from(fused[k]),
                         stream.raw(),
                     )
                 }
@@ -350,8 +390,17 @@ fn run<'s>(
         };
         check(code, &format!("IBP {} kernel", node.kind()))?;
     }
+    Ok(Run {
+        _workspace: mem,
+        values,
+        bad: bad.cast_const(),
+    })
+}
+
+/// Waits for the queued work and fails if an input box was NaN or had lower > upper.
+fn inputs_ok(bad: *const u64, stream: &Stream) -> Result<()> {
     let mut first_bad = [0u8; 8];
-    copy_to_host(&mut first_bad, bad.cast_const().cast(), stream)?;
+    copy_to_host(&mut first_bad, bad.cast(), stream)?;
     stream.sync()?;
     let first_bad = u64::from_ne_bytes(first_bad);
     if first_bad != u64::MAX {
@@ -360,7 +409,7 @@ fn run<'s>(
             format!("element {first_bad} is NaN or has lower > upper"),
         ));
     }
-    Ok((mem, values))
+    Ok(())
 }
 
 /// The nodes to run on the device: all of them, or all but a final linear layer that a spec
@@ -450,17 +499,22 @@ fn fold_on_host(
     write_out(&rl, &rh, out, host_out, stream)
 }
 
-/// Rounds the final f64 bounds to f32 into `out`, or applies a spec on the host.
+/// Rounds the final f64 bounds to f32 into `out`, or applies a spec on the host; one
+/// synchronisation, and nothing is written when an input box was bad.
 fn finish(
     model: &Model,
     batch: usize,
-    values: &[Bounds],
+    run: &Run<'_>,
     spec: Option<&Spec>,
     out: [*mut f32; 2],
     host_out: bool,
     stream: &Stream,
 ) -> Result<()> {
+    let (values, bad) = (&run.values[..], run.bad);
     let n = batch * model.output_size();
+    if spec.is_some() {
+        inputs_ok(bad, stream)?;
+    }
     if let (Some(s), true) = (spec, values.len() < model.nodes().len()) {
         return fold_on_host(model, batch, values, s, out, host_out, stream);
     }
@@ -502,23 +556,31 @@ fn finish(
         }
         return write_out(&rl, &rh, out, host_out, stream);
     }
-    if host_out {
-        let scratch_lo = DeviceAlloc::new(n * 4, stream, "IBP outputs")?;
-        let scratch_hi = DeviceAlloc::new(n * 4, stream, "IBP outputs")?;
-        // SAFETY: n values in each buffer.
-        check(
-            unsafe {
-                ffi::lvk_ibp_to_f32(
-                    last.lo(),
-                    last.hi(),
-                    scratch_lo.ptr().cast(),
-                    scratch_hi.ptr().cast(),
-                    n as u64,
-                    stream.raw(),
-                )
-            },
-            "IBP output conversion",
-        )?;
+    let (dst_lo, dst_hi, scratch) = if host_out {
+        let scratch = DeviceAlloc::scratch(n * 8, stream, "IBP outputs")?;
+        let lo: *mut f32 = scratch.ptr().cast();
+        (lo, lo.wrapping_add(n), Some(scratch))
+    } else {
+        (out[0], out[1], None)
+    };
+    // SAFETY: n values in each source and destination (the caller's device buffers, or the
+    // scratch above); the kernel writes nothing unless the input flag is clear.
+    check(
+        unsafe {
+            ffi::lvk_ibp_to_f32(
+                last.lo(),
+                last.hi(),
+                dst_lo,
+                dst_hi,
+                n as u64,
+                bad,
+                stream.raw(),
+            )
+        },
+        "IBP output conversion",
+    )?;
+    if let Some(scratch) = scratch {
+        // Host boxes were checked on the host (Model::check_boxes), so the flag is clear here.
         // SAFETY: `out` are the caller's host buffers of n floats (checked by the caller).
         let (ol, oh) = unsafe {
             (
@@ -526,19 +588,10 @@ fn finish(
                 std::slice::from_raw_parts_mut(out[1].cast::<u8>(), n * 4),
             )
         };
-        copy_to_host(ol, scratch_lo.ptr(), stream)?;
-        copy_to_host(oh, scratch_hi.ptr(), stream)?;
-        stream.sync()
-    } else {
-        // SAFETY: `out` are the caller's device buffers of n floats (caller's contract).
-        check(
-            unsafe {
-                ffi::lvk_ibp_to_f32(last.lo(), last.hi(), out[0], out[1], n as u64, stream.raw())
-            },
-            "IBP output conversion",
-        )?;
-        stream.sync()
+        copy_to_host(ol, scratch.ptr(), stream)?;
+        copy_to_host(oh, scratch.ptr().wrapping_add(n * 4), stream)?;
     }
+    inputs_ok(bad, stream)
 }
 
 fn write_out(
@@ -573,12 +626,12 @@ pub fn propagate(
     let _scope = DeviceScope::enter(device(model)?)?;
     let stream = stream_for(stream)?;
     let n_in = req.in_lo.len();
-    let dl = DeviceAlloc::new(n_in * 4, &stream, "IBP inputs")?;
-    let dh = DeviceAlloc::new(n_in * 4, &stream, "IBP inputs")?;
+    let dl = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
+    let dh = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
     copy_to_device(dl.ptr(), &f32_bytes(req.in_lo), &stream)?;
     copy_to_device(dh.ptr(), &f32_bytes(req.in_hi), &stream)?;
     let upto = nodes_to_run(model, req.spec);
-    let (_workspace, values) = run(
+    let run = run(
         model,
         req.batch,
         dl.ptr().cast(),
@@ -589,7 +642,7 @@ pub fn propagate(
     finish(
         model,
         req.batch,
-        &values,
+        &run,
         req.spec,
         [out_lo.as_mut_ptr(), out_hi.as_mut_ptr()],
         true,
@@ -608,7 +661,7 @@ pub fn propagate_device(
 ) -> Result<()> {
     let _scope = DeviceScope::enter(device(model)?)?;
     let stream = stream_for(stream)?;
-    let (_workspace, values) = run(
+    let run = run(
         model,
         batch,
         inp[0],
@@ -616,5 +669,5 @@ pub fn propagate_device(
         nodes_to_run(model, spec),
         &stream,
     )?;
-    finish(model, batch, &values, spec, out, false, &stream)
+    finish(model, batch, &run, spec, out, false, &stream)
 }

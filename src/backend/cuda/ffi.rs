@@ -33,6 +33,13 @@ unsafe extern "C" {
     pub fn lvk_event_create(event: *mut *mut c_void) -> c_int;
     pub fn lvk_event_destroy(event: *mut c_void) -> c_int;
     pub fn lvk_malloc_async(ptr: *mut *mut c_void, size: usize, stream: *mut c_void) -> c_int;
+    pub fn lvk_memset_async(ptr: *mut c_void, value: c_int, n: usize, stream: *mut c_void)
+    -> c_int;
+    pub fn lvk_scratch_malloc_async(
+        ptr: *mut *mut c_void,
+        size: usize,
+        stream: *mut c_void,
+    ) -> c_int;
     pub fn lvk_free_async(ptr: *mut c_void, stream: *mut c_void) -> c_int;
     pub fn lvk_memcpy_h2d_async(
         dst: *mut c_void,
@@ -67,6 +74,7 @@ unsafe extern "C" {
         lo: *mut f32,
         hi: *mut f32,
         n: u64,
+        guard: *const u64,
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_ibp_normalize(
@@ -108,8 +116,23 @@ unsafe extern "C" {
         hi: *const f64,
         olo: *mut f64,
         ohi: *mut f64,
+        relu: c_int,
         stream: *mut c_void,
     ) -> c_int;
+    /// Same contract as `lvk_ibp_conv2d`, on FP64 tensor cores (`lvk_ibp_mma_available`).
+    pub fn lvk_ibp_conv2d_mma(
+        w: *const f32,
+        bias: *const f32,
+        shape: *const u32,
+        batch: u32,
+        lo: *const f64,
+        hi: *const f64,
+        olo: *mut f64,
+        ohi: *mut f64,
+        relu: c_int,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_ibp_mma_available(yes: *mut c_int) -> c_int;
     pub fn lvk_ibp_pool(
         is_max: c_int,
         shape: *const u32,
@@ -133,6 +156,20 @@ unsafe extern "C" {
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_ibp_linear(
+        w: *const f32,
+        bias: *const f32,
+        in_f: u32,
+        out_f: u32,
+        batch: u32,
+        lo: *const f64,
+        hi: *const f64,
+        olo: *mut f64,
+        ohi: *mut f64,
+        relu: c_int,
+        stream: *mut c_void,
+    ) -> c_int;
+    /// Same contract as `lvk_ibp_linear`, on FP64 tensor cores (`lvk_ibp_mma_available`).
+    pub fn lvk_ibp_linear_mma(
         w: *const f32,
         bias: *const f32,
         in_f: u32,

@@ -105,14 +105,23 @@ pub struct DeviceAlloc<'s> {
     stream: &'s Stream,
 }
 
+type AllocFn = unsafe extern "C" fn(*mut *mut c_void, usize, *mut c_void) -> c_int;
+
 impl<'s> DeviceAlloc<'s> {
     pub fn new(size: usize, stream: &'s Stream, what: &str) -> Result<Self> {
+        Self::with(lvk_malloc_async, size, stream, what)
+    }
+
+    /// Scratch for one call (IBP workspaces) from libvram's pool, which keeps up to 1 GiB per
+    /// GPU mapped between calls rather than remapping it every time.
+    pub fn scratch(size: usize, stream: &'s Stream, what: &str) -> Result<Self> {
+        Self::with(lvk_scratch_malloc_async, size, stream, what)
+    }
+
+    fn with(alloc: AllocFn, size: usize, stream: &'s Stream, what: &str) -> Result<Self> {
         let mut ptr = std::ptr::null_mut();
         // SAFETY: writes one pointer through a valid pointer; size > 0 is checked by lvk.
-        check(
-            unsafe { lvk_malloc_async(&mut ptr, size, stream.raw()) },
-            what,
-        )?;
+        check(unsafe { alloc(&mut ptr, size, stream.raw()) }, what)?;
         Ok(Self { ptr, stream })
     }
 

@@ -1,0 +1,250 @@
+// Design study for the IBP kernels (built and run on the GPU machine by scripts/gpu-run.sh):
+//  1. FP64 tensor-core peak of each mma.sync f64 shape (register-only loops);
+//  2. the sound centre / radius tensor-core linear kernel (cuda/ibp_mma.cu) with each mma
+//     shape, against the directed-rounding SIMT kernel (cuda/ibp.cu) on the same boxes: time,
+//     agreement, and enclosure of a long-double reference at sampled outputs;
+//  3. the same for a CIFAR-style convolution;
+//  4. the batch-1 GEMV chain of an 8 x 4096 MLP, kernels only, against the copy floor (a
+//     streaming-ring variant and a register-resident-input variant were slower: results in
+//     bench/results/gpu-h200-2026-11-22b/study-run*.md).
+// Output: markdown on stdout.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#define LVK_IBP_MMA_STUDY
+#include "../cuda/ibp.cu"
+#include "../cuda/ibp_mma.cu"
+#include "../cuda/vram_ops.cu"
+
+#define CK(x)                                                                                     \
+    do {                                                                                          \
+        cudaError_t e_ = (x);                                                                     \
+        if (e_ != cudaSuccess) {                                                                  \
+            printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);       \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
+
+template <int MK> __global__ void peak_kernel(double *out, int iters) {
+    double a[MK / 2], b[MK / 4], d[6][4];
+    for (int i = 0; i < MK / 2; i++) a[i] = 1.0 + threadIdx.x * 1e-9 + i;
+    for (int i = 0; i < MK / 4; i++) b[i] = 0.5 - threadIdx.x * 1e-9 + i;
+    for (int j = 0; j < 6; j++)
+        for (int e = 0; e < 4; e++) d[j][e] = 0.0;
+    for (int it = 0; it < iters; it++)
+#pragma unroll
+        for (int j = 0; j < 6; j++) mma<MK>(d[j], a, b);
+    double s = 0;
+    for (int j = 0; j < 6; j++)
+        for (int e = 0; e < 4; e++) s += d[j][e];
+    out[blockIdx.x * blockDim.x + threadIdx.x] = s;
+}
+
+struct Timer {
+    cudaEvent_t a, b;
+    Timer() { CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b)); }
+    template <class F> double ms(F f, int reps) {
+        f();
+        CK(cudaDeviceSynchronize());
+        std::vector<float> v;
+        for (int r = 0; r < reps; r++) {
+            CK(cudaEventRecord(a));
+            f();
+            CK(cudaEventRecord(b));
+            CK(cudaEventSynchronize(b));
+            float t;
+            CK(cudaEventElapsedTime(&t, a, b));
+            v.push_back(t);
+        }
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    }
+};
+
+static uint64_t rng = 88172645463325252ull;
+static double unit() {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+}
+
+template <class T> T *dev(const std::vector<T> &h) {
+    T *p;
+    CK(cudaMalloc(&p, h.size() * sizeof(T)));
+    CK(cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return p;
+}
+template <class T> std::vector<T> host(const T *p, size_t n) {
+    std::vector<T> h(n);
+    CK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+}
+
+// Largest |a - b| over the outputs, relative to the width (or 1e-9 of the magnitude for
+// point-like boxes).
+static void compare(const char *what, const std::vector<double> &al, const std::vector<double> &ah,
+                    const std::vector<double> &bl, const std::vector<double> &bh) {
+    double worst = 0;
+    for (size_t i = 0; i < al.size(); i++) {
+        double w = std::max(bh[i] - bl[i], 1e-9 * std::max(std::fabs(bl[i]), std::fabs(bh[i])) + 1e-300);
+        worst = std::max(worst, std::max(std::fabs(al[i] - bl[i]), std::fabs(ah[i] - bh[i])) / w);
+    }
+    printf("| %s | agreement with SIMT: max |diff| / width = %.2e |\n", what, worst);
+}
+
+static int linear_case(uint32_t M, uint32_t N, uint32_t K, int sms, Timer &t) {
+    std::vector<float> w((size_t)N * K), bias(N);
+    std::vector<double> lo((size_t)M * K), hi((size_t)M * K);
+    for (auto &x : w) x = (float)(unit() / std::sqrt((double)K));
+    for (auto &x : bias) x = (float)(0.1 * unit());
+    for (size_t i = 0; i < lo.size(); i++) {
+        double c = unit(), r = 0.01 * std::fabs(unit());
+        lo[i] = c - r;
+        hi[i] = c + r;
+    }
+    float *dw = dev(w), *db = dev(bias);
+    double *dl = dev(lo), *dh = dev(hi), *ol, *oh, *sl, *sh;
+    size_t n_out = (size_t)M * N;
+    CK(cudaMalloc(&ol, n_out * 8)); CK(cudaMalloc(&oh, n_out * 8));
+    CK(cudaMalloc(&sl, n_out * 8)); CK(cudaMalloc(&sh, n_out * 8));
+    double flop = 2.0 * 2.0 * M * (double)N * K; // two products (centre, radius)
+    double simt = t.ms([&] { CK((cudaError_t)lvk_ibp_linear(dw, db, K, N, M, dl, dh, sl, sh, 0, nullptr)); }, 5);
+    auto rl = host(sl, n_out), rh = host(sh, n_out);
+    printf("| linear M=%u N=%u K=%u | SIMT directed rounding | %.3f ms | %.1f TFLOP/s |\n", M, N, K, simt, flop / simt / 1e9);
+    int bad = 0;
+    auto run = [&](auto launcher, const char *name) {
+        Gemm p = {};
+        p.c = {K, 1, 1, N, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1};
+        p.w = dw; p.bias = db; p.lo = dl; p.hi = dh; p.olo = ol; p.ohi = oh;
+        p.M = M; p.N = N; p.K = K; p.total = n_out;
+        double ms = t.ms([&] { Gemm q = p; CK((cudaError_t)launcher(q, sms, nullptr)); }, 10);
+        auto gl = host(ol, n_out), gh = host(oh, n_out);
+        printf("| linear M=%u N=%u K=%u | tensor cores %s | %.3f ms | %.1f TFLOP/s |\n", M, N, K, name, ms, flop / ms / 1e9);
+        compare(name, gl, gh, rl, rh);
+        // Enclosure of a long-double reference at 200 sampled outputs.
+        for (int s = 0; s < 200; s++) {
+            size_t m = (size_t)(std::fabs(unit()) * M) % M, n = (size_t)(std::fabs(unit()) * N) % N;
+            long double lo_ref = bias[n], hi_ref = bias[n];
+            for (size_t k = 0; k < K; k++) {
+                long double wv = w[n * K + k];
+                lo_ref += wv > 0 ? wv * lo[m * K + k] : wv * hi[m * K + k];
+                hi_ref += wv > 0 ? wv * hi[m * K + k] : wv * lo[m * K + k];
+            }
+            long double slack = 1e-15L * (std::fabs((double)lo_ref) + std::fabs((double)hi_ref) + 1); // long double's own error
+            if ((long double)gl[m * N + n] > lo_ref + slack || (long double)gh[m * N + n] < hi_ref - slack) bad++;
+        }
+    };
+    // Tile<warps m, warps n, 8-column tiles per warp, k per stage, mma k, blocks per SM>
+    run(launch<Tile<2, 4, 4, 16, 4, 1>, false>, "64x128 warp 32x32 BK16 k4");
+    run(launch<Tile<2, 4, 2, 16, 4, 2>, false>, "64x64 warp 32x16 BK16 k4, 2 blocks/SM (chosen)");
+    run(launch<Tile<2, 4, 2, 16, 8, 2>, false>, "64x64 warp 32x16 BK16 k8, 2 blocks/SM");
+    run(launch<Tile<4, 2, 2, 16, 4, 2>, false>, "128x32 warp 32x16 BK16 k4, 2 blocks/SM");
+    run(launch<Tile<2, 2, 4, 16, 4, 2>, false>, "64x64 warp 32x32 BK16 k4, 4 warps, 2 blocks/SM");
+    printf("| linear M=%u N=%u K=%u | sampled outputs not enclosing the long-double reference: %d |\n", M, N, K, bad);
+    for (void *p : {(void *)dw, (void *)db, (void *)dl, (void *)dh, (void *)ol, (void *)oh, (void *)sl, (void *)sh}) CK(cudaFree(p));
+    return bad;
+}
+
+static int conv_case(uint32_t batch, int sms, Timer &t) {
+    // CIFAR-style second convolution: 32 -> 64 channels, 16 x 16 -> 8 x 8, 3 x 3, stride 2, pad 1.
+    uint32_t shape[15] = {32, 16, 16, 64, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1};
+    size_t n_in = (size_t)batch * 32 * 16 * 16, n_out = (size_t)batch * 64 * 8 * 8;
+    std::vector<float> w(64 * 32 * 9), bias(64);
+    for (auto &x : w) x = (float)(0.1 * unit());
+    for (auto &x : bias) x = (float)(0.1 * unit());
+    std::vector<double> lo(n_in), hi(n_in);
+    for (size_t i = 0; i < n_in; i++) {
+        double c = unit(), r = 0.01 * std::fabs(unit());
+        lo[i] = c - r;
+        hi[i] = c + r;
+    }
+    float *dw = dev(w), *db = dev(bias);
+    double *dl = dev(lo), *dh = dev(hi), *ol, *oh, *sl, *sh;
+    CK(cudaMalloc(&ol, n_out * 8)); CK(cudaMalloc(&oh, n_out * 8));
+    CK(cudaMalloc(&sl, n_out * 8)); CK(cudaMalloc(&sh, n_out * 8));
+    double flop = 2.0 * 2.0 * n_out * 32 * 9;
+    double simt = t.ms([&] { CK((cudaError_t)lvk_ibp_conv2d(dw, db, shape, batch, dl, dh, sl, sh, 1, nullptr)); }, 5);
+    printf("| conv 32->64 3x3 s2 b%u | SIMT directed rounding | %.3f ms | %.1f TFLOP/s |\n", batch, simt, flop / simt / 1e9);
+    auto sl_h = host(sl, n_out), sh_h = host(sh, n_out);
+    auto run = [&](auto launcher, const char *name) {
+        Gemm p = {};
+        p.c = {32, 16, 16, 64, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1};
+        p.w = dw; p.bias = db; p.lo = dl; p.hi = dh; p.olo = ol; p.ohi = oh; p.relu = 1;
+        p.M = batch * 64; p.N = 64; p.K = 32 * 9; p.total = n_out;
+        double ms = t.ms([&] { Gemm q = p; CK((cudaError_t)launcher(q, sms, nullptr)); }, 10);
+        printf("| conv 32->64 3x3 s2 b%u | tensor cores %s | %.3f ms | %.1f TFLOP/s |\n", batch, name, ms, flop / ms / 1e9);
+        compare(name, host(ol, n_out), host(oh, n_out), sl_h, sh_h);
+    };
+    run(launch<Tile<2, 4, 2, 16, 4, 2>, true>, "64x64 warp 32x16 BK16 k4, 2 blocks/SM (chosen)");
+    run(launch<Tile<4, 2, 2, 16, 4, 2>, true>, "128x32 warp 32x16 BK16 k4, 2 blocks/SM");
+    for (void *p : {(void *)dw, (void *)db, (void *)dl, (void *)dh, (void *)ol, (void *)oh, (void *)sl, (void *)sh}) CK(cudaFree(p));
+    return 0;
+}
+
+static void gemv_chain(Timer &t) {
+    const uint32_t n = 4096, layers = 8;
+    std::vector<float> w((size_t)n * n);
+    for (auto &x : w) x = (float)(unit() / 64.0);
+    std::vector<float *> dw(layers);
+    for (auto &p : dw) p = dev(w);
+    std::vector<double> x(n);
+    for (auto &v : x) v = unit();
+    double *l = dev(x), *h = dev(x), *al, *ah;
+    CK(cudaMalloc(&al, n * 8 * 2)); CK(cudaMalloc(&ah, n * 8 * 2));
+    auto report = [&](const char *name, auto layer) {
+        double one = t.ms([&] { CK((cudaError_t)layer(dw[0], l, h, al, ah)); }, 20);
+        double chain = t.ms([&] {
+            for (uint32_t k = 0; k < layers; k++)
+                CK((cudaError_t)layer(dw[k], k ? al + ((k - 1) & 1) * n : l, k ? ah + ((k - 1) & 1) * n : h, al + (k & 1) * n,
+                                      ah + (k & 1) * n));
+        }, 20);
+        printf("| GEMV 4096x4096 b1, %s | one layer %.4f ms | 8 layers (kernels only) %.4f ms |\n", name, one, chain);
+    };
+    report("32 warps per block, one row per warp", [&](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
+        size_t smem = (size_t)n * 16;
+        CK(cudaFuncSetAttribute(linear_gemv_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        linear_gemv_kernel<32><<<n / 32, 1024, smem>>>(w, nullptr, n, n, 1, xl, xh, yl, yh, true, true);
+        return cudaGetLastError();
+    });
+    char *a, *b;
+    size_t bytes = (size_t)n * n * 4 * layers;
+    CK(cudaMalloc(&a, bytes)); CK(cudaMalloc(&b, bytes));
+    double copy = t.ms([&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 10);
+    double floor_ms = bytes / (2.0 * bytes / copy); // weight bytes / copy bandwidth (read + write)
+    printf("| GEMV 4096x4096 b1, 8 layers | weight-read floor %.4f ms | copy %.0f GB/s |\n", floor_ms, 2.0 * bytes / copy / 1e6);
+    CK(cudaFree(a)); CK(cudaFree(b));
+    for (auto p : dw) CK(cudaFree(p));
+}
+
+int main() {
+    int dev_id = 0, sms = 0;
+    cudaDeviceProp prop;
+    CK(cudaGetDevice(&dev_id));
+    CK(cudaGetDeviceProperties(&prop, dev_id));
+    sms = prop.multiProcessorCount;
+    printf("# IBP kernel design study on %s (%d SMs)\n\n", prop.name, sms);
+    Timer t;
+    double *out;
+    CK(cudaMalloc(&out, (size_t)sms * 8 * 256 * 8));
+    int iters = 4096;
+    auto peak = [&](auto kernel, int mk, const char *name) {
+        double ms = t.ms([&] { kernel<<<sms * 4, 256>>>(out, iters); CK(cudaGetLastError()); }, 5);
+        double flop = 2.0 * 16 * 8 * mk * 6.0 * iters * (sms * 4 * 8);
+        printf("| DMMA %s peak | %.1f TFLOP/s |\n", name, flop / ms / 1e9);
+    };
+    peak(peak_kernel<4>, 4, "m16n8k4");
+    peak(peak_kernel<8>, 8, "m16n8k8");
+    peak(peak_kernel<16>, 16, "m16n8k16");
+    CK(cudaFree(out));
+    int bad = 0;
+    bad += linear_case(1024, 4096, 4096, sms, t);
+    bad += linear_case(64, 4096, 4096, sms, t);
+    bad += linear_case(4096, 1024, 1024, sms, t);
+    bad += linear_case(16384, 50, 50, sms, t);
+    conv_case(1024, sms, t);
+    gemv_chain(t);
+    printf("\n%s\n", bad ? "FAILED: tensor-core bounds missed the reference" : "all sampled tensor-core bounds enclose the reference");
+    return bad ? 1 : 0;
+}
