@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs, on a GPU machine, everything scripts/gpu-stage.sh staged in .gpu/: every Rust test on
+# Runs, on a GPU machine, everything scripts/gpu-stage.sh staged in .gpu/ (unpacked from
+# .gpu.tar.xz when that is what was carried): every Rust test on
 # the CUDA backend (VRAM_TEST_BACKEND=cuda), the GPU-only tests, the C examples, and the
 # benchmarks. Results go to $OUT (default ./gpu-out): gpu.txt, tests.log, demo.txt, bench-*.md.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
+if [ ! -d .gpu ] && [ -f .gpu.tar.xz ]; then tar -xJf .gpu.tar.xz; fi
 mkdir -p "$OUT"
 export VRAM_SOURCE_DIR=$PWD
 export VRAM_ACASXU_DIR=$PWD/.gpu/acasxu
@@ -28,6 +30,16 @@ for t in .gpu/tests/*; do
     grep -E "^test result" "$log" | tail -n 1
   else
     echo "FAILED: $name" | tee -a "$log"; failed=$((failed + 1))
+  fi
+done
+# The directed-rounding SIMT kernels, which GPUs before Hopper use, with tensor cores off.
+for t in .gpu/tests/ibp_*; do
+  name=$(basename "$t")
+  echo "== $name (CUDA backend, SIMT kernels only)" | tee -a "$log"
+  if VRAM_IBP_TENSOR_CORES=0 VRAM_TEST_BACKEND=cuda "$t" --nocapture --test-threads=4 >> "$log" 2>&1; then
+    grep -E "^test result" "$log" | tail -n 1
+  else
+    echo "FAILED: $name (SIMT only)" | tee -a "$log"; failed=$((failed + 1))
   fi
 done
 for ex in seal_verify ibp_certify header_two_tu; do
