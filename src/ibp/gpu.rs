@@ -116,7 +116,7 @@ fn run<'s>(
     let fused: Vec<bool> = (0..upto).map(|k| relu_fuses_into(nodes, k, upto)).collect();
     let mma = tensor_cores()?;
     // Workspace layout: the box-check flag, then each node's lower and upper bounds (a fused
-    // ReLU shares its linear layer's buffer), each part 256-byte aligned.
+    // ReLU shares the buffer of the linear or conv2d layer before it), each part 256-byte aligned.
     let mut offsets = Vec::with_capacity(upto);
     let mut total: usize = 256;
     for (k, node) in nodes.iter().take(upto).enumerate() {
