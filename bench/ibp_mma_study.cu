@@ -110,7 +110,7 @@ static int linear_case(uint32_t M, uint32_t N, uint32_t K, int sms, Timer &t) {
     CK(cudaMalloc(&ol, n_out * 8)); CK(cudaMalloc(&oh, n_out * 8));
     CK(cudaMalloc(&sl, n_out * 8)); CK(cudaMalloc(&sh, n_out * 8));
     double flop = 2.0 * 2.0 * M * (double)N * K; // two products (centre, radius)
-    double simt = t.ms([&] { CK((cudaError_t)lvk_ibp_linear(dw, db, K, N, M, dl, dh, sl, sh, 0, nullptr)); }, 5);
+    double simt = t.ms([&] { CK((cudaError_t)lvk_ibp_linear(dw, db, K, N, M, dl, dh, sl, sh, 0, 0, nullptr)); }, 5);
     auto rl = host(sl, n_out), rh = host(sh, n_out);
     printf("| linear M=%u N=%u K=%u | SIMT directed rounding | %.3f ms | %.1f TFLOP/s |\n", M, N, K, simt, flop / simt / 1e9);
     int bad = 0;
@@ -165,7 +165,7 @@ static int conv_case(uint32_t batch, int sms, Timer &t) {
     CK(cudaMalloc(&ol, n_out * 8)); CK(cudaMalloc(&oh, n_out * 8));
     CK(cudaMalloc(&sl, n_out * 8)); CK(cudaMalloc(&sh, n_out * 8));
     double flop = 2.0 * 2.0 * n_out * 32 * 9;
-    double simt = t.ms([&] { CK((cudaError_t)lvk_ibp_conv2d(dw, db, shape, batch, dl, dh, sl, sh, 1, nullptr)); }, 5);
+    double simt = t.ms([&] { CK((cudaError_t)lvk_ibp_conv2d(dw, db, shape, batch, dl, dh, sl, sh, 1, 0, nullptr)); }, 5);
     printf("| conv 32->64 3x3 s2 b%u | SIMT directed rounding | %.3f ms | %.1f TFLOP/s |\n", batch, simt, flop / simt / 1e9);
     auto sl_h = host(sl, n_out), sh_h = host(sh, n_out);
     auto run = [&](auto launcher, const char *name) {

@@ -302,6 +302,13 @@ __global__ void batchnorm_kernel(const float *p, double eps, uint32_t channels, 
     }
 }
 
+// Whether the current device has FP64 tensor cores (compute capability 9.0 or newer).
+bool has_tensor_cores() {
+    int dev = 0, major = 0;
+    return cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+}
+
 unsigned grid_for(uint64_t n) {
     uint64_t g = (n + 255) / 256;
     return g > 65535 ? 65535u : (g == 0 ? 1u : static_cast<unsigned>(g));
@@ -344,9 +351,13 @@ extern "C" int lvk_ibp_add(uint64_t n, const double *alo, const double *ahi, con
 }
 
 extern "C" int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
-                              const double *lo, const double *hi, double *olo, double *ohi, int relu, void *stream) {
+                              const double *lo, const double *hi, double *olo, double *ohi, int relu,
+                              int tensor_cores, void *stream) {
     if (w == nullptr || lo == nullptr || hi == nullptr || olo == nullptr || ohi == nullptr) return cudaErrorInvalidValue;
     if (in_f == 0 || out_f == 0 || batch == 0) return cudaErrorInvalidValue;
+    // Batches of up to 8 are weight-bandwidth bound: the GEMV kernel suits them.
+    if (tensor_cores && batch > 8 && has_tensor_cores())
+        return lvk_ibp_linear_mma(w, bias, in_f, out_f, batch, lo, hi, olo, ohi, relu, stream);
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     if (batch <= 8) {
         size_t smem = (size_t)batch * in_f * 2 * sizeof(double);
@@ -377,8 +388,10 @@ extern "C" int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, 
 }
 
 extern "C" int lvk_ibp_conv2d(const float *w, const float *bias, const uint32_t shape[15], uint32_t batch,
-                              const double *lo, const double *hi, double *olo, double *ohi, int relu, void *stream) {
+                              const double *lo, const double *hi, double *olo, double *ohi, int relu,
+                              int tensor_cores, void *stream) {
     if (w == nullptr || shape == nullptr || lo == nullptr || hi == nullptr || olo == nullptr || ohi == nullptr) return cudaErrorInvalidValue;
+    if (tensor_cores && has_tensor_cores()) return lvk_ibp_conv2d_mma(w, bias, shape, batch, lo, hi, olo, ohi, relu, stream);
     ConvShape c = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], shape[7],
                    shape[8], shape[9], shape[10], shape[11], shape[12], shape[13], shape[14]};
     if (c.groups == 0 || c.cin % c.groups || c.cout % c.groups) return cudaErrorInvalidValue;

@@ -344,15 +344,6 @@ using Block = Tile<2, 4, 2, 16, 4, 2>;
 
 } // namespace
 
-extern "C" int lvk_ibp_mma_available(int *yes) {
-    if (yes == nullptr) return cudaErrorInvalidValue;
-    int dev = 0, major = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    *yes = e == cudaSuccess && major >= 9;
-    return e;
-}
-
 extern "C" int lvk_ibp_conv2d_mma(const float *w, const float *bias, const uint32_t shape[15], uint32_t batch,
                                   const double *lo, const double *hi, double *olo, double *ohi, int relu,
                                   void *stream) {

@@ -75,7 +75,8 @@ int lvk_ibp_add(uint64_t n, const double *alo, const double *ahi, const double *
                 const double *bhi, double *olo, double *ohi, void *stream);
 /* shape: cin, h, w, cout, oh, ow, kh, kw, stride h/w, pad h/w, dilation h/w, groups. */
 int lvk_ibp_conv2d(const float *w, const float *bias, const uint32_t shape[15], uint32_t batch,
-                   const double *lo, const double *hi, double *olo, double *ohi, int relu, void *stream);
+                   const double *lo, const double *hi, double *olo, double *ohi, int relu,
+                   int tensor_cores, void *stream);
 /* shape: c, h, w, oh, ow, kh, kw, stride h/w, pad h/w. */
 int lvk_ibp_pool(int is_max, const uint32_t shape[11], uint32_t batch, const double *lo,
                  const double *hi, double *olo, double *ohi, void *stream);
@@ -83,15 +84,16 @@ int lvk_ibp_pool(int is_max, const uint32_t shape[11], uint32_t batch, const dou
 int lvk_ibp_batchnorm(const float *params, double eps, uint32_t channels, uint32_t per_channel,
                       uint32_t batch, const double *lo, const double *hi, double *olo, double *ohi,
                       void *stream);
-/* relu != 0 applies ReLU to the outputs (a fused following ReLU layer), here and in conv2d. */
+/* relu != 0 applies ReLU to the outputs (a fused following ReLU layer), here and in conv2d;
+ * tensor_cores != 0 lets batches over 8 (conv2d: any batch) run on FP64 tensor cores. */
 int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
                    const double *lo, const double *hi, double *olo, double *ohi, int relu,
-                   void *stream);
+                   int tensor_cores, void *stream);
 
 
-/* FP64 tensor-core versions (cuda/ibp_mma.cu), for devices of compute capability 9.0 or newer
- * (lvk_ibp_mma_available): centre / radius products with a rounding-error term. */
-int lvk_ibp_mma_available(int *yes);
+/* FP64 tensor-core versions (cuda/ibp_mma.cu), for devices of compute capability 9.0 or newer:
+ * centre / radius products with a rounding-error term. lvk_ibp_linear and lvk_ibp_conv2d call
+ * them when their `tensor_cores` argument allows it and the device has them. */
 int lvk_ibp_linear_mma(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
                        const double *lo, const double *hi, double *olo, double *ohi, int relu,
                        void *stream);

@@ -70,20 +70,11 @@ fn u32_of(n: u64, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| VramError::invalid(what, "is too large for the GPU kernels"))
 }
 
-/// Whether linear layers of large batches and convolutions run on FP64 tensor cores (compute
-/// capability 9.0 and newer). `VRAM_IBP_TENSOR_CORES=0` keeps every layer on the
-/// directed-rounding SIMT kernels: how the tests cover those on a Hopper GPU.
-fn tensor_cores() -> Result<bool> {
-    if std::env::var_os("VRAM_IBP_TENSOR_CORES").is_some_and(|v| v == "0") {
-        return Ok(false);
-    }
-    let mut yes = 0;
-    // SAFETY: `yes` is a valid out-pointer for the call.
-    check(
-        unsafe { ffi::lvk_ibp_mma_available(&mut yes) },
-        "device query",
-    )?;
-    Ok(yes != 0)
+/// Whether linear layers of large batches and convolutions may run on FP64 tensor cores (the
+/// kernels use them on compute capability 9.0 and newer). `VRAM_IBP_TENSOR_CORES=0` keeps
+/// every layer on the directed-rounding SIMT kernels: how the tests cover those on Hopper.
+fn tensor_cores_allowed() -> bool {
+    std::env::var_os("VRAM_IBP_TENSOR_CORES").is_none_or(|v| v != "0")
 }
 
 fn stream_for(stream: Option<*mut c_void>) -> Result<Stream> {
@@ -114,7 +105,7 @@ fn run<'s>(
     let b = u32_of(batch as u64, "batch")?;
     let nodes = model.nodes();
     let fused: Vec<bool> = (0..upto).map(|k| relu_fuses_into(nodes, k, upto)).collect();
-    let mma = tensor_cores()?;
+    let mma = i32::from(tensor_cores_allowed());
     // Workspace layout: the box-check flag, then each node's lower and upper bounds (a fused
     // ReLU shares the buffer of the linear or conv2d layer before it), each part 256-byte aligned.
     let mut offsets = Vec::with_capacity(upto);
@@ -220,15 +211,9 @@ fn run<'s>(
                     u32_of(*in_features, "in_features")?,
                     u32_of(*out_features, "out_features")?,
                 );
-                // Batches of up to 8 are weight-bandwidth bound: the GEMV kernel suits them.
-                let linear = if mma && b > 8 {
-                    ffi::lvk_ibp_linear_mma
-                } else {
-                    ffi::lvk_ibp_linear
-                };
                 // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
-                    linear(
+                    ffi::lvk_ibp_linear(
                         w,
                         bp,
                         fi,
@@ -239,6 +224,7 @@ fn run<'s>(
                         out.lo(),
                         out.hi(),
                         i32::from(fused[k]),
+                        mma,
                         stream.raw(),
                     )
                 }
@@ -312,14 +298,9 @@ fn run<'s>(
                     .iter()
                     .map(|&d| u32_of(d, "conv2d shape"))
                     .collect::<Result<_>>()?;
-                let conv2d = if mma {
-                    ffi::lvk_ibp_conv2d_mma
-                } else {
-                    ffi::lvk_ibp_conv2d
-                };
                 // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 unsafe {
-                    conv2d(
+                    ffi::lvk_ibp_conv2d(
                         w,
                         bp,
                         shape.as_ptr(),
@@ -329,6 +310,7 @@ fn run<'s>(
                         out.lo(),
                         out.hi(),
                         i32::from(fused[k]),
+                        mma,
                         stream.raw(),
                     )
                 }

@@ -117,22 +117,9 @@ unsafe extern "C" {
         olo: *mut f64,
         ohi: *mut f64,
         relu: c_int,
+        tensor_cores: c_int,
         stream: *mut c_void,
     ) -> c_int;
-    /// Same contract as `lvk_ibp_conv2d`, on FP64 tensor cores (`lvk_ibp_mma_available`).
-    pub fn lvk_ibp_conv2d_mma(
-        w: *const f32,
-        bias: *const f32,
-        shape: *const u32,
-        batch: u32,
-        lo: *const f64,
-        hi: *const f64,
-        olo: *mut f64,
-        ohi: *mut f64,
-        relu: c_int,
-        stream: *mut c_void,
-    ) -> c_int;
-    pub fn lvk_ibp_mma_available(yes: *mut c_int) -> c_int;
     pub fn lvk_ibp_pool(
         is_max: c_int,
         shape: *const u32,
@@ -166,20 +153,7 @@ unsafe extern "C" {
         olo: *mut f64,
         ohi: *mut f64,
         relu: c_int,
-        stream: *mut c_void,
-    ) -> c_int;
-    /// Same contract as `lvk_ibp_linear`, on FP64 tensor cores (`lvk_ibp_mma_available`).
-    pub fn lvk_ibp_linear_mma(
-        w: *const f32,
-        bias: *const f32,
-        in_f: u32,
-        out_f: u32,
-        batch: u32,
-        lo: *const f64,
-        hi: *const f64,
-        olo: *mut f64,
-        ohi: *mut f64,
-        relu: c_int,
+        tensor_cores: c_int,
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_region_roots(
