@@ -95,6 +95,9 @@ mod bench {
             go();
             ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        if batch == 1 {
+            call_overhead(model, [dl.0.cast(), dh.0.cast()], [ol.0.cast(), oh.0.cast()], median(ms.clone()));
+        }
         let mut out = (vec![0u8; n_out * 4], vec![0u8; n_out * 4]);
         ok(
             unsafe { cudaMemcpy(out.0.as_mut_ptr().cast(), ol.0.cast(), n_out * 4, D2H) },
@@ -110,6 +113,56 @@ mod bench {
                 .collect()
         };
         (median(ms), f(out.0), f(out.1))
+    }
+
+    /// Where a batch-1 call's time goes: the host-timed call on libvram's own stream (given),
+    /// the same on a caller's stream, and the GPU's span between events recorded on that
+    /// stream just before and after the call (the rest is host work at the call's two ends).
+    fn call_overhead(model: *mut ibp_model, inp: [*const f32; 2], out: [*mut f32; 2], own_ms: f64) {
+        let mut s = ptr::null_mut();
+        let (mut a, mut b) = (ptr::null_mut(), ptr::null_mut());
+        // SAFETY: each call writes one handle.
+        unsafe {
+            ok(cudaStreamCreate(&mut s), "cudaStreamCreate");
+            ok(cudaEventCreate(&mut a), "cudaEventCreate");
+            ok(cudaEventCreate(&mut b), "cudaEventCreate");
+        }
+        let opts = ibp_propagate_options {
+            struct_size: size_of::<ibp_propagate_options>() as u32,
+            memory: ibp_memory::IBP_MEMORY_DEVICE as u32,
+            stream: s,
+            spec_rows: 0,
+            spec_c: ptr::null(),
+            spec_d: ptr::null(),
+        };
+        let (mut host, mut gpu) = (Vec::new(), Vec::new());
+        for _ in 0..21 {
+            let t = Instant::now();
+            // SAFETY: live stream and events of this function.
+            unsafe { ok(cudaEventRecord(a, s), "cudaEventRecord") };
+            let st = ibp_propagate_ex(model, 1, inp[0], inp[1], out[0], out[1], &opts);
+            assert_eq!(st, vram_status::VRAM_OK, "{}", last_error());
+            let mut ms = 0f32;
+            // SAFETY: as above.
+            unsafe {
+                ok(cudaEventRecord(b, s), "cudaEventRecord");
+                ok(cudaEventSynchronize(b), "cudaEventSynchronize");
+                ok(cudaEventElapsedTime(&mut ms, a, b), "cudaEventElapsedTime");
+            }
+            host.push(t.elapsed().as_secs_f64() * 1e3);
+            gpu.push(f64::from(ms));
+        }
+        // SAFETY: created above, destroyed once.
+        unsafe {
+            cudaEventDestroy(a);
+            cudaEventDestroy(b);
+            cudaStreamDestroy(s);
+        }
+        eprintln!(
+            "call overhead, batch 1: own stream {own_ms:.4} ms; caller's stream {:.4} ms, of which GPU span {:.4} ms",
+            median(host),
+            median(gpu)
+        );
     }
 
     fn boxes(r: &mut Rng, batch: usize, n: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {

@@ -12,12 +12,15 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 #define LVK_IBP_MMA_STUDY
 #include "../cuda/ibp.cu"
+#include "../cuda/ibp_gemv.cu"
 #include "../cuda/ibp_mma.cu"
 #include "../cuda/vram_ops.cu"
+#include "ibp_gemv_directed.cuh"
 
 #define CK(x)                                                                                     \
     do {                                                                                          \
@@ -43,17 +46,20 @@ template <int MK> __global__ void peak_kernel(double *out, int iters) {
     out[blockIdx.x * blockDim.x + threadIdx.x] = s;
 }
 
+// Median of `reps` timings of f() on stream s (events on s; programmatic dependent launch
+// needs a stream of its own, not the legacy default stream).
 struct Timer {
     cudaEvent_t a, b;
+    cudaStream_t s = nullptr;
     Timer() { CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b)); }
     template <class F> double ms(F f, int reps) {
         f();
         CK(cudaDeviceSynchronize());
         std::vector<float> v;
         for (int r = 0; r < reps; r++) {
-            CK(cudaEventRecord(a));
+            CK(cudaEventRecord(a, s));
             f();
-            CK(cudaEventRecord(b));
+            CK(cudaEventRecord(b, s));
             CK(cudaEventSynchronize(b));
             float t;
             CK(cudaEventElapsedTime(&t, a, b));
@@ -136,22 +142,41 @@ static int linear_case(uint32_t M, uint32_t N, uint32_t K, int sms, Timer &t) {
             if ((long double)gl[m * N + n] > lo_ref + slack || (long double)gh[m * N + n] < hi_ref - slack) bad++;
         }
     };
-    // Tile<warps m, warps n, 8-column tiles per warp, k per stage, mma k, blocks per SM>
-    run(launch<Tile<2, 4, 4, 16, 4, 1>, false>, "64x128 warp 32x32 BK16 k4");
-    run(launch<Tile<2, 4, 2, 16, 4, 2>, false>, "64x64 warp 32x16 BK16 k4, 2 blocks/SM (chosen)");
-    run(launch<Tile<2, 4, 2, 16, 8, 2>, false>, "64x64 warp 32x16 BK16 k8, 2 blocks/SM");
-    run(launch<Tile<4, 2, 2, 16, 4, 2>, false>, "128x32 warp 32x16 BK16 k4, 2 blocks/SM");
-    run(launch<Tile<2, 2, 4, 16, 4, 2>, false>, "64x64 warp 32x32 BK16 k4, 4 warps, 2 blocks/SM");
+    // Session 2's kernel: TileV1<warps m, warps n, 8-column tiles per warp, k per stage, mma k, blocks per SM>
+    run(launch_staged<StagedTile<2, 4, 2, 16, 4, 2>, false>, "staged: items on M, 64x64 warp 32x16 BK16, 2 blocks/SM (session 2)");
+    // Tile<warps f, warps b, 16-feature tiles per warp, 8-item tiles per warp, k per stage, stages, blocks per SM>
+    run(launch_async<Tile<2, 4, 4, 2, 32, 3, 1>, false>, "async: 128f x 64b, warp 64x16, BK32, 3 stages");
+    run(launch_async<Tile<4, 2, 2, 2, 32, 3, 2>, false>, "async: 128f x 32b, warp 32x16, BK32, 3 stages, 2 blocks/SM");
+    run(launch_async<Tile<2, 4, 4, 2, 16, 4, 1>, false>, "async: 128f x 64b, warp 64x16, BK16, 4 stages");
+    run(launch_async<Tile<2, 2, 4, 2, 32, 3, 2>, false>, "async: 128f x 32b, warp 64x16, 4 warps, BK32, 3 stages, 2 blocks/SM");
+    run(launch_for<false>, "as chosen for this shape");
     printf("| linear M=%u N=%u K=%u | sampled outputs not enclosing the long-double reference: %d |\n", M, N, K, bad);
+    if (M == 1024 && N == 4096 && N == K) {
+        // Eight chained layers with ReLU (the 8 x 4096 MLP at batch 1024, kernels only), to
+        // tell the library's overhead from the GPU's behaviour over a longer run.
+        double chain = t.ms([&] {
+            for (int k = 0; k < 8; k++) {
+                Gemm q = {};
+                q.c = {K, 1, 1, N, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1};
+                q.w = dw; q.bias = db; q.lo = k & 1 ? ol : dl; q.hi = k & 1 ? oh : dh;
+                q.olo = k & 1 ? dl : ol; q.ohi = k & 1 ? dh : oh; q.relu = 1;
+                q.M = M; q.N = N; q.K = K; q.total = n_out;
+                CK((cudaError_t)launch_for<false>(q, sms, nullptr));
+            }
+        }, 5);
+        printf("| linear M=%u N=%u K=%u | 8 chained layers with ReLU, as chosen | %.3f ms | %.1f TFLOP/s |\n", M, N, K,
+               chain, 8 * flop / chain / 1e9);
+    }
     for (void *p : {(void *)dw, (void *)db, (void *)dl, (void *)dh, (void *)ol, (void *)oh, (void *)sl, (void *)sh}) CK(cudaFree(p));
     return bad;
 }
 
-static int conv_case(uint32_t batch, int sms, Timer &t) {
-    // CIFAR-style second convolution: 32 -> 64 channels, 16 x 16 -> 8 x 8, 3 x 3, stride 2, pad 1.
-    uint32_t shape[15] = {32, 16, 16, 64, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1};
-    size_t n_in = (size_t)batch * 32 * 16 * 16, n_out = (size_t)batch * 64 * 8 * 8;
-    std::vector<float> w(64 * 32 * 9), bias(64);
+// A CIFAR-style convolution, 3 x 3, stride 2, pad 1: cin x h x h -> cout x h/2 x h/2.
+static int conv_case(uint32_t cin, uint32_t cout, uint32_t h, uint32_t batch, int sms, Timer &t) {
+    uint32_t side = h / 2;
+    uint32_t shape[15] = {cin, h, h, cout, side, side, 3, 3, 2, 2, 1, 1, 1, 1, 1};
+    size_t n_in = (size_t)batch * cin * h * h, n_out = (size_t)batch * cout * side * side;
+    std::vector<float> w(cout * cin * 9), bias(cout);
     for (auto &x : w) x = (float)(0.1 * unit());
     for (auto &x : bias) x = (float)(0.1 * unit());
     std::vector<double> lo(n_in), hi(n_in);
@@ -164,58 +189,101 @@ static int conv_case(uint32_t batch, int sms, Timer &t) {
     double *dl = dev(lo), *dh = dev(hi), *ol, *oh, *sl, *sh;
     CK(cudaMalloc(&ol, n_out * 8)); CK(cudaMalloc(&oh, n_out * 8));
     CK(cudaMalloc(&sl, n_out * 8)); CK(cudaMalloc(&sh, n_out * 8));
-    double flop = 2.0 * 2.0 * n_out * 32 * 9;
+    double flop = 2.0 * 2.0 * n_out * cin * 9;
     double simt = t.ms([&] { CK((cudaError_t)lvk_ibp_conv2d(dw, db, shape, batch, dl, dh, sl, sh, 1, 0, nullptr)); }, 5);
-    printf("| conv 32->64 3x3 s2 b%u | SIMT directed rounding | %.3f ms | %.1f TFLOP/s |\n", batch, simt, flop / simt / 1e9);
+    printf("| conv %u->%u 3x3 s2 b%u | SIMT directed rounding | %.3f ms | %.1f TFLOP/s |\n", cin, cout, batch, simt, flop / simt / 1e9);
     auto sl_h = host(sl, n_out), sh_h = host(sh, n_out);
     auto run = [&](auto launcher, const char *name) {
         Gemm p = {};
-        p.c = {32, 16, 16, 64, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1};
+        p.c = {cin, h, h, cout, side, side, 3, 3, 2, 2, 1, 1, 1, 1, 1};
         p.w = dw; p.bias = db; p.lo = dl; p.hi = dh; p.olo = ol; p.ohi = oh; p.relu = 1;
-        p.M = batch * 64; p.N = 64; p.K = 32 * 9; p.total = n_out;
+        p.M = batch * side * side; p.N = cout; p.K = cin * 9; p.total = n_out;
         double ms = t.ms([&] { Gemm q = p; CK((cudaError_t)launcher(q, sms, nullptr)); }, 10);
-        printf("| conv 32->64 3x3 s2 b%u | tensor cores %s | %.3f ms | %.1f TFLOP/s |\n", batch, name, ms, flop / ms / 1e9);
+        printf("| conv %u->%u 3x3 s2 b%u | tensor cores %s | %.3f ms | %.1f TFLOP/s |\n", cin, cout, batch, name, ms, flop / ms / 1e9);
         compare(name, host(ol, n_out), host(oh, n_out), sl_h, sh_h);
     };
-    run(launch<Tile<2, 4, 2, 16, 4, 2>, true>, "64x64 warp 32x16 BK16 k4, 2 blocks/SM (chosen)");
-    run(launch<Tile<4, 2, 2, 16, 4, 2>, true>, "128x32 warp 32x16 BK16 k4, 2 blocks/SM");
+    run(launch_staged<StagedTile<2, 4, 2, 16, 4, 2>, true>, "staged: 64x64 warp 32x16 BK16, 2 blocks/SM");
+    run(launch_async<Tile<1, 4, 2, 2, 16, 3, 2>, true>, "async: 32f x 64b, warp 32x16, BK16, 3 stages, 2 blocks/SM");
+    run(launch_async<Tile<1, 4, 4, 2, 16, 3, 2>, true>, "async: 64f x 64b, warp 64x16, BK16, 3 stages, 2 blocks/SM");
+    run(launch_for<true>, "as chosen for this width");
     for (void *p : {(void *)dw, (void *)db, (void *)dl, (void *)dh, (void *)ol, (void *)oh, (void *)sl, (void *)sh}) CK(cudaFree(p));
     return 0;
 }
 
-static void gemv_chain(Timer &t) {
+// Batch 1 on an 8 x 4096 MLP, kernels only: session 2's directed-rounding GEMV against the
+// centre / radius GEMV (cuda/ibp_gemv.cu, overlapping layers on Hopper), agreement of the two
+// and enclosure of a long-double reference at sampled rows; then the copy floor.
+static int gemv_chain(Timer &t) {
     const uint32_t n = 4096, layers = 8;
     std::vector<float> w((size_t)n * n);
     for (auto &x : w) x = (float)(unit() / 64.0);
     std::vector<float *> dw(layers);
     for (auto &p : dw) p = dev(w);
-    std::vector<double> x(n);
-    for (auto &v : x) v = unit();
-    double *l = dev(x), *h = dev(x), *al, *ah;
+    std::vector<double> xl_h(n), xh_h(n);
+    for (uint32_t i = 0; i < n; i++) {
+        double c = unit(), r = 0.01 * std::fabs(unit());
+        xl_h[i] = c - r;
+        xh_h[i] = c + r;
+    }
+    double *l = dev(xl_h), *h = dev(xh_h), *al, *ah;
     CK(cudaMalloc(&al, n * 8 * 2)); CK(cudaMalloc(&ah, n * 8 * 2));
     auto report = [&](const char *name, auto layer) {
         double one = t.ms([&] { CK((cudaError_t)layer(dw[0], l, h, al, ah)); }, 20);
+        auto ol = host(al, n), oh = host(ah, n);
         double chain = t.ms([&] {
             for (uint32_t k = 0; k < layers; k++)
                 CK((cudaError_t)layer(dw[k], k ? al + ((k - 1) & 1) * n : l, k ? ah + ((k - 1) & 1) * n : h, al + (k & 1) * n,
                                       ah + (k & 1) * n));
         }, 20);
         printf("| GEMV 4096x4096 b1, %s | one layer %.4f ms | 8 layers (kernels only) %.4f ms |\n", name, one, chain);
+        return std::make_pair(ol, oh);
     };
-    report("32 warps per block, one row per warp", [&](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
+    auto v1 = report("directed rounding, 32 warps per block, one row per warp (session 2)", [&](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
         size_t smem = (size_t)n * 16;
         CK(cudaFuncSetAttribute(linear_gemv_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        linear_gemv_kernel<32><<<n / 32, 1024, smem>>>(w, nullptr, n, n, 1, xl, xh, yl, yh, true, true);
+        linear_gemv_kernel<32><<<n / 32, 1024, smem, t.s>>>(w, nullptr, n, n, 1, xl, xh, yl, yh, true, false);
         return cudaGetLastError();
     });
+    auto rows = [&](auto launcher) {
+        return [&, launcher](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
+            GemvArgs p = {w, nullptr, n, n, 1, xl, xh, yl, yh, lvk_ibp::error_term(n + 2.0), 0, 1};
+            return (cudaError_t)launcher(p, (size_t)n * 16, 0, true, t.s);
+        };
+    };
+    report("centre / radius, 1 row per warp, 16 warps, 8 loads in flight", rows(launch_gemv<16, 1, 1, 8>));
+    report("centre / radius, 2 rows per warp, 8 warps, 4 loads each", rows(launch_gemv<8, 2, 1, 4>));
+    report("centre / radius, 4 rows per warp, 4 warps, 4 loads each", rows(launch_gemv<4, 4, 1, 4>));
+    report("centre / radius, 2 rows per warp, 8 warps, overlap off", [&](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
+        GemvArgs p = {w, nullptr, n, n, 1, xl, xh, yl, yh, lvk_ibp::error_term(n + 2.0), 0, 1};
+        return (cudaError_t)launch_gemv<8, 2, 1, 4>(p, (size_t)n * 16, 0, false, t.s);
+    });
+    auto v2 = report("as chosen (lvk_ibp_linear_gemv)", [&](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
+        return (cudaError_t)lvk_ibp_linear_gemv(w, nullptr, n, n, 1, xl, xh, yl, yh, 0, t.s);
+    });
+    compare("GEMV centre / radius vs directed rounding", v2.first, v2.second, v1.first, v1.second);
+    int bad = 0;
+    for (int s = 0; s < 200; s++) {
+        size_t row = (size_t)(std::fabs(unit()) * n) % n;
+        long double lo_ref = 0, hi_ref = 0, mag = 0;
+        for (size_t k = 0; k < n; k++) {
+            long double wv = w[row * n + k];
+            lo_ref += wv > 0 ? wv * xl_h[k] : wv * xh_h[k];
+            hi_ref += wv > 0 ? wv * xh_h[k] : wv * xl_h[k];
+            mag += std::fabs((double)wv) * std::max(std::fabs(xl_h[k]), std::fabs(xh_h[k]));
+        }
+        long double slack = 1e-17L * mag; // long double's own rounding over 4096 terms
+        if ((long double)v2.first[row] > lo_ref + slack || (long double)v2.second[row] < hi_ref - slack) bad++;
+    }
+    printf("| GEMV centre / radius | sampled rows not enclosing the long-double reference: %d of 200 |\n", bad);
     char *a, *b;
     size_t bytes = (size_t)n * n * 4 * layers;
     CK(cudaMalloc(&a, bytes)); CK(cudaMalloc(&b, bytes));
-    double copy = t.ms([&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 10);
+    double copy = t.ms([&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, t.s)); }, 10);
     double floor_ms = bytes / (2.0 * bytes / copy); // weight bytes / copy bandwidth (read + write)
     printf("| GEMV 4096x4096 b1, 8 layers | weight-read floor %.4f ms | copy %.0f GB/s |\n", floor_ms, 2.0 * bytes / copy / 1e6);
     CK(cudaFree(a)); CK(cudaFree(b));
     for (auto p : dw) CK(cudaFree(p));
+    return bad;
 }
 
 int main() {
@@ -243,8 +311,10 @@ int main() {
     bad += linear_case(64, 4096, 4096, sms, t);
     bad += linear_case(4096, 1024, 1024, sms, t);
     bad += linear_case(16384, 50, 50, sms, t);
-    conv_case(1024, sms, t);
-    gemv_chain(t);
+    conv_case(3, 32, 32, 1024, sms, t);
+    conv_case(32, 64, 16, 1024, sms, t);
+    CK(cudaStreamCreateWithFlags(&t.s, cudaStreamNonBlocking));
+    bad += gemv_chain(t);
     printf("\n%s\n", bad ? "FAILED: tensor-core bounds missed the reference" : "all sampled tensor-core bounds enclose the reference");
     return bad ? 1 : 0;
 }

@@ -50,6 +50,38 @@ __device__ __forceinline__ void conv_element(const ConvShape &c, const float *wt
     out_hi = acc_hi;
 }
 
+// The explicit rounding-error term of the round-to-nearest centre / radius kernels (the FP64
+// tensor-core GEMM and the small-batch GEMV), for n = K + S + 2 (K terms per output, S
+// partial sums): gamma = n 2^-51, eta = n 2^-1020 (docs/soundness.md).
+struct ErrorTerm {
+    double gamma, one_plus_2gamma, eta;
+};
+
+inline ErrorTerm error_term(double n) {
+    // Exact: n < 2^40, so 1 + 2 gamma is representable.
+    return {ldexp(n, -51), 1.0 + 2.0 * ldexp(n, -51), ldexp(n, -1020)};
+}
+
+// Centre c = l/2 + u/2 (any value will do) and v = r + gamma |c| with r = max(u - c, c - l),
+// all rounded up, so [l, u] lies inside [c - r, c + r].
+__device__ __forceinline__ void centre_radius(double l, double u, double gamma, double &c, double &v) {
+    c = 0.5 * l + 0.5 * u;
+    double r = fmax(__dsub_ru(u, c), __dsub_ru(c, l));
+    v = __dadd_ru(r, __dmul_ru(gamma, fabs(c)));
+}
+
+// Output box [yc + b - R, yc + b + R] from the round-to-nearest sums yc = fl(W c) and
+// g = fl(|W| v), with R = (g + eta)(1 + 2 gamma) rounded up. False when yc or R is not
+// finite: the caller then recomputes the output with directed rounding.
+__device__ __forceinline__ bool centre_radius_bounds(double yc, double g, double bias, const ErrorTerm &e,
+                                                     double &lo, double &hi) {
+    double r = __dmul_ru(__dadd_ru(g, e.eta), e.one_plus_2gamma);
+    if (!(isfinite(yc) && isfinite(r))) return false;
+    lo = __dsub_rd(__dadd_rd(yc, bias), r);
+    hi = __dadd_ru(__dadd_ru(yc, bias), r);
+    return true;
+}
+
 } // namespace lvk_ibp
 
 #endif

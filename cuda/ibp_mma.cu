@@ -25,19 +25,34 @@ namespace {
 
 using lvk_ibp::ConvShape;
 
-// Block shape: WARPS_M x WARPS_N warps, each 32 rows x NT * 8 columns; BK k per shared-memory
-// stage; MK the k of the mma shape; MIN_BLOCKS resident blocks per SM (register budget).
+// Block shape: WF x WB warps, each FT * 16 output features (the mma's M side: the weights) by
+// BT * 8 pixels or batch items (the N side: the centres and radii); BK k per shared-memory
+// stage, STAGES stages in flight (cp.async), MIN_BLOCKS resident blocks per SM.
 #pragma nv_diag_suppress 177 // members unused where the kernel body is compiled out (below sm_90)
-template <int WARPS_M_, int WARPS_N_, int NT_, int BK_, int MK_, int MIN_BLOCKS_> struct Tile {
-    static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, NT = NT_, BK = BK_, MK = MK_;
-    static constexpr int MIN_BLOCKS = MIN_BLOCKS_;
-    static constexpr int BM = WARPS_M * 32, BN = WARPS_N * NT * 8, T = WARPS_M * WARPS_N * 32;
-    // Row stride in doubles: = 4 (mod 16) makes the fragment loads free of bank conflicts.
-    static constexpr int LDK = BK + 4;
-    static_assert(LDK % 16 == 4, "conflict-free stride");
+template <int WF_, int WB_, int FT_, int BT_, int BK_, int STAGES_, int MIN_BLOCKS_> struct Tile {
+    static constexpr int WF = WF_, WB = WB_, FT = FT_, BT = BT_, BK = BK_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
+    static constexpr int BF = WF * FT * 16, BB = WB * BT * 8, T = WF * WB * 32;
+    // Row strides: weights (f32) = 4 (mod 32) words and centres / radii (f64) = 4 (mod 16)
+    // doubles make the fragment loads free of bank conflicts; rows stay 16-byte aligned.
+    static constexpr int LDW = (BK + 28) / 32 * 32 + 4, LDX = (BK + 12) / 16 * 16 + 4;
+    static_assert(LDW % 32 == 4 && LDX % 16 == 4, "conflict-free strides");
+    static constexpr size_t STAGE_BYTES = (size_t)BF * LDW * sizeof(float) + (size_t)2 * BB * LDX * sizeof(double);
 };
 #pragma nv_diag_default 177
 
+// cp.async: `bytes` from global (0: nothing is read and the destination is zero-filled).
+[[maybe_unused]] __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(valid ? 16 : 0));
+}
+[[maybe_unused]] __device__ __forceinline__ void cp_async8(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(valid ? 8 : 0));
+}
+[[maybe_unused]] __device__ __forceinline__ void cp_async4(void *dst, const void *src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(valid ? 4 : 0));
+}
 struct Gemm {
     ConvShape c;
     const float *w, *bias;
@@ -47,7 +62,7 @@ struct Gemm {
     double *part; // splits > 1: [2][splits][total] partial Yc and G, in output order
     uint32_t M, N, K, splits, k_per_split;
     uint64_t total; // batch * cout * oh * ow
-    double gamma, one_plus_2gamma, eta;
+    lvk_ibp::ErrorTerm err;
     int relu;
 };
 
@@ -94,12 +109,8 @@ __device__ void finish(const Gemm &p, uint64_t idx, double yc, double g) {
     uint64_t b = idx / ((uint64_t)p.c.cout * ohw);
     uint32_t co = (uint32_t)((idx / ohw) % p.c.cout), pix = (uint32_t)(idx % ohw);
     double bv = p.bias != nullptr ? (double)p.bias[co] : 0.0;
-    double r = __dmul_ru(__dadd_ru(g, p.eta), p.one_plus_2gamma);
     double lo, hi;
-    if (isfinite(yc) && isfinite(r)) {
-        lo = __dsub_rd(__dadd_rd(yc, bv), r);
-        hi = __dadd_ru(__dadd_ru(yc, bv), r);
-    } else {
+    if (!lvk_ibp::centre_radius_bounds(yc, g, bv, p.err, lo, hi)) {
         lvk_ibp::conv_element(p.c, p.w, p.lo, p.hi, b, co, pix / p.c.ow, pix % p.c.ow, lo, hi);
         lo = __dadd_rd(lo, bv);
         hi = __dadd_ru(hi, bv);
@@ -111,33 +122,39 @@ __device__ void finish(const Gemm &p, uint64_t idx, double yc, double g) {
     p.ohi[idx] = hi;
 }
 
-// One block: a BM x BN tile of one group and one k-split.
-template <class Cfg, bool CONV> __global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) mma_kernel(Gemm p) {
+// One block: BF output features x BB pixels of one group and one k-split. The weights go to
+// shared memory as f32 (half the bytes of f64; converted when a fragment is loaded), the
+// centres and radii as f64, by cp.async STAGES - 1 stages ahead, with no register staging.
+// VEC: K % 4 == 0, so weight rows (and, for linear layers, centre rows) move in 16-byte pieces.
+template <class Cfg, bool CONV, bool VEC>
+__global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) async_kernel(Gemm p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 // never launched on older GPUs: no code for them
-    constexpr int BM = Cfg::BM, BN = Cfg::BN, T = Cfg::T, BK = Cfg::BK, LDK = Cfg::LDK, MK = Cfg::MK, NT = Cfg::NT;
-    constexpr int WARPS_N = Cfg::WARPS_N;
-    constexpr int A_PER = BM * BK / T, B_PER = BN * BK / T;
-    static_assert(T % BK == 0 && A_PER * T == BM * BK && B_PER * T == BN * BK, "tile shape");
-    extern __shared__ double smem[];
-    double *sc = smem, *sv = sc + 2 * BM * LDK, *sw = sv + 2 * BM * LDK; // two stages each
-    RowInfo *rows = reinterpret_cast<RowInfo *>(sw + 2 * BN * LDK);
+    constexpr int BF = Cfg::BF, BB = Cfg::BB, T = Cfg::T, BK = Cfg::BK, LDW = Cfg::LDW, LDX = Cfg::LDX;
+    constexpr int FT = Cfg::FT, BT = Cfg::BT, WB = Cfg::WB, STAGES = Cfg::STAGES;
+    static_assert(T % BK == 0 && (BF * BK) % (4 * T) == 0 && (BB * BK) % (2 * T) == 0 && (BB * BK) % T == 0,
+                  "tile shape");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    float *sw = reinterpret_cast<float *>(smem_raw);                                      // [STAGES][BF][LDW]
+    double *sc = reinterpret_cast<double *>(smem_raw + (size_t)STAGES * BF * LDW * 4);     // [STAGES][BB][LDX]
+    double *sv = sc + (size_t)STAGES * BB * LDX;                                          // [STAGES][BB][LDX]
+    RowInfo *rows = reinterpret_cast<RowInfo *>(sv + (size_t)STAGES * BB * LDX);          // CONV: [BB]
 
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t gid = lane >> 2, tig = lane & 3;
-    const uint32_t wm = warp / WARPS_N, wn = warp % WARPS_N;
-    // Raster order: groups of GROUP_M M-tiles share each weight tile while it is in L2.
+    const uint32_t wf = warp / WB, wb = warp % WB;
+    // Raster order: groups of GROUP_M pixel tiles share each weight tile while it is in L2.
     constexpr uint32_t GROUP_M = 8;
-    const uint32_t tiles_m = (p.M + BM - 1) / BM, tiles_n = (p.N + BN - 1) / BN;
+    const uint32_t tiles_m = (p.M + BB - 1) / BB, tiles_n = (p.N + BF - 1) / BF;
     const uint32_t per_group = GROUP_M * tiles_n, pid = blockIdx.x;
     const uint32_t first_m = (pid / per_group) * GROUP_M;
     const uint32_t gsz = min(tiles_m - first_m, (uint32_t)GROUP_M);
-    const uint32_t m0 = (first_m + (pid % per_group) % gsz) * BM, n0 = ((pid % per_group) / gsz) * BN;
+    const uint32_t m0 = (first_m + (pid % per_group) % gsz) * BB, n0 = ((pid % per_group) / gsz) * BF;
     const uint32_t split = blockIdx.y, g = blockIdx.z;
     const uint32_t k_begin = split * p.k_per_split, k_end = min(p.K, k_begin + p.k_per_split);
-    const uint32_t hw = p.c.h * p.c.w, ohw = p.c.oh * p.c.ow, kk_t = tid % BK;
+    const uint32_t hw = p.c.h * p.c.w, ohw = p.c.oh * p.c.ow;
 
     if (CONV) {
-        for (uint32_t r = tid; r < BM; r += T) {
+        for (uint32_t r = tid; r < BB; r += T) {
             uint32_t m = m0 + r;
             RowInfo ri = {0, INT32_MIN / 2, INT32_MIN / 2};
             if (m < p.M) {
@@ -152,110 +169,127 @@ template <class Cfg, bool CONV> __global__ void __launch_bounds__(Cfg::T, Cfg::M
         __syncthreads();
     }
 
-    double acc_c[2][NT][4], acc_g[2][NT][4];
+    // Queues the copies of the stage starting at k0 into buffer s (zeros outside the problem
+    // and in padding: the point 0 contributes nothing).
+    auto load = [&](uint32_t k0, int s) {
+        float *dw = sw + (size_t)s * BF * LDW;
+        double *dc = sc + (size_t)s * BB * LDX, *dv = sv + (size_t)s * BB * LDX;
+        const float *wg = p.w + (uint64_t)g * p.N * p.K;
+        if (VEC) {
 #pragma unroll
-    for (int i = 0; i < 2; i++)
+            for (int i = 0; i < BF * BK / 4 / T; i++) {
+                uint32_t id = tid + i * T, r = id / (BK / 4), kc = (id % (BK / 4)) * 4, f = n0 + r, k = k0 + kc;
+                bool ok = f < p.N && k < k_end;
+                cp_async16(dw + r * LDW + kc, ok ? wg + (uint64_t)f * p.K + k : p.w, ok);
+            }
+        } else {
+#pragma unroll 4
+            for (int i = 0; i < BF * BK / T; i++) {
+                uint32_t id = tid + i * T, r = id / BK, kc = id % BK, f = n0 + r, k = k0 + kc;
+                bool ok = f < p.N && k < k_end;
+                cp_async4(dw + r * LDW + kc, ok ? wg + (uint64_t)f * p.K + k : p.w, ok);
+            }
+        }
+        if (CONV) {
+            const uint32_t kc = tid % BK, k = k0 + kc;
+            const bool kv = k < k_end;
+            int64_t koff = 0;
+            int32_t dy = 0, dx = 0;
+            if (kv) {
+                uint32_t khw = p.c.kh * p.c.kw, ci = k / khw, rem = k % khw, ky = rem / p.c.kw, kx = rem % p.c.kw;
+                dy = (int32_t)(ky * p.c.dh);
+                dx = (int32_t)(kx * p.c.dw);
+                koff = (int64_t)ci * hw + (int64_t)dy * p.c.w + dx;
+            }
+#pragma unroll 4
+            for (int i = 0; i < BB * BK / T; i++) {
+                uint32_t r = tid / BK + i * (T / BK);
+                RowInfo ri = rows[r];
+                int32_t iy = ri.iy0 + dy, ix = ri.ix0 + dx;
+                bool ok = kv && iy >= 0 && iy < (int32_t)p.c.h && ix >= 0 && ix < (int32_t)p.c.w;
+                uint64_t at = ok ? (uint64_t)(ri.base + koff) : 0;
+                cp_async8(dc + r * LDX + kc, p.xc + at, ok);
+                cp_async8(dv + r * LDX + kc, p.xv + at, ok);
+            }
+        } else if (VEC) {
 #pragma unroll
-        for (int j = 0; j < NT; j++)
+            for (int i = 0; i < BB * BK / 2 / T; i++) {
+                uint32_t id = tid + i * T, r = id / (BK / 2), kc = (id % (BK / 2)) * 2, m = m0 + r, k = k0 + kc;
+                bool ok = m < p.M && k < k_end;
+                uint64_t at = ok ? (uint64_t)m * p.K + k : 0;
+                cp_async16(dc + r * LDX + kc, p.xc + at, ok);
+                cp_async16(dv + r * LDX + kc, p.xv + at, ok);
+            }
+        } else {
+#pragma unroll 4
+            for (int i = 0; i < BB * BK / T; i++) {
+                uint32_t id = tid + i * T, r = id / BK, kc = id % BK, m = m0 + r, k = k0 + kc;
+                bool ok = m < p.M && k < k_end;
+                uint64_t at = ok ? (uint64_t)m * p.K + k : 0;
+                cp_async8(dc + r * LDX + kc, p.xc + at, ok);
+                cp_async8(dv + r * LDX + kc, p.xv + at, ok);
+            }
+        }
+    };
+
+    double acc_c[FT][BT][4], acc_g[FT][BT][4];
+#pragma unroll
+    for (int i = 0; i < FT; i++)
+#pragma unroll
+        for (int j = 0; j < BT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) { acc_c[i][j][e] = 0.0; acc_g[i][j][e] = 0.0; }
 
-    double pc[A_PER], pv[A_PER];
-    float pw[B_PER];
-    // Loads the stage starting at k0 into registers (zeros outside the problem and in padding).
-    auto load = [&](uint32_t k0) {
-        uint32_t k = k0 + kk_t;
-        bool kv = k < k_end;
-        int64_t koff = 0;
-        int32_t dy = 0, dx = 0;
-        if (CONV && kv) {
-            uint32_t khw = p.c.kh * p.c.kw, ci = k / khw, rem = k % khw, ky = rem / p.c.kw, kx = rem % p.c.kw;
-            dy = (int32_t)(ky * p.c.dh);
-            dx = (int32_t)(kx * p.c.dw);
-            koff = (int64_t)ci * hw + (int64_t)dy * p.c.w + dx;
-        }
-#pragma unroll
-        for (int i = 0; i < A_PER; i++) {
-            uint32_t r = tid / BK + i * (T / BK), m = m0 + r;
-            double c = 0.0, v = 0.0; // padding and out-of-range: the point 0
-            if (CONV) {
-                RowInfo ri = rows[r];
-                int32_t iy = ri.iy0 + dy, ix = ri.ix0 + dx;
-                if (kv && iy >= 0 && iy < (int32_t)p.c.h && ix >= 0 && ix < (int32_t)p.c.w) {
-                    c = __ldg(p.xc + ri.base + koff);
-                    v = __ldg(p.xv + ri.base + koff);
-                }
-            } else if (kv && m < p.M) {
-                c = __ldg(p.xc + (uint64_t)m * p.K + k);
-                v = __ldg(p.xv + (uint64_t)m * p.K + k);
-            }
-            pc[i] = c;
-            pv[i] = v;
-        }
-#pragma unroll
-        for (int i = 0; i < B_PER; i++) {
-            uint32_t n = n0 + tid / BK + i * (T / BK);
-            pw[i] = (kv && n < p.N) ? __ldg(p.w + ((uint64_t)g * p.N + n) * p.K + k) : 0.0f;
-        }
-    };
-    // The staged centres and radii, and the weights as f64, into stage `s`.
-    auto store = [&](int s) {
-#pragma unroll
-        for (int i = 0; i < A_PER; i++) {
-            uint32_t r = tid / BK + i * (T / BK);
-            sc[(s * BM + r) * LDK + kk_t] = pc[i];
-            sv[(s * BM + r) * LDK + kk_t] = pv[i];
-        }
-#pragma unroll
-        for (int i = 0; i < B_PER; i++) sw[(s * BN + tid / BK + i * (T / BK)) * LDK + kk_t] = (double)pw[i];
-    };
-
     const uint32_t n_stages = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
-    if (n_stages > 0) {
-        load(k_begin);
-        store(0);
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if ((uint32_t)s < n_stages) load(k_begin + s * BK, s);
+        asm volatile("cp.async.commit_group;\n" ::);
     }
-    __syncthreads();
     for (uint32_t t = 0; t < n_stages; t++) {
-        const int s = t & 1;
-        if (t + 1 < n_stages) load(k_begin + (t + 1) * BK);
-        const double *cs = sc + s * BM * LDK, *vs = sv + s * BM * LDK, *ws = sw + s * BN * LDK;
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2));
+        __syncthreads(); // stage t is in; every warp is done with the buffer refilled next
+        if (t + STAGES - 1 < n_stages) load(k_begin + (t + STAGES - 1) * BK, (t + STAGES - 1) % STAGES);
+        asm volatile("cp.async.commit_group;\n" ::);
+        const int s = t % STAGES;
+        const float *ws = sw + (size_t)s * BF * LDW + (wf * FT * 16 + gid) * LDW + tig;
+        const double *cs = sc + (size_t)s * BB * LDX + (wb * BT * 8 + gid) * LDX + tig;
+        const double *vs = sv + (size_t)s * BB * LDX + (wb * BT * 8 + gid) * LDX + tig;
 #pragma unroll
-        for (int kk = 0; kk < BK; kk += MK) {
-            double ac[2][MK / 2], av[2][MK / 2], bw[NT][MK / 4];
+        for (int kk = 0; kk < BK; kk += 4) {
+            double a[FT][2], bc[BT][1], bv[BT][1];
 #pragma unroll
-            for (int i = 0; i < 2; i++)
+            for (int i = 0; i < FT; i++) {
+                a[i][0] = ws[i * 16 * LDW + kk];
+                a[i][1] = ws[(i * 16 + 8) * LDW + kk];
+            }
 #pragma unroll
-                for (int q = 0; q < MK / 2; q++) {
-                    uint32_t row = wm * 32 + i * 16 + gid + 8 * (q & 1), col = kk + tig + 4 * (q >> 1);
-                    ac[i][q] = cs[row * LDK + col];
-                    av[i][q] = vs[row * LDK + col];
-                }
+            for (int j = 0; j < BT; j++) {
+                bc[j][0] = cs[j * 8 * LDX + kk];
+                bv[j][0] = vs[j * 8 * LDX + kk];
+            }
 #pragma unroll
-            for (int j = 0; j < NT; j++)
+            for (int i = 0; i < FT; i++) {
 #pragma unroll
-                for (int q = 0; q < MK / 4; q++) bw[j][q] = ws[(wn * NT * 8 + j * 8 + gid) * LDK + kk + tig + 4 * q];
+                for (int j = 0; j < BT; j++) mma<4>(acc_c[i][j], a[i], bc[j]);
+                a[i][0] = fabs(a[i][0]);
+                a[i][1] = fabs(a[i][1]);
 #pragma unroll
-            for (int j = 0; j < NT; j++) {
-#pragma unroll
-                for (int i = 0; i < 2; i++) mma<MK>(acc_c[i][j], ac[i], bw[j]);
-#pragma unroll
-                for (int q = 0; q < MK / 4; q++) bw[j][q] = fabs(bw[j][q]);
-#pragma unroll
-                for (int i = 0; i < 2; i++) mma<MK>(acc_g[i][j], av[i], bw[j]);
+                for (int j = 0; j < BT; j++) mma<4>(acc_g[i][j], a[i], bv[j]);
             }
         }
-        if (t + 1 < n_stages) store(s ^ 1);
-        __syncthreads();
     }
+    asm volatile("cp.async.wait_group 0;\n" ::);
 
+    // Accumulator e of tile (i, j): feature gid (+ 8 for e >= 2), pixel 2 tig + (e & 1).
 #pragma unroll
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < FT; i++)
 #pragma unroll
-        for (int j = 0; j < NT; j++)
+        for (int j = 0; j < BT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                uint32_t m = m0 + wm * 32 + i * 16 + gid + 8 * (e >> 1), n = n0 + wn * NT * 8 + j * 8 + 2 * tig + (e & 1);
+                uint32_t n = n0 + wf * FT * 16 + i * 16 + gid + 8 * (e >> 1);
+                uint32_t m = m0 + wb * BT * 8 + j * 8 + 2 * tig + (e & 1);
                 if (m >= p.M || n >= p.N) continue;
                 uint64_t idx = out_index(p, m, n, g);
                 if (p.splits == 1) {
@@ -268,16 +302,11 @@ template <class Cfg, bool CONV> __global__ void __launch_bounds__(Cfg::T, Cfg::M
 #endif
 }
 
-// c = l/2 + u/2 and v = r + gamma |c| with r = max(u - c, c - l), rounded up: [l, u] lies in
-// [c - r, c + r] for any c, so c needs no rounding control.
+// Centres and radii-with-error-term of the input boxes (ibp_common.cuh), once per layer.
 __global__ void centre_radius_kernel(const double *lo, const double *hi, uint64_t n, double gamma, double *xc,
                                      double *xv) {
-    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
-        double l = lo[i], u = hi[i], c = 0.5 * l + 0.5 * u;
-        double r = fmax(__dsub_ru(u, c), __dsub_ru(c, l));
-        xc[i] = c;
-        xv[i] = __dadd_ru(r, __dmul_ru(gamma, fabs(c)));
-    }
+    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x)
+        lvk_ibp::centre_radius(lo[i], hi[i], gamma, xc[i], xv[i]);
 }
 
 // Sums the split-K partials in a fixed order (deterministic) and finishes each output.
@@ -293,42 +322,33 @@ __global__ void finish_splits_kernel(Gemm p) {
     }
 }
 
-template <class Cfg, bool CONV> int launch(Gemm &p, int sms, cudaStream_t s) {
-    constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
-    auto kernel = mma_kernel<Cfg, CONV>;
-    size_t smem = (size_t)2 * (2 * BM + BN) * Cfg::LDK * sizeof(double) + BM * sizeof(RowInfo);
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
-    uint64_t tiles = (uint64_t)((p.M + BM - 1) / BM) * ((p.N + BN - 1) / BN);
-    uint64_t blocks = tiles * p.c.groups;
-    // Split K when the tiles alone would leave SMs idle, keeping at least 8 stages per split.
-    uint32_t splits = 1;
-    uint64_t stages = (p.K + BK - 1) / BK;
-    while (blocks * splits < (uint64_t)2 * sms && stages / (splits * 2) >= 8 && splits < 16) splits *= 2;
-    p.splits = splits;
-    p.k_per_split = (uint32_t)(((stages + splits - 1) / splits) * BK);
-    double n = (double)p.K + splits + 2.0;
-    p.gamma = ldexp(n, -51);
-    p.one_plus_2gamma = 1.0 + 2.0 * p.gamma; // exact: n < 2^40
-    p.eta = ldexp(n, -1020);
+// Everything around a GEMM kernel: the split-K choice (double the splits while the blocks still
+// fit in one wave of `per_sm` blocks per SM, keeping at least 8 stages of `bk` per split), the error
+// term, one stream-ordered scratch allocation (the input's centres and radii, then the split-K
+// partials), the centre / radius pass, the kernel (`kernel(p, splits)`), and the split-K finish.
+template <class Kernel>
+int run_gemm(Gemm &p, int sms, cudaStream_t s, uint64_t tiles, uint32_t bk, int per_sm, Kernel kernel) {
     if (tiles > 0x7fffffffu || p.c.groups > 65535u) return cudaErrorInvalidValue;
-    // One stream-ordered scratch allocation: centres and radii of the input, then the split-K partials.
+    uint64_t blocks = tiles * p.c.groups, stages = (p.K + bk - 1) / bk;
+    uint32_t splits = 1;
+    while (blocks * splits * 2 <= (uint64_t)per_sm * sms && stages / (splits * 2) >= 8 && splits < 16) splits *= 2;
+    p.splits = splits;
+    p.k_per_split = (uint32_t)(((stages + splits - 1) / splits) * bk);
+    p.err = lvk_ibp::error_term((double)p.K + splits + 2.0);
     uint64_t n_in = (uint64_t)p.M / (p.c.oh * p.c.ow) * p.c.cin * p.c.h * p.c.w;
     size_t parts = splits > 1 ? (size_t)2 * splits * p.total : 0;
     double *scratch = nullptr;
-    e = (cudaError_t)lvk_scratch_malloc_async(reinterpret_cast<void **>(&scratch), (2 * n_in + parts) * sizeof(double), s);
+    cudaError_t e = (cudaError_t)lvk_scratch_malloc_async(reinterpret_cast<void **>(&scratch),
+                                                          (2 * n_in + parts) * sizeof(double), s);
     if (e != cudaSuccess) return e;
     p.xc = scratch;
     p.xv = scratch + n_in;
     p.part = splits > 1 ? scratch + 2 * n_in : nullptr;
     uint64_t cr_blocks = (n_in + 255) / 256;
-    centre_radius_kernel<<<(unsigned)(cr_blocks > 65535 ? 65535 : cr_blocks), 256, 0, s>>>(p.lo, p.hi, n_in, p.gamma,
-                                                                                         scratch, scratch + n_in);
+    centre_radius_kernel<<<(unsigned)(cr_blocks > 65535 ? 65535 : cr_blocks), 256, 0, s>>>(p.lo, p.hi, n_in,
+                                                                                         p.err.gamma, scratch, scratch + n_in);
     e = cudaGetLastError();
-    if (e == cudaSuccess) {
-        kernel<<<dim3((unsigned)tiles, splits, p.c.groups), Cfg::T, smem, s>>>(p);
-        e = cudaGetLastError();
-    }
+    if (e == cudaSuccess) e = (cudaError_t)kernel(p, splits);
     if (e == cudaSuccess && splits > 1) {
         uint64_t g = (p.total + 255) / 256;
         finish_splits_kernel<<<(unsigned)(g > 65535 ? 65535 : g), 256, 0, s>>>(p);
@@ -338,9 +358,37 @@ template <class Cfg, bool CONV> int launch(Gemm &p, int sms, cudaStream_t s) {
     return e == cudaSuccess ? f : e;
 }
 
-// Chosen by bench/ibp_mma_study.cu on an H200 (bench/results/): 64 x 64 blocks of eight 32 x 16
-// warps, two blocks per SM, was fastest on every shape measured.
-using Block = Tile<2, 4, 2, 16, 4, 2>;
+template <class Cfg, bool CONV> int launch_async(Gemm &p, int sms, cudaStream_t s) {
+    size_t smem = Cfg::STAGES * Cfg::STAGE_BYTES + (CONV ? Cfg::BB * sizeof(RowInfo) : 0);
+    bool vec = p.K % 4 == 0 && (reinterpret_cast<uintptr_t>(p.w) & 15) == 0;
+    auto kernel = vec ? async_kernel<Cfg, CONV, true> : async_kernel<Cfg, CONV, false>;
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    uint64_t tiles = (uint64_t)((p.M + Cfg::BB - 1) / Cfg::BB) * ((p.N + Cfg::BF - 1) / Cfg::BF);
+    return run_gemm(p, sms, s, tiles, Cfg::BK, Cfg::MIN_BLOCKS, [&](Gemm &q, uint32_t splits) {
+        kernel<<<dim3((unsigned)tiles, splits, q.c.groups), Cfg::T, smem, s>>>(q);
+        return (int)cudaGetLastError();
+    });
+}
+
+} // namespace
+#include "ibp_mma_staged.cuh"
+namespace {
+
+// Chosen by bench/ibp_mma_study.cu on an H200 (bench/results/gpu-h200-2026-11-22c/): wide
+// linear layers take the cp.async kernel with 128 features x 32 items per block, eight warps of
+// 32 x 16, three stages, two blocks per SM (70 % of DMMA peak at 1024 x 4096 x 4096, against
+// 63 % for the register-staged kernel); convolutions with at most 32 output channels take it
+// with 32-feature blocks; everything else the register-staged kernel with 64 x 64 blocks.
+using Wide = Tile<4, 2, 2, 2, 32, 3, 2>;
+using Narrow32 = Tile<1, 4, 2, 2, 16, 3, 2>;
+using Staged = StagedTile<2, 4, 2, 16, 4, 2>;
+
+template <bool CONV> int launch_for(Gemm &p, int sms, cudaStream_t s) {
+    if (CONV) return p.N <= 32 ? launch_async<Narrow32, true>(p, sms, s) : launch_staged<Staged, true>(p, sms, s);
+    bool wide = p.N >= 128 && p.K >= 128 && p.K % 4 == 0;
+    return wide ? launch_async<Wide, false>(p, sms, s) : launch_staged<Staged, false>(p, sms, s);
+}
 
 } // namespace
 
@@ -372,7 +420,7 @@ extern "C" int lvk_ibp_conv2d_mma(const float *w, const float *bias, const uint3
     if (e != cudaSuccess) return e;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     bool linear = p.c.h == 1 && p.c.w == 1 && p.c.kh == 1 && p.c.kw == 1 && p.c.groups == 1;
-    return linear ? launch<Block, false>(p, sms, s) : launch<Block, true>(p, sms, s);
+    return linear ? launch_for<false>(p, sms, s) : launch_for<true>(p, sms, s);
 }
 
 extern "C" int lvk_ibp_linear_mma(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,

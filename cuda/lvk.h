@@ -101,6 +101,11 @@ int lvk_ibp_conv2d_mma(const float *w, const float *bias, const uint32_t shape[1
                        const double *lo, const double *hi, double *olo, double *ohi, int relu,
                        void *stream);
 
+/* Small batches (1 to 8) in centre / radius form (cuda/ibp_gemv.cu); lvk_ibp_linear calls it. */
+int lvk_ibp_linear_gemv(const float *w, const float *bias, uint32_t in_f, uint32_t out_f, uint32_t batch,
+                        const double *lo, const double *hi, double *olo, double *ohi, int relu,
+                        void *stream);
+
 #ifdef __cplusplus
 }
 #endif

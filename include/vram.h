@@ -271,8 +271,9 @@ typedef struct ibp_propagate_options {
    */
   uint32_t memory;
   /**
-   * A `cudaStream_t` to run on (CUDA backend; NULL = a stream of libvram's own). The call
-   * returns when the bounds are ready.
+   * A `cudaStream_t` to run on (CUDA backend; NULL = a non-blocking stream of libvram's own,
+   * one per calling thread and GPU, kept between calls). The call returns when the bounds
+   * are ready.
    */
   void *stream;
   /**

@@ -29,8 +29,9 @@ pub struct ibp_propagate_options {
     pub struct_size: u32,
     /// An ::ibp_memory value: where `in_*` and `out_*` live.
     pub memory: u32,
-    /// A `cudaStream_t` to run on (CUDA backend; NULL = a stream of libvram's own). The call
-    /// returns when the bounds are ready.
+    /// A `cudaStream_t` to run on (CUDA backend; NULL = a non-blocking stream of libvram's own,
+    /// one per calling thread and GPU, kept between calls). The call returns when the bounds
+    /// are ready.
     pub stream: *mut c_void,
     /// Rows of the specification matrix C; 0 = no specification (bounds on the outputs).
     pub spec_rows: usize,

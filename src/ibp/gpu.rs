@@ -77,10 +77,10 @@ fn tensor_cores_allowed() -> bool {
     std::env::var_os("VRAM_IBP_TENSOR_CORES").is_none_or(|v| v != "0")
 }
 
-fn stream_for(stream: Option<*mut c_void>) -> Result<Stream> {
+fn stream_for(stream: Option<*mut c_void>, device: i32) -> Result<Stream> {
     match stream {
         Some(s) if !s.is_null() => Ok(Stream::borrowed(s)),
-        _ => Stream::new(),
+        _ => Stream::of_this_thread(device),
     }
 }
 
@@ -605,8 +605,9 @@ pub fn propagate(
     out_hi: &mut [f32],
     stream: Option<*mut c_void>,
 ) -> Result<()> {
-    let _scope = DeviceScope::enter(device(model)?)?;
-    let stream = stream_for(stream)?;
+    let dev = device(model)?;
+    let _scope = DeviceScope::enter(dev)?;
+    let stream = stream_for(stream, dev)?;
     let n_in = req.in_lo.len();
     let dl = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
     let dh = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
@@ -641,8 +642,9 @@ pub fn propagate_device(
     spec: Option<&Spec>,
     stream: Option<*mut c_void>,
 ) -> Result<()> {
-    let _scope = DeviceScope::enter(device(model)?)?;
-    let stream = stream_for(stream)?;
+    let dev = device(model)?;
+    let _scope = DeviceScope::enter(dev)?;
+    let stream = stream_for(stream, dev)?;
     let run = run(
         model,
         batch,

@@ -22,6 +22,11 @@ unsafe extern "C" {
     pub fn cudaMemGetInfo(free: *mut usize, total: *mut usize) -> c_int;
     pub fn cudaStreamCreate(s: *mut *mut c_void) -> c_int;
     pub fn cudaStreamDestroy(s: *mut c_void) -> c_int;
+    pub fn cudaEventCreate(e: *mut *mut c_void) -> c_int;
+    pub fn cudaEventDestroy(e: *mut c_void) -> c_int;
+    pub fn cudaEventRecord(e: *mut c_void, s: *mut c_void) -> c_int;
+    pub fn cudaEventSynchronize(e: *mut c_void) -> c_int;
+    pub fn cudaEventElapsedTime(ms: *mut f32, a: *mut c_void, b: *mut c_void) -> c_int;
 }
 
 /// Asserts a CUDA call succeeded.

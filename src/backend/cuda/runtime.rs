@@ -44,6 +44,25 @@ impl Stream {
         Ok(Self { raw, owned: true })
     }
 
+    /// This thread's own stream on `device` (the current device), created on first use and
+    /// kept until the thread exits: creating and destroying a stream per call cost more than a
+    /// whole small IBP call's launches. The returned handle does not own it.
+    pub fn of_this_thread(device: i32) -> Result<Self> {
+        thread_local! {
+            static OWN: std::cell::RefCell<Vec<(i32, Stream)>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        OWN.with(|own| {
+            let mut own = own.borrow_mut();
+            if let Some((_, s)) = own.iter().find(|(d, _)| *d == device) {
+                return Ok(Self::borrowed(s.raw));
+            }
+            let s = Self::new()?;
+            let raw = s.raw;
+            own.push((device, s));
+            Ok(Self::borrowed(raw))
+        })
+    }
+
     /// Wraps a caller's `cudaStream_t`; libvram enqueues on it and never destroys it.
     pub fn borrowed(raw: *mut c_void) -> Self {
         Self { raw, owned: false }
