@@ -96,7 +96,12 @@ mod bench {
             ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
         if batch == 1 {
-            call_overhead(model, [dl.0.cast(), dh.0.cast()], [ol.0.cast(), oh.0.cast()], median(ms.clone()));
+            call_overhead(
+                model,
+                [dl.0.cast(), dh.0.cast()],
+                [ol.0.cast(), oh.0.cast()],
+                median(ms.clone()),
+            );
         }
         let mut out = (vec![0u8; n_out * 4], vec![0u8; n_out * 4]);
         ok(

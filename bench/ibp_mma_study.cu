@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -143,7 +144,8 @@ static int linear_case(uint32_t M, uint32_t N, uint32_t K, int sms, Timer &t) {
         }
     };
     // Session 2's kernel: TileV1<warps m, warps n, 8-column tiles per warp, k per stage, mma k, blocks per SM>
-    run(launch_staged<StagedTile<2, 4, 2, 16, 4, 2>, false>, "staged: items on M, 64x64 warp 32x16 BK16, 2 blocks/SM (session 2)");
+    run(launch_staged<StagedTile<2, 4, 2, 16, 4, 2>, false, true>, "staged: items on M, 64x64 warp 32x16 BK16, 2 blocks/SM, centres precomputed (session 2)");
+    run(launch_staged<StagedTile<2, 4, 2, 16, 4, 2>, false, false>, "staged, centres computed in the loads");
     // Tile<warps f, warps b, 16-feature tiles per warp, 8-item tiles per warp, k per stage, stages, blocks per SM>
     run(launch_async<Tile<2, 4, 4, 2, 32, 3, 1>, false>, "async: 128f x 64b, warp 64x16, BK32, 3 stages");
     run(launch_async<Tile<4, 2, 2, 2, 32, 3, 2>, false>, "async: 128f x 32b, warp 32x16, BK32, 3 stages, 2 blocks/SM");
@@ -202,12 +204,28 @@ static int conv_case(uint32_t cin, uint32_t cout, uint32_t h, uint32_t batch, in
         printf("| conv %u->%u 3x3 s2 b%u | tensor cores %s | %.3f ms | %.1f TFLOP/s |\n", cin, cout, batch, name, ms, flop / ms / 1e9);
         compare(name, host(ol, n_out), host(oh, n_out), sl_h, sh_h);
     };
-    run(launch_staged<StagedTile<2, 4, 2, 16, 4, 2>, true>, "staged: 64x64 warp 32x16 BK16, 2 blocks/SM");
+    run(launch_staged<StagedTile<2, 4, 2, 16, 4, 2>, true, true>, "staged: 64x64 warp 32x16 BK16, 2 blocks/SM, centres precomputed");
+    run(launch_staged<StagedTile<2, 4, 2, 16, 4, 2>, true, false>, "staged, centres computed in the loads");
     run(launch_async<Tile<1, 4, 2, 2, 16, 3, 2>, true>, "async: 32f x 64b, warp 32x16, BK16, 3 stages, 2 blocks/SM");
     run(launch_async<Tile<1, 4, 4, 2, 16, 3, 2>, true>, "async: 64f x 64b, warp 64x16, BK16, 3 stages, 2 blocks/SM");
     run(launch_for<true>, "as chosen for this width");
     for (void *p : {(void *)dw, (void *)db, (void *)dl, (void *)dh, (void *)ol, (void *)oh, (void *)sl, (void *)sh}) CK(cudaFree(p));
     return 0;
+}
+
+// Reads each row once with 16-byte loads and sums it in f32: the rate the memory system gives
+// this access pattern when the arithmetic costs nothing.
+__global__ void __launch_bounds__(512) stream_probe(const float *w, uint32_t n, float *out) {
+    const uint32_t lane = threadIdx.x & 31, row = blockIdx.x * 16 + (threadIdx.x >> 5);
+    const float4 *w4 = reinterpret_cast<const float4 *>(w + (uint64_t)row * n);
+    float s = 0.f;
+#pragma unroll 8
+    for (uint32_t j = lane; j < n / 4; j += 32) {
+        float4 q = __ldg(w4 + j);
+        s += (q.x + q.y) + (q.z + q.w);
+    }
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) out[row] = s;
 }
 
 // Batch 1 on an 8 x 4096 MLP, kernels only: session 2's directed-rounding GEMV against the
@@ -244,19 +262,42 @@ static int gemv_chain(Timer &t) {
         linear_gemv_kernel<32><<<n / 32, 1024, smem, t.s>>>(w, nullptr, n, n, 1, xl, xh, yl, yh, true, false);
         return cudaGetLastError();
     });
-    auto rows = [&](auto launcher) {
-        return [&, launcher](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
+    // The centre / radius variants, timed in alternating rounds (one machine's layer times
+    // drift by several per cent between minutes; alternating keeps the comparison fair).
+    auto gemv = [&](auto launcher, bool overlap) {
+        return [&, launcher, overlap](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
             GemvArgs p = {w, nullptr, n, n, 1, xl, xh, yl, yh, lvk_ibp::error_term(n + 2.0), 0, 1};
-            return (cudaError_t)launcher(p, (size_t)n * 16, 0, true, t.s);
+            return (cudaError_t)launcher(p, (size_t)n * 16, 0, overlap, t.s);
         };
     };
-    report("centre / radius, 1 row per warp, 16 warps, 8 loads in flight", rows(launch_gemv<16, 1, 1, 8>));
-    report("centre / radius, 2 rows per warp, 8 warps, 4 loads each", rows(launch_gemv<8, 2, 1, 4>));
-    report("centre / radius, 4 rows per warp, 4 warps, 4 loads each", rows(launch_gemv<4, 4, 1, 4>));
-    report("centre / radius, 2 rows per warp, 8 warps, overlap off", [&](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
-        GemvArgs p = {w, nullptr, n, n, 1, xl, xh, yl, yh, lvk_ibp::error_term(n + 2.0), 0, 1};
-        return (cudaError_t)launch_gemv<8, 2, 1, 4>(p, (size_t)n * 16, 0, false, t.s);
-    });
+    using Layer = std::function<cudaError_t(const float *, const double *, const double *, double *, double *)>;
+    std::vector<std::pair<const char *, Layer>> variants = {
+        {"1 row per warp, 16 warps, 8 loads in flight, overlapped", gemv(launch_gemv<16, 1, 1, 8>, true)},
+        {"1 row per warp, 16 warps, 8 loads in flight, not overlapped", gemv(launch_gemv<16, 1, 1, 8>, false)},
+        {"2 rows per warp, 8 warps, 4 loads each, overlapped", gemv(launch_gemv<8, 2, 1, 4>, true)},
+        {"2 rows per warp, 8 warps, 4 loads each, not overlapped", gemv(launch_gemv<8, 2, 1, 4>, false)},
+        {"2 rows per warp, 16 warps (128 blocks), overlapped", gemv(launch_gemv<16, 2, 1, 4>, true)},
+        {"1 row per warp, 16 warps, 16 loads in flight, overlapped", gemv(launch_gemv<16, 1, 1, 16>, true)},
+        {"streaming probe: the same rows summed in f32, nothing else", [&](const float *w, const double *, const double *, double *yl, double *) {
+             stream_probe<<<n / 16, 512, 0, t.s>>>(w, n, reinterpret_cast<float *>(yl));
+             return cudaGetLastError();
+         }},
+    };
+    std::vector<std::vector<double>> one(variants.size()), chain(variants.size());
+    for (int round = 0; round < 5; round++)
+        for (size_t v = 0; v < variants.size(); v++) {
+            auto &layer = variants[v].second;
+            one[v].push_back(t.ms([&] { CK(layer(dw[0], l, h, al, ah)); }, 10));
+            chain[v].push_back(t.ms([&] {
+                for (uint32_t k = 0; k < layers; k++)
+                    CK(layer(dw[k], k ? al + ((k - 1) & 1) * n : l, k ? ah + ((k - 1) & 1) * n : h, al + (k & 1) * n,
+                             ah + (k & 1) * n));
+            }, 10));
+        }
+    auto med = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; };
+    for (size_t v = 0; v < variants.size(); v++)
+        printf("| GEMV 4096x4096 b1, centre / radius, %s | one layer %.4f ms | 8 layers (kernels only) %.4f ms (median of 5 alternating rounds) |\n",
+               variants[v].first, med(one[v]), med(chain[v]));
     auto v2 = report("as chosen (lvk_ibp_linear_gemv)", [&](const float *w, const double *xl, const double *xh, double *yl, double *yh) {
         return (cudaError_t)lvk_ibp_linear_gemv(w, nullptr, n, n, 1, xl, xh, yl, yh, 0, t.s);
     });

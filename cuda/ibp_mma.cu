@@ -324,10 +324,12 @@ __global__ void finish_splits_kernel(Gemm p) {
 
 // Everything around a GEMM kernel: the split-K choice (double the splits while the blocks still
 // fit in one wave of `per_sm` blocks per SM, keeping at least 8 stages of `bk` per split), the error
-// term, one stream-ordered scratch allocation (the input's centres and radii, then the split-K
-// partials), the centre / radius pass, the kernel (`kernel(p, splits)`), and the split-K finish.
+// term, one stream-ordered scratch allocation (with `precompute`, the input's centres and radii,
+// made by one pass before the kernel; then the split-K partials), the kernel
+// (`kernel(p, splits)`), and the split-K finish.
 template <class Kernel>
-int run_gemm(Gemm &p, int sms, cudaStream_t s, uint64_t tiles, uint32_t bk, int per_sm, Kernel kernel) {
+int run_gemm(Gemm &p, int sms, cudaStream_t s, uint64_t tiles, uint32_t bk, int per_sm, bool precompute,
+             Kernel kernel) {
     if (tiles > 0x7fffffffu || p.c.groups > 65535u) return cudaErrorInvalidValue;
     uint64_t blocks = tiles * p.c.groups, stages = (p.K + bk - 1) / bk;
     uint32_t splits = 1;
@@ -335,7 +337,7 @@ int run_gemm(Gemm &p, int sms, cudaStream_t s, uint64_t tiles, uint32_t bk, int 
     p.splits = splits;
     p.k_per_split = (uint32_t)(((stages + splits - 1) / splits) * bk);
     p.err = lvk_ibp::error_term((double)p.K + splits + 2.0);
-    uint64_t n_in = (uint64_t)p.M / (p.c.oh * p.c.ow) * p.c.cin * p.c.h * p.c.w;
+    uint64_t n_in = precompute ? (uint64_t)p.M / (p.c.oh * p.c.ow) * p.c.cin * p.c.h * p.c.w : 0;
     size_t parts = splits > 1 ? (size_t)2 * splits * p.total : 0;
     double *scratch = nullptr;
     cudaError_t e = (cudaError_t)lvk_scratch_malloc_async(reinterpret_cast<void **>(&scratch),
@@ -344,10 +346,12 @@ int run_gemm(Gemm &p, int sms, cudaStream_t s, uint64_t tiles, uint32_t bk, int 
     p.xc = scratch;
     p.xv = scratch + n_in;
     p.part = splits > 1 ? scratch + 2 * n_in : nullptr;
-    uint64_t cr_blocks = (n_in + 255) / 256;
-    centre_radius_kernel<<<(unsigned)(cr_blocks > 65535 ? 65535 : cr_blocks), 256, 0, s>>>(p.lo, p.hi, n_in,
-                                                                                         p.err.gamma, scratch, scratch + n_in);
-    e = cudaGetLastError();
+    if (precompute) {
+        uint64_t cr_blocks = (n_in + 255) / 256;
+        centre_radius_kernel<<<(unsigned)(cr_blocks > 65535 ? 65535 : cr_blocks), 256, 0, s>>>(
+            p.lo, p.hi, n_in, p.err.gamma, scratch, scratch + n_in);
+        e = cudaGetLastError();
+    }
     if (e == cudaSuccess) e = (cudaError_t)kernel(p, splits);
     if (e == cudaSuccess && splits > 1) {
         uint64_t g = (p.total + 255) / 256;
@@ -365,7 +369,7 @@ template <class Cfg, bool CONV> int launch_async(Gemm &p, int sms, cudaStream_t 
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     uint64_t tiles = (uint64_t)((p.M + Cfg::BB - 1) / Cfg::BB) * ((p.N + Cfg::BF - 1) / Cfg::BF);
-    return run_gemm(p, sms, s, tiles, Cfg::BK, Cfg::MIN_BLOCKS, [&](Gemm &q, uint32_t splits) {
+    return run_gemm(p, sms, s, tiles, Cfg::BK, Cfg::MIN_BLOCKS, true, [&](Gemm &q, uint32_t splits) {
         kernel<<<dim3((unsigned)tiles, splits, q.c.groups), Cfg::T, smem, s>>>(q);
         return (int)cudaGetLastError();
     });
@@ -385,9 +389,9 @@ using Narrow32 = Tile<1, 4, 2, 2, 16, 3, 2>;
 using Staged = StagedTile<2, 4, 2, 16, 4, 2>;
 
 template <bool CONV> int launch_for(Gemm &p, int sms, cudaStream_t s) {
-    if (CONV) return p.N <= 32 ? launch_async<Narrow32, true>(p, sms, s) : launch_staged<Staged, true>(p, sms, s);
+    if (CONV) return p.N <= 32 ? launch_async<Narrow32, true>(p, sms, s) : launch_staged<Staged, true, false>(p, sms, s);
     bool wide = p.N >= 128 && p.K >= 128 && p.K % 4 == 0;
-    return wide ? launch_async<Wide, false>(p, sms, s) : launch_staged<Staged, false>(p, sms, s);
+    return wide ? launch_async<Wide, false>(p, sms, s) : launch_staged<Staged, false, false>(p, sms, s);
 }
 
 } // namespace

@@ -19,8 +19,21 @@ template <int WARPS_M_, int WARPS_N_, int NT_, int BK_, int MK_, int MIN_BLOCKS_
 };
 #pragma nv_diag_default 177
 
+template <bool PRE> __device__ __forceinline__ void load_centre_radius(const Gemm &p, uint64_t i, double &c, double &v) {
+    if (PRE) {
+        c = __ldg(p.xc + i);
+        v = __ldg(p.xv + i);
+    } else {
+        lvk_ibp::centre_radius(__ldg(p.lo + i), __ldg(p.hi + i), p.err.gamma, c, v);
+    }
+}
+
 // One block: a BM x BN tile of one group and one k-split.
-template <class Cfg, bool CONV> __global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) staged_kernel(Gemm p) {
+// PRE: centres and radii precomputed by a pass before the kernel (p.xc, p.xv); otherwise each
+// load computes them from the input box (p.lo, p.hi), which saves that pass where each input
+// value is loaded by few blocks.
+template <class Cfg, bool CONV, bool PRE>
+__global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) staged_kernel(Gemm p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 // never launched on older GPUs: no code for them
     constexpr int BM = Cfg::BM, BN = Cfg::BN, T = Cfg::T, BK = Cfg::BK, LDK = Cfg::LDK, MK = Cfg::MK, NT = Cfg::NT;
     constexpr int WARPS_N = Cfg::WARPS_N;
@@ -90,12 +103,10 @@ template <class Cfg, bool CONV> __global__ void __launch_bounds__(Cfg::T, Cfg::M
                 RowInfo ri = rows[r];
                 int32_t iy = ri.iy0 + dy, ix = ri.ix0 + dx;
                 if (kv && iy >= 0 && iy < (int32_t)p.c.h && ix >= 0 && ix < (int32_t)p.c.w) {
-                    c = __ldg(p.xc + ri.base + koff);
-                    v = __ldg(p.xv + ri.base + koff);
+                    load_centre_radius<PRE>(p, (uint64_t)(ri.base + koff), c, v);
                 }
             } else if (kv && m < p.M) {
-                c = __ldg(p.xc + (uint64_t)m * p.K + k);
-                v = __ldg(p.xv + (uint64_t)m * p.K + k);
+                load_centre_radius<PRE>(p, (uint64_t)m * p.K + k, c, v);
             }
             pc[i] = c;
             pv[i] = v;
@@ -176,14 +187,14 @@ template <class Cfg, bool CONV> __global__ void __launch_bounds__(Cfg::T, Cfg::M
 #endif
 }
 
-template <class Cfg, bool CONV> int launch_staged(Gemm &p, int sms, cudaStream_t s) {
+template <class Cfg, bool CONV, bool PRE> int launch_staged(Gemm &p, int sms, cudaStream_t s) {
     constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK;
-    auto kernel = staged_kernel<Cfg, CONV>;
+    auto kernel = staged_kernel<Cfg, CONV, PRE>;
     size_t smem = (size_t)2 * (2 * BM + BN) * Cfg::LDK * sizeof(double) + BM * sizeof(RowInfo);
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     uint64_t tiles = (uint64_t)((p.M + BM - 1) / BM) * ((p.N + BN - 1) / BN);
-    return run_gemm(p, sms, s, tiles, BK, 2, [&](Gemm &q, uint32_t splits) {
+    return run_gemm(p, sms, s, tiles, BK, 2, PRE, [&](Gemm &q, uint32_t splits) {
         kernel<<<dim3((unsigned)tiles, splits, q.c.groups), Cfg::T, smem, s>>>(q);
         return (int)cudaGetLastError();
     });
