@@ -276,8 +276,9 @@ static int gemv_chain(Timer &t) {
         {"1 row per warp, 16 warps, 8 loads in flight, not overlapped", gemv(launch_gemv<16, 1, 1, 8>, false)},
         {"2 rows per warp, 8 warps, 4 loads each, overlapped", gemv(launch_gemv<8, 2, 1, 4>, true)},
         {"2 rows per warp, 8 warps, 4 loads each, not overlapped", gemv(launch_gemv<8, 2, 1, 4>, false)},
-        {"2 rows per warp, 16 warps (128 blocks), overlapped", gemv(launch_gemv<16, 2, 1, 4>, true)},
+        {"2 rows per warp, 16 warps (128 blocks), 4 loads each, overlapped", gemv(launch_gemv<16, 2, 1, 4>, true)},
         {"1 row per warp, 16 warps, 16 loads in flight, overlapped", gemv(launch_gemv<16, 1, 1, 16>, true)},
+        {"2 rows per warp, 16 warps (128 blocks), 8 loads each, overlapped", gemv(launch_gemv<16, 2, 1, 8>, true)},
         {"streaming probe: the same rows summed in f32, nothing else", [&](const float *w, const double *, const double *, double *yl, double *) {
              stream_probe<<<n / 16, 512, 0, t.s>>>(w, n, reinterpret_cast<float *>(yl));
              return cudaGetLastError();

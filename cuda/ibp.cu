@@ -15,6 +15,7 @@ using lvk_ibp::fix_lo;
 // Box of f32 inputs to f64, checking NaN and lower > upper (first bad index to *bad).
 __global__ void to_f64_kernel(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
                               unsigned long long *bad) {
+    lvk_ibp::let_next_grid_start(); // a following GEMV may start loading its weights
     for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
         float l = lo[i], u = hi[i];
         if (!(l <= u)) atomicMin(bad, (unsigned long long)i); // NaN or l > u
@@ -25,6 +26,7 @@ __global__ void to_f64_kernel(const float *lo, const float *hi, double *dlo, dou
 
 __global__ void to_f32_kernel(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n,
                               const unsigned long long *guard) {
+    lvk_ibp::wait_for_previous_grid(); // launched to overlap the last layer's tail
     if (*guard != ~0ull) return; // a bad input box: the call fails and writes nothing
     for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
         lo[i] = __double2float_rd(dlo[i]);
@@ -248,8 +250,20 @@ extern "C" int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, dou
 extern "C" int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n,
                               const unsigned long long *guard, void *stream) {
     if (lo == nullptr || hi == nullptr || dlo == nullptr || dhi == nullptr || guard == nullptr) return cudaErrorInvalidValue;
-    to_f32_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(dlo, dhi, lo, hi, n, guard);
-    return cudaGetLastError();
+    int dev = 0, major = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    if (e != cudaSuccess) return e;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid_for(n));
+    cfg.blockDim = dim3(256);
+    cfg.stream = static_cast<cudaStream_t>(stream);
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = major >= 9 ? 1 : 0; // programmatic dependent launch (the kernel waits first)
+    return cudaLaunchKernelEx(&cfg, to_f32_kernel, dlo, dhi, lo, hi, n, guard);
 }
 
 extern "C" int lvk_ibp_normalize(const double *params, uint32_t n, uint64_t total, const double *lo, const double *hi,

@@ -11,6 +11,22 @@
 
 namespace lvk_ibp {
 
+// Programmatic dependent launch (Hopper and newer; no-ops before): a kernel launched with
+// cudaLaunchAttributeProgrammaticStreamSerialization may start while the previous kernel of its
+// stream finishes, and must wait for it before touching anything that kernel writes or reads;
+// the previous kernel lets it start early.
+__device__ __forceinline__ void wait_for_previous_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void let_next_grid_start() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 // A NaN (only from inf - inf or 0 * inf) becomes the widest bound.
 __device__ __forceinline__ double fix_lo(double v) { return v != v ? -CUDART_INF : v; }
 __device__ __forceinline__ double fix_hi(double v) { return v != v ? CUDART_INF : v; }

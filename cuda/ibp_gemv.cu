@@ -32,18 +32,6 @@ struct GemvArgs {
     int relu, staged;
 };
 
-__device__ __forceinline__ void wait_for_previous_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void let_next_grid_start() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
 // Staged position of element k of a box of n (a multiple of 4) values: planes of double2 so
 // that lane j's pairs (4j, 4j+1) and (4j+2, 4j+3) sit at index j of planes 0 and 1.
 __device__ __forceinline__ uint32_t plane_pos(uint32_t k, uint32_t n) {
@@ -76,7 +64,7 @@ __device__ void row_directed(const GemvArgs &p, uint32_t row, uint32_t b, uint32
 // serve R rows); NB boxes per pass over the rows; U 16-byte loads per row in flight per lane.
 template <int WARPS, int R, int NB, int U> __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(GemvArgs p) {
     extern __shared__ double sx[]; // staged: centres [batch][in_f], then radii (plane layout when vec)
-    let_next_grid_start();
+    lvk_ibp::let_next_grid_start();
     const uint32_t lane = threadIdx.x & 31, row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * R;
     const uint32_t n = p.in_f, n4 = n >> 2;
     const bool vec = p.staged && (n & 3u) == 0 && (reinterpret_cast<uintptr_t>(p.w) & 15) == 0;
@@ -93,7 +81,7 @@ template <int WARPS, int R, int NB, int U> __global__ void __launch_bounds__(WAR
             if (vec && lane + 32u * t < n4) q[r][t] = __ldg(w4[r] + lane + 32u * t);
         }
     }
-    wait_for_previous_grid();
+    lvk_ibp::wait_for_previous_grid();
 
     const double gamma = p.err.gamma;
     double *sc = sx, *sv = sx + (size_t)p.batch * n;
@@ -248,13 +236,14 @@ extern "C" int lvk_ibp_linear_gemv(const float *w, const float *bias, uint32_t i
     bool overlap = major >= 9; // programmatic dependent launch
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     smem = p.staged ? smem : 0;
-    // Wide layers: 16 rows per block (256 blocks for 4096 rows, so no SM idles), two rows per
-    // warp for one box (bench/ibp_mma_study.cu); narrow ones: small blocks, more of them.
+    // Wide layers: 16 warps of two rows per block (128 blocks for 4096 rows: each block stages
+    // the input once for 32 rows), fastest of six shapes in bench/ibp_mma_study.cu; narrow ones:
+    // small blocks, more of them.
     if (batch == 1)
-        return in_f >= 1024 ? launch_gemv<8, 2, 1, 4>(p, smem, dev, overlap, s)
+        return in_f >= 1024 ? launch_gemv<16, 2, 1, 4>(p, smem, dev, overlap, s)
                             : launch_gemv<4, 1, 1, 8>(p, smem, dev, overlap, s);
     if (batch == 2)
-        return in_f >= 1024 ? launch_gemv<8, 2, 2, 4>(p, smem, dev, overlap, s)
+        return in_f >= 1024 ? launch_gemv<16, 2, 2, 4>(p, smem, dev, overlap, s)
                             : launch_gemv<4, 1, 2, 4>(p, smem, dev, overlap, s);
     return in_f >= 1024 ? launch_gemv<16, 1, 4, 2>(p, smem, dev, overlap, s)
                         : launch_gemv<4, 1, 4, 2>(p, smem, dev, overlap, s);

@@ -96,18 +96,22 @@ template <> __device__ __forceinline__ void mma<16>(double (&d)[4], const double
 #endif
 #endif
 
-// Output index (NCHW) of GEMM element (m, n) of group g.
-[[maybe_unused]] __device__ __forceinline__ uint64_t out_index(const Gemm &p, uint32_t m, uint32_t n, uint32_t g) {
-    uint32_t ohw = p.c.oh * p.c.ow;
-    uint64_t b = m / ohw;
-    return (b * p.c.cout + (uint64_t)g * p.N + n) * ohw + m % ohw;
+// Where GEMM element (m, n) of group g goes: batch item b, channel co, pixel pix, and its NCHW
+// index (32-bit arithmetic: m < 2^31; the epilogue runs once per output).
+struct OutPos {
+    uint64_t idx;
+    uint32_t b, co, pix;
+};
+
+[[maybe_unused]] __device__ __forceinline__ OutPos out_pos(const Gemm &p, uint32_t m, uint32_t n, uint32_t g) {
+    uint32_t ohw = p.c.oh * p.c.ow, b = m / ohw, pix = m - b * ohw, co = g * p.N + n;
+    return {((uint64_t)b * p.c.cout + co) * ohw + pix, b, co, pix};
 }
 
-// Final bounds of output `idx` from its products Yc and G (see the top of the file).
-__device__ void finish(const Gemm &p, uint64_t idx, double yc, double g) {
-    uint32_t ohw = p.c.oh * p.c.ow;
-    uint64_t b = idx / ((uint64_t)p.c.cout * ohw);
-    uint32_t co = (uint32_t)((idx / ohw) % p.c.cout), pix = (uint32_t)(idx % ohw);
+// Final bounds of output `at` from its products Yc and G (see the top of the file).
+__device__ void finish(const Gemm &p, OutPos at, double yc, double g) {
+    const uint64_t idx = at.idx;
+    const uint32_t b = at.b, co = at.co, pix = at.pix;
     double bv = p.bias != nullptr ? (double)p.bias[co] : 0.0;
     double lo, hi;
     if (!lvk_ibp::centre_radius_bounds(yc, g, bv, p.err, lo, hi)) {
@@ -291,12 +295,12 @@ __global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) async_kernel(Gemm p) 
                 uint32_t n = n0 + wf * FT * 16 + i * 16 + gid + 8 * (e >> 1);
                 uint32_t m = m0 + wb * BT * 8 + j * 8 + 2 * tig + (e & 1);
                 if (m >= p.M || n >= p.N) continue;
-                uint64_t idx = out_index(p, m, n, g);
+                OutPos at = out_pos(p, m, n, g);
                 if (p.splits == 1) {
-                    finish(p, idx, acc_c[i][j][e], acc_g[i][j][e]);
+                    finish(p, at, acc_c[i][j][e], acc_g[i][j][e]);
                 } else {
-                    p.part[(uint64_t)split * p.total + idx] = acc_c[i][j][e];
-                    p.part[(uint64_t)(p.splits + split) * p.total + idx] = acc_g[i][j][e];
+                    p.part[(uint64_t)split * p.total + at.idx] = acc_c[i][j][e];
+                    p.part[(uint64_t)(p.splits + split) * p.total + at.idx] = acc_g[i][j][e];
                 }
             }
 #endif
@@ -318,7 +322,9 @@ __global__ void finish_splits_kernel(Gemm p) {
             yc += p.part[(uint64_t)s * p.total + idx];
             g += p.part[(uint64_t)(p.splits + s) * p.total + idx];
         }
-        finish(p, idx, yc, g);
+        uint32_t ohw = p.c.oh * p.c.ow;
+        finish(p, {idx, (uint32_t)(idx / ((uint64_t)p.c.cout * ohw)), (uint32_t)((idx / ohw) % p.c.cout), (uint32_t)(idx % ohw)},
+               yc, g);
     }
 }
 
@@ -340,8 +346,9 @@ int run_gemm(Gemm &p, int sms, cudaStream_t s, uint64_t tiles, uint32_t bk, int 
     uint64_t n_in = precompute ? (uint64_t)p.M / (p.c.oh * p.c.ow) * p.c.cin * p.c.h * p.c.w : 0;
     size_t parts = splits > 1 ? (size_t)2 * splits * p.total : 0;
     double *scratch = nullptr;
-    cudaError_t e = (cudaError_t)lvk_scratch_malloc_async(reinterpret_cast<void **>(&scratch),
-                                                          (2 * n_in + parts) * sizeof(double), s);
+    size_t bytes = (2 * n_in + parts) * sizeof(double);
+    cudaError_t e = bytes > 0 ? (cudaError_t)lvk_scratch_malloc_async(reinterpret_cast<void **>(&scratch), bytes, s)
+                              : cudaSuccess;
     if (e != cudaSuccess) return e;
     p.xc = scratch;
     p.xv = scratch + n_in;
@@ -358,7 +365,7 @@ int run_gemm(Gemm &p, int sms, cudaStream_t s, uint64_t tiles, uint32_t bk, int 
         finish_splits_kernel<<<(unsigned)(g > 65535 ? 65535 : g), 256, 0, s>>>(p);
         e = cudaGetLastError();
     }
-    cudaError_t f = cudaFreeAsync(scratch, s);
+    cudaError_t f = scratch != nullptr ? cudaFreeAsync(scratch, s) : cudaSuccess;
     return e == cudaSuccess ? f : e;
 }
 
@@ -383,15 +390,18 @@ namespace {
 // linear layers take the cp.async kernel with 128 features x 32 items per block, eight warps of
 // 32 x 16, three stages, two blocks per SM (70 % of DMMA peak at 1024 x 4096 x 4096, against
 // 63 % for the register-staged kernel); convolutions with at most 32 output channels take it
-// with 32-feature blocks; everything else the register-staged kernel with 64 x 64 blocks.
+// with 32-feature blocks; everything else the register-staged kernel with 64 x 64 blocks, its
+// centres and radii precomputed by a pass unless one block column covers all outputs.
 using Wide = Tile<4, 2, 2, 2, 32, 3, 2>;
 using Narrow32 = Tile<1, 4, 2, 2, 16, 3, 2>;
 using Staged = StagedTile<2, 4, 2, 16, 4, 2>;
 
 template <bool CONV> int launch_for(Gemm &p, int sms, cudaStream_t s) {
-    if (CONV) return p.N <= 32 ? launch_async<Narrow32, true>(p, sms, s) : launch_staged<Staged, true, false>(p, sms, s);
+    if (CONV) return p.N <= 32 ? launch_async<Narrow32, true>(p, sms, s) : launch_staged<Staged, true, true>(p, sms, s);
     bool wide = p.N >= 128 && p.K >= 128 && p.K % 4 == 0;
-    return wide ? launch_async<Wide, false>(p, sms, s) : launch_staged<Staged, false, false>(p, sms, s);
+    if (wide) return launch_async<Wide, false>(p, sms, s);
+    // One block column reads each input once: centres in the loads beat a separate pass.
+    return p.N <= Staged::BN ? launch_staged<Staged, false, false>(p, sms, s) : launch_staged<Staged, false, true>(p, sms, s);
 }
 
 } // namespace
