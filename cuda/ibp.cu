@@ -12,10 +12,15 @@ using lvk_ibp::ConvShape;
 using lvk_ibp::fix_hi;
 using lvk_ibp::fix_lo;
 
-// Box of f32 inputs to f64, checking NaN and lower > upper (first bad index to *bad).
+// Box of f32 inputs to f64, checking NaN and lower > upper (first bad index to *bad, which
+// holds all ones before). init_flag (a one-block launch only): the block sets *bad itself.
 __global__ void to_f64_kernel(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
-                              unsigned long long *bad) {
+                              unsigned long long *bad, bool init_flag) {
     lvk_ibp::let_next_grid_start(); // a following GEMV may start loading its weights
+    if (init_flag) {
+        if (threadIdx.x == 0) *bad = ~0ull;
+        __syncthreads();
+    }
     for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
         float l = lo[i], u = hi[i];
         if (!(l <= u)) atomicMin(bad, (unsigned long long)i); // NaN or l > u
@@ -243,7 +248,15 @@ unsigned grid_for(uint64_t n) {
 extern "C" int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
                               unsigned long long *first_bad, void *stream) {
     if (lo == nullptr || hi == nullptr || dlo == nullptr || dhi == nullptr || first_bad == nullptr) return cudaErrorInvalidValue;
-    to_f64_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(lo, hi, dlo, dhi, n, first_bad);
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    // Small inputs (batch-1 calls): one block sets the flag itself, saving the memset's launch.
+    if (n <= 16384) {
+        to_f64_kernel<<<1, 1024, 0, s>>>(lo, hi, dlo, dhi, n, first_bad, true);
+        return cudaGetLastError();
+    }
+    cudaError_t e = cudaMemsetAsync(first_bad, 0xff, sizeof *first_bad, s);
+    if (e != cudaSuccess) return e;
+    to_f64_kernel<<<grid_for(n), 256, 0, s>>>(lo, hi, dlo, dhi, n, first_bad, false);
     return cudaGetLastError();
 }
 

@@ -36,7 +36,6 @@ int lvk_free_async(void *ptr, void *stream);
  * to LVK_SCRATCH_KEEP bytes mapped between calls; freed with lvk_free_async. */
 #define LVK_SCRATCH_KEEP (1ull << 30)
 int lvk_scratch_malloc_async(void **ptr, size_t size, void *stream);
-int lvk_memset_async(void *ptr, int value, size_t n, void *stream);
 int lvk_memcpy_h2d_async(void *dst, const void *src, size_t n, void *stream);
 int lvk_memcpy_d2h_async(void *dst, const void *src, size_t n, void *stream);
 /* Makes `waiter` wait for all work queued so far on `signaller`. */
@@ -62,6 +61,7 @@ int lvk_region_roots(const lvk_job *jobs, uint32_t n_jobs, uint64_t total_region
 
 /* Interval bound propagation (cuda/ibp.cu). Bounds between layers are f64 pairs, item-major
  * ([batch][features]); every operation rounds outward. */
+/* Also sets *first_bad to all ones first (stream-ordered), then to the first bad index, if any. */
 int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
                    unsigned long long *first_bad, void *stream);
 /* Writes nothing unless *guard (the first-bad flag of lvk_ibp_to_f64) is all ones. */

@@ -130,11 +130,6 @@ cudaError_t scratch_pool(cudaMemPool_t *out) {
 }
 } // namespace
 
-extern "C" int lvk_memset_async(void *ptr, int value, size_t n, void *stream) {
-    if (ptr == nullptr) return cudaErrorInvalidValue;
-    return cudaMemsetAsync(ptr, value, n, static_cast<cudaStream_t>(stream));
-}
-
 extern "C" int lvk_scratch_malloc_async(void **ptr, size_t size, void *stream) {
     if (ptr == nullptr || size == 0) return cudaErrorInvalidValue;
     *ptr = nullptr;

@@ -33,8 +33,6 @@ unsafe extern "C" {
     pub fn lvk_event_create(event: *mut *mut c_void) -> c_int;
     pub fn lvk_event_destroy(event: *mut c_void) -> c_int;
     pub fn lvk_malloc_async(ptr: *mut *mut c_void, size: usize, stream: *mut c_void) -> c_int;
-    pub fn lvk_memset_async(ptr: *mut c_void, value: c_int, n: usize, stream: *mut c_void)
-    -> c_int;
     pub fn lvk_scratch_malloc_async(
         ptr: *mut *mut c_void,
         size: usize,
