@@ -279,6 +279,8 @@ static int gemv_chain(Timer &t) {
         {"2 rows per warp, 16 warps (128 blocks), 4 loads each, overlapped", gemv(launch_gemv<16, 2, 1, 4>, true)},
         {"1 row per warp, 16 warps, 16 loads in flight, overlapped", gemv(launch_gemv<16, 1, 1, 16>, true)},
         {"2 rows per warp, 16 warps (128 blocks), 8 loads each, overlapped", gemv(launch_gemv<16, 2, 1, 8>, true)},
+        {"2 rows per warp, 16 warps (128 blocks), 4 loads each, overlapped, registers for 2 blocks per SM", gemv(launch_gemv<16, 2, 1, 4, 2>, true)},
+        {"2 rows per warp, 16 warps (128 blocks), 2 loads each, overlapped, registers for 2 blocks per SM", gemv(launch_gemv<16, 2, 1, 2, 2>, true)},
         {"streaming probe: the same rows summed in f32, nothing else", [&](const float *w, const double *, const double *, double *yl, double *) {
              stream_probe<<<n / 16, 512, 0, t.s>>>(w, n, reinterpret_cast<float *>(yl));
              return cudaGetLastError();

@@ -62,7 +62,10 @@ __device__ void row_directed(const GemvArgs &p, uint32_t row, uint32_t b, uint32
 
 // WARPS warps per block, R rows per warp (the centres and radii read from shared memory once
 // serve R rows); NB boxes per pass over the rows; U 16-byte loads per row in flight per lane.
-template <int WARPS, int R, int NB, int U> __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(GemvArgs p) {
+// MIN_BLOCKS: resident blocks per SM the registers must allow (2 lets the next layer's block
+// share the SM while this one finishes).
+template <int WARPS, int R, int NB, int U, int MIN_BLOCKS = 1>
+__global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) gemv_kernel(GemvArgs p) {
     extern __shared__ double sx[]; // staged: centres [batch][in_f], then radii (plane layout when vec)
     lvk_ibp::let_next_grid_start();
     const uint32_t lane = threadIdx.x & 31, row0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * R;
@@ -194,9 +197,9 @@ template <int WARPS, int R, int NB, int U> __global__ void __launch_bounds__(WAR
     }
 }
 
-template <int WARPS, int R, int NB, int U>
+template <int WARPS, int R, int NB, int U, int MIN_BLOCKS = 1>
 int launch_gemv(GemvArgs &p, size_t smem, int dev, bool overlap, cudaStream_t s) {
-    auto kernel = gemv_kernel<WARPS, R, NB, U>;
+    auto kernel = gemv_kernel<WARPS, R, NB, U, MIN_BLOCKS>;
     // The shared-memory limit is set once per kernel and device: it persists, and setting it
     // on every call cost host time that small layers notice.
     static std::atomic<uint64_t> raised{0};
@@ -237,10 +240,11 @@ extern "C" int lvk_ibp_linear_gemv(const float *w, const float *bias, uint32_t i
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     smem = p.staged ? smem : 0;
     // Wide layers: 16 warps of two rows per block (128 blocks for 4096 rows: each block stages
-    // the input once for 32 rows), fastest of six shapes in bench/ibp_mma_study.cu; narrow ones:
-    // small blocks, more of them.
+    // the input once for 32 rows), registers capped so that the next layer's block fits beside
+    // it: the fastest of the shapes in bench/ibp_mma_study.cu; narrow ones: small blocks, more
+    // of them.
     if (batch == 1)
-        return in_f >= 1024 ? launch_gemv<16, 2, 1, 4>(p, smem, dev, overlap, s)
+        return in_f >= 1024 ? launch_gemv<16, 2, 1, 4, 2>(p, smem, dev, overlap, s)
                             : launch_gemv<4, 1, 1, 8>(p, smem, dev, overlap, s);
     if (batch == 2)
         return in_f >= 1024 ? launch_gemv<16, 2, 2, 4>(p, smem, dev, overlap, s)
