@@ -62,8 +62,8 @@ __device__ void row_directed(const GemvArgs &p, uint32_t row, uint32_t b, uint32
 
 // WARPS warps per block, R rows per warp (the centres and radii read from shared memory once
 // serve R rows); NB boxes per pass over the rows; U 16-byte loads per row in flight per lane.
-// MIN_BLOCKS: resident blocks per SM the registers must allow (2 lets the next layer's block
-// share the SM while this one finishes).
+// MIN_BLOCKS: resident blocks per SM the registers must allow (2 would let the next layer's
+// block share the SM while this one finishes; measured slower, kept for the study).
 template <int WARPS, int R, int NB, int U, int MIN_BLOCKS = 1>
 __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) gemv_kernel(GemvArgs p) {
     extern __shared__ double sx[]; // staged: centres [batch][in_f], then radii (plane layout when vec)
@@ -240,11 +240,11 @@ extern "C" int lvk_ibp_linear_gemv(const float *w, const float *bias, uint32_t i
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     smem = p.staged ? smem : 0;
     // Wide layers: 16 warps of two rows per block (128 blocks for 4096 rows: each block stages
-    // the input once for 32 rows), registers capped so that the next layer's block fits beside
-    // it: the fastest of the shapes in bench/ibp_mma_study.cu; narrow ones: small blocks, more
-    // of them.
+    // the input once for 32 rows), the fastest of nine shapes in bench/ibp_mma_study.cu (capping
+    // registers so that the next layer's block fits beside it was 11 % slower); narrow ones:
+    // small blocks, more of them.
     if (batch == 1)
-        return in_f >= 1024 ? launch_gemv<16, 2, 1, 4, 2>(p, smem, dev, overlap, s)
+        return in_f >= 1024 ? launch_gemv<16, 2, 1, 4>(p, smem, dev, overlap, s)
                             : launch_gemv<4, 1, 1, 8>(p, smem, dev, overlap, s);
     if (batch == 2)
         return in_f >= 1024 ? launch_gemv<16, 2, 2, 4>(p, smem, dev, overlap, s)
