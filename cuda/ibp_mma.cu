@@ -96,6 +96,63 @@ template <> __device__ __forceinline__ void mma<16>(double (&d)[4], const double
 #endif
 #endif
 
+// The part of the problem a block computes: pixel tile m0 (bm rows), feature tile n0 (bn
+// columns), k-split `split` ([k_begin, k_end)) and group g. Raster order: groups of GROUP_M
+// pixel tiles share each weight tile while it is in L2.
+struct BlockPos {
+    uint32_t m0, n0, split, g, k_begin, k_end;
+};
+
+[[maybe_unused]] __device__ __forceinline__ BlockPos block_pos(const Gemm &p, uint32_t bm, uint32_t bn) {
+    constexpr uint32_t GROUP_M = 8;
+    const uint32_t tiles_m = (p.M + bm - 1) / bm, tiles_n = (p.N + bn - 1) / bn;
+    const uint32_t per_group = GROUP_M * tiles_n, pid = blockIdx.x;
+    const uint32_t first_m = (pid / per_group) * GROUP_M;
+    const uint32_t gsz = min(tiles_m - first_m, GROUP_M);
+    const uint32_t k_begin = blockIdx.y * p.k_per_split;
+    return {(first_m + (pid % per_group) % gsz) * bm, ((pid % per_group) / gsz) * bn, blockIdx.y, blockIdx.z,
+            k_begin, min(p.K, k_begin + p.k_per_split)};
+}
+
+// Convolutions: the input offset and window origin of each of the block's `count` pixel rows,
+// into shared memory (then a barrier).
+[[maybe_unused]] __device__ __forceinline__ void conv_rows(const Gemm &p, uint32_t m0, uint32_t g, uint32_t count,
+                                                           RowInfo *rows) {
+    const uint32_t hw = p.c.h * p.c.w, ohw = p.c.oh * p.c.ow;
+    for (uint32_t r = threadIdx.x; r < count; r += blockDim.x) {
+        uint32_t m = m0 + r;
+        RowInfo ri = {0, INT32_MIN / 2, INT32_MIN / 2};
+        if (m < p.M) {
+            uint32_t b = m / ohw, pix = m % ohw, oy = pix / p.c.ow, ox = pix % p.c.ow;
+            ri.iy0 = (int32_t)(oy * p.c.sh) - (int32_t)p.c.ph;
+            ri.ix0 = (int32_t)(ox * p.c.sw) - (int32_t)p.c.pw;
+            ri.base = ((int64_t)b * p.c.cin + (int64_t)g * (p.c.cin / p.c.groups)) * hw + (int64_t)ri.iy0 * p.c.w +
+                      ri.ix0;
+        }
+        rows[r] = ri;
+    }
+    __syncthreads();
+}
+
+// Convolutions: where input element k (channel, kernel row, kernel column) of a pixel row lies,
+// relative to the row's window origin; conv_inside: whether that is inside the image (else
+// padding, the point 0).
+struct KOffset {
+    int64_t off;
+    int32_t dy, dx;
+};
+
+[[maybe_unused]] __device__ __forceinline__ KOffset conv_k(const Gemm &p, uint32_t k) {
+    uint32_t khw = p.c.kh * p.c.kw, ci = k / khw, rem = k % khw, ky = rem / p.c.kw, kx = rem % p.c.kw;
+    int32_t dy = (int32_t)(ky * p.c.dh), dx = (int32_t)(kx * p.c.dw);
+    return {(int64_t)ci * p.c.h * p.c.w + (int64_t)dy * p.c.w + dx, dy, dx};
+}
+
+[[maybe_unused]] __device__ __forceinline__ bool conv_inside(const Gemm &p, const RowInfo &ri, const KOffset &ko) {
+    int32_t iy = ri.iy0 + ko.dy, ix = ri.ix0 + ko.dx;
+    return iy >= 0 && iy < (int32_t)p.c.h && ix >= 0 && ix < (int32_t)p.c.w;
+}
+
 // Where GEMM element (m, n) of group g goes: batch item b, channel co, pixel pix, and its NCHW
 // index (32-bit arithmetic: m < 2^31; the epilogue runs once per output).
 struct OutPos {
@@ -146,32 +203,9 @@ __global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) async_kernel(Gemm p) 
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t gid = lane >> 2, tig = lane & 3;
     const uint32_t wf = warp / WB, wb = warp % WB;
-    // Raster order: groups of GROUP_M pixel tiles share each weight tile while it is in L2.
-    constexpr uint32_t GROUP_M = 8;
-    const uint32_t tiles_m = (p.M + BB - 1) / BB, tiles_n = (p.N + BF - 1) / BF;
-    const uint32_t per_group = GROUP_M * tiles_n, pid = blockIdx.x;
-    const uint32_t first_m = (pid / per_group) * GROUP_M;
-    const uint32_t gsz = min(tiles_m - first_m, (uint32_t)GROUP_M);
-    const uint32_t m0 = (first_m + (pid % per_group) % gsz) * BB, n0 = ((pid % per_group) / gsz) * BF;
-    const uint32_t split = blockIdx.y, g = blockIdx.z;
-    const uint32_t k_begin = split * p.k_per_split, k_end = min(p.K, k_begin + p.k_per_split);
-    const uint32_t hw = p.c.h * p.c.w, ohw = p.c.oh * p.c.ow;
-
-    if (CONV) {
-        for (uint32_t r = tid; r < BB; r += T) {
-            uint32_t m = m0 + r;
-            RowInfo ri = {0, INT32_MIN / 2, INT32_MIN / 2};
-            if (m < p.M) {
-                uint32_t b = m / ohw, pix = m % ohw, oy = pix / p.c.ow, ox = pix % p.c.ow;
-                ri.iy0 = (int32_t)(oy * p.c.sh) - (int32_t)p.c.ph;
-                ri.ix0 = (int32_t)(ox * p.c.sw) - (int32_t)p.c.pw;
-                ri.base = ((int64_t)b * p.c.cin + (int64_t)g * (p.c.cin / p.c.groups)) * hw +
-                          (int64_t)ri.iy0 * p.c.w + ri.ix0;
-            }
-            rows[r] = ri;
-        }
-        __syncthreads();
-    }
+    const BlockPos bp = block_pos(p, BB, BF);
+    const uint32_t m0 = bp.m0, n0 = bp.n0, split = bp.split, g = bp.g, k_begin = bp.k_begin, k_end = bp.k_end;
+    if (CONV) conv_rows(p, m0, g, BB, rows);
 
     // Queues the copies of the stage starting at k0 into buffer s (zeros outside the problem
     // and in padding: the point 0 contributes nothing).
@@ -197,21 +231,13 @@ __global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) async_kernel(Gemm p) 
         if (CONV) {
             const uint32_t kc = tid % BK, k = k0 + kc;
             const bool kv = k < k_end;
-            int64_t koff = 0;
-            int32_t dy = 0, dx = 0;
-            if (kv) {
-                uint32_t khw = p.c.kh * p.c.kw, ci = k / khw, rem = k % khw, ky = rem / p.c.kw, kx = rem % p.c.kw;
-                dy = (int32_t)(ky * p.c.dh);
-                dx = (int32_t)(kx * p.c.dw);
-                koff = (int64_t)ci * hw + (int64_t)dy * p.c.w + dx;
-            }
+            const KOffset ko = kv ? conv_k(p, k) : KOffset{0, 0, 0};
 #pragma unroll 4
             for (int i = 0; i < BB * BK / T; i++) {
                 uint32_t r = tid / BK + i * (T / BK);
                 RowInfo ri = rows[r];
-                int32_t iy = ri.iy0 + dy, ix = ri.ix0 + dx;
-                bool ok = kv && iy >= 0 && iy < (int32_t)p.c.h && ix >= 0 && ix < (int32_t)p.c.w;
-                uint64_t at = ok ? (uint64_t)(ri.base + koff) : 0;
+                bool ok = kv && conv_inside(p, ri, ko);
+                uint64_t at = ok ? (uint64_t)(ri.base + ko.off) : 0;
                 cp_async8(dc + r * LDX + kc, p.xc + at, ok);
                 cp_async8(dv + r * LDX + kc, p.xv + at, ok);
             }

@@ -46,32 +46,10 @@ __global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) staged_kernel(Gemm p)
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t gid = lane >> 2, tig = lane & 3;
     const uint32_t wm = warp / WARPS_N, wn = warp % WARPS_N;
-    // Raster order: groups of GROUP_M M-tiles share each weight tile while it is in L2.
-    constexpr uint32_t GROUP_M = 8;
-    const uint32_t tiles_m = (p.M + BM - 1) / BM, tiles_n = (p.N + BN - 1) / BN;
-    const uint32_t per_group = GROUP_M * tiles_n, pid = blockIdx.x;
-    const uint32_t first_m = (pid / per_group) * GROUP_M;
-    const uint32_t gsz = min(tiles_m - first_m, (uint32_t)GROUP_M);
-    const uint32_t m0 = (first_m + (pid % per_group) % gsz) * BM, n0 = ((pid % per_group) / gsz) * BN;
-    const uint32_t split = blockIdx.y, g = blockIdx.z;
-    const uint32_t k_begin = split * p.k_per_split, k_end = min(p.K, k_begin + p.k_per_split);
-    const uint32_t hw = p.c.h * p.c.w, ohw = p.c.oh * p.c.ow, kk_t = tid % BK;
-
-    if (CONV) {
-        for (uint32_t r = tid; r < BM; r += T) {
-            uint32_t m = m0 + r;
-            RowInfo ri = {0, INT32_MIN / 2, INT32_MIN / 2};
-            if (m < p.M) {
-                uint32_t b = m / ohw, pix = m % ohw, oy = pix / p.c.ow, ox = pix % p.c.ow;
-                ri.iy0 = (int32_t)(oy * p.c.sh) - (int32_t)p.c.ph;
-                ri.ix0 = (int32_t)(ox * p.c.sw) - (int32_t)p.c.pw;
-                ri.base = ((int64_t)b * p.c.cin + (int64_t)g * (p.c.cin / p.c.groups)) * hw +
-                          (int64_t)ri.iy0 * p.c.w + ri.ix0;
-            }
-            rows[r] = ri;
-        }
-        __syncthreads();
-    }
+    const BlockPos bp = block_pos(p, BM, BN);
+    const uint32_t m0 = bp.m0, n0 = bp.n0, split = bp.split, g = bp.g, k_end = bp.k_end;
+    const uint32_t k_begin = bp.k_begin, kk_t = tid % BK;
+    if (CONV) conv_rows(p, m0, g, BM, rows);
 
     double acc_c[2][NT][4], acc_g[2][NT][4];
 #pragma unroll
@@ -87,24 +65,14 @@ __global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) staged_kernel(Gemm p)
     auto load = [&](uint32_t k0) {
         uint32_t k = k0 + kk_t;
         bool kv = k < k_end;
-        int64_t koff = 0;
-        int32_t dy = 0, dx = 0;
-        if (CONV && kv) {
-            uint32_t khw = p.c.kh * p.c.kw, ci = k / khw, rem = k % khw, ky = rem / p.c.kw, kx = rem % p.c.kw;
-            dy = (int32_t)(ky * p.c.dh);
-            dx = (int32_t)(kx * p.c.dw);
-            koff = (int64_t)ci * hw + (int64_t)dy * p.c.w + dx;
-        }
+        const KOffset ko = CONV && kv ? conv_k(p, k) : KOffset{0, 0, 0};
 #pragma unroll
         for (int i = 0; i < A_PER; i++) {
             uint32_t r = tid / BK + i * (T / BK), m = m0 + r;
             double c = 0.0, v = 0.0; // padding and out-of-range: the point 0
             if (CONV) {
                 RowInfo ri = rows[r];
-                int32_t iy = ri.iy0 + dy, ix = ri.ix0 + dx;
-                if (kv && iy >= 0 && iy < (int32_t)p.c.h && ix >= 0 && ix < (int32_t)p.c.w) {
-                    load_centre_radius<PRE>(p, (uint64_t)(ri.base + koff), c, v);
-                }
+                if (kv && conv_inside(p, ri, ko)) load_centre_radius<PRE>(p, (uint64_t)(ri.base + ko.off), c, v);
             } else if (kv && m < p.M) {
                 load_centre_radius<PRE>(p, (uint64_t)m * p.K + k, c, v);
             }
