@@ -183,6 +183,17 @@ __device__ void finish(const Gemm &p, OutPos at, double yc, double g) {
     p.ohi[idx] = hi;
 }
 
+// A block's result for output `at`: final bounds, or its split's partial products.
+[[maybe_unused]] __device__ __forceinline__ void store_result(const Gemm &p, OutPos at, uint32_t split, double yc,
+                                                            double g) {
+    if (p.splits == 1) {
+        finish(p, at, yc, g);
+    } else {
+        p.part[(uint64_t)split * p.total + at.idx] = yc;
+        p.part[(uint64_t)(p.splits + split) * p.total + at.idx] = g;
+    }
+}
+
 // One block: BF output features x BB pixels of one group and one k-split. The weights go to
 // shared memory as f32 (half the bytes of f64; converted when a fragment is loaded), the
 // centres and radii as f64, by cp.async STAGES - 1 stages ahead, with no register staging.
@@ -320,14 +331,7 @@ __global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) async_kernel(Gemm p) 
             for (int e = 0; e < 4; e++) {
                 uint32_t n = n0 + wf * FT * 16 + i * 16 + gid + 8 * (e >> 1);
                 uint32_t m = m0 + wb * BT * 8 + j * 8 + 2 * tig + (e & 1);
-                if (m >= p.M || n >= p.N) continue;
-                OutPos at = out_pos(p, m, n, g);
-                if (p.splits == 1) {
-                    finish(p, at, acc_c[i][j][e], acc_g[i][j][e]);
-                } else {
-                    p.part[(uint64_t)split * p.total + at.idx] = acc_c[i][j][e];
-                    p.part[(uint64_t)(p.splits + split) * p.total + at.idx] = acc_g[i][j][e];
-                }
+                if (m < p.M && n < p.N) store_result(p, out_pos(p, m, n, g), split, acc_c[i][j][e], acc_g[i][j][e]);
             }
 #endif
 }

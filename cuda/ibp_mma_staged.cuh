@@ -143,14 +143,7 @@ __global__ void __launch_bounds__(Cfg::T, Cfg::MIN_BLOCKS) staged_kernel(Gemm p)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 uint32_t m = m0 + wm * 32 + i * 16 + gid + 8 * (e >> 1), n = n0 + wn * NT * 8 + j * 8 + 2 * tig + (e & 1);
-                if (m >= p.M || n >= p.N) continue;
-                OutPos at = out_pos(p, m, n, g);
-                if (p.splits == 1) {
-                    finish(p, at, acc_c[i][j][e], acc_g[i][j][e]);
-                } else {
-                    p.part[(uint64_t)split * p.total + at.idx] = acc_c[i][j][e];
-                    p.part[(uint64_t)(p.splits + split) * p.total + at.idx] = acc_g[i][j][e];
-                }
+                if (m < p.M && n < p.N) store_result(p, out_pos(p, m, n, g), split, acc_c[i][j][e], acc_g[i][j][e]);
             }
 #endif
 }
