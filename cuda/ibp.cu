@@ -232,12 +232,6 @@ __global__ void batchnorm_kernel(const float *p, double eps, uint32_t channels, 
 }
 
 // Whether the current device has FP64 tensor cores (compute capability 9.0 or newer).
-bool has_tensor_cores() {
-    int dev = 0, major = 0;
-    return cudaGetDevice(&dev) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
-}
-
 unsigned grid_for(uint64_t n) {
     uint64_t g = (n + 255) / 256;
     return g > 65535 ? 65535u : (g == 0 ? 1u : static_cast<unsigned>(g));
@@ -263,20 +257,9 @@ extern "C" int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, dou
 extern "C" int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n,
                               const unsigned long long *guard, void *stream) {
     if (lo == nullptr || hi == nullptr || dlo == nullptr || dhi == nullptr || guard == nullptr) return cudaErrorInvalidValue;
-    int dev = 0, major = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    if (e != cudaSuccess) return e;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid_for(n));
-    cfg.blockDim = dim3(256);
-    cfg.stream = static_cast<cudaStream_t>(stream);
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = major >= 9 ? 1 : 0; // programmatic dependent launch (the kernel waits first)
-    return cudaLaunchKernelEx(&cfg, to_f32_kernel, dlo, dhi, lo, hi, n, guard);
+    // Overlaps the last layer's tail (the kernel waits for it first).
+    return lvk_ibp::launch_overlapping(to_f32_kernel, dim3(grid_for(n)), dim3(256), 0, static_cast<cudaStream_t>(stream),
+                                       lvk_ibp::hopper_or_newer(), dlo, dhi, lo, hi, n, guard);
 }
 
 extern "C" int lvk_ibp_normalize(const double *params, uint32_t n, uint64_t total, const double *lo, const double *hi,
@@ -305,7 +288,7 @@ extern "C" int lvk_ibp_linear(const float *w, const float *bias, uint32_t in_f, 
     if (w == nullptr || lo == nullptr || hi == nullptr || olo == nullptr || ohi == nullptr) return cudaErrorInvalidValue;
     if (in_f == 0 || out_f == 0 || batch == 0) return cudaErrorInvalidValue;
     // Batches of up to 8 are weight-bandwidth bound: the GEMV kernel (ibp_gemv.cu) suits them.
-    if (tensor_cores && batch > 8 && has_tensor_cores())
+    if (tensor_cores && batch > 8 && lvk_ibp::hopper_or_newer())
         return lvk_ibp_linear_mma(w, bias, in_f, out_f, batch, lo, hi, olo, ohi, relu, stream);
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     if (batch <= 8) return lvk_ibp_linear_gemv(w, bias, in_f, out_f, batch, lo, hi, olo, ohi, relu, stream);
@@ -319,7 +302,7 @@ extern "C" int lvk_ibp_conv2d(const float *w, const float *bias, const uint32_t 
                               const double *lo, const double *hi, double *olo, double *ohi, int relu,
                               int tensor_cores, void *stream) {
     if (w == nullptr || shape == nullptr || lo == nullptr || hi == nullptr || olo == nullptr || ohi == nullptr) return cudaErrorInvalidValue;
-    if (tensor_cores && has_tensor_cores()) return lvk_ibp_conv2d_mma(w, bias, shape, batch, lo, hi, olo, ohi, relu, stream);
+    if (tensor_cores && lvk_ibp::hopper_or_newer()) return lvk_ibp_conv2d_mma(w, bias, shape, batch, lo, hi, olo, ohi, relu, stream);
     ConvShape c = {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], shape[7],
                    shape[8], shape[9], shape[10], shape[11], shape[12], shape[13], shape[14]};
     if (c.groups == 0 || c.cin % c.groups || c.cout % c.groups) return cudaErrorInvalidValue;

@@ -27,6 +27,37 @@ __device__ __forceinline__ void let_next_grid_start() {
 #endif
 }
 
+// Whether a device (by default the current one) has compute capability 9.0 or newer: FP64
+// tensor cores (mma.sync f64 m16n8k4) and programmatic dependent launch.
+inline bool hopper_or_newer(int dev) {
+    int major = 0;
+    return cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+}
+
+inline bool hopper_or_newer() {
+    int dev = 0;
+    return cudaGetDevice(&dev) == cudaSuccess && hopper_or_newer(dev);
+}
+
+// Launches kernel(args...) on stream s; with `overlap` (Hopper and newer) it may start while
+// the stream's previous kernel finishes, so the kernel must call wait_for_previous_grid()
+// before touching anything earlier work writes or reads.
+template <class... Params, class... Args>
+cudaError_t launch_overlapping(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                               bool overlap, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = overlap ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 // A NaN (only from inf - inf or 0 * inf) becomes the widest bound.
 __device__ __forceinline__ double fix_lo(double v) { return v != v ? -CUDART_INF : v; }
 __device__ __forceinline__ double fix_hi(double v) { return v != v ? CUDART_INF : v; }

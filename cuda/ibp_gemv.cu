@@ -209,17 +209,8 @@ int launch_gemv(GemvArgs &p, size_t smem, int dev, bool overlap, cudaStream_t s)
         if (e != cudaSuccess) return e;
         raised.fetch_or(bit, std::memory_order_relaxed);
     }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((p.out_f + WARPS * R - 1) / (WARPS * R));
-    cfg.blockDim = dim3(WARPS * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = overlap ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, kernel, p);
+    return lvk_ibp::launch_overlapping(kernel, dim3((p.out_f + WARPS * R - 1) / (WARPS * R)), dim3(WARPS * 32), smem, s,
+                                       overlap, p);
 }
 
 } // namespace
@@ -232,11 +223,10 @@ extern "C" int lvk_ibp_linear_gemv(const float *w, const float *bias, uint32_t i
     GemvArgs p = {w, bias, in_f, out_f, batch, lo, hi, olo, ohi, lvk_ibp::error_term((double)in_f + 2.0), relu, 0};
     size_t smem = (size_t)batch * in_f * 2 * sizeof(double);
     p.staged = smem <= 96 * 1024;
-    int dev = 0, major = 0;
+    int dev = 0;
     cudaError_t e = cudaGetDevice(&dev);
-    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
     if (e != cudaSuccess) return e;
-    bool overlap = major >= 9; // programmatic dependent launch
+    bool overlap = lvk_ibp::hopper_or_newer(dev); // programmatic dependent launch
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     smem = p.staged ? smem : 0;
     // Wide layers: 16 warps of two rows per block (128 blocks for 4096 rows: each block stages
