@@ -100,6 +100,7 @@ mod bench {
                 model,
                 [dl.0.cast(), dh.0.cast()],
                 [ol.0.cast(), oh.0.cast()],
+                [lo, hi],
                 median(ms.clone()),
             );
         }
@@ -122,8 +123,15 @@ mod bench {
 
     /// Where a batch-1 call's time goes: the host-timed call on libvram's own stream (given),
     /// the same on a caller's stream, and the GPU's span between events recorded on that
-    /// stream just before and after the call (the rest is host work at the call's two ends).
-    fn call_overhead(model: *mut ibp_model, inp: [*const f32; 2], out: [*mut f32; 2], own_ms: f64) {
+    /// stream just before and after the call (the rest is host work at the call's two ends);
+    /// then the same call with boxes in host memory (plain `ibp_propagate`, C's default).
+    fn call_overhead(
+        model: *mut ibp_model,
+        inp: [*const f32; 2],
+        out: [*mut f32; 2],
+        host_in: [&[f32]; 2],
+        own_ms: f64,
+    ) {
         let mut s = ptr::null_mut();
         let (mut a, mut b) = (ptr::null_mut(), ptr::null_mut());
         // SAFETY: each call writes one handle.
@@ -163,10 +171,38 @@ mod bench {
             cudaEventDestroy(b);
             cudaStreamDestroy(s);
         }
+        let n_out = ibp_model_output_size(model);
+        let (mut hl, mut hh) = (vec![0f32; n_out], vec![0f32; n_out]);
+        let mut host_boxes = Vec::new();
+        for _ in 0..21 {
+            let t = Instant::now();
+            let st = ibp_propagate(
+                model,
+                1,
+                host_in[0].as_ptr(),
+                host_in[1].as_ptr(),
+                hl.as_mut_ptr(),
+                hh.as_mut_ptr(),
+            );
+            assert_eq!(st, vram_status::VRAM_OK, "{}", last_error());
+            host_boxes.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut dev_lo = vec![0u8; n_out * 4];
+        // SAFETY: `out[0]` holds n_out floats of the device-box calls above.
+        ok(
+            unsafe { cudaMemcpy(dev_lo.as_mut_ptr().cast(), out[0].cast(), n_out * 4, D2H) },
+            "D2H",
+        );
+        let same = hl
+            .iter()
+            .zip(dev_lo.chunks_exact(4))
+            .all(|(a, b)| a.to_ne_bytes() == [b[0], b[1], b[2], b[3]]);
+        assert!(same, "host-box and device-box bounds differ");
         eprintln!(
-            "call overhead, batch 1: own stream {own_ms:.4} ms; caller's stream {:.4} ms, of which GPU span {:.4} ms",
+            "call overhead, batch 1: own stream {own_ms:.4} ms; caller's stream {:.4} ms, of which GPU span {:.4} ms; boxes in host memory {:.4} ms",
             median(host),
-            median(gpu)
+            median(gpu),
+            median(host_boxes)
         );
     }
 

@@ -277,6 +277,8 @@ static int gemv_chain(Timer &t) {
         {"2 rows per warp, 8 warps, 4 loads each, overlapped", gemv(launch_gemv<8, 2, 1, 4>, true)},
         {"2 rows per warp, 8 warps, 4 loads each, not overlapped", gemv(launch_gemv<8, 2, 1, 4>, false)},
         {"2 rows per warp, 16 warps (128 blocks), 4 loads each, overlapped", gemv(launch_gemv<16, 2, 1, 4>, true)},
+        {"2 rows per warp, 16 warps (128 blocks), 4 loads each, overlapped, input staged one element at a time (session 3)", gemv(launch_gemv<16, 2, 1, 4, 1, 0>, true)},
+        {"2 rows per warp, 16 warps (128 blocks), 4 loads each, overlapped, input staged 4 quads per thread", gemv(launch_gemv<16, 2, 1, 4, 1, 4>, true)},
         {"1 row per warp, 16 warps, 16 loads in flight, overlapped", gemv(launch_gemv<16, 1, 1, 16>, true)},
         {"2 rows per warp, 16 warps (128 blocks), 8 loads each, overlapped", gemv(launch_gemv<16, 2, 1, 8>, true)},
         {"2 rows per warp, 16 warps (128 blocks), 4 loads each, overlapped, registers for 2 blocks per SM", gemv(launch_gemv<16, 2, 1, 4, 2>, true)},

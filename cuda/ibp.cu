@@ -14,25 +14,44 @@ using lvk_ibp::fix_lo;
 
 // Box of f32 inputs to f64, checking NaN and lower > upper (first bad index to *bad, which
 // holds all ones before). init_flag (a one-block launch only): the block sets *bad itself.
-__global__ void to_f64_kernel(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
-                              unsigned long long *bad, bool init_flag) {
+// Each thread loads four elements before converting any, so that their latencies overlap
+// (the boxes of a host call are read straight from page-locked host memory).
+__global__ void to_f64_kernel(const float *__restrict__ lo, const float *__restrict__ hi, double *__restrict__ dlo,
+                              double *__restrict__ dhi, uint64_t n, unsigned long long *bad, bool init_flag) {
     lvk_ibp::let_next_grid_start(); // a following GEMV may start loading its weights
     if (init_flag) {
         if (threadIdx.x == 0) *bad = ~0ull;
         __syncthreads();
     }
-    for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
-        float l = lo[i], u = hi[i];
-        if (!(l <= u)) atomicMin(bad, (unsigned long long)i); // NaN or l > u
-        dlo[i] = l;
-        dhi[i] = u;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t i0 = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i0 < n; i0 += 4 * stride) {
+        float l[4], u[4];
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            uint64_t i = i0 + t * stride;
+            l[t] = i < n ? lo[i] : 0.f;
+            u[t] = i < n ? hi[i] : 0.f;
+        }
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            uint64_t i = i0 + t * stride;
+            if (i >= n) break;
+            if (!(l[t] <= u[t])) atomicMin(bad, (unsigned long long)i); // NaN or l > u
+            dlo[i] = l[t];
+            dhi[i] = u[t];
+        }
     }
 }
 
+// flag_out (nullable; page-locked host memory): receives *guard, so that the host learns
+// whether the inputs were valid from the same synchronisation that ends the call, without a
+// copy of its own.
 __global__ void to_f32_kernel(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n,
-                              const unsigned long long *guard) {
+                              const unsigned long long *guard, unsigned long long *flag_out) {
     lvk_ibp::wait_for_previous_grid(); // launched to overlap the last layer's tail
-    if (*guard != ~0ull) return; // a bad input box: the call fails and writes nothing
+    const unsigned long long first_bad = *guard;
+    if (flag_out != nullptr && blockIdx.x == 0 && threadIdx.x == 0) *flag_out = first_bad;
+    if (first_bad != ~0ull) return; // a bad input box: the call fails and writes nothing
     for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
         lo[i] = __double2float_rd(dlo[i]);
         hi[i] = __double2float_ru(dhi[i]);
@@ -255,11 +274,11 @@ extern "C" int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, dou
 }
 
 extern "C" int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n,
-                              const unsigned long long *guard, void *stream) {
+                              const unsigned long long *guard, unsigned long long *flag_out, void *stream) {
     if (lo == nullptr || hi == nullptr || dlo == nullptr || dhi == nullptr || guard == nullptr) return cudaErrorInvalidValue;
     // Overlaps the last layer's tail (the kernel waits for it first).
     return lvk_ibp::launch_overlapping(to_f32_kernel, dim3(grid_for(n)), dim3(256), 0, static_cast<cudaStream_t>(stream),
-                                       lvk_ibp::hopper_or_newer(), dlo, dhi, lo, hi, n, guard);
+                                       lvk_ibp::hopper_or_newer(), dlo, dhi, lo, hi, n, guard, flag_out);
 }
 
 extern "C" int lvk_ibp_normalize(const double *params, uint32_t n, uint64_t total, const double *lo, const double *hi,

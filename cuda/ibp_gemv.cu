@@ -38,6 +38,47 @@ __device__ __forceinline__ uint32_t plane_pos(uint32_t k, uint32_t n) {
     return ((((k >> 1) & 1u) * (n >> 2) + (k >> 2)) << 1) | (k & 1u);
 }
 
+// Stages the centres and radii of the boxes (n a multiple of 4, 16-byte aligned bounds) in the
+// plane layout, four consecutive elements (a quad) at a time. Each thread issues the loads of
+// Q quads before converting any: the bounds were just written by the previous layer and come
+// from L2, and one load after another (the plain loop) left the memory system idle for about
+// two microseconds per layer while every block waited for its input.
+template <int Q> __device__ __forceinline__ void stage_quads(const GemvArgs &p, double *sc, double *sv) {
+    const uint32_t n = p.in_f, n4 = n >> 2, total = p.batch * n4;
+    const double2 *l2 = reinterpret_cast<const double2 *>(p.lo), *h2 = reinterpret_cast<const double2 *>(p.hi);
+    for (uint32_t q0 = threadIdx.x; q0 < total; q0 += Q * blockDim.x) {
+        double2 l[Q][2], h[Q][2];
+#pragma unroll
+        for (int t = 0; t < Q; t++) {
+            uint32_t q = q0 + t * blockDim.x;
+            if (q < total) {
+                l[t][0] = l2[2 * q];
+                l[t][1] = l2[2 * q + 1];
+                h[t][0] = h2[2 * q];
+                h[t][1] = h2[2 * q + 1];
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < Q; t++) {
+            uint32_t q = q0 + t * blockDim.x;
+            if (q >= total) break;
+            // Quad j of box b: elements (4j, 4j+1) at index j of plane 0, (4j+2, 4j+3) of plane 1.
+            uint32_t b = q / n4, j = q % n4;
+            double2 c[2], v[2];
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                lvk_ibp::centre_radius(l[t][half].x, h[t][half].x, p.err.gamma, c[half].x, v[half].x);
+                lvk_ibp::centre_radius(l[t][half].y, h[t][half].y, p.err.gamma, c[half].y, v[half].y);
+            }
+            double2 *c2 = reinterpret_cast<double2 *>(sc + (size_t)b * n), *v2 = reinterpret_cast<double2 *>(sv + (size_t)b * n);
+            c2[j] = c[0];
+            c2[n4 + j] = c[1];
+            v2[j] = v[0];
+            v2[n4 + j] = v[1];
+        }
+    }
+}
+
 // Row `row` of item b recomputed with directed rounding (non-finite centre / radius sums: an
 // infinite input bound or overflow), by the whole warp.
 __device__ void row_directed(const GemvArgs &p, uint32_t row, uint32_t b, uint32_t lane, double &lo, double &hi) {
@@ -64,7 +105,9 @@ __device__ void row_directed(const GemvArgs &p, uint32_t row, uint32_t b, uint32
 // serve R rows); NB boxes per pass over the rows; U 16-byte loads per row in flight per lane.
 // MIN_BLOCKS: resident blocks per SM the registers must allow (2 would let the next layer's
 // block share the SM while this one finishes; measured slower, kept for the study).
-template <int WARPS, int R, int NB, int U, int MIN_BLOCKS = 1>
+// STAGE_QUADS: quads of the input each thread loads at once when staging (0: the plain
+// element loop, kept for the study).
+template <int WARPS, int R, int NB, int U, int MIN_BLOCKS = 1, int STAGE_QUADS = 2>
 __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) gemv_kernel(GemvArgs p) {
     extern __shared__ double sx[]; // staged: centres [batch][in_f], then radii (plane layout when vec)
     lvk_ibp::let_next_grid_start();
@@ -89,14 +132,18 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) gemv_kernel(GemvArgs p
     const double gamma = p.err.gamma;
     double *sc = sx, *sv = sx + (size_t)p.batch * n;
     if (p.staged) {
-        for (uint32_t i = threadIdx.x; i < p.batch * n; i += blockDim.x) {
-            uint32_t b = i / n, k = i % n;
-            double c, v;
-            lvk_ibp::centre_radius(p.lo[i], p.hi[i], gamma, c, v);
-            uint32_t at = b * n + (vec ? plane_pos(k, n) : k);
-            sc[at] = c;
-            sv[at] = v;
-        }
+        if (STAGE_QUADS > 0 && vec && (reinterpret_cast<uintptr_t>(p.lo) & 15) == 0 &&
+            (reinterpret_cast<uintptr_t>(p.hi) & 15) == 0)
+            stage_quads<(STAGE_QUADS > 0 ? STAGE_QUADS : 1)>(p, sc, sv);
+        else
+            for (uint32_t i = threadIdx.x; i < p.batch * n; i += blockDim.x) {
+                uint32_t b = i / n, k = i % n;
+                double c, v;
+                lvk_ibp::centre_radius(p.lo[i], p.hi[i], gamma, c, v);
+                uint32_t at = b * n + (vec ? plane_pos(k, n) : k);
+                sc[at] = c;
+                sv[at] = v;
+            }
         __syncthreads();
     }
     if (row0 >= p.out_f) return;
@@ -197,9 +244,9 @@ __global__ void __launch_bounds__(WARPS * 32, MIN_BLOCKS) gemv_kernel(GemvArgs p
     }
 }
 
-template <int WARPS, int R, int NB, int U, int MIN_BLOCKS = 1>
+template <int WARPS, int R, int NB, int U, int MIN_BLOCKS = 1, int STAGE_QUADS = 2>
 int launch_gemv(GemvArgs &p, size_t smem, int dev, bool overlap, cudaStream_t s) {
-    auto kernel = gemv_kernel<WARPS, R, NB, U, MIN_BLOCKS>;
+    auto kernel = gemv_kernel<WARPS, R, NB, U, MIN_BLOCKS, STAGE_QUADS>;
     // The shared-memory limit is set once per kernel and device: it persists, and setting it
     // on every call cost host time that small layers notice.
     static std::atomic<uint64_t> raised{0};

@@ -36,6 +36,10 @@ int lvk_free_async(void *ptr, void *stream);
  * to LVK_SCRATCH_KEEP bytes mapped between calls; freed with lvk_free_async. */
 #define LVK_SCRATCH_KEEP (1ull << 30)
 int lvk_scratch_malloc_async(void **ptr, size_t size, void *stream);
+/* Page-locked host memory that kernels on every device read and write at the same address
+ * (mapped, portable; unified addressing); freed with lvk_host_free. */
+int lvk_host_alloc(void **ptr, size_t size);
+int lvk_host_free(void *ptr);
 int lvk_memcpy_h2d_async(void *dst, const void *src, size_t n, void *stream);
 int lvk_memcpy_d2h_async(void *dst, const void *src, size_t n, void *stream);
 /* Makes `waiter` wait for all work queued so far on `signaller`. */
@@ -64,9 +68,10 @@ int lvk_region_roots(const lvk_job *jobs, uint32_t n_jobs, uint64_t total_region
 /* Also sets *first_bad to all ones first (stream-ordered), then to the first bad index, if any. */
 int lvk_ibp_to_f64(const float *lo, const float *hi, double *dlo, double *dhi, uint64_t n,
                    unsigned long long *first_bad, void *stream);
-/* Writes nothing unless *guard (the first-bad flag of lvk_ibp_to_f64) is all ones. */
+/* Writes nothing unless *guard (the first-bad flag of lvk_ibp_to_f64) is all ones; copies
+ * *guard to *flag_out (nullable: page-locked host memory from lvk_host_alloc) either way. */
 int lvk_ibp_to_f32(const double *dlo, const double *dhi, float *lo, float *hi, uint64_t n,
-                   const unsigned long long *guard, void *stream);
+                   const unsigned long long *guard, unsigned long long *flag_out, void *stream);
 int lvk_ibp_normalize(const double *params, uint32_t n, uint64_t total, const double *lo,
                       const double *hi, double *olo, double *ohi, void *stream);
 int lvk_ibp_activation(int kind, double alpha, uint64_t n, const double *lo, const double *hi,

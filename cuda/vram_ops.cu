@@ -151,6 +151,24 @@ extern "C" int lvk_free_async(void *ptr, void *stream) {
     return cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream));
 }
 
+extern "C" int lvk_host_alloc(void **ptr, size_t size) {
+    if (ptr == nullptr || size == 0) return cudaErrorInvalidValue;
+    *ptr = nullptr;
+    void *p = nullptr;
+    cudaError_t e = cudaHostAlloc(&p, size, cudaHostAllocPortable | cudaHostAllocMapped);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return e;
+    }
+    *ptr = p;
+    return cudaSuccess;
+}
+
+extern "C" int lvk_host_free(void *ptr) {
+    if (ptr == nullptr) return cudaSuccess;
+    return cudaFreeHost(ptr);
+}
+
 static bool ranges_ok(const void *dst, const void *src, size_t n) {
     if (dst == nullptr || src == nullptr || n == 0) return false;
     uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);

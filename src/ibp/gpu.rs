@@ -5,6 +5,7 @@
 use std::ffi::c_void;
 
 use super::f32_bytes;
+use super::gpu_stage::{BOX_BYTES_MAX, FLAG_BYTES, Stage, with_stage};
 use super::graph::{Node, Op};
 use super::model::{Model, Request};
 use super::spec::Spec;
@@ -375,12 +376,24 @@ fn run<'s>(
     })
 }
 
+/// Where the caller wants the f32 bounds: in host or in device memory.
+#[derive(Clone, Copy)]
+struct Out {
+    lo: *mut f32,
+    hi: *mut f32,
+    host: bool,
+}
+
 /// Waits for the queued work and fails if an input box was NaN or had lower > upper.
 fn inputs_ok(bad: *const u64, stream: &Stream) -> Result<()> {
     let mut first_bad = [0u8; 8];
     copy_to_host(&mut first_bad, bad.cast(), stream)?;
     stream.sync()?;
-    let first_bad = u64::from_ne_bytes(first_bad);
+    first_bad_ok(u64::from_ne_bytes(first_bad))
+}
+
+/// The input check's verdict: the flag holds the first bad element, all ones if none.
+fn first_bad_ok(first_bad: u64) -> Result<()> {
     if first_bad != u64::MAX {
         return Err(VramError::invalid(
             "in_lower/in_upper",
@@ -421,8 +434,7 @@ fn fold_on_host(
     batch: usize,
     values: &[Bounds],
     spec: &Spec,
-    out: [*mut f32; 2],
-    host_out: bool,
+    out: Out,
     stream: &Stream,
 ) -> Result<()> {
     let last = model
@@ -474,19 +486,20 @@ fn fold_on_host(
         &mut rl,
         &mut rh,
     );
-    write_out(&rl, &rh, out, host_out, stream)
+    write_out(&rl, &rh, out, stream)
 }
 
 /// Rounds the final f64 bounds to f32 into `out`, or applies a spec on the host; one
-/// synchronisation, and nothing is written when an input box was bad.
+/// synchronisation, and nothing is written when an input box was bad. Small host outputs
+/// pass through `stage`, which receives the input check's flag in every case.
 fn finish(
     model: &Model,
     batch: usize,
     run: &Run<'_>,
     spec: Option<&Spec>,
-    out: [*mut f32; 2],
-    host_out: bool,
+    out: Out,
     stream: &Stream,
+    stage: &Stage<'_>,
 ) -> Result<()> {
     let (values, bad) = (&run.values[..], run.bad);
     let n = batch * model.output_size();
@@ -494,7 +507,7 @@ fn finish(
         inputs_ok(bad, stream)?;
     }
     if let (Some(s), true) = (spec, values.len() < model.nodes().len()) {
-        return fold_on_host(model, batch, values, s, out, host_out, stream);
+        return fold_on_host(model, batch, values, s, out, stream);
     }
     let last = values
         .last()
@@ -532,17 +545,31 @@ fn finish(
                 rh[b * m + k] = h;
             }
         }
-        return write_out(&rl, &rh, out, host_out, stream);
+        return write_out(&rl, &rh, out, stream);
     }
-    let (dst_lo, dst_hi, scratch) = if host_out {
-        let scratch = DeviceAlloc::scratch(n * 8, stream, "IBP outputs")?;
-        let lo: *mut f32 = scratch.ptr().cast();
-        (lo, lo.wrapping_add(n), Some(scratch))
+    // Host outputs: written by the kernel into the staging memory when small, else into
+    // device scratch and copied.
+    let staged = if out.host && 8 * n <= BOX_BYTES_MAX {
+        Some((stage.floats(0, n)?, stage.floats(n, n)?))
     } else {
-        (out[0], out[1], None)
+        None
     };
-    // SAFETY: n values in each source and destination (the caller's device buffers, or the
-    // scratch above); the kernel writes nothing unless the input flag is clear.
+    let scratch = if out.host && staged.is_none() {
+        Some(DeviceAlloc::scratch(n * 8, stream, "IBP outputs")?)
+    } else {
+        None
+    };
+    let (dst_lo, dst_hi) = match (&staged, &scratch) {
+        (Some((lo, hi)), _) => (*lo, *hi),
+        (None, Some(scratch)) => {
+            let lo: *mut f32 = scratch.ptr().cast();
+            (lo, lo.wrapping_add(n))
+        }
+        (None, None) => (out.lo, out.hi),
+    };
+    // SAFETY: n values in each source and destination (the caller's device buffers, the
+    // staging memory or the scratch above); the kernel writes nothing unless the input flag
+    // is clear, and copies the flag into the staging memory.
     check(
         unsafe {
             ffi::lvk_ibp_to_f32(
@@ -552,48 +579,53 @@ fn finish(
                 dst_hi,
                 n as u64,
                 bad,
+                stage.flag(),
                 stream.raw(),
             )
         },
         "IBP output conversion",
     )?;
-    if let Some(scratch) = scratch {
-        // Host boxes were checked on the host (Model::check_boxes), so the flag is clear here.
+    if let Some(scratch) = &scratch {
         // SAFETY: `out` are the caller's host buffers of n floats (checked by the caller).
         let (ol, oh) = unsafe {
             (
-                std::slice::from_raw_parts_mut(out[0].cast::<u8>(), n * 4),
-                std::slice::from_raw_parts_mut(out[1].cast::<u8>(), n * 4),
+                std::slice::from_raw_parts_mut(out.lo.cast::<u8>(), n * 4),
+                std::slice::from_raw_parts_mut(out.hi.cast::<u8>(), n * 4),
             )
         };
         copy_to_host(ol, scratch.ptr(), stream)?;
         copy_to_host(oh, scratch.ptr().wrapping_add(n * 4), stream)?;
     }
-    inputs_ok(bad, stream)
+    stream.sync()?;
+    first_bad_ok(stage.read_flag())?;
+    if let Some((lo, hi)) = staged {
+        // SAFETY: n floats each, written by the kernel that the synchronisation above waited
+        // for, copied into the caller's host buffers of n floats (checked by the caller).
+        unsafe {
+            std::ptr::copy_nonoverlapping(lo.cast_const(), out.lo, n);
+            std::ptr::copy_nonoverlapping(hi.cast_const(), out.hi, n);
+        }
+    }
+    Ok(())
 }
 
-fn write_out(
-    lo: &[f32],
-    hi: &[f32],
-    out: [*mut f32; 2],
-    host_out: bool,
-    stream: &Stream,
-) -> Result<()> {
-    if host_out {
+fn write_out(lo: &[f32], hi: &[f32], out: Out, stream: &Stream) -> Result<()> {
+    if out.host {
         // SAFETY: `out` are the caller's host buffers of lo.len() floats.
         unsafe {
-            std::ptr::copy_nonoverlapping(lo.as_ptr(), out[0], lo.len());
-            std::ptr::copy_nonoverlapping(hi.as_ptr(), out[1], hi.len());
+            std::ptr::copy_nonoverlapping(lo.as_ptr(), out.lo, lo.len());
+            std::ptr::copy_nonoverlapping(hi.as_ptr(), out.hi, hi.len());
         }
         Ok(())
     } else {
-        copy_to_device(out[0].cast(), &f32_bytes(lo), stream)?;
-        copy_to_device(out[1].cast(), &f32_bytes(hi), stream)?;
+        copy_to_device(out.lo.cast(), &f32_bytes(lo), stream)?;
+        copy_to_device(out.hi.cast(), &f32_bytes(hi), stream)?;
         stream.sync()
     }
 }
 
-/// Boxes in host memory: staged through the device.
+/// Boxes in host memory: small ones are read and written by the kernels in this thread's
+/// page-locked staging memory, larger ones copied through device scratch.
 pub fn propagate(
     model: &Model,
     req: &Request<'_>,
@@ -605,28 +637,43 @@ pub fn propagate(
     let _scope = DeviceScope::enter(dev)?;
     let stream = stream_for(stream, dev)?;
     let n_in = req.in_lo.len();
-    let dl = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
-    let dh = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
-    copy_to_device(dl.ptr(), &f32_bytes(req.in_lo), &stream)?;
-    copy_to_device(dh.ptr(), &f32_bytes(req.in_hi), &stream)?;
-    let upto = nodes_to_run(model, req.spec);
-    let run = run(
-        model,
-        req.batch,
-        dl.ptr().cast(),
-        dh.ptr().cast(),
-        upto,
-        &stream,
-    )?;
-    finish(
-        model,
-        req.batch,
-        &run,
-        req.spec,
-        [out_lo.as_mut_ptr(), out_hi.as_mut_ptr()],
-        true,
-        &stream,
-    )
+    let in_bytes = n_in.saturating_mul(8);
+    let small_in = in_bytes <= BOX_BYTES_MAX;
+    let out_bytes = out_lo.len().saturating_mul(8);
+    let staged = (if small_in { in_bytes } else { 0 }).max(if out_bytes <= BOX_BYTES_MAX {
+        out_bytes
+    } else {
+        0
+    });
+    with_stage(FLAG_BYTES + staged, &stream, |stage| {
+        let (dl, dh);
+        let (il, ih): (*const f32, *const f32) = if small_in {
+            let (l, h) = (stage.floats(0, n_in)?, stage.floats(n_in, n_in)?);
+            // SAFETY: n_in floats each, inside the staging memory (checked by `floats`),
+            // which no queued work uses: every call on this thread ends synchronised.
+            unsafe {
+                std::ptr::copy_nonoverlapping(req.in_lo.as_ptr(), l, n_in);
+                std::ptr::copy_nonoverlapping(req.in_hi.as_ptr(), h, n_in);
+            }
+            (l, h)
+        } else {
+            dl = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
+            dh = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
+            copy_to_device(dl.ptr(), &f32_bytes(req.in_lo), &stream)?;
+            copy_to_device(dh.ptr(), &f32_bytes(req.in_hi), &stream)?;
+            (dl.ptr().cast(), dh.ptr().cast())
+        };
+        let upto = nodes_to_run(model, req.spec);
+        let run = run(model, req.batch, il, ih, upto, &stream)?;
+        let out = Out {
+            lo: out_lo.as_mut_ptr(),
+            hi: out_hi.as_mut_ptr(),
+            host: true,
+        };
+        // The outputs may reuse the staging memory of the inputs: the kernels that read those
+        // come first on the stream.
+        finish(model, req.batch, &run, req.spec, out, &stream, stage)
+    })
 }
 
 /// Boxes already in device memory.
@@ -641,13 +688,20 @@ pub fn propagate_device(
     let dev = device(model)?;
     let _scope = DeviceScope::enter(dev)?;
     let stream = stream_for(stream, dev)?;
-    let run = run(
-        model,
-        batch,
-        inp[0],
-        inp[1],
-        nodes_to_run(model, spec),
-        &stream,
-    )?;
-    finish(model, batch, &run, spec, out, false, &stream)
+    with_stage(FLAG_BYTES, &stream, |stage| {
+        let run = run(
+            model,
+            batch,
+            inp[0],
+            inp[1],
+            nodes_to_run(model, spec),
+            &stream,
+        )?;
+        let out = Out {
+            lo: out[0],
+            hi: out[1],
+            host: false,
+        };
+        finish(model, batch, &run, spec, out, &stream, stage)
+    })
 }

@@ -9,6 +9,8 @@ pub mod cpu;
 #[cfg(vram_cuda)]
 pub mod gpu;
 pub mod gpu_entry;
+#[cfg(vram_cuda)]
+mod gpu_stage;
 pub mod graph;
 pub mod model;
 pub mod nnet;

@@ -39,6 +39,8 @@ unsafe extern "C" {
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_free_async(ptr: *mut c_void, stream: *mut c_void) -> c_int;
+    pub fn lvk_host_alloc(ptr: *mut *mut c_void, size: usize) -> c_int;
+    pub fn lvk_host_free(ptr: *mut c_void) -> c_int;
     pub fn lvk_memcpy_h2d_async(
         dst: *mut c_void,
         src: *const c_void,
@@ -73,6 +75,7 @@ unsafe extern "C" {
         hi: *mut f32,
         n: u64,
         guard: *const u64,
+        flag_out: *mut u64,
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_ibp_normalize(

@@ -163,6 +163,44 @@ impl Drop for DeviceAlloc<'_> {
     }
 }
 
+/// Page-locked host memory that kernels on every GPU read and write in place (mapped and
+/// portable; with unified addressing the host address is the device address).
+pub struct PinnedHost {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl PinnedHost {
+    pub fn new(len: usize) -> Result<Self> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: writes one pointer through a valid pointer; len > 0 is checked by lvk.
+        check(
+            unsafe { lvk_host_alloc(&mut ptr, len) },
+            "cudaHostAlloc (page-locked staging)",
+        )?;
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub fn size(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for PinnedHost {
+    fn drop(&mut self) {
+        // SAFETY: memory from lvk_host_alloc, freed once; its users synchronise before they
+        // give it up.
+        unsafe { lvk_host_free(self.ptr.cast()) };
+    }
+}
+
 pub fn copy_to_device(dst: *mut u8, src: &[u8], stream: &Stream) -> Result<()> {
     // SAFETY: `dst` is device memory of at least `src.len()` bytes (callers allocate it so);
     // `src` is readable host memory kept alive until the stream is synchronised.

@@ -1,0 +1,83 @@
+//! Page-locked host memory of the calling thread, which a GPU propagation's kernels read and
+//! write in place: the input-check flag always, and a host call's boxes when they are small.
+//! A batch-1 call then needs no copies at all: the input conversion reads the caller's boxes
+//! from here, the output conversion writes the bounds and the flag here, and the call's one
+//! synchronisation makes them visible (three pageable copies, each a synchronisation of its
+//! own, were most of a small call's fixed cost).
+
+use std::cell::RefCell;
+
+use crate::backend::cuda::runtime::{PinnedHost, Stream};
+use crate::error::{ErrorKind, Result, VramError};
+
+/// Boxes up to this many bytes (inputs and outputs together) are staged here; larger ones are
+/// copied, where the copy engines' bandwidth matters more than a copy's fixed cost.
+pub const BOX_BYTES_MAX: usize = 256 << 10;
+
+/// Bytes before the boxes: the flag, padded so that the boxes stay 256-byte aligned.
+pub const FLAG_BYTES: usize = 256;
+
+thread_local! {
+    static STAGE: RefCell<Option<PinnedHost>> = const { RefCell::new(None) };
+}
+
+/// This thread's staging memory, at least `len` bytes of it.
+pub struct Stage<'a> {
+    mem: &'a PinnedHost,
+}
+
+impl Stage<'_> {
+    /// The flag the output conversion writes: the first bad input element, all ones if none.
+    pub fn flag(&self) -> *mut u64 {
+        self.mem.ptr().cast()
+    }
+
+    /// `n` f32 values starting `at` f32 values after the flag.
+    pub fn floats(&self, at: usize, n: usize) -> Result<*mut f32> {
+        let end = at
+            .checked_add(n)
+            .and_then(|e| e.checked_mul(4))
+            .and_then(|e| e.checked_add(FLAG_BYTES))
+            .ok_or_else(|| VramError::invalid("batch", "boxes too large to stage"))?;
+        if end > self.mem.size() {
+            return Err(VramError::invalid("batch", "boxes too large to stage"));
+        }
+        Ok(self.mem.ptr().wrapping_add(FLAG_BYTES + 4 * at).cast())
+    }
+
+    /// Reads the flag; the stream must have been synchronised after the kernel that wrote it.
+    pub fn read_flag(&self) -> u64 {
+        // SAFETY: the first 8 bytes of a live, 256-byte aligned allocation; volatile because
+        // the GPU wrote them behind the compiler's back.
+        unsafe { std::ptr::read_volatile(self.flag()) }
+    }
+}
+
+/// Runs `f` with this thread's staging memory of at least `len` bytes. If `f` fails after
+/// queuing work that uses the memory, `stream` is synchronised before the memory can serve
+/// another call, so no kernel still reads or writes it then.
+pub fn with_stage<R>(
+    len: usize,
+    stream: &Stream,
+    f: impl FnOnce(&Stage<'_>) -> Result<R>,
+) -> Result<R> {
+    STAGE.with(|cell| {
+        let mut slot = cell
+            .try_borrow_mut()
+            .map_err(|_| VramError::new(ErrorKind::Device, "staging memory already in use"))?;
+        if slot.as_ref().is_none_or(|m| m.size() < len) {
+            *slot = None; // the old block goes back before a bigger one is taken
+            *slot = Some(PinnedHost::new(
+                len.max(FLAG_BYTES).next_multiple_of(64 << 10),
+            )?);
+        }
+        let Some(mem) = slot.as_ref() else {
+            return Err(VramError::new(ErrorKind::Device, "staging memory missing"));
+        };
+        let out = f(&Stage { mem });
+        if out.is_err() {
+            let _ = stream.sync(); // the error already says what went wrong
+        }
+        out
+    })
+}
