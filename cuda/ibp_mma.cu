@@ -416,20 +416,25 @@ template <class Cfg, bool CONV> int launch_async(Gemm &p, int sms, cudaStream_t 
 #include "ibp_mma_staged.cuh"
 namespace {
 
-// Chosen by bench/ibp_mma_study.cu on an H200 (bench/results/gpu-h200-2026-11-22c/): wide
-// linear layers take the cp.async kernel with 128 features x 32 items per block, eight warps of
-// 32 x 16, three stages, two blocks per SM (70 % of DMMA peak at 1024 x 4096 x 4096, against
-// 63 % for the register-staged kernel); convolutions with at most 32 output channels take it
-// with 32-feature blocks; everything else the register-staged kernel with 64 x 64 blocks, its
-// centres and radii precomputed by a pass unless one block column covers all outputs.
+// Chosen by bench/ibp_mma_study.cu on an H200 (bench/results/gpu-h200-2026-11-22c/ and later):
+// wide linear layers take the cp.async kernel with 128 features x 32 items per block, three
+// stages, two blocks per SM (70 % of DMMA peak at 1024 x 4096 x 4096, against 63 % for the
+// register-staged kernel): eight warps of 32 x 16, or, for long sums (K >= 2048), four warps
+// of 64 x 16, whose larger warp tiles load half as many fragments per mma. Those were 1.5-4 %
+// faster at K = 4096 and 10 % slower at K = 1024 in each of three runs (-22d, -22e, -22f; no
+// K in between was measured). Convolutions with at most 32 output channels take the cp.async
+// kernel with 32-feature blocks; everything else the register-staged kernel with 64 x 64
+// blocks, its centres and radii precomputed by a pass unless one block column covers all
+// outputs.
 using Wide = Tile<4, 2, 2, 2, 32, 3, 2>;
+using WideLongK = Tile<2, 2, 4, 2, 32, 3, 2>;
 using Narrow32 = Tile<1, 4, 2, 2, 16, 3, 2>;
 using Staged = StagedTile<2, 4, 2, 16, 4, 2>;
 
 template <bool CONV> int launch_for(Gemm &p, int sms, cudaStream_t s) {
     if (CONV) return p.N <= 32 ? launch_async<Narrow32, true>(p, sms, s) : launch_staged<Staged, true, true>(p, sms, s);
     bool wide = p.N >= 128 && p.K >= 128 && p.K % 4 == 0;
-    if (wide) return launch_async<Wide, false>(p, sms, s);
+    if (wide) return p.K >= 2048 ? launch_async<WideLongK, false>(p, sms, s) : launch_async<Wide, false>(p, sms, s);
     // One block column reads each input once: centres in the loads beat a separate pass.
     return p.N <= Staged::BN ? launch_staged<Staged, false, false>(p, sms, s) : launch_staged<Staged, false, true>(p, sms, s);
 }

@@ -125,6 +125,7 @@ mod on_gpu {
             (vec![64, 128, 128, 10], 8),
             (vec![37, 100, 70, 5], 77),
             (vec![256, 512, 256, 10], 130),
+            (vec![2048, 256, 10], 24), // a long sum: the four-warp tiles
         ] {
             let n = net(&mut seed, &dims);
             let lo: Vec<f32> = (0..batch * dims[0]).map(|_| rng(&mut seed)).collect();
@@ -158,6 +159,100 @@ mod on_gpu {
             }
         }
     }
+
+    /// Host boxes from several threads at once, each call on the thread's own staging memory:
+    /// small outputs are written there by the kernels, large ones (here batch >= 9: over
+    /// 256 KiB) copied through device scratch; sizes change between calls so that the staging
+    /// memory grows. Every result agrees with the CPU's, and a bad box fails on its own thread
+    /// without disturbing the others.
+    #[test]
+    fn host_boxes_from_many_threads() {
+        if gpus() == 0 {
+            println!("SKIPPED host_boxes_from_many_threads: no GPU");
+            return;
+        }
+        let gpu = Ctx::with_options(&options(vram_backend::VRAM_BACKEND_CUDA, &KEY));
+        let cpu = Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY));
+        let mut seed = 31u64;
+        let n = net(&mut seed, &[8, 64, 4096]);
+        let (mg, mc) = (build(gpu.0, "g", &n), build(cpu.0, "c", &n));
+        let out_n = ibp_model_output_size(mg);
+        // (batch, input box, the CPU's output bounds)
+        type Case = (usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+        let cases: Vec<Case> = [1usize, 9, 2, 40]
+            .iter()
+            .map(|&batch| {
+                let lo: Vec<f32> = (0..batch * 8).map(|_| rng(&mut seed)).collect();
+                let hi: Vec<f32> = lo.iter().map(|l| l + 0.02).collect();
+                let (mut cl, mut ch) = (vec![0f32; batch * out_n], vec![0f32; batch * out_n]);
+                let s = ibp_propagate(
+                    mc,
+                    batch,
+                    lo.as_ptr(),
+                    hi.as_ptr(),
+                    cl.as_mut_ptr(),
+                    ch.as_mut_ptr(),
+                );
+                assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+                (batch, lo, hi, cl, ch)
+            })
+            .collect();
+        let model = SendPtr(mg);
+        std::thread::scope(|sc| {
+            for t in 0..4usize {
+                let (cases, model) = (&cases, &model);
+                sc.spawn(move || {
+                    for round in 0..6 {
+                        let (batch, lo, hi, cl, ch) = &cases[(t + round) % cases.len()];
+                        let (mut gl, mut gh) = (vec![0f32; cl.len()], vec![0f32; ch.len()]);
+                        if round == 3 {
+                            let mut bad = lo.clone();
+                            bad[0] = f32::NAN;
+                            let s = ibp_propagate(
+                                model.0,
+                                *batch,
+                                bad.as_ptr(),
+                                hi.as_ptr(),
+                                gl.as_mut_ptr(),
+                                gh.as_mut_ptr(),
+                            );
+                            assert_eq!(s, vram_status::VRAM_ERR_INVALID_ARGUMENT);
+                            continue;
+                        }
+                        let s = ibp_propagate(
+                            model.0,
+                            *batch,
+                            lo.as_ptr(),
+                            hi.as_ptr(),
+                            gl.as_mut_ptr(),
+                            gh.as_mut_ptr(),
+                        );
+                        assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+                        for i in 0..cl.len() {
+                            let w = f64::from(ch[i] - cl[i]).max(1e-3);
+                            assert!(
+                                (f64::from(gl[i]) - f64::from(cl[i])).abs() <= 1e-5 * w + 1e-6
+                                    && (f64::from(gh[i]) - f64::from(ch[i])).abs()
+                                        <= 1e-5 * w + 1e-6,
+                                "thread {t} batch {batch} output {i}: gpu [{}, {}] cpu [{}, {}]",
+                                gl[i],
+                                gh[i],
+                                cl[i],
+                                ch[i]
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        ibp_model_free(mg);
+        ibp_model_free(mc);
+    }
+
+    /// A model handle shared by the threads of a test (models may be used from many threads).
+    struct SendPtr(*mut ibp_model);
+    // SAFETY: ibp_model is immutable after build and documented as usable from many threads.
+    unsafe impl Sync for SendPtr {}
 
     #[test]
     fn device_memory_boxes_and_bad_inputs() {
