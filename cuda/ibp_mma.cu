@@ -421,8 +421,8 @@ namespace {
 // stages, two blocks per SM (70 % of DMMA peak at 1024 x 4096 x 4096, against 63 % for the
 // register-staged kernel): eight warps of 32 x 16, or, for long sums (K >= 2048), four warps
 // of 64 x 16, whose larger warp tiles load half as many fragments per mma. Those were 1.5-4 %
-// faster at K = 4096 and 10 % slower at K = 1024 in each of three runs (-22d, -22e, -22f; no
-// K in between was measured). Convolutions with at most 32 output channels take the cp.async
+// faster at K = 4096 and 10-12 % slower at K = 1024 in each of four runs (-22d to -22g; no K
+// in between was measured). Convolutions with at most 32 output channels take the cp.async
 // kernel with 32-feature blocks; everything else the register-staged kernel with 64 x 64
 // blocks, its centres and radii precomputed by a pass unless one block column covers all
 // outputs.

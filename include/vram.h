@@ -545,7 +545,9 @@ vram_status ibp_model_from_nnet(struct vram_ctx *ctx, const char *path, struct i
  * ::VRAM_ERR_INVALID_ARGUMENT naming the element; `batch == 0` → ::VRAM_ERR_INVALID_ARGUMENT;
  * NULL → ::VRAM_ERR_NULL_ARGUMENT. Outputs are written only on success. Runs on the GPU for a
  * CUDA-backed model, on the CPU cores otherwise. Thread-safe: a model may be used by many
- * threads at once.
+ * threads at once. On a CUDA-backed model each calling thread keeps, until it exits, a
+ * stream per GPU and at most 320 KiB of page-locked host memory, through which the kernels
+ * read and write boxes of up to 256 KiB in place (larger ones are copied).
  */
 vram_status ibp_propagate(const struct ibp_model *model,
                           size_t batch,

@@ -53,9 +53,23 @@ impl Stage<'_> {
     }
 }
 
-/// Runs `f` with this thread's staging memory of at least `len` bytes. If `f` fails after
-/// queuing work that uses the memory, `stream` is synchronised before the memory can serve
-/// another call, so no kernel still reads or writes it then.
+/// Synchronises a stream when dropped while armed: on an error, or while unwinding.
+struct SyncOnDrop<'a> {
+    stream: &'a Stream,
+    armed: bool,
+}
+
+impl Drop for SyncOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.stream.sync(); // the error or panic that armed it says what went wrong
+        }
+    }
+}
+
+/// Runs `f` with this thread's staging memory of at least `len` bytes. If `f` fails (or
+/// panics) after queuing work that uses the memory, `stream` is synchronised before the
+/// memory can serve another call, so no kernel still reads or writes it then.
 pub fn with_stage<R>(
     len: usize,
     stream: &Stream,
@@ -74,10 +88,12 @@ pub fn with_stage<R>(
         let Some(mem) = slot.as_ref() else {
             return Err(VramError::new(ErrorKind::Device, "staging memory missing"));
         };
+        let mut sync = SyncOnDrop {
+            stream,
+            armed: true,
+        };
         let out = f(&Stage { mem });
-        if out.is_err() {
-            let _ = stream.sync(); // the error already says what went wrong
-        }
+        sync.armed = out.is_err();
         out
     })
 }
