@@ -54,6 +54,45 @@ mod on_gpu {
         }
     }
 
+    /// `ibp_propagate` on host boxes, which must succeed.
+    fn bounds(
+        m: *mut ibp_model,
+        batch: usize,
+        lo: &[f32],
+        hi: &[f32],
+        what: &str,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let out = batch * ibp_model_output_size(m);
+        let (mut l, mut h) = (vec![0f32; out], vec![0f32; out]);
+        let s = ibp_propagate(
+            m,
+            batch,
+            lo.as_ptr(),
+            hi.as_ptr(),
+            l.as_mut_ptr(),
+            h.as_mut_ptr(),
+        );
+        assert_eq!(s, vram_status::VRAM_OK, "{what}: {}", last_error());
+        (l, h)
+    }
+
+    /// GPU bounds agree with CPU bounds to within rounding.
+    fn assert_agree(gpu: [&[f32]; 2], cpu: [&[f32]; 2], what: &str) {
+        let ([gl, gh], [cl, ch]) = (gpu, cpu);
+        for i in 0..cl.len() {
+            let w = f64::from(ch[i] - cl[i]).max(1e-3);
+            assert!(
+                (f64::from(gl[i]) - f64::from(cl[i])).abs() <= 1e-5 * w + 1e-6
+                    && (f64::from(gh[i]) - f64::from(ch[i])).abs() <= 1e-5 * w + 1e-6,
+                "{what} output {i}: gpu [{}, {}] cpu [{}, {}]",
+                gl[i],
+                gh[i],
+                cl[i],
+                ch[i]
+            );
+        }
+    }
+
     /// Bounds of `n` for the given boxes from a GPU and a CPU model, checked to agree to
     /// within rounding; returns the GPU's.
     fn gpu_and_cpu(
@@ -66,46 +105,9 @@ mod on_gpu {
         what: &str,
     ) -> (Vec<f32>, Vec<f32>) {
         let (mg, mc) = (build(gpu.0, "g", n), build(cpu.0, "c", n));
-        let out = batch * ibp_model_output_size(mg);
-        let (mut gl, mut gh, mut cl, mut ch) = (
-            vec![0f32; out],
-            vec![0f32; out],
-            vec![0f32; out],
-            vec![0f32; out],
-        );
-        let s = ibp_propagate(
-            mg,
-            batch,
-            lo.as_ptr(),
-            hi.as_ptr(),
-            gl.as_mut_ptr(),
-            gh.as_mut_ptr(),
-        );
-        assert_eq!(s, vram_status::VRAM_OK, "{what}: {}", last_error());
-        let s = ibp_propagate(
-            mc,
-            batch,
-            lo.as_ptr(),
-            hi.as_ptr(),
-            cl.as_mut_ptr(),
-            ch.as_mut_ptr(),
-        );
-        assert_eq!(s, vram_status::VRAM_OK, "{what}: {}", last_error());
-        for i in 0..out {
-            let w = f64::from(ch[i] - cl[i]).max(1e-3);
-            assert!(
-                (f64::from(gl[i]) - f64::from(cl[i])).abs() <= 1e-5 * w + 1e-6,
-                "{what} lower {i}: gpu {} cpu {}",
-                gl[i],
-                cl[i]
-            );
-            assert!(
-                (f64::from(gh[i]) - f64::from(ch[i])).abs() <= 1e-5 * w + 1e-6,
-                "{what} upper {i}: gpu {} cpu {}",
-                gh[i],
-                ch[i]
-            );
-        }
+        let (gl, gh) = bounds(mg, batch, lo, hi, what);
+        let (cl, ch) = bounds(mc, batch, lo, hi, what);
+        assert_agree([&gl, &gh], [&cl, &ch], what);
         ibp_model_free(mg);
         ibp_model_free(mc);
         (gl, gh)
@@ -176,7 +178,6 @@ mod on_gpu {
         let mut seed = 31u64;
         let n = net(&mut seed, &[8, 64, 4096]);
         let (mg, mc) = (build(gpu.0, "g", &n), build(cpu.0, "c", &n));
-        let out_n = ibp_model_output_size(mg);
         // (batch, input box, the CPU's output bounds)
         type Case = (usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
         let cases: Vec<Case> = [1usize, 9, 2, 40]
@@ -184,16 +185,7 @@ mod on_gpu {
             .map(|&batch| {
                 let lo: Vec<f32> = (0..batch * 8).map(|_| rng(&mut seed)).collect();
                 let hi: Vec<f32> = lo.iter().map(|l| l + 0.02).collect();
-                let (mut cl, mut ch) = (vec![0f32; batch * out_n], vec![0f32; batch * out_n]);
-                let s = ibp_propagate(
-                    mc,
-                    batch,
-                    lo.as_ptr(),
-                    hi.as_ptr(),
-                    cl.as_mut_ptr(),
-                    ch.as_mut_ptr(),
-                );
-                assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+                let (cl, ch) = bounds(mc, batch, &lo, &hi, "CPU");
                 (batch, lo, hi, cl, ch)
             })
             .collect();
@@ -204,8 +196,8 @@ mod on_gpu {
                 sc.spawn(move || {
                     for round in 0..6 {
                         let (batch, lo, hi, cl, ch) = &cases[(t + round) % cases.len()];
-                        let (mut gl, mut gh) = (vec![0f32; cl.len()], vec![0f32; ch.len()]);
                         if round == 3 {
+                            let (mut gl, mut gh) = (vec![0f32; cl.len()], vec![0f32; ch.len()]);
                             let mut bad = lo.clone();
                             bad[0] = f32::NAN;
                             let s = ibp_propagate(
@@ -219,28 +211,9 @@ mod on_gpu {
                             assert_eq!(s, vram_status::VRAM_ERR_INVALID_ARGUMENT);
                             continue;
                         }
-                        let s = ibp_propagate(
-                            model.0,
-                            *batch,
-                            lo.as_ptr(),
-                            hi.as_ptr(),
-                            gl.as_mut_ptr(),
-                            gh.as_mut_ptr(),
-                        );
-                        assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
-                        for i in 0..cl.len() {
-                            let w = f64::from(ch[i] - cl[i]).max(1e-3);
-                            assert!(
-                                (f64::from(gl[i]) - f64::from(cl[i])).abs() <= 1e-5 * w + 1e-6
-                                    && (f64::from(gh[i]) - f64::from(ch[i])).abs()
-                                        <= 1e-5 * w + 1e-6,
-                                "thread {t} batch {batch} output {i}: gpu [{}, {}] cpu [{}, {}]",
-                                gl[i],
-                                gh[i],
-                                cl[i],
-                                ch[i]
-                            );
-                        }
+                        let what = format!("thread {t} batch {batch}");
+                        let (gl, gh) = bounds(model.0, *batch, lo, hi, &what);
+                        assert_agree([&gl, &gh], [cl, ch], &what);
                     }
                 });
             }
