@@ -63,19 +63,9 @@ mod bench {
         runs: usize,
     ) -> (f64, Vec<f32>, Vec<f32>) {
         let n_out = batch * ibp_model_output_size(model);
-        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_ne_bytes()).collect() };
-        let (dl, dh) = (DevMem::new(lo.len() * 4), DevMem::new(hi.len() * 4));
-        dl.upload(0, &bytes(lo));
-        dh.upload(0, &bytes(hi));
+        let (dl, dh) = (DevMem::from_f32(lo), DevMem::from_f32(hi));
         let (ol, oh) = (DevMem::new(n_out * 4), DevMem::new(n_out * 4));
-        let opts = ibp_propagate_options {
-            struct_size: size_of::<ibp_propagate_options>() as u32,
-            memory: ibp_memory::IBP_MEMORY_DEVICE as u32,
-            stream: ptr::null_mut(),
-            spec_rows: 0,
-            spec_c: ptr::null(),
-            spec_d: ptr::null(),
-        };
+        let opts = device_options(ptr::null_mut());
         let go = || {
             let s = ibp_propagate_ex(
                 model,
@@ -104,21 +94,7 @@ mod bench {
                 median(ms.clone()),
             );
         }
-        let mut out = (vec![0u8; n_out * 4], vec![0u8; n_out * 4]);
-        ok(
-            unsafe { cudaMemcpy(out.0.as_mut_ptr().cast(), ol.0.cast(), n_out * 4, D2H) },
-            "D2H",
-        );
-        ok(
-            unsafe { cudaMemcpy(out.1.as_mut_ptr().cast(), oh.0.cast(), n_out * 4, D2H) },
-            "D2H",
-        );
-        let f = |b: Vec<u8>| -> Vec<f32> {
-            b.chunks_exact(4)
-                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        };
-        (median(ms), f(out.0), f(out.1))
+        (median(ms), ol.f32s(n_out), oh.f32s(n_out))
     }
 
     /// Where a batch-1 call's time goes: the host-timed call on libvram's own stream (given),
@@ -140,14 +116,7 @@ mod bench {
             ok(cudaEventCreate(&mut a), "cudaEventCreate");
             ok(cudaEventCreate(&mut b), "cudaEventCreate");
         }
-        let opts = ibp_propagate_options {
-            struct_size: size_of::<ibp_propagate_options>() as u32,
-            memory: ibp_memory::IBP_MEMORY_DEVICE as u32,
-            stream: s,
-            spec_rows: 0,
-            spec_c: ptr::null(),
-            spec_d: ptr::null(),
-        };
+        let opts = device_options(s);
         let (mut host, mut gpu) = (Vec::new(), Vec::new());
         for _ in 0..21 {
             let t = Instant::now();
@@ -187,16 +156,11 @@ mod bench {
             assert_eq!(st, vram_status::VRAM_OK, "{}", last_error());
             host_boxes.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        let mut dev_lo = vec![0u8; n_out * 4];
-        // SAFETY: `out[0]` holds n_out floats of the device-box calls above.
-        ok(
-            unsafe { cudaMemcpy(dev_lo.as_mut_ptr().cast(), out[0].cast(), n_out * 4, D2H) },
-            "D2H",
-        );
+        let dev_lo = download_f32(out[0].cast(), n_out);
         let same = hl
             .iter()
-            .zip(dev_lo.chunks_exact(4))
-            .all(|(a, b)| a.to_ne_bytes() == [b[0], b[1], b[2], b[3]]);
+            .map(|x| x.to_bits())
+            .eq(dev_lo.iter().map(|x| x.to_bits()));
         assert!(same, "host-box and device-box bounds differ");
         eprintln!(
             "call overhead, batch 1: own stream {own_ms:.4} ms; caller's stream {:.4} ms, of which GPU span {:.4} ms; boxes in host memory {:.4} ms",

@@ -242,21 +242,12 @@ mod on_gpu {
         let hi: Vec<f32> = lo.iter().map(|l| l + 0.1).collect();
         let as_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_ne_bytes()).collect() };
         let (dl, dh, ol, oh) = (
-            DevMem::new(lo.len() * 4),
-            DevMem::new(hi.len() * 4),
+            DevMem::from_f32(&lo),
+            DevMem::from_f32(&hi),
             DevMem::new(batch * 16),
             DevMem::new(batch * 16),
         );
-        dl.upload(0, &as_bytes(&lo));
-        dh.upload(0, &as_bytes(&hi));
-        let opts = ibp_propagate_options {
-            struct_size: size_of::<ibp_propagate_options>() as u32,
-            memory: ibp_memory::IBP_MEMORY_DEVICE as u32,
-            stream: ptr::null_mut(),
-            spec_rows: 0,
-            spec_c: ptr::null(),
-            spec_d: ptr::null(),
-        };
+        let opts = device_options(ptr::null_mut());
         let s = ibp_propagate_ex(
             m,
             batch,
@@ -267,15 +258,7 @@ mod on_gpu {
             &opts,
         );
         assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
-        let mut got = vec![0u8; batch * 16];
-        ok(
-            unsafe { cudaMemcpy(got.as_mut_ptr().cast(), ol.0.cast(), got.len(), D2H) },
-            "D2H",
-        );
-        let dev_lo: Vec<f32> = got
-            .chunks_exact(4)
-            .map(|c| f32::from_ne_bytes(c.try_into().unwrap()))
-            .collect();
+        let dev_lo = ol.f32s(batch * 4);
         let (mut hl, mut hh) = (vec![0f32; batch * 4], vec![0f32; batch * 4]);
         assert_eq!(
             ibp_propagate(

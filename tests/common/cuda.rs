@@ -71,6 +71,49 @@ impl DevMem {
     }
 }
 
+impl DevMem {
+    /// Device memory holding `v`.
+    pub fn from_f32(v: &[f32]) -> Self {
+        let m = Self::new(v.len() * 4);
+        m.upload(
+            0,
+            &v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>(),
+        );
+        m
+    }
+
+    /// The first `n` f32 values.
+    pub fn f32s(&self, n: usize) -> Vec<f32> {
+        download_f32(self.0, n)
+    }
+}
+
+/// Options of ibp_propagate_ex() for boxes in device memory on `stream` (NULL: libvram's
+/// own), with no specification.
+pub fn device_options(stream: *mut c_void) -> vram::ibp_propagate_options {
+    vram::ibp_propagate_options {
+        struct_size: size_of::<vram::ibp_propagate_options>() as u32,
+        memory: vram::ibp_memory::IBP_MEMORY_DEVICE as u32,
+        stream,
+        spec_rows: 0,
+        spec_c: std::ptr::null(),
+        spec_d: std::ptr::null(),
+    }
+}
+
+/// `n` f32 values copied from device memory at `src`.
+pub fn download_f32(src: *const u8, n: usize) -> Vec<f32> {
+    let mut b = vec![0u8; n * 4];
+    // SAFETY: the caller's `src` holds n floats of device memory; `b` holds n * 4 bytes.
+    ok(
+        unsafe { cudaMemcpy(b.as_mut_ptr().cast(), src.cast(), b.len(), D2H) },
+        "cudaMemcpy D2H",
+    );
+    b.chunks_exact(4)
+        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 impl Drop for DevMem {
     fn drop(&mut self) {
         // SAFETY: allocated by cudaMalloc, freed once.
