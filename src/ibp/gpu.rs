@@ -5,7 +5,7 @@
 use std::ffi::c_void;
 
 use super::f32_bytes;
-use super::gpu_stage::{BOX_BYTES_MAX, FLAG_BYTES, Stage, with_stage};
+use super::gpu_stage::{FLAG_BYTES, Stage, stages, with_stage};
 use super::graph::{Node, Op};
 use super::model::{Model, Request};
 use super::spec::Spec;
@@ -549,7 +549,7 @@ fn finish(
     }
     // Host outputs: written by the kernel into the staging memory when small, else into
     // device scratch and copied.
-    let staged = if out.host && 8 * n <= BOX_BYTES_MAX {
+    let staged = if out.host && stages(8 * n) {
         Some((stage.floats(0, n)?, stage.floats(n, n)?))
     } else {
         None
@@ -637,15 +637,15 @@ pub fn propagate(
     let _scope = DeviceScope::enter(dev)?;
     let stream = stream_for(stream, dev)?;
     let n_in = req.in_lo.len();
-    let in_bytes = n_in.saturating_mul(8);
-    let small_in = in_bytes <= BOX_BYTES_MAX;
-    let out_bytes = out_lo.len().saturating_mul(8);
-    let staged = (if small_in { in_bytes } else { 0 }).max(if out_bytes <= BOX_BYTES_MAX {
-        out_bytes
-    } else {
-        0
-    });
-    with_stage(FLAG_BYTES + staged, &stream, |stage| {
+    let (in_bytes, out_bytes) = (n_in.saturating_mul(8), out_lo.len().saturating_mul(8));
+    let small_in = stages(in_bytes);
+    // Inputs and outputs share the staging memory: the kernels that read the inputs come
+    // first on the stream.
+    let staged = [in_bytes, out_bytes]
+        .into_iter()
+        .filter(|&b| stages(b))
+        .max();
+    with_stage(FLAG_BYTES + staged.unwrap_or(0), &stream, |stage| {
         let (dl, dh);
         let (il, ih): (*const f32, *const f32) = if small_in {
             let (l, h) = (stage.floats(0, n_in)?, stage.floats(n_in, n_in)?);
@@ -670,8 +670,6 @@ pub fn propagate(
             hi: out_hi.as_mut_ptr(),
             host: true,
         };
-        // The outputs may reuse the staging memory of the inputs: the kernels that read those
-        // come first on the stream.
         finish(model, req.batch, &run, req.spec, out, &stream, stage)
     })
 }

@@ -12,7 +12,12 @@ use crate::error::{ErrorKind, Result, VramError};
 
 /// Boxes up to this many bytes (inputs and outputs together) are staged here; larger ones are
 /// copied, where the copy engines' bandwidth matters more than a copy's fixed cost.
-pub const BOX_BYTES_MAX: usize = 256 << 10;
+const BOX_BYTES_MAX: usize = 256 << 10;
+
+/// Whether boxes of `bytes` (lower and upper bounds together) pass through the staging memory.
+pub fn stages(bytes: usize) -> bool {
+    bytes <= BOX_BYTES_MAX
+}
 
 /// Bytes before the boxes: the flag, padded so that the boxes stay 256-byte aligned.
 pub const FLAG_BYTES: usize = 256;
