@@ -1,7 +1,8 @@
 //! A libvram context: one backend, one seal key, one capacity budget.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use subtle::ConstantTimeEq;
@@ -24,31 +25,63 @@ pub struct ContextOptions<'a> {
     pub secret: &'a [u8],
     /// 0 = no cap (host) or the whole device (CUDA).
     pub capacity_bytes: u64,
+    /// Whether the fault drills (`debug_flip_bit`) may change this context's shards.
+    pub allow_fault_drills: bool,
 }
 
-/// Bytes held by a context's shards, against its cap. Shared with every shard so a shard
-/// freed after its context still returns its bytes to the right budget.
+/// Host bookkeeping of one shard beyond its bytes (the handle, the record, the id), counted
+/// against the capacity with 32 bytes per region root, so that many tiny shards cannot hold
+/// far more memory than the cap says.
+pub const SHARD_BOOKKEEPING_BYTES: u64 = 512;
+
+/// Bytes held by a context's shards, against its cap, and the ids of its live shards. Shared
+/// with every shard so a shard freed after its context still returns its bytes (and its id)
+/// to the right context.
 #[derive(Debug)]
 pub struct Accounting {
     capacity: u64,
     used: AtomicU64,
+    live_ids: Mutex<HashSet<String>>,
 }
 
-/// Bytes reserved for one shard; returned when dropped.
+/// Bytes and the id reserved for one shard; both returned when dropped.
 #[derive(Debug)]
 pub struct Reservation {
     accounting: Arc<Accounting>,
     bytes: u64,
+    id: String,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.accounting.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.accounting
+            .live_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
     }
 }
 
 impl Accounting {
-    fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation> {
+    /// Reserves `bytes` and the id `id`. An id that is sealed and live in this context is
+    /// refused: two live shards of one name would make their records ambiguous.
+    fn reserve(self: &Arc<Self>, id: &str, bytes: u64) -> Result<Reservation> {
+        let mut live = self.live_ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if live.contains(id) {
+            return Err(VramError::invalid(
+                "shard_id",
+                format!("'{id}' is already sealed and live in this context (free that shard first, or choose another id)"),
+            ));
+        }
+        live.try_reserve(1)
+            .map_err(|_| VramError::out_of_memory("shard ids: host memory exhausted"))?;
+        let reservation = self.reserve_bytes(bytes, id)?;
+        live.insert(id.to_string());
+        Ok(reservation)
+    }
+
+    fn reserve_bytes(self: &Arc<Self>, bytes: u64, id: &str) -> Result<Reservation> {
         let mut used = self.used.load(Ordering::Acquire);
         loop {
             let new = used
@@ -56,7 +89,7 @@ impl Accounting {
                 .filter(|&n| self.capacity == 0 || n <= self.capacity)
                 .ok_or_else(|| {
                     VramError::out_of_memory(format!(
-                        "len: {bytes} bytes do not fit: {used} of the context's capacity of {} bytes are in use",
+                        "len: {bytes} bytes (the shard and its bookkeeping) do not fit: {used} of the context's capacity of {} bytes are in use",
                         self.capacity
                     ))
                 })?;
@@ -68,6 +101,7 @@ impl Accounting {
                     return Ok(Reservation {
                         accounting: Arc::clone(self),
                         bytes,
+                        id: id.to_string(),
                     });
                 }
                 Err(actual) => used = actual,
@@ -105,6 +139,7 @@ pub struct Context {
     backend: Backend,
     key: SealKey,
     accounting: Arc<Accounting>,
+    allow_fault_drills: bool,
 }
 
 impl Context {
@@ -118,7 +153,9 @@ impl Context {
             accounting: Arc::new(Accounting {
                 capacity,
                 used: AtomicU64::new(0),
+                live_ids: Mutex::new(HashSet::new()),
             }),
+            allow_fault_drills: opts.allow_fault_drills,
         })
     }
 
@@ -130,7 +167,12 @@ impl Context {
         &self.backend
     }
 
-    /// Bytes held by live shards of this context.
+    /// Whether this context's shards accept the fault drill.
+    pub fn allows_fault_drills(&self) -> bool {
+        self.allow_fault_drills
+    }
+
+    /// Bytes held by live shards of this context, bookkeeping included.
     pub fn used_bytes(&self) -> u64 {
         self.accounting.used.load(Ordering::Acquire)
     }
@@ -148,8 +190,10 @@ impl Context {
         let leaf_size = leaf_size.unwrap_or(DEFAULT_LEAF_SIZE);
         check_leaf_size(leaf_size).map_err(|e| VramError::invalid("leaf_size", e))?;
         let len = data.len() as u64;
-        let reservation = self.accounting.reserve(len)?;
         let layout = TreeLayout::new(len, leaf_size);
+        let reservation = self
+            .accounting
+            .reserve(id, self.backend.held_bytes(len) + bookkeeping(layout))?;
         let mut level = zeroed_level(layout.regions())?;
         let storage = self.backend.ingest(data, layout, &mut level)?;
         self.finish_seal(id, layout, level, storage, reservation)
@@ -191,6 +235,7 @@ impl Context {
             layout,
             level,
             storage,
+            fault_drills: self.allow_fault_drills,
             _reservation: reservation,
         })
     }
@@ -211,6 +256,8 @@ impl Context {
         let leaf_size = leaf_size.unwrap_or(DEFAULT_LEAF_SIZE);
         check_leaf_size(leaf_size).map_err(|e| VramError::invalid("leaf_size", e))?;
         let layout = TreeLayout::new(len, leaf_size);
+        // Borrowed bytes are the caller's allocation: only the bookkeeping is reserved.
+        let reservation = self.accounting.reserve(id, bookkeeping(layout))?;
         let mut level = zeroed_level(layout.regions())?;
         let storage = self
             .backend
@@ -220,8 +267,6 @@ impl Context {
                     events::emit(Level::Warn, names::POLICY_VIOLATION, &e.message);
                 }
             })?;
-        // Borrowed bytes are the caller's allocation: nothing is reserved against capacity.
-        let reservation = self.accounting.reserve(0)?;
         self.finish_seal(id, layout, level, storage, reservation)
     }
 
@@ -386,6 +431,11 @@ fn log_outcome(s: &Shard, r: &VerifyReport) {
             ),
         ),
     }
+}
+
+/// Host bytes of a shard's bookkeeping: see [`SHARD_BOOKKEEPING_BYTES`].
+fn bookkeeping(layout: TreeLayout) -> u64 {
+    SHARD_BOOKKEEPING_BYTES.saturating_add(layout.regions().saturating_mul(32))
 }
 
 fn unix_time_ns() -> u64 {

@@ -16,6 +16,8 @@ pub mod error;
 /// cbindgen:ignore
 pub mod events;
 /// cbindgen:ignore
+pub mod fallible;
+/// cbindgen:ignore
 pub mod ibp;
 /// cbindgen:ignore
 pub mod seal;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::backend::Storage;
 use crate::context::Reservation;
+use crate::error::{ErrorKind, VramError};
 use crate::events::{self, Level, names};
 use crate::seal::merkle::{Hash, TreeLayout};
 use crate::seal::record::SealRecord;
@@ -16,6 +17,8 @@ pub struct Shard {
     /// One root per region of `REGION_BYTES`; the root of the tree over them is `record.root`.
     pub(crate) level: Vec<Hash>,
     pub(crate) storage: Storage,
+    /// Whether the context that sealed it allowed the fault drill.
+    pub(crate) fault_drills: bool,
     pub(crate) _reservation: Reservation,
 }
 
@@ -58,8 +61,24 @@ impl Shard {
         &self.storage
     }
 
-    /// Fault drill: flips one stored bit, as a memory fault or an attacker would.
+    /// Fault drill: flips one stored bit, as a memory fault or an attacker would. Refused
+    /// (`Policy`) unless the sealing context allowed fault drills.
     pub fn debug_flip_bit(&self, bit: u64) -> crate::error::Result<()> {
+        if !self.fault_drills {
+            let msg = format!(
+                "shard '{}': fault drills are disabled; create the context with VRAM_CTX_ALLOW_FAULT_DRILLS to use them",
+                self.id()
+            );
+            events::emit(Level::Warn, names::POLICY_VIOLATION, &msg);
+            return Err(VramError::new(ErrorKind::Policy, msg));
+        }
+        let bits = self.len().saturating_mul(8);
+        if bit >= bits {
+            return Err(VramError::invalid(
+                "bit_index",
+                format!("{bit} is past the shard's last bit ({bits} bits)"),
+            ));
+        }
         self.storage.flip_bit(bit)?;
         events::emit(
             Level::Warn,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::{CheckJob, Damage, PageBuf};
-use crate::error::Result;
+use crate::error::{Result, VramError};
 use crate::seal::ct::hash_eq;
 use crate::seal::merkle::{Hash, TreeLayout, tree_root};
 
@@ -37,6 +37,18 @@ impl HostBackend {
     /// still in cache. `level.len() == layout.regions()`.
     pub fn ingest(&self, data: &[u8], layout: TreeLayout, level: &mut [Hash]) -> Result<PageBuf> {
         let mut buf = PageBuf::zeroed(data.len())?;
+        self.fill_and_hash(&mut buf, data, layout, level)?;
+        buf.seal_read_only()?;
+        Ok(buf)
+    }
+
+    fn fill_and_hash(
+        &self,
+        buf: &mut PageBuf,
+        data: &[u8],
+        layout: TreeLayout,
+        level: &mut [Hash],
+    ) -> Result<()> {
         let region = layout.region_size() as usize;
         let chunk_bytes = region * QUEUE_CHUNK_REGIONS;
         let threads = if layout.len < PARALLEL_THRESHOLD {
@@ -46,8 +58,10 @@ impl HostBackend {
         };
         // Workers take chunks from a shared queue, so a thread that could not be spawned only
         // means fewer workers, never unhashed regions.
-        let chunks = buf
+        let dst = buf
             .as_mut_slice()
+            .ok_or_else(|| VramError::invalid("shard", "is already sealed"))?;
+        let chunks = dst
             .chunks_mut(chunk_bytes)
             .zip(data.chunks(chunk_bytes))
             .zip(level.chunks_mut(QUEUE_CHUNK_REGIONS));
@@ -69,7 +83,7 @@ impl HostBackend {
             }
             work();
         });
-        Ok(buf)
+        Ok(())
     }
 
     /// Re-hashes every region of every job and compares it with the kept level.

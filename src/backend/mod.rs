@@ -127,6 +127,15 @@ impl Backend {
         }
     }
 
+    /// Bytes of this backend a shard of `len` bytes holds: host shards take whole pages.
+    pub fn held_bytes(&self, len: u64) -> u64 {
+        match self {
+            Backend::Host(_) => len.saturating_add(page_buf::PAGE as u64 - 1) & !(page_buf::PAGE as u64 - 1),
+            #[cfg(vram_cuda)]
+            Backend::Cuda(_) => len,
+        }
+    }
+
     /// Copies `data` into new storage of this backend and computes its kept level (one root
     /// per region; `level.len() == layout.regions()`), overlapping the copy with the hashing.
     pub fn ingest(&self, data: &[u8], layout: TreeLayout, level: &mut [Hash]) -> Result<Storage> {
@@ -174,7 +183,6 @@ impl Backend {
                         Storage::Cuda(_) => return Err(wrong_backend()),
                     }
                 }
-                meanwhile();
                 meanwhile();
                 let mut damage = vec![Damage::default(); jobs.len()];
                 h.check(jobs, &bytes, &mut damage);

@@ -1,10 +1,19 @@
 //! Page-aligned host memory for the host backend's shards.
+//!
+//! Once sealed, a shard's pages are made read-only (`mprotect`), so a stray write from
+//! anywhere in the process faults in the writer instead of silently changing sealed bytes.
+//! Only the fault drill lifts the protection, for the one write it makes.
 
 use std::ptr::NonNull;
+use std::sync::{Mutex, PoisonError};
 
 use crate::error::{Result, VramError};
 
-const PAGE: usize = 4096;
+pub(crate) const PAGE: usize = 4096;
+
+/// Serialises fault drills: each lifts a buffer's protection, writes one byte and restores it,
+/// and two drills on one buffer must not interleave.
+static DRILL: Mutex<()> = Mutex::new(());
 const HUGE_PAGE: usize = 2 << 20;
 
 /// An owned, page-aligned, immutable-after-creation copy of a caller's bytes.
@@ -13,6 +22,7 @@ pub struct PageBuf {
     len: usize,
     /// Mapped bytes: `len` rounded up to whole pages.
     size: usize,
+    read_only: bool,
 }
 
 // SAFETY: PageBuf owns its allocation exclusively; after construction the bytes are only read
@@ -55,13 +65,41 @@ impl PageBuf {
         }
         let ptr = NonNull::new(raw.cast::<u8>())
             .ok_or_else(|| VramError::out_of_memory("host allocation returned NULL"))?;
-        Ok(Self { ptr, len, size })
+        Ok(Self {
+            ptr,
+            len,
+            size,
+            read_only: false,
+        })
     }
 
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` is valid for `len` initialised (zeroed) bytes, and `&mut self` makes
-        // this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    /// The bytes, writable until [`PageBuf::seal_read_only`]; `None` after it.
+    pub fn as_mut_slice(&mut self) -> Option<&mut [u8]> {
+        if self.read_only {
+            return None;
+        }
+        // SAFETY: `ptr` is valid for `len` initialised (zeroed) bytes, the pages are writable
+        // (not yet sealed), and `&mut self` makes this the only reference.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) })
+    }
+
+    /// Makes the pages read-only for the rest of the buffer's life.
+    pub fn seal_read_only(&mut self) -> Result<()> {
+        self.protect(libc::PROT_READ)?;
+        self.read_only = true;
+        Ok(())
+    }
+
+    fn protect(&self, prot: libc::c_int) -> Result<()> {
+        // SAFETY: `ptr`/`size` describe exactly the mapping this buffer owns.
+        let rc = unsafe { libc::mprotect(self.ptr.as_ptr().cast(), self.size, prot) };
+        if rc != 0 {
+            return Err(VramError::out_of_memory(format!(
+                "mprotect of a sealed shard failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -96,12 +134,20 @@ impl PageBuf {
             .filter(|&b| b < self.len)
             .ok_or_else(|| VramError::invalid("bit_index", "is past the end of the shard"))?;
         let mask = 1u8 << (bit % 8);
-        // SAFETY: `byte < len`, so the address is inside the allocation. Volatile access keeps
-        // the compiler from assuming the bytes never change (they are also observed through
-        // the pointer handed to C by vram_shard_device_ptr).
+        let _drill = DRILL.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.read_only {
+            self.protect(libc::PROT_READ | libc::PROT_WRITE)?;
+        }
+        // SAFETY: `byte < len`, so the address is inside the allocation, and the page is
+        // writable (never sealed, or unprotected just above). Volatile access keeps the
+        // compiler from assuming the bytes never change (they are also observed through the
+        // pointer handed to C by vram_shard_device_ptr).
         unsafe {
             let p = self.ptr.as_ptr().add(byte);
             p.write_volatile(p.read_volatile() ^ mask);
+        }
+        if self.read_only {
+            self.protect(libc::PROT_READ)?;
         }
         Ok(())
     }
@@ -122,11 +168,15 @@ mod tests {
     fn copies_and_aligns() {
         let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
         let mut b = PageBuf::zeroed(data.len()).unwrap();
-        b.as_mut_slice().copy_from_slice(&data);
+        b.as_mut_slice().unwrap().copy_from_slice(&data);
         assert_eq!(b.as_slice(), &data[..]);
         assert_eq!(b.as_ptr() as usize % PAGE, 0);
+        b.seal_read_only().unwrap();
+        assert!(b.as_mut_slice().is_none());
         b.flip_bit(8 * 4999 + 7).unwrap();
         assert_ne!(b.as_slice()[4999], data[4999]);
+        b.flip_bit(8 * 4999 + 7).unwrap();
+        assert_eq!(b.as_slice(), &data[..]);
         assert!(b.flip_bit(8 * 5000).is_err());
     }
 }

@@ -12,7 +12,26 @@ thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
+/// Longest last-error message kept, in bytes: messages may quote a caller's or a file's text,
+/// which must not grow a message (and the thread's memory) without bound.
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// `message` cut to at most [`MAX_ERROR_MESSAGE`] bytes on a character boundary, marked when cut.
+fn capped(mut message: String) -> String {
+    const MARK: &str = " [...]";
+    if message.len() > MAX_ERROR_MESSAGE {
+        let mut end = MAX_ERROR_MESSAGE - MARK.len();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(MARK);
+    }
+    message
+}
+
 pub(crate) fn set_last_error(message: String) {
+    let message = capped(message);
     LAST_ERROR.with(|e| *e.borrow_mut() = message);
 }
 
@@ -137,6 +156,46 @@ pub(crate) fn arg_cstr<'a>(p: *const c_char, max: usize, name: &str) -> Result<&
     Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) })
 }
 
+/// An options struct of the C API: starts with `uint32_t struct_size`, every field is an
+/// integer, a float or a pointer.
+///
+/// # Safety
+/// The all-zero bit pattern must be a valid value of the type (zero, 0.0 or NULL for every
+/// field), and the type must be `#[repr(C)]` with `struct_size: u32` first.
+pub(crate) unsafe trait OptionsStruct: Copy {
+    /// The sizes of the struct's earlier versions, which are still accepted: their missing
+    /// trailing fields read as zero.
+    const EARLIER_SIZES: &'static [usize] = &[];
+}
+
+/// Reads a versioned options struct: `struct_size` must be the current size or an earlier
+/// version's; the fields an earlier version lacks read as zero.
+pub(crate) fn read_options<T: OptionsStruct>(p: *const T, name: &str) -> Result<T> {
+    if p.is_null() {
+        return Err(VramError::null(name));
+    }
+    // SAFETY: `p` is non-NULL and (caller's contract) points to an options struct, which
+    // starts with its u32 `struct_size` (OptionsStruct's contract).
+    let size = unsafe { p.cast::<u32>().read_unaligned() } as usize;
+    if size != size_of::<T>() && !T::EARLIER_SIZES.contains(&size) {
+        return Err(VramError::invalid(
+            name,
+            format!(
+                "struct_size is {size}, expected {} (sizeof the struct in vram.h)",
+                size_of::<T>()
+            ),
+        ));
+    }
+    let mut out = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: the caller's struct holds `size <= size_of::<T>()` readable bytes (its own
+    // struct_size says so); they are copied over a zeroed T, and all-zero is a valid T
+    // (OptionsStruct's contract), as is any mix of the caller's field values and zeros.
+    unsafe {
+        std::ptr::copy_nonoverlapping(p.cast::<u8>(), out.as_mut_ptr().cast::<u8>(), size);
+        Ok(out.assume_init())
+    }
+}
+
 /// Checks an options struct's `struct_size` against the size this library knows.
 pub(crate) fn check_struct_size(got: u32, expected: usize, name: &str) -> Result<()> {
     if got as usize != expected {
@@ -161,6 +220,17 @@ mod tests {
             assert!(m.contains("boom"));
         });
         assert_eq!(guard_value("vram_test", 7u32, || panic!("x")), 7);
+    }
+
+    #[test]
+    fn long_messages_are_capped_on_a_char_boundary() {
+        let s = guard("vram_x", || Err(VramError::invalid("path", "é".repeat(5000))));
+        assert_eq!(s, vram_status::VRAM_ERR_INVALID_ARGUMENT);
+        with_last_error(|m| {
+            assert!(m.len() <= MAX_ERROR_MESSAGE, "{}", m.len());
+            assert!(m.ends_with(" [...]"));
+            assert!(m.starts_with("vram_x: path: é"));
+        });
     }
 
     #[test]

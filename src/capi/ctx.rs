@@ -1,7 +1,10 @@
 //! `vram_ctx_*`: creating, inspecting and freeing contexts.
 
-use super::boundary::{arg_bytes, arg_mut, arg_ref, check_struct_size, guard, guard_value};
-use super::types::{vram_backend, vram_ctx, vram_ctx_options, vram_status};
+use super::boundary::{arg_bytes, arg_mut, arg_ref, guard, guard_value, read_options};
+use super::types::{
+    VRAM_CTX_ALLOW_FAULT_DRILLS, vram_backend, vram_ctx, vram_ctx_options, vram_status,
+};
+use crate::error::VramError;
 use crate::context::{Context, ContextOptions};
 use crate::seal::record::Residency;
 
@@ -12,8 +15,8 @@ use crate::seal::record::Residency;
 /// - `out`: on success receives a new context, owned by the caller and freed with
 ///   vram_ctx_free(); untouched on failure. NULL → ::VRAM_ERR_NULL_ARGUMENT.
 ///
-/// Errors: ::VRAM_ERR_INVALID_ARGUMENT (wrong `struct_size`, unknown backend, key shorter than
-/// 32 bytes), ::VRAM_ERR_NO_DEVICE (CUDA requested with no usable GPU; never a silent fallback),
+/// Errors: ::VRAM_ERR_INVALID_ARGUMENT (wrong `struct_size`, unknown backend or flag, key
+/// shorter than 32 bytes), ::VRAM_ERR_NO_DEVICE (CUDA requested with no usable GPU; never a silent fallback),
 /// ::VRAM_ERR_DEVICE.
 ///
 /// Thread-safety: may be called from any thread.
@@ -23,9 +26,14 @@ pub extern "C" fn vram_ctx_new(
     out: *mut *mut vram_ctx,
 ) -> vram_status {
     guard("vram_ctx_new", || {
-        let opts = arg_ref(opts, "opts")?;
+        let opts = read_options(opts, "opts")?;
         let out = arg_mut(out, "out")?;
-        check_struct_size(opts.struct_size, size_of::<vram_ctx_options>(), "opts")?;
+        if opts.flags & !VRAM_CTX_ALLOW_FAULT_DRILLS != 0 {
+            return Err(VramError::invalid(
+                "opts->flags",
+                format!("{:#x} holds unknown bits", opts.flags),
+            ));
+        }
         let backend = vram_backend::try_from(opts.backend)?;
         let key = arg_bytes(opts.key, opts.key_len, "opts->key", false)?;
         let inner = Context::new(&ContextOptions {
@@ -33,6 +41,7 @@ pub extern "C" fn vram_ctx_new(
             device: opts.device,
             secret: key,
             capacity_bytes: opts.capacity_bytes,
+            allow_fault_drills: opts.flags & VRAM_CTX_ALLOW_FAULT_DRILLS != 0,
         })?;
         *out = Box::into_raw(Box::new(vram_ctx {
             inner: std::sync::Arc::new(inner),

@@ -95,6 +95,13 @@ fn floats<'a>(p: *const f32, n: u64, name: &str) -> Result<&'a [f32]> {
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
 
+/// A copy of `v` made without risking an abort.
+fn copied(v: &[f32], what: &str) -> Result<Vec<f32>> {
+    let mut out = crate::fallible::try_with_capacity(v.len(), what)?;
+    out.extend_from_slice(v);
+    Ok(out)
+}
+
 fn floats_mut<'a>(p: *mut f32, n: usize, name: &str) -> Result<&'a mut [f32]> {
     if p.is_null() {
         return Err(VramError::null(name));
@@ -172,10 +179,7 @@ pub extern "C" fn ibp_builder_add_linear(
 ) -> vram_status {
     guard("ibp_builder_add_linear", || {
         let bl = builder(b)?;
-        let in_features = bl.input_features(input)?;
-        let n = out_features
-            .checked_mul(in_features)
-            .ok_or_else(|| VramError::invalid("out_features", "out × in overflows"))?;
+        let n = bl.linear_weight_len(input, out_features)?;
         let w = floats(weight, n, "weight")?;
         let bias = if bias.is_null() {
             None
@@ -203,22 +207,17 @@ pub extern "C" fn ibp_builder_add_conv2d(
         let p = arg_ref(params, "params")?;
         check_struct_size(p.struct_size, size_of::<ibp_conv2d_params>(), "params")?;
         let one = |v: u64| v.max(1);
-        let cin = bl.input_shape(input)?.first().copied().unwrap_or(0);
-        let groups = one(p.groups);
         let conv = Conv2d {
-            cin,
+            cin: 0, // taken from the input node
             cout: p.out_channels,
             kh: p.kernel_h,
             kw: p.kernel_w,
             stride: [one(p.stride_h), one(p.stride_w)],
             padding: [p.pad_h, p.pad_w],
             dilation: [one(p.dilation_h), one(p.dilation_w)],
-            groups,
+            groups: one(p.groups),
         };
-        let n = [p.out_channels, cin / groups.max(1), p.kernel_h, p.kernel_w]
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| VramError::invalid("params", "weight size overflows"))?;
+        let n = bl.conv2d_weight_len(input, conv)?;
         let w = floats(weight, n, "weight")?;
         let bias = if bias.is_null() {
             None
@@ -488,13 +487,13 @@ fn propagate(
                 "opts->spec_c",
             )?;
             let d = if o.spec_d.is_null() {
-                vec![0.0; o.spec_rows]
+                crate::fallible::try_vec(o.spec_rows, 0.0, "opts->spec_d")?
             } else {
-                floats(o.spec_d, o.spec_rows as u64, "opts->spec_d")?.to_vec()
+                copied(floats(o.spec_d, o.spec_rows as u64, "opts->spec_d")?, "opts->spec_d")?
             };
             let spec = Spec {
                 rows: o.spec_rows,
-                c: c.to_vec(),
+                c: copied(c, "opts->spec_c")?,
                 d,
             };
             model.check_spec(&spec)?;
@@ -532,8 +531,8 @@ fn propagate(
         spec: spec.as_ref(),
     };
     // Computed into scratch first: outputs are written only on success.
-    let mut tmp_lo = vec![0.0f32; n_out];
-    let mut tmp_hi = vec![0.0f32; n_out];
+    let mut tmp_lo = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
+    let mut tmp_hi = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
     crate::ibp::gpu_entry::propagate_host_boxes(
         model,
         &req,
@@ -637,9 +636,10 @@ pub extern "C" fn ibp_model_verify(
 
 /// Fault drill: flips bit `bit_index` of the weight tensor of node `node` (a linear or conv2d
 /// layer; node 0 is the input), so a server can prove that ibp_model_verify() catches a
-/// damaged weight. Flipping it again restores it. NULL → ::VRAM_ERR_NULL_ARGUMENT; a node with
-/// no weight or a bit past its end → ::VRAM_ERR_INVALID_ARGUMENT. Not to be called while
-/// another thread uses the model.
+/// damaged weight. Flipping it again restores it. Opt-in as vram_debug_flip_bit(): without
+/// ::VRAM_CTX_ALLOW_FAULT_DRILLS on the model's context → ::VRAM_ERR_POLICY, nothing changes.
+/// NULL → ::VRAM_ERR_NULL_ARGUMENT; a node with no weight or a bit past its end →
+/// ::VRAM_ERR_INVALID_ARGUMENT. Not to be called while another thread uses the model.
 #[unsafe(no_mangle)]
 pub extern "C" fn ibp_model_debug_flip_bit(
     model: *mut ibp_model,
@@ -648,14 +648,7 @@ pub extern "C" fn ibp_model_debug_flip_bit(
 ) -> vram_status {
     guard("ibp_model_debug_flip_bit", || {
         let model = &arg_ref(model.cast_const(), "model")?.inner;
-        let shard = model.weight_shard(node as usize)?;
-        if bit_index >= shard.len().saturating_mul(8) {
-            return Err(VramError::invalid(
-                "bit_index",
-                "is past the end of the weight",
-            ));
-        }
-        shard.debug_flip_bit(bit_index)
+        model.weight_shard(node as usize)?.debug_flip_bit(bit_index)
     })
 }
 

@@ -1,9 +1,8 @@
 //! `vram_set_log_callback`: delivers libvram's events to the host's logger.
 
-use std::cell::Cell;
 use std::ffi::{CString, c_char, c_void};
 
-use super::boundary::{guard_value, set_last_error};
+use super::boundary::guard_value;
 use crate::events::{self, Level};
 
 /// A host's log function: `level` (1 = error, 2 = warn, 3 = info, 4 = debug, 5 = trace),
@@ -31,10 +30,6 @@ impl Userdata {
     }
 }
 
-thread_local! {
-    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
-}
-
 fn c_text(s: &str) -> CString {
     CString::new(s.replace('\0', " ")).unwrap_or_default()
 }
@@ -44,8 +39,17 @@ fn c_text(s: &str) -> CString {
 ///
 /// Events never contain key material or raw device addresses. `userdata` is passed back
 /// unchanged and must stay valid, and usable from any thread, until the callback is replaced.
-/// When this function returns, the previous callback is no longer running and will not be
-/// called again. Calling it from inside the callback is ignored (it would deadlock).
+///
+/// Re-entrancy and replacement (no call deadlocks):
+/// - libvram holds no lock while the callback runs: the callback may call any libvram
+///   function, this one included. Events raised by those nested calls on the callback's own
+///   thread are not delivered to the callback (no recursion).
+/// - When this function returns on a thread that is not inside the callback, the previous
+///   callback is no longer running on any thread and will not be called again.
+/// - Called from inside the callback, the replacement takes effect at once for new events, but
+///   the function cannot wait for the callback it is running in: calls of the previous callback
+///   already running on other threads may still finish after it returns.
+///
 /// Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn vram_set_log_callback(
@@ -54,12 +58,6 @@ pub extern "C" fn vram_set_log_callback(
     max_level: u32,
 ) {
     guard_value("vram_set_log_callback", (), || {
-        if IN_CALLBACK.with(Cell::get) {
-            set_last_error(
-                "vram_set_log_callback: ignored when called from inside the callback".into(),
-            );
-            return;
-        }
         let Some(cb) = cb.filter(|_| max_level > 0) else {
             events::set_sink(None, 0);
             return;
@@ -68,7 +66,6 @@ pub extern "C" fn vram_set_log_callback(
         let sink = move |level: Level, target: &str, message: &str| {
             let target = c_text(target);
             let message = c_text(message);
-            IN_CALLBACK.with(|f| f.set(true));
             // SAFETY: `cb` is the host's function with the documented signature; the strings
             // live until after it returns; `userdata` is the host's own pointer.
             unsafe {
@@ -79,7 +76,6 @@ pub extern "C" fn vram_set_log_callback(
                     message.as_ptr(),
                 )
             };
-            IN_CALLBACK.with(|f| f.set(false));
         };
         events::set_sink(Some(Box::new(sink)), max_level);
     })

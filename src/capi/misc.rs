@@ -31,7 +31,8 @@ pub extern "C" fn vram_status_str(status: u32) -> *const c_char {
 /// in bytes (without the NUL): a return value `>= len` means it was truncated.
 ///
 /// `buf` may be NULL (or `len` 0) to query the length. The message is thread-local: each thread
-/// sees the last failure of its own calls. Never fails.
+/// sees the last failure of its own calls. Messages are at most 1024 bytes (text quoted from a
+/// caller or a file is cut, and the cut marked with " [...]"). Never fails.
 #[unsafe(no_mangle)]
 pub extern "C" fn vram_last_error_message(buf: *mut c_char, len: usize) -> usize {
     guard_value("vram_last_error_message", 0, || {

@@ -34,15 +34,22 @@ fn seal_into(
 
 /// Copies `len` bytes from `data` into the context's backend and seals them.
 ///
-/// - `shard_id`: NUL-terminated UTF-8, 1–256 bytes, no control characters, no leading `/`,
-///   no `..` path segment (e.g. `model.layers.0.mlp.up_proj.weight`). Copied.
+/// - `shard_id`: NUL-terminated UTF-8, 1–256 bytes, no control characters, no invisible,
+///   bidirectional-control or separator characters (zero-width spaces and joiners, U+202A–202E,
+///   U+2066–2069, U+2028, U+FEFF, whitespace other than the ASCII space, …), no leading `/`, no
+///   `..` path segment (e.g. `model.layers.0.mlp.up_proj.weight`). Unique among the context's
+///   live shards: an id sealed and not yet freed → ::VRAM_ERR_INVALID_ARGUMENT. Copied.
 /// - `data`, `len`: the bytes, read during the call only; `len` must be > 0.
 /// - `out`: on success receives a new shard owned by the caller (free with vram_shard_free());
 ///   untouched on failure.
 ///
 /// NULL `ctx`, `shard_id`, `data` or `out` → ::VRAM_ERR_NULL_ARGUMENT. Errors:
-/// ::VRAM_ERR_INVALID_ARGUMENT (bad id, `len == 0`), ::VRAM_ERR_OUT_OF_MEMORY (over the
-/// context's capacity or out of memory; nothing stays allocated), ::VRAM_ERR_DEVICE.
+/// ::VRAM_ERR_INVALID_ARGUMENT (bad or live id, `len == 0`), ::VRAM_ERR_OUT_OF_MEMORY (over the
+/// context's capacity or out of memory), ::VRAM_ERR_DEVICE. On every error nothing stays
+/// allocated and vram_ctx_usage() is unchanged.
+///
+/// Host backend: the copy's pages are made read-only once sealed (`mprotect`), so a stray
+/// write through vram_shard_device_ptr() faults in the writer.
 ///
 /// Thread-safety: any number of threads may seal through one context at once.
 #[unsafe(no_mangle)]
@@ -276,8 +283,9 @@ pub extern "C" fn vram_shard_len(shard: *const vram_shard) -> usize {
 /// The address of the shard's bytes, for the caller's own kernels: device memory on the CUDA
 /// backend, host memory on the host backend (see vram_ctx_backend()). NULL when `shard` is NULL.
 ///
-/// Read-only by contract: any write is tampering and the next verify reports it. Valid until
-/// vram_shard_free(). Thread-safe.
+/// Read-only: on the host backend the pages are write-protected while the shard lives (a
+/// write faults in the writer); in GPU memory, read-only by contract: any write is tampering
+/// and the next verify reports it. Valid until vram_shard_free(). Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn vram_shard_device_ptr(shard: *const vram_shard) -> *const c_void {
     guard_value("vram_shard_device_ptr", std::ptr::null(), || {
@@ -345,19 +353,16 @@ pub extern "C" fn vram_record_verify(
 /// memory fault or an attacker would, so a server can prove its verification catches it.
 /// Flipping the same bit again restores the shard.
 ///
+/// Opt-in: only for shards of a context created with ::VRAM_CTX_ALLOW_FAULT_DRILLS; otherwise
+/// ::VRAM_ERR_POLICY and nothing changes. On the host backend the shard's pages are read-only
+/// while sealed; the drill lifts that for its one write and restores it.
+///
 /// NULL `shard` → ::VRAM_ERR_NULL_ARGUMENT; `bit_index >= 8 * len` → ::VRAM_ERR_INVALID_ARGUMENT.
 /// Not to be called while another thread verifies or reads the same shard.
 #[unsafe(no_mangle)]
 pub extern "C" fn vram_debug_flip_bit(shard: *mut vram_shard, bit_index: u64) -> vram_status {
     guard("vram_debug_flip_bit", || {
         let shard = arg_ref(shard.cast_const(), "shard")?;
-        let bits = shard.inner.len().saturating_mul(8);
-        if bit_index >= bits {
-            return Err(VramError::invalid(
-                "bit_index",
-                format!("{bit_index} is past the shard's last bit ({bits} bits)"),
-            ));
-        }
         shard.inner.debug_flip_bit(bit_index)
     })
 }

@@ -90,9 +90,24 @@ pub struct vram_ctx_options {
     pub key: *const u8,
     /// Length of `key` in bytes.
     pub key_len: usize,
-    /// CUDA: bytes of device memory the context may use (0 = the whole device).
-    /// Host: a hard cap on the bytes held by live shards (0 = no cap).
+    /// A hard cap on the bytes the context's live shards hold (0 = no cap on the host backend,
+    /// the whole device on CUDA). Each shard counts its bytes (rounded up to whole 4 KiB pages
+    /// on the host backend; nothing for memory sealed in place with vram_seal_device()) plus
+    /// its bookkeeping: 512 bytes and 32 bytes per MiB.
     pub capacity_bytes: u64,
+    /// ::VRAM_CTX_ALLOW_FAULT_DRILLS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
+    /// (Added in 0.1.1; a struct_size without it is accepted and reads it as 0.)
+    pub flags: u32,
+}
+
+/// A ::vram_ctx_options flag: vram_debug_flip_bit() and ibp_model_debug_flip_bit() may change
+/// this context's shards. Without it they return ::VRAM_ERR_POLICY: in production no code in
+/// the process can change sealed weights through libvram.
+pub const VRAM_CTX_ALLOW_FAULT_DRILLS: u32 = 1;
+
+// SAFETY: repr(C), struct_size first, all-zero valid (integers and a NULL key pointer).
+unsafe impl super::boundary::OptionsStruct for vram_ctx_options {
+    const EARLIER_SIZES: &'static [usize] = &[std::mem::offset_of!(vram_ctx_options, flags)];
 }
 
 /// Options for vram_seal_ex(). Zero-initialise, then set `struct_size = sizeof(vram_seal_options)`.

@@ -1,11 +1,17 @@
 //! Building a network layer by layer. Each layer's parameters are sealed into the context's
 //! backend as soon as the layer is added (`<model>/<node>/weight`, `…/bias`, `…/params`), so
 //! the caller's buffers are free to go when the call returns.
+//!
+//! Every add is a transaction: the layer's shape, limits and parameters are all checked
+//! (through [`super::limits`]) before anything is sealed, its tensors are sealed together, and
+//! the node is committed only when all of that succeeded. A failed add leaves the builder and
+//! the context's usage exactly as they were.
 
 use std::sync::Arc;
 
 use super::f32_bytes;
-use super::graph::{Conv2d, MAX_NODE_SIZE, Node, Op, Pool2d, check_size, out_extent, shape_size};
+use super::graph::{Conv2d, Node, Op, Pool2d, shape_size};
+use super::limits::{self, Axis, MAX_NODE_SIZE, MAX_NODES, check_size, check_work};
 use super::model::Model;
 use crate::context::Context;
 use crate::error::{ErrorKind, Result, VramError};
@@ -32,6 +38,16 @@ fn finite(name: &str, v: &[f32]) -> Result<()> {
         )),
         None => Ok(()),
     }
+}
+
+fn check_len(name: &str, v: &[f32], expected: u64, what: &str) -> Result<()> {
+    if v.len() as u64 != expected {
+        return Err(VramError::invalid(
+            name,
+            format!("length {} is not {what} = {expected}", v.len()),
+        ));
+    }
+    finite(name, v)
 }
 
 impl Builder {
@@ -84,22 +100,53 @@ impl Builder {
         Ok(i)
     }
 
-    fn seal_param(&mut self, tensor: &str, values: &[f32]) -> Result<usize> {
-        let id = format!("{}/{}/{tensor}", self.name, self.nodes.len());
-        let shard = self.ctx.seal(id.as_bytes(), &f32_bytes(values), None)?;
-        self.params.push(Arc::new(shard));
-        Ok(self.params.len() - 1)
+    /// Checks a new node's output shape and that the network has room for it.
+    fn check_node(&self, shape: &[u64]) -> Result<()> {
+        if self.nodes.len() >= MAX_NODES {
+            return Err(VramError::invalid(
+                "b",
+                format!("the network already has the maximum of {MAX_NODES} nodes"),
+            ));
+        }
+        check_size(shape, "output shape").map(|_| ())
     }
 
+    /// Seals the tensors of the next node (all or none: a failure drops those already sealed,
+    /// which returns their bytes and ids to the context).
+    fn seal_params(&self, tensors: &[(&str, &[f32])]) -> Result<Vec<Arc<Shard>>> {
+        let node = self.nodes.len();
+        let mut sealed = Vec::with_capacity(tensors.len());
+        for (tensor, values) in tensors {
+            let id = format!("{}/{node}/{tensor}", self.name);
+            sealed.push(Arc::new(self.ctx.seal(id.as_bytes(), f32_bytes(values), None)?));
+        }
+        Ok(sealed)
+    }
+
+    /// Appends a checked node whose sealed tensors are `sealed`; `op` receives their indices in
+    /// the model's parameter list.
+    fn commit(
+        &mut self,
+        sealed: Vec<Arc<Shard>>,
+        op: impl FnOnce(&[usize]) -> Op,
+        input: usize,
+        shape: Vec<u64>,
+    ) -> u32 {
+        let first = self.params.len();
+        let indices: Vec<usize> = (first..first + sealed.len()).collect();
+        self.params.extend(sealed);
+        self.nodes.push(Node {
+            op: op(&indices),
+            input,
+            shape,
+        });
+        (self.nodes.len() - 1) as u32
+    }
+
+    /// Appends a node with no tensors.
     fn push(&mut self, op: Op, input: usize, shape: Vec<u64>) -> Result<u32> {
-        check_size(&shape, "output shape")?;
-        self.nodes.push(Node { op, input, shape });
-        Ok((self.nodes.len() - 1) as u32)
-    }
-
-    /// The flattened size of node `input` (for sizing a linear layer's weight from C).
-    pub fn input_features(&self, input: u32) -> Result<u64> {
-        Ok(shape_size(self.shape(self.resolve(input, "input")?)))
+        self.check_node(&shape)?;
+        Ok(self.commit(Vec::new(), |_| op, input, shape))
     }
 
     /// The shape of node `input`.
@@ -108,7 +155,27 @@ impl Builder {
     }
 
     fn shape(&self, i: usize) -> &[u64] {
-        &self.nodes[i].shape
+        self.nodes.get(i).map_or(&[], |n| &n.shape)
+    }
+
+    /// Checks a linear layer of `out_features` fed by node `input` and returns its weight's
+    /// length (`out_features × in_features`), before any weight is read.
+    pub fn linear_weight_len(&self, input: u32, out_features: u64) -> Result<u64> {
+        let input = self.resolve(input, "input")?;
+        self.plan_linear(input, out_features)
+    }
+
+    fn plan_linear(&self, input: usize, out_features: u64) -> Result<u64> {
+        let in_features = shape_size(self.shape(input));
+        if out_features == 0 || out_features > MAX_NODE_SIZE {
+            return Err(VramError::invalid(
+                "out_features",
+                format!("{out_features} is out of range (1 to {MAX_NODE_SIZE})"),
+            ));
+        }
+        check_work(&[out_features, in_features], "out_features")?;
+        self.check_node(&[out_features])?;
+        Ok(out_features * in_features)
     }
 
     pub fn add_linear(
@@ -120,48 +187,38 @@ impl Builder {
     ) -> Result<u32> {
         let input = self.resolve(input, "input")?;
         let in_features = shape_size(self.shape(input));
-        if out_features == 0 || out_features > MAX_NODE_SIZE {
-            return Err(VramError::invalid(
-                "out_features",
-                format!("{out_features} is out of range"),
-            ));
-        }
-        if weight.len() as u64 != out_features * in_features {
-            return Err(VramError::invalid(
-                "weight",
-                "length is not out_features × in_features",
-            ));
-        }
-        finite("weight", weight)?;
+        let weight_len = self.plan_linear(input, out_features)?;
+        check_len("weight", weight, weight_len, "out_features × in_features")?;
         if let Some(b) = bias {
-            if b.len() as u64 != out_features {
-                return Err(VramError::invalid("bias", "length is not out_features"));
-            }
-            finite("bias", b)?;
+            check_len("bias", b, out_features, "out_features")?;
         }
-        let weight = self.seal_param("weight", weight)?;
-        let bias = bias.map(|b| self.seal_param("bias", b)).transpose()?;
-        self.push(
-            Op::Linear {
+        let mut tensors = vec![("weight", weight)];
+        tensors.extend(bias.map(|b| ("bias", b)));
+        let sealed = self.seal_params(&tensors)?;
+        let has_bias = bias.is_some();
+        Ok(self.commit(
+            sealed,
+            |p| Op::Linear {
                 in_features,
                 out_features,
-                weight,
-                bias,
+                weight: p[0],
+                bias: has_bias.then(|| p[1]),
             },
             input,
             vec![out_features],
-        )
+        ))
     }
 
-    pub fn add_conv2d(
-        &mut self,
-        input: u32,
-        conv: Conv2d,
-        weight: &[f32],
-        bias: Option<&[f32]>,
-    ) -> Result<u32> {
+    /// Checks a convolution fed by node `input` (`conv.cin` is taken from the input) and
+    /// returns its weight's length, before any weight is read.
+    pub fn conv2d_weight_len(&self, input: u32, conv: Conv2d) -> Result<u64> {
         let input = self.resolve(input, "input")?;
-        let s = self.shape(input).to_vec();
+        Ok(self.plan_conv2d(input, conv)?.2)
+    }
+
+    /// The convolution with its input channels, its output shape and its weight's length.
+    fn plan_conv2d(&self, input: usize, conv: Conv2d) -> Result<(Conv2d, Vec<u64>, u64)> {
+        let s = self.shape(input);
         let [cin, h, w] = s[..] else {
             return Err(VramError::invalid(
                 "input",
@@ -176,49 +233,48 @@ impl Builder {
                 "groups must divide both in and out channels (all ≥ 1)",
             ));
         }
-        let oh = out_extent(
-            h,
-            conv.kh,
-            conv.stride[0],
-            conv.padding[0],
-            conv.dilation[0],
-            "params (height)",
-        )?;
-        let ow = out_extent(
-            w,
-            conv.kw,
-            conv.stride[1],
-            conv.padding[1],
-            conv.dilation[1],
-            "params (width)",
-        )?;
-        let expected = conv.cout * (cin / g) * conv.kh * conv.kw;
-        if weight.len() as u64 != expected {
-            return Err(VramError::invalid(
-                "weight",
-                format!(
-                    "length {} is not cout × cin/groups × kh × kw = {expected}",
-                    weight.len()
-                ),
-            ));
-        }
-        finite("weight", weight)?;
+        let axis = |a: usize, kernel: u64| Axis {
+            kernel,
+            stride: conv.stride[a],
+            padding: conv.padding[a],
+            dilation: conv.dilation[a],
+        };
+        let oh = limits::out_extent(h, axis(0, conv.kh), "params (height)")?;
+        let ow = limits::out_extent(w, axis(1, conv.kw), "params (width)")?;
+        let shape = vec![conv.cout, oh, ow];
+        self.check_node(&shape)?;
+        let weight_len = limits::product(&[conv.cout, cin / g, conv.kh, conv.kw], "params")?;
+        check_work(&[conv.cout, oh, ow, cin / g, conv.kh, conv.kw], "params")?;
+        Ok((conv, shape, weight_len))
+    }
+
+    pub fn add_conv2d(
+        &mut self,
+        input: u32,
+        conv: Conv2d,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<u32> {
+        let input = self.resolve(input, "input")?;
+        let (conv, shape, weight_len) = self.plan_conv2d(input, conv)?;
+        check_len("weight", weight, weight_len, "cout × cin/groups × kh × kw")?;
         if let Some(b) = bias {
-            if b.len() as u64 != conv.cout {
-                return Err(VramError::invalid(
-                    "bias",
-                    "length is not the number of out channels",
-                ));
-            }
-            finite("bias", b)?;
+            check_len("bias", b, conv.cout, "the number of out channels")?;
         }
-        let weight = self.seal_param("weight", weight)?;
-        let bias = bias.map(|b| self.seal_param("bias", b)).transpose()?;
-        self.push(
-            Op::Conv2d { conv, weight, bias },
+        let mut tensors = vec![("weight", weight)];
+        tensors.extend(bias.map(|b| ("bias", b)));
+        let sealed = self.seal_params(&tensors)?;
+        let has_bias = bias.is_some();
+        Ok(self.commit(
+            sealed,
+            |p| Op::Conv2d {
+                conv,
+                weight: p[0],
+                bias: has_bias.then(|| p[1]),
+            },
             input,
-            vec![conv.cout, oh, ow],
-        )
+            shape,
+        ))
     }
 
     /// Element-wise operations keep their input's shape.
@@ -270,20 +326,15 @@ impl Builder {
         eps: f64,
     ) -> Result<u32> {
         let input = self.resolve(input, "input")?;
-        let c = self.shape(input).first().copied().unwrap_or(0) as usize;
+        let shape = self.shape(input).to_vec();
+        let c = shape.first().copied().unwrap_or(0);
         for (name, v) in [
             ("gamma", gamma),
             ("beta", beta),
             ("mean", mean),
             ("var", var),
         ] {
-            if v.len() != c {
-                return Err(VramError::invalid(
-                    name,
-                    format!("length must be the channel count {c}"),
-                ));
-            }
-            finite(name, v)?;
+            check_len(name, v, c, "the channel count")?;
         }
         if let Some(i) = var.iter().position(|&v| v < 0.0) {
             return Err(VramError::invalid(
@@ -294,10 +345,18 @@ impl Builder {
         if !(eps.is_finite() && eps > 0.0) {
             return Err(VramError::invalid("eps", "must be finite and > 0"));
         }
-        let all: Vec<f32> = [gamma, beta, mean, var].concat();
-        let params = self.seal_param("params", &all)?;
-        let shape = self.shape(input).to_vec();
-        self.push(Op::BatchNorm { params, eps }, input, shape)
+        self.check_node(&shape)?;
+        let mut all = crate::fallible::try_with_capacity(gamma.len() * 4, "batchnorm parameters")?;
+        for v in [gamma, beta, mean, var] {
+            all.extend_from_slice(v);
+        }
+        let sealed = self.seal_params(&[("params", &all)])?;
+        Ok(self.commit(
+            sealed,
+            |p| Op::BatchNorm { params: p[0], eps },
+            input,
+            shape,
+        ))
     }
 
     pub fn add_pool2d(&mut self, input: u32, pool: Pool2d, max: bool) -> Result<u32> {
@@ -309,7 +368,16 @@ impl Builder {
                 format!("pooling needs a [C, H, W] input, got {s:?}"),
             ));
         };
+        let axis = |a: usize| Axis {
+            kernel: pool.kernel[a],
+            stride: pool.stride[a],
+            padding: pool.padding[a],
+            dilation: 1,
+        };
+        let oh = limits::out_extent(h, axis(0), "params (height)")?;
+        let ow = limits::out_extent(w, axis(1), "params (width)")?;
         for a in 0..2 {
+            // Within the window limits checked above, the product cannot overflow.
             if pool.padding[a] * 2 > pool.kernel[a] {
                 return Err(VramError::invalid(
                     "params",
@@ -317,22 +385,7 @@ impl Builder {
                 ));
             }
         }
-        let oh = out_extent(
-            h,
-            pool.kernel[0],
-            pool.stride[0],
-            pool.padding[0],
-            1,
-            "params (height)",
-        )?;
-        let ow = out_extent(
-            w,
-            pool.kernel[1],
-            pool.stride[1],
-            pool.padding[1],
-            1,
-            "params (width)",
-        )?;
+        check_work(&[c, oh, ow, pool.kernel[0], pool.kernel[1]], "params")?;
         let op = if max {
             Op::MaxPool2d(pool)
         } else {

@@ -8,6 +8,8 @@
 use super::graph::{Conv2d, Node, Op, Pool2d};
 use super::round::{SoundAcc, down32, lower64, up32, upper64};
 use super::spec::Spec;
+use crate::error::{Result, VramError};
+use crate::fallible::{try_vec, try_with_capacity};
 
 const U: f64 = f64::EPSILON / 2.0;
 /// Relative margin for sigmoid/tanh evaluated in f64 by the platform libm: glibc documents
@@ -43,13 +45,16 @@ impl Network<'_> {
         spec: Option<&Spec>,
         out_lo: &mut [f32],
         out_hi: &mut [f32],
-    ) {
-        let mut values: Vec<Boxes> = Vec::with_capacity(self.nodes.len());
+    ) -> Result<()> {
+        let mut values: Vec<Boxes> = try_with_capacity(self.nodes.len(), "IBP bounds")?;
         for (k, node) in self.nodes.iter().enumerate() {
-            let size = node.size() as usize;
+            let n = usize::try_from(node.size())
+                .ok()
+                .and_then(|size| items.checked_mul(size))
+                .ok_or_else(|| VramError::out_of_memory("IBP bounds: batch × node size overflows"))?;
             let mut out = Boxes {
-                lo: vec![0.0; items * size],
-                hi: vec![0.0; items * size],
+                lo: try_vec(n, 0.0, "IBP bounds")?,
+                hi: try_vec(n, 0.0, "IBP bounds")?,
             };
             if k == 0 {
                 out.lo
@@ -78,8 +83,9 @@ impl Network<'_> {
                     .zip(&values[last].hi)
                     .for_each(|(o, &v)| *o = up32(v));
             }
-            Some(s) => self.apply_spec(s, &values, items, out_lo, out_hi),
+            Some(s) => self.apply_spec(s, &values, items, out_lo, out_hi)?,
         }
+        Ok(())
     }
 
     fn node(&self, node: &Node, values: &[Boxes], x: &Boxes, items: usize, out: &mut Boxes) {
@@ -393,7 +399,7 @@ impl Network<'_> {
         items: usize,
         out_lo: &mut [f32],
         out_hi: &mut [f32],
-    ) {
+    ) -> Result<()> {
         let last = self.nodes.len() - 1;
         let m = s.rows;
         if let Op::Linear {
@@ -406,7 +412,7 @@ impl Network<'_> {
             let (fi, fo) = (*in_features as usize, *out_features as usize);
             let (w, bias) = (self.param(*weight), bias.map(|b| self.param(b)));
             let x = &values[self.nodes[last].input];
-            fold_spec_linear(s, w, bias, fi, fo, &x.lo, &x.hi, items, out_lo, out_hi);
+            fold_spec_linear(s, w, bias, fi, fo, &x.lo, &x.hi, items, out_lo, out_hi)?;
         } else {
             let y = &values[last];
             let n = self.nodes[last].size() as usize;
@@ -423,6 +429,7 @@ impl Network<'_> {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -441,9 +448,12 @@ pub fn fold_spec_linear(
     items: usize,
     out_lo: &mut [f32],
     out_hi: &mut [f32],
-) {
+) -> Result<()> {
     let m = s.rows;
-    let mut folded = vec![(0.0f64, 0.0f64); m * fi];
+    let n = m
+        .checked_mul(fi)
+        .ok_or_else(|| VramError::out_of_memory("spec folding: rows × inputs overflows"))?;
+    let mut folded = try_vec(n, (0.0f64, 0.0f64), "spec folding")?;
     for k in 0..m {
         for j in 0..fi {
             let (mut sum, mut mag) = (0.0f64, 0.0f64);
@@ -480,4 +490,5 @@ pub fn fold_spec_linear(
             out_hi[b * m + k] = hi;
         }
     }
+    Ok(())
 }

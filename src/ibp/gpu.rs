@@ -15,6 +15,7 @@ use crate::backend::cuda::runtime::{
     DeviceAlloc, DeviceScope, Stream, copy_to_device, copy_to_host,
 };
 use crate::error::{ErrorKind, Result, VramError};
+use crate::fallible::{try_vec, try_with_capacity};
 use crate::seal::record::Residency;
 
 /// f64 lower and upper bounds of one node for the whole batch: views into the workspace of one
@@ -413,18 +414,31 @@ fn nodes_to_run(model: &Model, spec: Option<&Spec>) -> usize {
     }
 }
 
-fn f64s(bytes: &[u8]) -> Vec<f64> {
-    bytes
-        .chunks_exact(8)
-        .map(|c| f64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect()
+/// The product of `dims` as a host buffer length; `OutOfMemory` when it overflows.
+fn host_len(dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| VramError::out_of_memory("IBP host buffer: size overflows"))
 }
 
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+fn f64s(bytes: &[u8]) -> Result<Vec<f64>> {
+    let mut v = try_with_capacity(bytes.len() / 8, "IBP bounds")?;
+    v.extend(
+        bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+    );
+    Ok(v)
+}
+
+fn f32s(bytes: &[u8]) -> Result<Vec<f32>> {
+    let mut v = try_with_capacity(bytes.len() / 4, "IBP weights")?;
+    v.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
+    );
+    Ok(v)
 }
 
 /// Bounds on C·y + d with C folded into the final linear layer, whose input box, weight and
@@ -457,23 +471,24 @@ fn fold_on_host(
     let x = values
         .get(last.input)
         .ok_or_else(|| VramError::invalid("model", "dangling node input"))?;
-    let (mut xl, mut xh) = (vec![0u8; batch * fi * 8], vec![0u8; batch * fi * 8]);
+    let n_x = host_len(&[batch, fi, 8])?;
+    let (mut xl, mut xh) = (try_vec(n_x, 0u8, "IBP bounds")?, try_vec(n_x, 0u8, "IBP bounds")?);
     copy_to_host(&mut xl, x.lo.cast_const().cast(), stream)?;
     copy_to_host(&mut xh, x.hi.cast_const().cast(), stream)?;
-    let mut w = vec![0u8; fi * fo * 4];
+    let mut w = try_vec(host_len(&[fi, fo, 4])?, 0u8, "IBP weights")?;
     copy_to_host(&mut w, param_ptr(model, *weight)?.cast(), stream)?;
     let b = match bias {
         Some(i) => {
-            let mut b = vec![0u8; fo * 4];
+            let mut b = try_vec(host_len(&[fo, 4])?, 0u8, "IBP weights")?;
             copy_to_host(&mut b, param_ptr(model, *i)?.cast(), stream)?;
-            Some(f32s(&b))
+            Some(f32s(&b)?)
         }
         None => None,
     };
     stream.sync()?;
-    let (w, xl, xh) = (f32s(&w), f64s(&xl), f64s(&xh));
-    let mut rl = vec![0f32; batch * spec.rows];
-    let mut rh = vec![0f32; batch * spec.rows];
+    let (w, xl, xh) = (f32s(&w)?, f64s(&xl)?, f64s(&xh)?);
+    let n_r = host_len(&[batch, spec.rows])?;
+    let (mut rl, mut rh) = (try_vec(n_r, 0f32, "IBP bounds")?, try_vec(n_r, 0f32, "IBP bounds")?);
     super::cpu::fold_spec_linear(
         spec,
         &w,
@@ -485,7 +500,7 @@ fn fold_on_host(
         batch,
         &mut rl,
         &mut rh,
-    );
+    )?;
     write_out(&rl, &rh, out, stream)
 }
 
@@ -514,21 +529,16 @@ fn finish(
         .ok_or_else(|| VramError::invalid("model", "no nodes"))?;
     if let Some(s) = spec {
         // No final linear layer to fold into: C is applied to the output box (sound).
-        let mut lo = vec![0u8; n * 8];
-        let mut hi = vec![0u8; n * 8];
+        let mut lo = try_vec(host_len(&[n, 8])?, 0u8, "IBP bounds")?;
+        let mut hi = try_vec(host_len(&[n, 8])?, 0u8, "IBP bounds")?;
         copy_to_host(&mut lo, last.lo.cast_const().cast(), stream)?;
         copy_to_host(&mut hi, last.hi.cast_const().cast(), stream)?;
         stream.sync()?;
-        let f = |b: &[u8]| -> Vec<f64> {
-            b.chunks_exact(8)
-                .map(|c| f64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect()
-        };
-        let (lo, hi) = (f(&lo), f(&hi));
+        let (lo, hi) = (f64s(&lo)?, f64s(&hi)?);
         let m = s.rows;
         let out_n = model.output_size();
-        let mut rl = vec![0f32; batch * m];
-        let mut rh = vec![0f32; batch * m];
+        let mut rl = try_vec(host_len(&[batch, m])?, 0f32, "IBP bounds")?;
+        let mut rh = try_vec(host_len(&[batch, m])?, 0f32, "IBP bounds")?;
         for b in 0..batch {
             for k in 0..m {
                 let mut acc = super::round::SoundAcc::default();
@@ -618,8 +628,8 @@ fn write_out(lo: &[f32], hi: &[f32], out: Out, stream: &Stream) -> Result<()> {
         }
         Ok(())
     } else {
-        copy_to_device(out.lo.cast(), &f32_bytes(lo), stream)?;
-        copy_to_device(out.hi.cast(), &f32_bytes(hi), stream)?;
+        copy_to_device(out.lo.cast(), f32_bytes(lo), stream)?;
+        copy_to_device(out.hi.cast(), f32_bytes(hi), stream)?;
         stream.sync()
     }
 }
@@ -659,8 +669,8 @@ pub fn propagate(
         } else {
             dl = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
             dh = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
-            copy_to_device(dl.ptr(), &f32_bytes(req.in_lo), &stream)?;
-            copy_to_device(dh.ptr(), &f32_bytes(req.in_hi), &stream)?;
+            copy_to_device(dl.ptr(), f32_bytes(req.in_lo), &stream)?;
+            copy_to_device(dh.ptr(), f32_bytes(req.in_hi), &stream)?;
             (dl.ptr().cast(), dh.ptr().cast())
         };
         let upto = nodes_to_run(model, req.spec);

@@ -1,8 +1,6 @@
 //! The network IR: nodes in topological order (each refers only to earlier nodes), each with
 //! the shape of its output (batch dimension excluded).
 
-use crate::error::{Result, VramError};
-
 /// Hyper-parameters of a 2-D convolution (NCHW, weight `[cout, cin / groups, kh, kw]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2d {
@@ -104,50 +102,4 @@ pub fn shape_size(shape: &[u64]) -> u64 {
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .unwrap_or(u64::MAX)
-}
-
-/// Output spatial size of a convolution or pooling along one axis.
-pub fn out_extent(
-    input: u64,
-    kernel: u64,
-    stride: u64,
-    padding: u64,
-    dilation: u64,
-    what: &str,
-) -> Result<u64> {
-    if kernel == 0 || stride == 0 || dilation == 0 {
-        return Err(VramError::invalid(
-            what,
-            "kernel, stride and dilation must be at least 1",
-        ));
-    }
-    let span = dilation
-        .checked_mul(kernel - 1)
-        .and_then(|s| s.checked_add(1))
-        .ok_or_else(|| VramError::invalid(what, "kernel span overflows"))?;
-    let padded = input
-        .checked_add(padding.saturating_mul(2))
-        .ok_or_else(|| VramError::invalid(what, "padding overflows"))?;
-    if padded < span {
-        return Err(VramError::invalid(
-            what,
-            format!("window of {span} does not fit an input of {input} with padding {padding}"),
-        ));
-    }
-    Ok((padded - span) / stride + 1)
-}
-
-/// Largest tensor a node may produce (elements per batch item): keeps every index in u32
-/// range for the GPU kernels and every buffer allocation sane.
-pub const MAX_NODE_SIZE: u64 = 1 << 28;
-
-pub fn check_size(shape: &[u64], what: &str) -> Result<()> {
-    let n = shape_size(shape);
-    if n == 0 || n > MAX_NODE_SIZE {
-        return Err(VramError::invalid(
-            what,
-            format!("shape {shape:?} has {n} elements; must be between 1 and {MAX_NODE_SIZE}"),
-        ));
-    }
-    Ok(())
 }

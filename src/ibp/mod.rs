@@ -12,6 +12,7 @@ pub mod gpu_entry;
 #[cfg(vram_cuda)]
 mod gpu_stage;
 pub mod graph;
+pub mod limits;
 pub mod model;
 pub mod nnet;
 pub mod round;
@@ -21,8 +22,11 @@ pub use builder::Builder;
 pub use model::{Memory, Model, Request};
 pub use spec::Spec;
 
-/// f32 values as native-endian bytes: how weights are sealed (the host view and the GPU
-/// kernels read them in place as f32) and how boxes are copied to the device.
-pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_ne_bytes()).collect()
+/// f32 values viewed as their native-endian bytes, without a copy: how weights are sealed (the
+/// host view and the GPU kernels read them in place as f32) and how boxes are copied to the
+/// device.
+pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: the bytes of initialised f32 values are initialised u8s; u8 has alignment 1, and
+    // the byte length `4 * v.len()` is that of the same allocation.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }
 }

@@ -136,6 +136,14 @@ impl Model {
             self.input_size(),
             req.spec.map_or(self.output_size(), |s| s.rows),
         );
+        // Every node's bounds for the whole batch are held at once (two f64 per element).
+        let per_item = self
+            .nodes
+            .iter()
+            .try_fold(0u64, |acc, n| acc.checked_add(n.size()))
+            .and_then(|n| n.checked_mul(16));
+        let total = per_item.and_then(|b| b.checked_mul(req.batch as u64));
+        crate::fallible::check_host_bytes(total.unwrap_or(u64::MAX), "ibp_propagate (CPU bounds)")?;
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(req.batch)
@@ -151,23 +159,31 @@ impl Model {
                     .zip(out_hi.chunks_mut(per * n_out)),
             );
         std::thread::scope(|scope| {
-            let mut inline = Vec::new();
+            let mut workers = Vec::new();
             for ((lo, hi), (olo, ohi)) in chunks {
                 let items = lo.len() / n_in;
                 let net = &net;
                 let work = move || net.run_chunk(items, lo, hi, req.spec, olo, ohi);
-                if let Err(e) = std::thread::Builder::new().spawn_scoped(scope, work) {
-                    inline.push(e); // no thread: nothing was run for this chunk; reported below
+                match std::thread::Builder::new().spawn_scoped(scope, work) {
+                    Ok(handle) => workers.push(handle),
+                    // No thread: nothing was run for this chunk.
+                    Err(_) => {
+                        return Err(VramError::new(
+                            ErrorKind::OutOfMemory,
+                            "ibp_propagate: could not start worker threads",
+                        ));
+                    }
                 }
             }
-            if inline.is_empty() {
-                Ok(())
-            } else {
-                Err(VramError::new(
-                    ErrorKind::OutOfMemory,
-                    "ibp_propagate: could not start worker threads",
-                ))
+            let mut result = Ok(());
+            for w in workers {
+                // A worker's panic is a libvram bug: it reaches the boundary as VRAM_ERR_PANIC.
+                let r = w.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                if result.is_ok() {
+                    result = r;
+                }
             }
+            result
         })
     }
 
