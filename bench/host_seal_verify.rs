@@ -44,6 +44,7 @@ fn main() {
         key: key.as_ptr(),
         key_len: key.len(),
         capacity_bytes: 0,
+        flags: 0,
     };
     let mut ctx = ptr::null_mut();
     assert_eq!(vram_ctx_new(&opts, &mut ctx), vram_status::VRAM_OK);

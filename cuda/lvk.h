@@ -22,6 +22,16 @@ int lvk_get_device(int *device);
 int lvk_set_device(int device);
 int lvk_mem_info(size_t *free_bytes, size_t *total_bytes);
 int lvk_pointer_kind(const void *ptr, int *kind, int *device);
+/* Verdicts of lvk_device_range. */
+#define LVK_RANGE_OK 0
+#define LVK_RANGE_PAST_END 1      /* runs past the allocation (or the mapped VMM range) */
+#define LVK_RANGE_FOREIGN 2       /* reaches memory that is not device memory of `device` */
+#define LVK_RANGE_UNCHECKABLE 3   /* the driver cannot answer the address-range query */
+/* Whether [ptr, ptr + len) lies inside device memory of `device`: one allocation of
+ * cudaMalloc / cudaMallocAsync, or consecutive mappings of the virtual memory management API
+ * (cuMemCreate + cuMemMap, as PyTorch's expandable segments use). `*valid` receives how many
+ * bytes from ptr were found valid. Queries only; never touches the memory. */
+int lvk_device_range(const void *ptr, size_t len, int device, int *verdict, size_t *valid);
 const char *lvk_error_string(int code);
 
 int lvk_stream_create(void **stream);

@@ -1,6 +1,7 @@
 // The device memory layer: allocation, copies, device selection, pointer checks, the fault
 // drill. Stream-ordered throughout: libvram lives inside a server whose other kernels must
 // keep running, so nothing here synchronises the whole device.
+#include <cuda.h> /* types only: driver functions are found at run time (see driver_fns) */
 #include <cuda_runtime.h>
 
 #include <pthread.h>
@@ -42,6 +43,116 @@ extern "C" int lvk_pointer_kind(const void *ptr, int *kind, int *device) {
         default: *kind = LVK_PTR_UNREGISTERED; break;
     }
     *device = a.device;
+    return cudaSuccess;
+}
+
+// libvram links only the static CUDA runtime (no libcuda in its NEEDED list), so the few
+// driver functions it needs are looked up through the runtime's entry-point query, once.
+namespace {
+typedef CUresult (*AddressRangeFn)(CUdeviceptr *, size_t *, CUdeviceptr);
+typedef CUresult (*RetainHandleFn)(CUmemGenericAllocationHandle *, void *);
+typedef CUresult (*ReleaseHandleFn)(CUmemGenericAllocationHandle);
+
+struct DriverFns {
+    AddressRangeFn address_range;
+    RetainHandleFn retain_handle;
+    ReleaseHandleFn release_handle;
+};
+
+DriverFns g_driver;
+pthread_once_t g_driver_once = PTHREAD_ONCE_INIT;
+
+template <typename F> void lookup(const char *name, F *out) {
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found) ==
+            cudaSuccess &&
+        found == cudaDriverEntryPointSuccess) {
+        *out = reinterpret_cast<F>(fn);
+    }
+}
+
+void load_driver_fns() {
+    lookup("cuMemGetAddressRange", &g_driver.address_range);
+    lookup("cuMemRetainAllocationHandle", &g_driver.retain_handle);
+    lookup("cuMemRelease", &g_driver.release_handle);
+}
+
+const DriverFns *driver_fns() {
+    pthread_once(&g_driver_once, load_driver_fns);
+    return &g_driver;
+}
+
+// Whether `p` is memory mapped through the virtual memory management API (cuMemMap): only
+// such memory has an allocation handle to retain.
+bool is_vmm(const DriverFns *d, uintptr_t p) {
+    if (d->retain_handle == nullptr || d->release_handle == nullptr) return false;
+    CUmemGenericAllocationHandle h = 0;
+    if (d->retain_handle(&h, reinterpret_cast<void *>(p)) != CUDA_SUCCESS) return false;
+    d->release_handle(h);
+    return true;
+}
+
+bool device_memory_of(uintptr_t p, int device) {
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, reinterpret_cast<void *>(p)) != cudaSuccess) {
+        cudaGetLastError(); // a failed query is not sticky; clear it for the caller's next call
+        return false;
+    }
+    return a.type == cudaMemoryTypeDevice && a.device == device;
+}
+} // namespace
+
+extern "C" int lvk_device_range(const void *ptr, size_t len, int device, int *verdict,
+                                size_t *valid) {
+    if (verdict == nullptr || valid == nullptr || ptr == nullptr || len == 0)
+        return cudaErrorInvalidValue;
+    *verdict = LVK_RANGE_UNCHECKABLE;
+    *valid = 0;
+    const DriverFns *d = driver_fns();
+    if (d->address_range == nullptr) return cudaSuccess;
+    const uintptr_t start = reinterpret_cast<uintptr_t>(ptr);
+    if (len > UINTPTR_MAX - start) {
+        *verdict = LVK_RANGE_PAST_END;
+        return cudaSuccess;
+    }
+    const uintptr_t end = start + len;
+    uintptr_t at = start;
+    const bool vmm = is_vmm(d, start);
+    // VMM mappings are at least 64 KiB each, so a valid range crosses at most len / 64 KiB + 1
+    // of them: the walk is bounded by the length the caller declared.
+    const size_t max_segments = len / (64u << 10) + 2;
+    for (size_t segment = 0; segment < max_segments; ++segment) {
+        if (!device_memory_of(at, device)) {
+            *verdict = at == start ? LVK_RANGE_FOREIGN : (vmm ? LVK_RANGE_FOREIGN : LVK_RANGE_PAST_END);
+            *valid = at - start;
+            return cudaSuccess;
+        }
+        CUdeviceptr base = 0;
+        size_t size = 0;
+        if (d->address_range(&base, &size, static_cast<CUdeviceptr>(at)) != CUDA_SUCCESS ||
+            base > at || size == 0 || size > UINTPTR_MAX - base) {
+            *verdict = LVK_RANGE_PAST_END;
+            *valid = at - start;
+            return cudaSuccess;
+        }
+        const uintptr_t segment_end = static_cast<uintptr_t>(base) + size;
+        if (end <= segment_end) {
+            *verdict = LVK_RANGE_OK;
+            *valid = len;
+            return cudaSuccess;
+        }
+        // Past this allocation: only a VMM range may continue into the next mapping, and
+        // only into another VMM mapping that starts exactly here.
+        at = segment_end;
+        if (!vmm || !is_vmm(d, at)) {
+            *verdict = LVK_RANGE_PAST_END;
+            *valid = at - start;
+            return cudaSuccess;
+        }
+    }
+    *verdict = LVK_RANGE_PAST_END;
+    *valid = at - start;
     return cudaSuccess;
 }
 

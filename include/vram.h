@@ -23,9 +23,31 @@
 
 
 /**
+ * The longest message vram_last_error_message() returns, in bytes (without the NUL): messages
+ * may quote a caller's or a file's text, which is cut (and the cut marked with " [...]")
+ * rather than grow a message without bound.
+ */
+#define VRAM_MAX_ERROR_MESSAGE 1024
+
+/**
  * The previous node, as the `input` argument of every ibp_builder_add_* function.
  */
 #define IBP_PREV UINT32_MAX
+
+/**
+ * An ::ibp_propagate_options flag: before propagating, re-hash every sealed weight of the
+ * model where it lives (as ibp_model_verify() does, one batched pass) and refuse to compute
+ * bounds over weights that are not the sealed ones: ::VRAM_ERR_INTEGRITY (or
+ * ::VRAM_ERR_BAD_SEAL), nothing written. Costs one pass over the weights per call.
+ */
+#define IBP_PROPAGATE_VERIFY_WEIGHTS 1
+
+/**
+ * A ::vram_ctx_options flag: vram_debug_flip_bit() and ibp_model_debug_flip_bit() may change
+ * this context's shards. Without it they return ::VRAM_ERR_POLICY: in production no code in
+ * the process can change sealed weights through libvram.
+ */
+#define VRAM_CTX_ALLOW_FAULT_DRILLS 1
 
 /**
  * The result of every fallible libvram function.
@@ -200,10 +222,17 @@ typedef struct vram_ctx_options {
    */
   size_t key_len;
   /**
-   * CUDA: bytes of device memory the context may use (0 = the whole device).
-   * Host: a hard cap on the bytes held by live shards (0 = no cap).
+   * A hard cap on the bytes the context's live shards hold (0 = no cap on the host backend,
+   * the whole device on CUDA). Each shard counts its bytes (rounded up to whole 4 KiB pages
+   * on the host backend; nothing for memory sealed in place with vram_seal_device()) plus
+   * its bookkeeping: 512 bytes and 32 bytes per MiB.
    */
   uint64_t capacity_bytes;
+  /**
+   * ::VRAM_CTX_ALLOW_FAULT_DRILLS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
+   * (Added in 0.1.1; a struct_size without it is accepted and reads it as 0.)
+   */
+  uint32_t flags;
 } vram_ctx_options;
 
 /**
@@ -289,6 +318,11 @@ typedef struct ibp_propagate_options {
    * d, `spec_rows` floats in host memory; NULL = zeros.
    */
   const float *spec_d;
+  /**
+   * ::IBP_PROPAGATE_VERIFY_WEIGHTS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
+   * (Added in 0.1.1; a struct_size without it is accepted and reads it as 0.)
+   */
+  uint32_t flags;
 } ibp_propagate_options;
 
 /**
@@ -363,13 +397,14 @@ extern "C" {
  * - `out`: on success receives a new context, owned by the caller and freed with
  *   vram_ctx_free(); untouched on failure. NULL → ::VRAM_ERR_NULL_ARGUMENT.
  *
- * Errors: ::VRAM_ERR_INVALID_ARGUMENT (wrong `struct_size`, unknown backend, key shorter than
- * 32 bytes), ::VRAM_ERR_NO_DEVICE (CUDA requested with no usable GPU; never a silent fallback),
+ * Errors: ::VRAM_ERR_INVALID_ARGUMENT (wrong `struct_size`, unknown backend or flag, key
+ * shorter than 32 bytes), ::VRAM_ERR_NO_DEVICE (CUDA requested with no usable GPU; never a silent fallback),
  * ::VRAM_ERR_DEVICE.
  *
  * Thread-safety: may be called from any thread.
  */
-vram_status vram_ctx_new(const struct vram_ctx_options *opts, struct vram_ctx **out);
+vram_status vram_ctx_new(const struct vram_ctx_options *opts,
+                         struct vram_ctx **out);
 
 /**
  * Frees a context handle; the key is zeroized once nothing uses the context any more. NULL is
@@ -405,6 +440,19 @@ vram_status vram_ctx_usage(const struct vram_ctx *ctx, uint64_t *used, uint64_t 
  * ibp_builder_free(). The builder keeps `ctx`'s backend alive. NULL arguments →
  * ::VRAM_ERR_NULL_ARGUMENT; a bad name, rank (1–4) or shape → ::VRAM_ERR_INVALID_ARGUMENT.
  * Thread-safe; the builder itself is for one thread at a time.
+ *
+ * Limits, checked by every ibp_builder_add_* call before anything is sealed (a call that
+ * breaks one returns ::VRAM_ERR_INVALID_ARGUMENT naming the parameter, and leaves the builder
+ * and vram_ctx_usage() unchanged):
+ * - every node (the input included) has 1 to 2^28 elements per batch item;
+ * - a network has at most 65536 nodes;
+ * - kernel, stride, padding and dilation are each at most 4096 (kernel, stride, dilation ≥ 1);
+ * - one node costs at most 2^32 multiply-adds (linear: in × out; conv2d: out elements ×
+ *   in channels per group × kernel area) or window taps (pooling: out elements × kernel area)
+ *   per batch item.
+ *
+ * A failed add of any kind leaves the builder and the context's usage as they were: a layer's
+ * tensors are sealed only after all its checks pass, and all together or none.
  */
 vram_status ibp_builder_new(struct vram_ctx *ctx,
                             const char *name,
@@ -530,8 +578,17 @@ void ibp_builder_free(struct ibp_builder *b);
  * physical inputs; its outputs are the network's own, not de-normalised (the VNN-COMP
  * convention).
  *
+ * The reader is strict: only a regular file (a FIFO or device is refused without blocking) of
+ * at most 256 MiB; exactly the values the format puts on each line (one trailing comma
+ * allowed; NaN and infinities refused); the header's input, output and max-layer-size counts
+ * must agree with the layer sizes; only blank lines after the last bias. Declared sizes are
+ * checked against the file's length before anything is allocated, and the builder's limits
+ * apply (at most 32767 layers). Shard ids are `<file stem>/<node>/weight|bias`, so one file
+ * can be loaded once per context at a time.
+ *
  * Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable or malformed
- * file (the message names the line). Thread-safe.
+ * file (the message names the line and quotes at most 32 characters of it);
+ * ::VRAM_ERR_OUT_OF_MEMORY. Nothing stays sealed on failure. Thread-safe.
  */
 vram_status ibp_model_from_nnet(struct vram_ctx *ctx, const char *path, struct ibp_model **out);
 
@@ -548,6 +605,16 @@ vram_status ibp_model_from_nnet(struct vram_ctx *ctx, const char *path, struct i
  * threads at once. On a CUDA-backed model each calling thread keeps, until it exits, a
  * stream per GPU and at most 320 KiB of page-locked host memory, through which the kernels
  * read and write boxes of up to 256 KiB in place (larger ones are copied).
+ *
+ * Weights: the bounds are for the weights as they are in memory at the time of the call.
+ * This call does not re-hash them; a weight damaged since it was sealed gives bounds for the
+ * damaged network. To have them checked in the same call, use ibp_propagate_ex() with
+ * ::IBP_PROPAGATE_VERIFY_WEIGHTS, or call ibp_model_verify() as often as your policy needs.
+ *
+ * Work: bounded by `batch` × the model's declared work (each node at most 2^32 multiply-adds
+ * or window taps per item, see ibp_builder_new()). Host memory on the CPU path: every node's
+ * bounds for the batch (16 bytes per element); a batch that cannot fit this machine's memory
+ * → ::VRAM_ERR_OUT_OF_MEMORY, never an abort.
  */
 vram_status ibp_propagate(const struct ibp_model *model,
                           size_t batch,
@@ -584,9 +651,10 @@ vram_status ibp_model_verify(struct vram_ctx *ctx,
 /**
  * Fault drill: flips bit `bit_index` of the weight tensor of node `node` (a linear or conv2d
  * layer; node 0 is the input), so a server can prove that ibp_model_verify() catches a
- * damaged weight. Flipping it again restores it. NULL → ::VRAM_ERR_NULL_ARGUMENT; a node with
- * no weight or a bit past its end → ::VRAM_ERR_INVALID_ARGUMENT. Not to be called while
- * another thread uses the model.
+ * damaged weight. Flipping it again restores it. Opt-in as vram_debug_flip_bit(): without
+ * ::VRAM_CTX_ALLOW_FAULT_DRILLS on the model's context → ::VRAM_ERR_POLICY, nothing changes.
+ * NULL → ::VRAM_ERR_NULL_ARGUMENT; a node with no weight or a bit past its end →
+ * ::VRAM_ERR_INVALID_ARGUMENT. Not to be called while another thread uses the model.
  */
 vram_status ibp_model_debug_flip_bit(struct ibp_model *model, uint32_t node, uint64_t bit_index);
 
@@ -612,8 +680,17 @@ void ibp_model_free(struct ibp_model *model);
  *
  * Events never contain key material or raw device addresses. `userdata` is passed back
  * unchanged and must stay valid, and usable from any thread, until the callback is replaced.
- * When this function returns, the previous callback is no longer running and will not be
- * called again. Calling it from inside the callback is ignored (it would deadlock).
+ *
+ * Re-entrancy and replacement (no call deadlocks):
+ * - libvram holds no lock while the callback runs: the callback may call any libvram
+ *   function, this one included. Events raised by those nested calls on the callback's own
+ *   thread are not delivered to the callback (no recursion).
+ * - When this function returns on a thread that is not inside the callback, the previous
+ *   callback is no longer running on any thread and will not be called again.
+ * - Called from inside the callback, the replacement takes effect at once for new events, but
+ *   the function cannot wait for the callback it is running in: calls of the previous callback
+ *   already running on other threads may still finish after it returns.
+ *
  * Thread-safe.
  */
 void vram_set_log_callback(vram_log_callback cb, void *userdata, uint32_t max_level);
@@ -630,7 +707,8 @@ const char *vram_status_str(uint32_t status);
  * in bytes (without the NUL): a return value `>= len` means it was truncated.
  *
  * `buf` may be NULL (or `len` 0) to query the length. The message is thread-local: each thread
- * sees the last failure of its own calls. Never fails.
+ * sees the last failure of its own calls. Messages are at most 1024 bytes (text quoted from a
+ * caller or a file is cut, and the cut marked with " [...]"). Never fails.
  */
 size_t vram_last_error_message(char *buf, size_t len);
 
@@ -643,15 +721,22 @@ const char *vram_version(void);
 /**
  * Copies `len` bytes from `data` into the context's backend and seals them.
  *
- * - `shard_id`: NUL-terminated UTF-8, 1–256 bytes, no control characters, no leading `/`,
- *   no `..` path segment (e.g. `model.layers.0.mlp.up_proj.weight`). Copied.
+ * - `shard_id`: NUL-terminated UTF-8, 1–256 bytes, no control characters, no invisible,
+ *   bidirectional-control or separator characters (zero-width spaces and joiners, U+202A–202E,
+ *   U+2066–2069, U+2028, U+FEFF, whitespace other than the ASCII space, …), no leading `/`, no
+ *   `..` path segment (e.g. `model.layers.0.mlp.up_proj.weight`). Unique among the context's
+ *   live shards: an id sealed and not yet freed → ::VRAM_ERR_INVALID_ARGUMENT. Copied.
  * - `data`, `len`: the bytes, read during the call only; `len` must be > 0.
  * - `out`: on success receives a new shard owned by the caller (free with vram_shard_free());
  *   untouched on failure.
  *
  * NULL `ctx`, `shard_id`, `data` or `out` → ::VRAM_ERR_NULL_ARGUMENT. Errors:
- * ::VRAM_ERR_INVALID_ARGUMENT (bad id, `len == 0`), ::VRAM_ERR_OUT_OF_MEMORY (over the
- * context's capacity or out of memory; nothing stays allocated), ::VRAM_ERR_DEVICE.
+ * ::VRAM_ERR_INVALID_ARGUMENT (bad or live id, `len == 0`), ::VRAM_ERR_OUT_OF_MEMORY (over the
+ * context's capacity or out of memory), ::VRAM_ERR_DEVICE. On every error nothing stays
+ * allocated and vram_ctx_usage() is unchanged.
+ *
+ * Host backend: the copy's pages are made read-only once sealed (`mprotect`), so a stray
+ * write through vram_shard_device_ptr() faults in the writer.
  *
  * Thread-safety: any number of threads may seal through one context at once.
  */
@@ -726,11 +811,19 @@ vram_status vram_verify_many_on_stream(struct vram_ctx *ctx,
 /**
  * Seals `len` bytes of GPU memory that the caller already owns, in place, without copying.
  *
- * - `device_ptr`: plain device memory (cudaMalloc / cudaMallocAsync) of the context's GPU.
- *   Host, pinned, managed or unregistered memory, or memory of another GPU →
- *   ::VRAM_ERR_POLICY. Borrowed: libvram never frees it; free the shard before the memory.
- *   The caller must not write to it while sealed (a write is tampering, caught by verify).
- * - `shard_id`, `out`: as vram_seal(). `len` must be > 0 and lie within one allocation.
+ * - `device_ptr`: plain device memory of the context's GPU: from cudaMalloc, from
+ *   cudaMallocAsync (a memory pool), or mapped with the virtual memory management API
+ *   (cuMemCreate + cuMemMap, as PyTorch's expandable segments do). Host, pinned, managed or
+ *   unregistered memory, or memory of another GPU → ::VRAM_ERR_POLICY. Borrowed: libvram never
+ *   frees it; free the shard before the memory. The caller must not write to it while sealed
+ *   (a write is tampering, caught by verify).
+ * - `len`: > 0, and `[device_ptr, device_ptr + len)` must lie inside one allocation, checked
+ *   with the driver's address-range query before anything is read: a `len` that runs past it
+ *   → ::VRAM_ERR_INVALID_ARGUMENT (the message says how many bytes belong to the allocation).
+ *   VMM memory may span consecutive mappings of one reserved range, each of them device
+ *   memory of the context's GPU; a range reaching anything else → ::VRAM_ERR_POLICY. A driver
+ *   that cannot answer the query → ::VRAM_ERR_UNSUPPORTED (nothing is read unchecked).
+ * - `shard_id`, `out`: as vram_seal().
  *
  * Errors: ::VRAM_ERR_UNSUPPORTED on a host-backend context; ::VRAM_ERR_NULL_ARGUMENT,
  * ::VRAM_ERR_INVALID_ARGUMENT, ::VRAM_ERR_DEVICE. Thread-safe.
@@ -757,8 +850,9 @@ size_t vram_shard_len(const struct vram_shard *shard);
  * The address of the shard's bytes, for the caller's own kernels: device memory on the CUDA
  * backend, host memory on the host backend (see vram_ctx_backend()). NULL when `shard` is NULL.
  *
- * Read-only by contract: any write is tampering and the next verify reports it. Valid until
- * vram_shard_free(). Thread-safe.
+ * Read-only: on the host backend the pages are write-protected while the shard lives (a
+ * write faults in the writer); in GPU memory, read-only by contract: any write is tampering
+ * and the next verify reports it. Valid until vram_shard_free(). Thread-safe.
  */
 const void *vram_shard_device_ptr(const struct vram_shard *shard);
 
@@ -794,6 +888,10 @@ vram_status vram_record_verify(struct vram_ctx *ctx,
  * Fault drill: flips bit `bit_index` (0 = lowest bit of byte 0) of the stored bytes, as a
  * memory fault or an attacker would, so a server can prove its verification catches it.
  * Flipping the same bit again restores the shard.
+ *
+ * Opt-in: only for shards of a context created with ::VRAM_CTX_ALLOW_FAULT_DRILLS; otherwise
+ * ::VRAM_ERR_POLICY and nothing changes. On the host backend the shard's pages are read-only
+ * while sealed; the drill lifts that for its one write and restores it.
  *
  * NULL `shard` → ::VRAM_ERR_NULL_ARGUMENT; `bit_index >= 8 * len` → ::VRAM_ERR_INVALID_ARGUMENT.
  * Not to be called while another thread verifies or reads the same shard.

@@ -242,7 +242,12 @@ impl Context {
 
     /// Seals `len` bytes of device memory the caller owns, in place: libvram never frees it,
     /// and the shard must be freed before the memory is. CUDA backend only.
-    pub fn seal_device(
+    ///
+    /// # Safety
+    /// `device_ptr` must stay allocated, as the same allocation, for as long as the returned
+    /// shard lives: every verify re-reads it. (The range itself is checked against the
+    /// driver's allocation records here.)
+    pub unsafe fn seal_device(
         &self,
         shard_id: &[u8],
         device_ptr: usize,
@@ -259,9 +264,8 @@ impl Context {
         // Borrowed bytes are the caller's allocation: only the bookkeeping is reserved.
         let reservation = self.accounting.reserve(id, bookkeeping(layout))?;
         let mut level = zeroed_level(layout.regions())?;
-        let storage = self
-            .backend
-            .adopt(device_ptr, layout, &mut level)
+        // SAFETY: this function's contract, passed on.
+        let storage = unsafe { self.backend.adopt(device_ptr, layout, &mut level) }
             .inspect_err(|e| {
                 if e.kind == ErrorKind::Policy {
                     events::emit(Level::Warn, names::POLICY_VIOLATION, &e.message);

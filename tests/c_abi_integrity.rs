@@ -106,7 +106,7 @@ fn damage_in_several_regions_is_counted() {
 }
 
 #[test]
-fn writes_through_the_data_pointer_are_caught() {
+fn writes_through_the_data_pointer_fault_or_are_caught() {
     if test_backend() != vram_backend::VRAM_BACKEND_HOST {
         return; // The GPU suite covers device-side writes with cudaMemcpy.
     }
@@ -115,9 +115,37 @@ fn writes_through_the_data_pointer_are_caught() {
     let shard = ctx.seal("w", &data);
     let p = vram_shard_device_ptr(shard.0) as *mut u8;
     assert!(!p.is_null());
-    // SAFETY: the host backend's pointer addresses `len` bytes of host memory owned by the
-    // shard; this test plays the attacker who writes into it.
-    unsafe { *p.add(MIB + 17) ^= 0x40 };
+    // A stray write into a sealed host shard faults in the writer (its pages are read-only):
+    // done in a child process, which must die of SIGSEGV.
+    // SAFETY: the child only writes (and faults) or exits; it allocates nothing.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: the address is inside the shard; the write is expected to fault.
+        unsafe {
+            p.add(MIB + 17).write_volatile(0x40);
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child created above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+        "the stray write did not fault (status {status:#x})"
+    );
+    assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
+
+    // An attacker who lifts the protection first is still caught, and located, by verify.
+    let page = (p as usize + MIB) & !4095;
+    // SAFETY: the page lies inside the shard's mapping; this test plays the attacker.
+    unsafe {
+        assert_eq!(
+            libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_READ | libc::PROT_WRITE),
+            0
+        );
+        *p.add(MIB + 17) ^= 0x40;
+    }
     let (s, r) = ctx.verify(&shard);
     assert_eq!(s, vram_status::VRAM_ERR_INTEGRITY);
     assert_eq!(r.first_damaged_offset, MIB as u64);
@@ -306,7 +334,7 @@ fn shard_outlives_its_context() {
 #[test]
 fn capacity_overflow_is_out_of_memory_and_leaves_nothing() {
     let mut opts = options(test_backend(), &KEY);
-    opts.capacity_bytes = 3 * MIB as u64;
+    opts.capacity_bytes = held(test_backend(), 3 * MIB);
     let ctx = Ctx::with_options(&opts);
     let a = ctx.seal("a", &bytes(2 * MIB, 1));
     assert_eq!(
@@ -314,7 +342,7 @@ fn capacity_overflow_is_out_of_memory_and_leaves_nothing() {
         Some(vram_status::VRAM_ERR_OUT_OF_MEMORY)
     );
     assert!(last_error().contains("capacity"), "{}", last_error());
-    assert_eq!(ctx.used(), 2 * MIB as u64);
+    assert_eq!(ctx.used(), held(test_backend(), 2 * MIB));
     drop(a);
     assert_eq!(ctx.used(), 0);
     let _b = ctx.seal("b", &bytes(3 * MIB, 2));
@@ -323,5 +351,5 @@ fn capacity_overflow_is_out_of_memory_and_leaves_nothing() {
         vram_ctx_usage(ctx.0, ptr::null_mut(), &mut cap),
         vram_status::VRAM_OK
     );
-    assert_eq!(cap, 3 * MIB as u64);
+    assert_eq!(cap, held(test_backend(), 3 * MIB));
 }

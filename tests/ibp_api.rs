@@ -87,7 +87,7 @@ fn builder_rejects_bad_input() {
     expect(
         ibp_builder_add_linear(b, IBP_PREV, 0, w.as_ptr(), ptr::null(), &mut node),
         vram_status::VRAM_ERR_INVALID_ARGUMENT,
-        "weight",
+        "out_features",
     );
     let bad = [1.0, f32::NAN, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
     expect(
@@ -262,6 +262,7 @@ fn propagate_rejects_bad_boxes_and_writes_nothing() {
         spec_rows: 0,
         spec_c: ptr::null(),
         spec_d: ptr::null(),
+        flags: 0,
     };
     let ok_lo = [0.0f32, 0.0];
     let ok_hi = [1.0f32, 1.0];
@@ -562,7 +563,7 @@ fn acasxu_networks_load_and_match_direct_evaluation() {
     expect(
         ibp_model_from_nnet(ctx.0, cbad.as_ptr(), &mut m),
         vram_status::VRAM_ERR_INVALID_ARGUMENT,
-        "not a number",
+        "'x' in layer 0 weight row 0 is not a finite number",
     );
     std::fs::remove_file(bad).ok();
     assert!(m.is_null());

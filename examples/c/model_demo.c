@@ -94,6 +94,7 @@ int main(int argc, char **argv) {
     opts.backend = VRAM_BACKEND_AUTO;
     opts.key = secret;
     opts.key_len = sizeof secret;
+    opts.flags = VRAM_CTX_ALLOW_FAULT_DRILLS; /* this program runs the fault drill */
 
     vram_ctx *ctx = NULL;
     vram_shard **shards = calloc(n, sizeof *shards);

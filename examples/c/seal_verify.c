@@ -42,6 +42,7 @@ int main(void) {
     opts.backend = VRAM_BACKEND_AUTO;
     opts.key = secret;
     opts.key_len = sizeof secret;
+    opts.flags = VRAM_CTX_ALLOW_FAULT_DRILLS; /* this program runs the fault drill */
     CHECK(vram_ctx_new(&opts, &ctx), VRAM_OK);
     printf("backend: %s\n", vram_ctx_backend(ctx) == VRAM_BACKEND_CUDA ? "CUDA (GPU memory)" : "host memory");
 

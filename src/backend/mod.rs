@@ -147,7 +147,10 @@ impl Backend {
     }
 
     /// Seals memory the caller already owns on the device, in place (borrowed).
-    pub fn adopt(
+    ///
+    /// # Safety
+    /// `device_ptr` must stay allocated for as long as the returned storage lives.
+    pub unsafe fn adopt(
         &self,
         device_ptr: usize,
         layout: TreeLayout,
@@ -160,7 +163,8 @@ impl Backend {
                 "ctx: sealing device memory in place needs the CUDA backend; this context uses host memory",
             )),
             #[cfg(vram_cuda)]
-            Backend::Cuda(c) => Ok(Storage::Cuda(c.adopt(device_ptr, layout, level)?)),
+            // SAFETY: this function's contract, passed on.
+            Backend::Cuda(c) => Ok(Storage::Cuda(unsafe { c.adopt(device_ptr, layout, level) }?)),
         }
     }
 

@@ -12,15 +12,16 @@ thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-/// Longest last-error message kept, in bytes: messages may quote a caller's or a file's text,
-/// which must not grow a message (and the thread's memory) without bound.
-pub const MAX_ERROR_MESSAGE: usize = 1024;
+/// The longest message vram_last_error_message() returns, in bytes (without the NUL): messages
+/// may quote a caller's or a file's text, which is cut (and the cut marked with " [...]")
+/// rather than grow a message without bound.
+pub const VRAM_MAX_ERROR_MESSAGE: usize = 1024;
 
-/// `message` cut to at most [`MAX_ERROR_MESSAGE`] bytes on a character boundary, marked when cut.
+/// `message` cut to at most [`VRAM_MAX_ERROR_MESSAGE`] bytes on a character boundary, marked when cut.
 fn capped(mut message: String) -> String {
     const MARK: &str = " [...]";
-    if message.len() > MAX_ERROR_MESSAGE {
-        let mut end = MAX_ERROR_MESSAGE - MARK.len();
+    if message.len() > VRAM_MAX_ERROR_MESSAGE {
+        let mut end = VRAM_MAX_ERROR_MESSAGE - MARK.len();
         while !message.is_char_boundary(end) {
             end -= 1;
         }
@@ -227,7 +228,7 @@ mod tests {
         let s = guard("vram_x", || Err(VramError::invalid("path", "é".repeat(5000))));
         assert_eq!(s, vram_status::VRAM_ERR_INVALID_ARGUMENT);
         with_last_error(|m| {
-            assert!(m.len() <= MAX_ERROR_MESSAGE, "{}", m.len());
+            assert!(m.len() <= VRAM_MAX_ERROR_MESSAGE, "{}", m.len());
             assert!(m.ends_with(" [...]"));
             assert!(m.starts_with("vram_x: path: é"));
         });

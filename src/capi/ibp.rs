@@ -2,7 +2,9 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::boundary::{arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value};
+use super::boundary::{
+    arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value, read_options,
+};
 use super::types::{ibp_builder, ibp_model, vram_ctx, vram_status, vram_verify_report};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::ibp::graph::{Conv2d, Op, Pool2d};
@@ -40,6 +42,20 @@ pub struct ibp_propagate_options {
     pub spec_c: *const f32,
     /// d, `spec_rows` floats in host memory; NULL = zeros.
     pub spec_d: *const f32,
+    /// ::IBP_PROPAGATE_VERIFY_WEIGHTS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
+    /// (Added in 0.1.1; a struct_size without it is accepted and reads it as 0.)
+    pub flags: u32,
+}
+
+/// An ::ibp_propagate_options flag: before propagating, re-hash every sealed weight of the
+/// model where it lives (as ibp_model_verify() does, one batched pass) and refuse to compute
+/// bounds over weights that are not the sealed ones: ::VRAM_ERR_INTEGRITY (or
+/// ::VRAM_ERR_BAD_SEAL), nothing written. Costs one pass over the weights per call.
+pub const IBP_PROPAGATE_VERIFY_WEIGHTS: u32 = 1;
+
+// SAFETY: repr(C), struct_size first, all-zero valid (integers and NULL pointers).
+unsafe impl super::boundary::OptionsStruct for ibp_propagate_options {
+    const EARLIER_SIZES: &'static [usize] = &[std::mem::offset_of!(ibp_propagate_options, flags)];
 }
 
 /// Hyper-parameters of ibp_builder_add_conv2d(). Zero-initialise, then set `struct_size`.
@@ -133,6 +149,19 @@ fn write_node(node_out: *mut u32, r: Result<u32>) -> Result<()> {
 /// ibp_builder_free(). The builder keeps `ctx`'s backend alive. NULL arguments →
 /// ::VRAM_ERR_NULL_ARGUMENT; a bad name, rank (1–4) or shape → ::VRAM_ERR_INVALID_ARGUMENT.
 /// Thread-safe; the builder itself is for one thread at a time.
+///
+/// Limits, checked by every ibp_builder_add_* call before anything is sealed (a call that
+/// breaks one returns ::VRAM_ERR_INVALID_ARGUMENT naming the parameter, and leaves the builder
+/// and vram_ctx_usage() unchanged):
+/// - every node (the input included) has 1 to 2^28 elements per batch item;
+/// - a network has at most 65536 nodes;
+/// - kernel, stride, padding and dilation are each at most 4096 (kernel, stride, dilation ≥ 1);
+/// - one node costs at most 2^32 multiply-adds (linear: in × out; conv2d: out elements ×
+///   in channels per group × kernel area) or window taps (pooling: out elements × kernel area)
+///   per batch item.
+///
+/// A failed add of any kind leaves the builder and the context's usage as they were: a layer's
+/// tensors are sealed only after all its checks pass, and all together or none.
 #[unsafe(no_mangle)]
 pub extern "C" fn ibp_builder_new(
     ctx: *mut vram_ctx,
@@ -433,8 +462,17 @@ pub extern "C" fn ibp_builder_free(b: *mut ibp_builder) {
 /// physical inputs; its outputs are the network's own, not de-normalised (the VNN-COMP
 /// convention).
 ///
+/// The reader is strict: only a regular file (a FIFO or device is refused without blocking) of
+/// at most 256 MiB; exactly the values the format puts on each line (one trailing comma
+/// allowed; NaN and infinities refused); the header's input, output and max-layer-size counts
+/// must agree with the layer sizes; only blank lines after the last bias. Declared sizes are
+/// checked against the file's length before anything is allocated, and the builder's limits
+/// apply (at most 32767 layers). Shard ids are `<file stem>/<node>/weight|bias`, so one file
+/// can be loaded once per context at a time.
+///
 /// Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable or malformed
-/// file (the message names the line). Thread-safe.
+/// file (the message names the line and quotes at most 32 characters of it);
+/// ::VRAM_ERR_OUT_OF_MEMORY. Nothing stays sealed on failure. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn ibp_model_from_nnet(
     ctx: *mut vram_ctx,
@@ -468,6 +506,16 @@ fn propagate(
     let model: &Model = &arg_ref(model, "model")?.inner;
     if batch == 0 {
         return Err(VramError::invalid("batch", "must be > 0"));
+    }
+    let flags = opts.map_or(0, |o| o.flags);
+    if flags & !IBP_PROPAGATE_VERIFY_WEIGHTS != 0 {
+        return Err(VramError::invalid(
+            "opts->flags",
+            format!("{flags:#x} holds unknown bits"),
+        ));
+    }
+    if flags & IBP_PROPAGATE_VERIFY_WEIGHTS != 0 {
+        weights_intact(&model.verify(model.context())?)?;
     }
     let memory = match opts.map_or(0, |o| o.memory) {
         0 => Memory::Host,
@@ -508,7 +556,9 @@ fn propagate(
         .checked_mul(spec.as_ref().map_or(model.output_size(), |s| s.rows))
         .ok_or_else(|| VramError::invalid("batch", "batch × output size overflows"))?;
     if memory == Memory::Device {
-        return crate::ibp::gpu_entry::propagate_device(
+        // SAFETY: the export's documented contract: with IBP_MEMORY_DEVICE the four pointers
+        // are device buffers of the model's GPU holding n_in and n_out floats.
+        return unsafe { crate::ibp::gpu_entry::propagate_device(
             model,
             batch,
             in_lower,
@@ -517,7 +567,7 @@ fn propagate(
             out_upper,
             spec.as_ref(),
             opts.map(|o| o.stream),
-        );
+        ) };
     }
     let lo = floats(in_lower, n_in as u64, "in_lower")?;
     let hi = floats(in_upper, n_in as u64, "in_upper")?;
@@ -557,6 +607,16 @@ fn propagate(
 /// threads at once. On a CUDA-backed model each calling thread keeps, until it exits, a
 /// stream per GPU and at most 320 KiB of page-locked host memory, through which the kernels
 /// read and write boxes of up to 256 KiB in place (larger ones are copied).
+///
+/// Weights: the bounds are for the weights as they are in memory at the time of the call.
+/// This call does not re-hash them; a weight damaged since it was sealed gives bounds for the
+/// damaged network. To have them checked in the same call, use ibp_propagate_ex() with
+/// ::IBP_PROPAGATE_VERIFY_WEIGHTS, or call ibp_model_verify() as often as your policy needs.
+///
+/// Work: bounded by `batch` × the model's declared work (each node at most 2^32 multiply-adds
+/// or window taps per item, see ibp_builder_new()). Host memory on the CPU path: every node's
+/// bounds for the batch (16 bytes per element); a batch that cannot fit this machine's memory
+/// → ::VRAM_ERR_OUT_OF_MEMORY, never an abort.
 #[unsafe(no_mangle)]
 pub extern "C" fn ibp_propagate(
     model: *const ibp_model,
@@ -588,8 +648,7 @@ pub extern "C" fn ibp_propagate_ex(
     opts: *const ibp_propagate_options,
 ) -> vram_status {
     guard("ibp_propagate_ex", || {
-        let o = arg_ref(opts, "opts")?;
-        check_struct_size(o.struct_size, size_of::<ibp_propagate_options>(), "opts")?;
+        let o = read_options(opts, "opts")?;
         propagate(
             model,
             batch,
@@ -597,9 +656,26 @@ pub extern "C" fn ibp_propagate_ex(
             in_upper,
             out_lower,
             out_upper,
-            Some(o),
+            Some(&o),
         )
     })
+}
+
+/// The status of a model-wide verification.
+fn weights_intact(r: &crate::context::VerifyReport) -> Result<()> {
+    match r.outcome {
+        crate::context::Outcome::Intact => Ok(()),
+        crate::context::Outcome::Damaged => Err(VramError::new(
+            ErrorKind::Integrity,
+            format!(
+                "{} damaged region(s) in the model's weights",
+                r.damaged_regions
+            ),
+        )),
+        crate::context::Outcome::BadSeal => Err(VramError::bad_seal(
+            "a weight shard's seal does not authenticate",
+        )),
+    }
 }
 
 /// Verifies every sealed weight of `model` in one batched call (see vram_verify_many()); the
@@ -618,19 +694,7 @@ pub extern "C" fn ibp_model_verify(
         if let Ok(out) = arg_mut(report, "report") {
             *out = vram_verify_report::from(&r);
         }
-        match r.outcome {
-            crate::context::Outcome::Intact => Ok(()),
-            crate::context::Outcome::Damaged => Err(VramError::new(
-                ErrorKind::Integrity,
-                format!(
-                    "{} damaged region(s) in the model's weights",
-                    r.damaged_regions
-                ),
-            )),
-            crate::context::Outcome::BadSeal => Err(VramError::bad_seal(
-                "a weight shard's seal does not authenticate",
-            )),
-        }
+        weights_intact(&r)
     })
 }
 

@@ -224,11 +224,19 @@ pub extern "C" fn vram_verify_many_on_stream(
 
 /// Seals `len` bytes of GPU memory that the caller already owns, in place, without copying.
 ///
-/// - `device_ptr`: plain device memory (cudaMalloc / cudaMallocAsync) of the context's GPU.
-///   Host, pinned, managed or unregistered memory, or memory of another GPU →
-///   ::VRAM_ERR_POLICY. Borrowed: libvram never frees it; free the shard before the memory.
-///   The caller must not write to it while sealed (a write is tampering, caught by verify).
-/// - `shard_id`, `out`: as vram_seal(). `len` must be > 0 and lie within one allocation.
+/// - `device_ptr`: plain device memory of the context's GPU: from cudaMalloc, from
+///   cudaMallocAsync (a memory pool), or mapped with the virtual memory management API
+///   (cuMemCreate + cuMemMap, as PyTorch's expandable segments do). Host, pinned, managed or
+///   unregistered memory, or memory of another GPU → ::VRAM_ERR_POLICY. Borrowed: libvram never
+///   frees it; free the shard before the memory. The caller must not write to it while sealed
+///   (a write is tampering, caught by verify).
+/// - `len`: > 0, and `[device_ptr, device_ptr + len)` must lie inside one allocation, checked
+///   with the driver's address-range query before anything is read: a `len` that runs past it
+///   → ::VRAM_ERR_INVALID_ARGUMENT (the message says how many bytes belong to the allocation).
+///   VMM memory may span consecutive mappings of one reserved range, each of them device
+///   memory of the context's GPU; a range reaching anything else → ::VRAM_ERR_POLICY. A driver
+///   that cannot answer the query → ::VRAM_ERR_UNSUPPORTED (nothing is read unchecked).
+/// - `shard_id`, `out`: as vram_seal().
 ///
 /// Errors: ::VRAM_ERR_UNSUPPORTED on a host-backend context; ::VRAM_ERR_NULL_ARGUMENT,
 /// ::VRAM_ERR_INVALID_ARGUMENT, ::VRAM_ERR_DEVICE. Thread-safe.
@@ -247,9 +255,12 @@ pub extern "C" fn vram_seal_device(
             return Err(VramError::null("device_ptr"));
         }
         let out = arg_mut(out, "out")?;
-        let shard = ctx
-            .inner
-            .seal_device(id, device_ptr as usize, len as u64, None)?;
+        // SAFETY: the export's documented contract: the memory stays allocated until the
+        // shard is freed.
+        let shard = unsafe {
+            ctx.inner
+                .seal_device(id, device_ptr as usize, len as u64, None)
+        }?;
         *out = Box::into_raw(Box::new(vram_shard {
             inner: Arc::new(shard),
         }));

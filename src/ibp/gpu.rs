@@ -96,7 +96,11 @@ struct Run<'s> {
 
 /// Queues nodes `0..upto` on device f32 boxes (nothing is synchronised): their f64 bounds are
 /// views into the returned workspace, and every input box is checked on the device.
-fn run<'s>(
+///
+/// # Safety
+/// `in_lo` and `in_hi` must each point to `batch × input size` f32 values readable by the
+/// device (device or mapped page-locked memory), alive until `stream` is synchronised.
+unsafe fn run<'s>(
     model: &Model,
     batch: usize,
     in_lo: *const f32,
@@ -177,7 +181,8 @@ fn run<'s>(
                     .flat_map(|v| v.iter().flat_map(|x| x.to_ne_bytes()))
                     .collect();
                 let dev = DeviceAlloc::scratch(p.len(), stream, "normalisation")?;
-                copy_to_device(dev.ptr(), &p, stream)?;
+                // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
+                unsafe { copy_to_device(dev.ptr(), &p, stream) }?;
                 // SAFETY: buffers and weights as in the launch contract at the top of this match.
                 let c = unsafe {
                     ffi::lvk_ibp_normalize(
@@ -386,9 +391,13 @@ struct Out {
 }
 
 /// Waits for the queued work and fails if an input box was NaN or had lower > upper.
-fn inputs_ok(bad: *const u64, stream: &Stream) -> Result<()> {
+///
+/// # Safety
+/// `bad` must be the 8-byte device flag of a queued run on `stream`.
+unsafe fn inputs_ok(bad: *const u64, stream: &Stream) -> Result<()> {
     let mut first_bad = [0u8; 8];
-    copy_to_host(&mut first_bad, bad.cast(), stream)?;
+    // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
+    unsafe { copy_to_host(&mut first_bad, bad.cast(), stream) }?;
     stream.sync()?;
     first_bad_ok(u64::from_ne_bytes(first_bad))
 }
@@ -443,7 +452,11 @@ fn f32s(bytes: &[u8]) -> Result<Vec<f32>> {
 
 /// Bounds on C·y + d with C folded into the final linear layer, whose input box, weight and
 /// bias are fetched from the device and combined on the host (cpu::fold_spec_linear).
-fn fold_on_host(
+///
+/// # Safety
+/// `values` must be the bounds of a run of `batch` items queued on `stream`, and `out` must
+/// hold `batch × spec.rows` writable floats each where it says (host or device memory).
+unsafe fn fold_on_host(
     model: &Model,
     batch: usize,
     values: &[Bounds],
@@ -473,14 +486,18 @@ fn fold_on_host(
         .ok_or_else(|| VramError::invalid("model", "dangling node input"))?;
     let n_x = host_len(&[batch, fi, 8])?;
     let (mut xl, mut xh) = (try_vec(n_x, 0u8, "IBP bounds")?, try_vec(n_x, 0u8, "IBP bounds")?);
-    copy_to_host(&mut xl, x.lo.cast_const().cast(), stream)?;
-    copy_to_host(&mut xh, x.hi.cast_const().cast(), stream)?;
+    // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
+    unsafe { copy_to_host(&mut xl, x.lo.cast_const().cast(), stream) }?;
+    // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
+    unsafe { copy_to_host(&mut xh, x.hi.cast_const().cast(), stream) }?;
     let mut w = try_vec(host_len(&[fi, fo, 4])?, 0u8, "IBP weights")?;
-    copy_to_host(&mut w, param_ptr(model, *weight)?.cast(), stream)?;
+    // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
+    unsafe { copy_to_host(&mut w, param_ptr(model, *weight)?.cast(), stream) }?;
     let b = match bias {
         Some(i) => {
             let mut b = try_vec(host_len(&[fo, 4])?, 0u8, "IBP weights")?;
-            copy_to_host(&mut b, param_ptr(model, *i)?.cast(), stream)?;
+            // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
+            unsafe { copy_to_host(&mut b, param_ptr(model, *i)?.cast(), stream) }?;
             Some(f32s(&b)?)
         }
         None => None,
@@ -501,13 +518,18 @@ fn fold_on_host(
         &mut rl,
         &mut rh,
     )?;
-    write_out(&rl, &rh, out, stream)
+    // SAFETY: `out` holds batch × rows floats (this function's contract).
+    unsafe { write_out(&rl, &rh, out, stream) }
 }
 
 /// Rounds the final f64 bounds to f32 into `out`, or applies a spec on the host; one
 /// synchronisation, and nothing is written when an input box was bad. Small host outputs
 /// pass through `stage`, which receives the input check's flag in every case.
-fn finish(
+///
+/// # Safety
+/// `run` must have been queued on `stream` for `batch` items, and `out` must hold the output
+/// (or spec) bounds' count of writable floats each where it says (host or device memory).
+unsafe fn finish(
     model: &Model,
     batch: usize,
     run: &Run<'_>,
@@ -519,10 +541,12 @@ fn finish(
     let (values, bad) = (&run.values[..], run.bad);
     let n = batch * model.output_size();
     if spec.is_some() {
-        inputs_ok(bad, stream)?;
+        // SAFETY: `bad` is the flag of `run`, queued on `stream` (this function's contract).
+        unsafe { inputs_ok(bad, stream) }?;
     }
     if let (Some(s), true) = (spec, values.len() < model.nodes().len()) {
-        return fold_on_host(model, batch, values, s, out, stream);
+        // SAFETY: this function's contract covers `run` and `out`.
+        return unsafe { fold_on_host(model, batch, values, s, out, stream) };
     }
     let last = values
         .last()
@@ -531,8 +555,10 @@ fn finish(
         // No final linear layer to fold into: C is applied to the output box (sound).
         let mut lo = try_vec(host_len(&[n, 8])?, 0u8, "IBP bounds")?;
         let mut hi = try_vec(host_len(&[n, 8])?, 0u8, "IBP bounds")?;
-        copy_to_host(&mut lo, last.lo.cast_const().cast(), stream)?;
-        copy_to_host(&mut hi, last.hi.cast_const().cast(), stream)?;
+        // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
+        unsafe { copy_to_host(&mut lo, last.lo.cast_const().cast(), stream) }?;
+        // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
+        unsafe { copy_to_host(&mut hi, last.hi.cast_const().cast(), stream) }?;
         stream.sync()?;
         let (lo, hi) = (f64s(&lo)?, f64s(&hi)?);
         let m = s.rows;
@@ -555,7 +581,8 @@ fn finish(
                 rh[b * m + k] = h;
             }
         }
-        return write_out(&rl, &rh, out, stream);
+        // SAFETY: `out` holds batch × rows floats (this function's contract).
+        return unsafe { write_out(&rl, &rh, out, stream) };
     }
     // Host outputs: written by the kernel into the staging memory when small, else into
     // device scratch and copied.
@@ -603,8 +630,10 @@ fn finish(
                 std::slice::from_raw_parts_mut(out.hi.cast::<u8>(), n * 4),
             )
         };
-        copy_to_host(ol, scratch.ptr(), stream)?;
-        copy_to_host(oh, scratch.ptr().wrapping_add(n * 4), stream)?;
+        // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
+        unsafe { copy_to_host(ol, scratch.ptr(), stream) }?;
+        // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
+        unsafe { copy_to_host(oh, scratch.ptr().wrapping_add(n * 4), stream) }?;
     }
     stream.sync()?;
     first_bad_ok(stage.read_flag())?;
@@ -619,7 +648,11 @@ fn finish(
     Ok(())
 }
 
-fn write_out(lo: &[f32], hi: &[f32], out: Out, stream: &Stream) -> Result<()> {
+/// Writes host-computed bounds to `out`.
+///
+/// # Safety
+/// `out` must hold `lo.len()` writable floats each where it says (host or device memory).
+unsafe fn write_out(lo: &[f32], hi: &[f32], out: Out, stream: &Stream) -> Result<()> {
     if out.host {
         // SAFETY: `out` are the caller's host buffers of lo.len() floats.
         unsafe {
@@ -628,8 +661,10 @@ fn write_out(lo: &[f32], hi: &[f32], out: Out, stream: &Stream) -> Result<()> {
         }
         Ok(())
     } else {
-        copy_to_device(out.lo.cast(), f32_bytes(lo), stream)?;
-        copy_to_device(out.hi.cast(), f32_bytes(hi), stream)?;
+        // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
+        unsafe { copy_to_device(out.lo.cast(), f32_bytes(lo), stream) }?;
+        // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
+        unsafe { copy_to_device(out.hi.cast(), f32_bytes(hi), stream) }?;
         stream.sync()
     }
 }
@@ -669,23 +704,33 @@ pub fn propagate(
         } else {
             dl = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
             dh = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
-            copy_to_device(dl.ptr(), f32_bytes(req.in_lo), &stream)?;
-            copy_to_device(dh.ptr(), f32_bytes(req.in_hi), &stream)?;
+            // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
+            unsafe { copy_to_device(dl.ptr(), f32_bytes(req.in_lo), &stream) }?;
+            // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
+            unsafe { copy_to_device(dh.ptr(), f32_bytes(req.in_hi), &stream) }?;
             (dl.ptr().cast(), dh.ptr().cast())
         };
         let upto = nodes_to_run(model, req.spec);
-        let run = run(model, req.batch, il, ih, upto, &stream)?;
+        // SAFETY: `il`/`ih` hold n_in floats each in the staging memory or device scratch
+        // above, alive until the call's synchronisation.
+        let run = unsafe { run(model, req.batch, il, ih, upto, &stream) }?;
         let out = Out {
             lo: out_lo.as_mut_ptr(),
             hi: out_hi.as_mut_ptr(),
             host: true,
         };
-        finish(model, req.batch, &run, req.spec, out, &stream, stage)
+        // SAFETY: `out` are the caller's host slices of the output count.
+        unsafe { finish(model, req.batch, &run, req.spec, out, &stream, stage) }
     })
 }
 
 /// Boxes already in device memory.
-pub fn propagate_device(
+///
+/// # Safety
+/// `inp` must point to `batch × input size` f32 values each and `out` to `batch × output (or
+/// spec) size` writable f32 values each, in device memory of the model's GPU, alive and not
+/// used by other work until the call returns.
+pub unsafe fn propagate_device(
     model: &Model,
     batch: usize,
     inp: [*const f32; 2],
@@ -697,19 +742,23 @@ pub fn propagate_device(
     let _scope = DeviceScope::enter(dev)?;
     let stream = stream_for(stream, dev)?;
     with_stage(FLAG_BYTES, &stream, |stage| {
-        let run = run(
-            model,
-            batch,
-            inp[0],
-            inp[1],
-            nodes_to_run(model, spec),
-            &stream,
-        )?;
+        // SAFETY: the caller's device boxes (this function's contract).
+        let run = unsafe {
+            run(
+                model,
+                batch,
+                inp[0],
+                inp[1],
+                nodes_to_run(model, spec),
+                &stream,
+            )
+        }?;
         let out = Out {
             lo: out[0],
             hi: out[1],
             host: false,
         };
-        finish(model, batch, &run, spec, out, &stream, stage)
+        // SAFETY: the caller's device outputs (this function's contract).
+        unsafe { finish(model, batch, &run, spec, out, &stream, stage) }
     })
 }

@@ -23,8 +23,13 @@ pub fn propagate_host_boxes(
 }
 
 /// Bounds for boxes already in device memory (CUDA-backed models only).
+///
+/// # Safety
+/// `in_lo`/`in_hi` must each point to `batch × input size` f32 values, and `out_lo`/`out_hi` to
+/// `batch × output size` (or `spec.rows`) writable f32 values, in device memory of the model's
+/// GPU, alive and not used by other work until the call returns.
 #[allow(clippy::too_many_arguments)]
-pub fn propagate_device(
+pub unsafe fn propagate_device(
     model: &Model,
     batch: usize,
     in_lo: *const f32,
@@ -42,9 +47,10 @@ pub fn propagate_device(
             ErrorKind::Unsupported,
             "opts->memory: device memory needs a CUDA-backed model; this one uses the host backend",
         )),
-        Residency::Cuda { .. } => {
+        // SAFETY: this function's contract, passed on.
+        Residency::Cuda { .. } => unsafe {
             gpu::propagate_device(model, batch, [in_lo, in_hi], [out_lo, out_hi], spec, stream)
-        }
+        },
     }
 }
 
@@ -66,7 +72,9 @@ mod gpu {
         Err(none())
     }
 
-    pub fn propagate_device(
+    /// # Safety
+    /// Never reads its pointers (no CUDA in this build).
+    pub unsafe fn propagate_device(
         _: &Model,
         _: usize,
         _: [*const f32; 2],

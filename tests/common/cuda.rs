@@ -98,6 +98,7 @@ pub fn device_options(stream: *mut c_void) -> vram::ibp_propagate_options {
         spec_rows: 0,
         spec_c: std::ptr::null(),
         spec_d: std::ptr::null(),
+        flags: 0,
     }
 }
 

@@ -25,7 +25,20 @@ pub fn options(backend: vram_backend, key: &[u8]) -> vram_ctx_options {
         key: key.as_ptr(),
         key_len: key.len(),
         capacity_bytes: 0,
+        // The suite exercises the fault drills; tests/hardening.rs checks they are off
+        // without this flag.
+        flags: VRAM_CTX_ALLOW_FAULT_DRILLS,
     }
+}
+
+/// Bytes a shard of `len` bytes holds against its context's capacity on `backend`: its bytes
+/// (whole 4 KiB pages on the host backend) plus the bookkeeping, 512 bytes and 32 per MiB.
+pub fn held(backend: vram_backend, len: usize) -> u64 {
+    let bytes = match backend {
+        vram_backend::VRAM_BACKEND_HOST => len.next_multiple_of(4096),
+        _ => len,
+    };
+    (bytes + 512 + 32 * len.div_ceil(1 << 20)) as u64
 }
 
 /// The backend the test suite runs on: `VRAM_TEST_BACKEND=cuda` on the GPU machine, else host.

@@ -8,6 +8,9 @@ use crate::error::{ErrorKind, Result, VramError};
 pub const PTR_DEVICE: c_int = 2;
 pub const PTR_MANAGED: c_int = 3;
 pub const PTR_HOST: c_int = 1;
+pub const RANGE_OK: c_int = 0;
+pub const RANGE_PAST_END: c_int = 1;
+pub const RANGE_FOREIGN: c_int = 2;
 
 /// One shard of a Merkle batch (mirrors `lvk_job`).
 #[repr(C)]
@@ -26,6 +29,13 @@ unsafe extern "C" {
     pub fn lvk_set_device(device: c_int) -> c_int;
     pub fn lvk_mem_info(free: *mut usize, total: *mut usize) -> c_int;
     pub fn lvk_pointer_kind(ptr: *const c_void, kind: *mut c_int, device: *mut c_int) -> c_int;
+    pub fn lvk_device_range(
+        ptr: *const c_void,
+        len: usize,
+        device: c_int,
+        verdict: *mut c_int,
+        valid: *mut usize,
+    ) -> c_int;
     pub fn lvk_error_string(code: c_int) -> *const c_char;
     pub fn lvk_stream_create(stream: *mut *mut c_void) -> c_int;
     pub fn lvk_stream_destroy(stream: *mut c_void) -> c_int;

@@ -198,26 +198,33 @@ impl CudaBackend {
             let src = data
                 .get(off as usize..(off + job.len) as usize)
                 .ok_or_else(|| VramError::invalid("len", "chunk outside the data"))?;
-            copy_to_device(job.data.cast_mut(), src, copy)?;
+            // SAFETY: the destination was allocated above with room for the source, and both outlive the synchronisation of the stream.
+            unsafe { copy_to_device(job.data.cast_mut(), src, copy) }?;
             copied.order(hash, copy)?;
             let first_region = off / region;
-            launch(
+            // SAFETY: chunk `c`'s job lies in the job table uploaded above, its bytes in `dst`,
+            // and its roots in `level_dev`, all alive until the streams are synchronised.
+            unsafe { launch(
                 jobs_dev.ptr().cast::<LvkJob>().wrapping_add(c),
                 1,
                 job.len.div_ceil(region),
                 layout.region_leaves() as u32,
                 level_dev.ptr().wrapping_add(32 * first_region as usize),
                 hash,
-            )?;
+            ) }?;
         }
-        copy_to_host(level.as_flattened_mut(), level_dev.ptr(), hash)?;
+        // SAFETY: the source was allocated above with the destination's length, and both outlive the synchronisation of the stream.
+        unsafe { copy_to_host(level.as_flattened_mut(), level_dev.ptr(), hash) }?;
         hash.sync()?;
         copy.sync()
     }
 
     /// Seals device memory the caller owns (borrowed, never freed by libvram). Only plain
-    /// device memory of this context's GPU is accepted.
-    pub fn adopt(&self, ptr: usize, layout: TreeLayout, level: &mut [Hash]) -> Result<DeviceBuf> {
+    /// device memory of this context's GPU is accepted, within one allocation.
+    ///
+    /// # Safety
+    /// `ptr` must stay allocated for as long as the returned buffer lives.
+    pub unsafe fn adopt(&self, ptr: usize, layout: TreeLayout, level: &mut [Hash]) -> Result<DeviceBuf> {
         let _scope = DeviceScope::enter(self.device)?;
         let (kind, device) = pointer_kind(ptr)?;
         let policy = |what: &str| {
@@ -236,6 +243,7 @@ impl CudaBackend {
             ffi::PTR_HOST => return policy("is pinned host memory"),
             _ => return policy("is not memory known to CUDA (host or unregistered)"),
         }
+        check_range(ptr, layout.len, self.device)?;
         let buf = DeviceBuf {
             ptr: ptr as *mut u8,
             len: layout.len,
@@ -321,23 +329,35 @@ impl CudaBackend {
         }
         let jobs_dev = upload_jobs(&jobs, stream)?;
         let roots_dev = DeviceAlloc::new(to_usize(32 * total)?, stream, "region roots")?;
-        launch(
-            jobs_dev.ptr().cast(),
-            jobs.len() as u32,
-            total,
-            max_leaves,
-            roots_dev.ptr(),
-            stream,
-        )?;
+        // SAFETY: the job table and the roots were allocated above for these jobs and regions;
+        // the shards' buffers are alive (their handles are borrowed for the call), and the
+        // stream is synchronised below before any of them can go.
+        unsafe {
+            launch(
+                jobs_dev.ptr().cast(),
+                jobs.len() as u32,
+                total,
+                max_leaves,
+                roots_dev.ptr(),
+                stream,
+            )
+        }?;
         // The launch returned at once; the host work overlaps the kernel.
         meanwhile();
-        copy_to_host(fresh.as_flattened_mut(), roots_dev.ptr(), stream)?;
+        // SAFETY: the source was allocated above with the destination's length, and both outlive the synchronisation of the stream.
+        unsafe { copy_to_host(fresh.as_flattened_mut(), roots_dev.ptr(), stream) }?;
         stream.sync()?;
         Ok(fresh)
     }
 }
 
-fn launch(
+/// Queues the Merkle kernel over `n` jobs whose `regions` region roots go to `roots`.
+///
+/// # Safety
+/// `jobs` must point to `n` jobs in device memory whose buffers hold `len` bytes each, and
+/// `roots` must have room for 32 bytes per region; all of them must stay allocated until the
+/// stream is synchronised.
+unsafe fn launch(
     jobs: *const LvkJob,
     n: u32,
     regions: u64,
@@ -345,9 +365,7 @@ fn launch(
     roots: *mut u8,
     stream: &Stream,
 ) -> Result<()> {
-    // SAFETY: `jobs` points to `n` jobs in device memory whose buffers hold `len` bytes each,
-    // and `roots` has room for 32 bytes per region; both stay allocated until the stream is
-    // synchronised (callers own them across the sync).
+    // SAFETY: the function's contract.
     check(
         unsafe { ffi::lvk_region_roots(jobs, n, regions, max_leaves, roots, stream.raw()) },
         "Merkle kernel launch",
@@ -359,7 +377,8 @@ fn upload_jobs<'s>(jobs: &[LvkJob], stream: &'s Stream) -> Result<DeviceAlloc<'s
     let dev = DeviceAlloc::new(bytes, stream, "job table")?;
     // SAFETY: LvkJob is plain old data; viewing the slice as bytes reads initialised memory.
     let raw = unsafe { std::slice::from_raw_parts(jobs.as_ptr().cast::<u8>(), bytes) };
-    copy_to_device(dev.ptr(), raw, stream)?;
+    // SAFETY: the destination was allocated above with room for the source, and both outlive the synchronisation of the stream.
+    unsafe { copy_to_device(dev.ptr(), raw, stream) }?;
     Ok(dev)
 }
 
@@ -381,6 +400,35 @@ fn pointer_kind(ptr: usize) -> Result<(c_int, c_int)> {
         return Ok((0, -1)); // unknown to CUDA: treated as unregistered host memory
     }
     Ok((kind, device))
+}
+
+/// Refuses a `len` that runs past the caller's allocation (hashing it would read memory that
+/// is not the caller's tensor, or fault and leave a sticky error in the caller's context).
+fn check_range(ptr: usize, len: u64, device: i32) -> Result<()> {
+    let (mut verdict, mut valid) = (ffi::RANGE_PAST_END, 0usize);
+    // SAFETY: the query only inspects the address range; both out-pointers are valid.
+    check(
+        unsafe {
+            ffi::lvk_device_range(ptr as *const c_void, to_usize(len)?, device, &mut verdict, &mut valid)
+        },
+        "address range query",
+    )?;
+    let refuse = |kind: ErrorKind, why: String| Err(VramError::new(kind, format!("len: {why}")));
+    match verdict {
+        ffi::RANGE_OK => Ok(()),
+        ffi::RANGE_PAST_END => refuse(
+            ErrorKind::InvalidArgument,
+            format!("{len} bytes run past the allocation at device_ptr: only {valid} bytes from it belong to one allocation (or to consecutive mappings of one virtual range)"),
+        ),
+        ffi::RANGE_FOREIGN => refuse(
+            ErrorKind::Policy,
+            format!("the range reaches memory that is not device memory of GPU {device}, {valid} bytes after device_ptr"),
+        ),
+        _ => refuse(
+            ErrorKind::Unsupported,
+            "the driver cannot report allocation ranges (cuMemGetAddressRange), so the range cannot be checked".into(),
+        ),
+    }
 }
 
 fn annotate_oom(e: VramError, len: u64, device: i32) -> VramError {
@@ -471,7 +519,8 @@ mod tests {
                 0
             );
         }
-        copy_to_device(dev.ptr(), &host, &stream).unwrap();
+        // SAFETY: the destination was allocated above with room for the source, and both outlive the synchronisation of the stream.
+        unsafe { copy_to_device(dev.ptr(), &host, &stream).unwrap() };
         drop(dev);
         stream.sync().unwrap();
         // Device selection: an ordinal that does not exist is an error, and the scope restores.

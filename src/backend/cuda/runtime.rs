@@ -201,18 +201,27 @@ impl Drop for PinnedHost {
     }
 }
 
-pub fn copy_to_device(dst: *mut u8, src: &[u8], stream: &Stream) -> Result<()> {
-    // SAFETY: `dst` is device memory of at least `src.len()` bytes (callers allocate it so);
-    // `src` is readable host memory kept alive until the stream is synchronised.
+/// Queues a copy of `src` to device memory at `dst` on `stream`.
+///
+/// # Safety
+/// `dst` must be device memory (or mapped page-locked memory) writable for `src.len()` bytes,
+/// and both `dst` and `src` must stay allocated, and `src` unchanged, until `stream` is
+/// synchronised.
+pub unsafe fn copy_to_device(dst: *mut u8, src: &[u8], stream: &Stream) -> Result<()> {
+    // SAFETY: the function's contract.
     check(
         unsafe { lvk_memcpy_h2d_async(dst.cast(), src.as_ptr().cast(), src.len(), stream.raw()) },
         "cudaMemcpyAsync (host to device)",
     )
 }
 
-pub fn copy_to_host(dst: &mut [u8], src: *const u8, stream: &Stream) -> Result<()> {
-    // SAFETY: `src` is device memory of at least `dst.len()` bytes; `dst` stays alive and
-    // unaliased until the stream is synchronised.
+/// Queues a copy of `dst.len()` bytes from device memory at `src` into `dst` on `stream`.
+///
+/// # Safety
+/// `src` must be device memory readable for `dst.len()` bytes, and both must stay allocated
+/// (and `dst` otherwise untouched) until `stream` is synchronised.
+pub unsafe fn copy_to_host(dst: &mut [u8], src: *const u8, stream: &Stream) -> Result<()> {
+    // SAFETY: the function's contract.
     check(
         unsafe {
             lvk_memcpy_d2h_async(dst.as_mut_ptr().cast(), src.cast(), dst.len(), stream.raw())
