@@ -507,6 +507,7 @@ fn propagate(
     if batch == 0 {
         return Err(VramError::invalid("batch", "must be > 0"));
     }
+    model.check_batch(batch)?;
     let flags = opts.map_or(0, |o| o.flags);
     if flags & !IBP_PROPAGATE_VERIFY_WEIGHTS != 0 {
         return Err(VramError::invalid(

@@ -113,6 +113,22 @@ impl Model {
         Ok(())
     }
 
+    /// Refuses a batch whose working memory could never fit this machine, before any box is
+    /// read: on the CPU path every node's bounds for the whole batch are held at once (two f64
+    /// per element).
+    pub fn check_batch(&self, batch: usize) -> Result<()> {
+        if self.ctx.residency() != crate::seal::record::Residency::Host {
+            return Ok(()); // device workspaces are allocated fallibly on the GPU
+        }
+        let total = self
+            .nodes
+            .iter()
+            .try_fold(0u64, |acc, n| acc.checked_add(n.size()))
+            .and_then(|n| n.checked_mul(16))
+            .and_then(|b| b.checked_mul(batch as u64));
+        crate::fallible::check_host_bytes(total.unwrap_or(u64::MAX), "batch (CPU bounds)")
+    }
+
     /// Bounds for host boxes on the CPU (host backend).
     pub fn propagate_host(
         &self,
@@ -136,14 +152,6 @@ impl Model {
             self.input_size(),
             req.spec.map_or(self.output_size(), |s| s.rows),
         );
-        // Every node's bounds for the whole batch are held at once (two f64 per element).
-        let per_item = self
-            .nodes
-            .iter()
-            .try_fold(0u64, |acc, n| acc.checked_add(n.size()))
-            .and_then(|n| n.checked_mul(16));
-        let total = per_item.and_then(|b| b.checked_mul(req.batch as u64));
-        crate::fallible::check_host_bytes(total.unwrap_or(u64::MAX), "ibp_propagate (CPU bounds)")?;
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(req.batch)
