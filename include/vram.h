@@ -23,13 +23,6 @@
 
 
 /**
- * The longest message vram_last_error_message() returns, in bytes (without the NUL): messages
- * may quote a caller's or a file's text, which is cut (and the cut marked with " [...]")
- * rather than grow a message without bound.
- */
-#define VRAM_MAX_ERROR_MESSAGE 1024
-
-/**
  * The previous node, as the `input` argument of every ibp_builder_add_* function.
  */
 #define IBP_PREV UINT32_MAX
@@ -41,6 +34,13 @@
  * ::VRAM_ERR_BAD_SEAL), nothing written. Costs one pass over the weights per call.
  */
 #define IBP_PROPAGATE_VERIFY_WEIGHTS 1
+
+/**
+ * The longest message vram_last_error_message() returns, in bytes (without the NUL): messages
+ * may quote a caller's or a file's text, which is cut (and the cut marked with " [...]")
+ * rather than grow a message without bound.
+ */
+#define VRAM_MAX_ERROR_MESSAGE 1024
 
 /**
  * A ::vram_ctx_options flag: vram_debug_flip_bit() and ibp_model_debug_flip_bit() may change

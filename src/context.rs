@@ -71,7 +71,9 @@ impl Accounting {
         if live.contains(id) {
             return Err(VramError::invalid(
                 "shard_id",
-                format!("'{id}' is already sealed and live in this context (free that shard first, or choose another id)"),
+                format!(
+                    "'{id}' is already sealed and live in this context (free that shard first, or choose another id)"
+                ),
             ));
         }
         live.try_reserve(1)
@@ -265,8 +267,8 @@ impl Context {
         let reservation = self.accounting.reserve(id, bookkeeping(layout))?;
         let mut level = zeroed_level(layout.regions())?;
         // SAFETY: this function's contract, passed on.
-        let storage = unsafe { self.backend.adopt(device_ptr, layout, &mut level) }
-            .inspect_err(|e| {
+        let storage =
+            unsafe { self.backend.adopt(device_ptr, layout, &mut level) }.inspect_err(|e| {
                 if e.kind == ErrorKind::Policy {
                     events::emit(Level::Warn, names::POLICY_VIOLATION, &e.message);
                 }

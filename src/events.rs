@@ -80,7 +80,10 @@ pub fn set_sink(f: Option<SinkFn>, max_level: u32) {
         if !in_sink() {
             let mut running = lock(&old.running);
             while *running > 0 {
-                running = old.idle.wait(running).unwrap_or_else(PoisonError::into_inner);
+                running = old
+                    .idle
+                    .wait(running)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
         }
     }

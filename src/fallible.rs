@@ -38,7 +38,9 @@ pub fn try_vec<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
     check_host_bytes(bytes, what)?;
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| {
-        VramError::out_of_memory(format!("{what}: {bytes} bytes of host memory could not be allocated"))
+        VramError::out_of_memory(format!(
+            "{what}: {bytes} bytes of host memory could not be allocated"
+        ))
     })?;
     v.resize(n, value);
     Ok(v)
@@ -50,7 +52,9 @@ pub fn try_with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
     check_host_bytes(bytes, what)?;
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| {
-        VramError::out_of_memory(format!("{what}: {bytes} bytes of host memory could not be allocated"))
+        VramError::out_of_memory(format!(
+            "{what}: {bytes} bytes of host memory could not be allocated"
+        ))
     })?;
     Ok(v)
 }

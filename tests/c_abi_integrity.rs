@@ -141,7 +141,11 @@ fn writes_through_the_data_pointer_fault_or_are_caught() {
     // SAFETY: the page lies inside the shard's mapping; this test plays the attacker.
     unsafe {
         assert_eq!(
-            libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_READ | libc::PROT_WRITE),
+            libc::mprotect(
+                page as *mut libc::c_void,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE
+            ),
             0
         );
         *p.add(MIB + 17) ^= 0x40;

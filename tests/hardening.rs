@@ -62,7 +62,10 @@ fn fault_drills_are_off_unless_the_context_allows_them() {
         vram_status::VRAM_ERR_POLICY,
         "fault drills are disabled",
     );
-    assert_eq!(ibp_model_verify(ctx.0, m, ptr::null_mut()), vram_status::VRAM_OK);
+    assert_eq!(
+        ibp_model_verify(ctx.0, m, ptr::null_mut()),
+        vram_status::VRAM_OK
+    );
     ibp_model_free(m);
 
     // With the flag the drill works, and a bit past the end is refused.
@@ -170,7 +173,14 @@ fn every_failed_seal_and_builder_call_leaves_usage_unchanged() {
         leaf_size: 1000,
     };
     assert_eq!(
-        vram_seal_ex(ctx.0, id.as_ptr(), b"x".as_ptr().cast(), 1, &bad_leaf, &mut out),
+        vram_seal_ex(
+            ctx.0,
+            id.as_ptr(),
+            b"x".as_ptr().cast(),
+            1,
+            &bad_leaf,
+            &mut out
+        ),
         vram_status::VRAM_ERR_INVALID_ARGUMENT
     );
     same("a bad leaf size");
@@ -214,13 +224,26 @@ fn every_failed_seal_and_builder_call_leaves_usage_unchanged() {
         vram_status::VRAM_ERR_OUT_OF_MEMORY,
         "capacity",
     );
-    assert_eq!(tctx.used(), 0, "the weight of a failed linear add stayed counted");
+    assert_eq!(
+        tctx.used(),
+        0,
+        "the weight of a failed linear add stayed counted"
+    );
     ibp_builder_free(tb);
     let _ = p;
     // Non-finite weights, bad batchnorm, bad pools: all refused with nothing left.
     let nan = [f32::NAN; 2];
     expect(
-        ibp_builder_add_batchnorm(b, IBP_PREV, nan.as_ptr(), nan.as_ptr(), nan.as_ptr(), nan.as_ptr(), 1e-5, ptr::null_mut()),
+        ibp_builder_add_batchnorm(
+            b,
+            IBP_PREV,
+            nan.as_ptr(),
+            nan.as_ptr(),
+            nan.as_ptr(),
+            nan.as_ptr(),
+            1e-5,
+            ptr::null_mut(),
+        ),
         vram_status::VRAM_ERR_INVALID_ARGUMENT,
         "gamma",
     );
@@ -321,7 +344,14 @@ fn huge_pooling_windows_are_refused_and_accepted_ones_run_quickly() {
     let (mut ol, mut oh) = (vec![0f32; n], vec![0f32; n]);
     let t = Instant::now();
     assert_eq!(
-        ibp_propagate(m, 1, lo.as_ptr(), hi.as_ptr(), ol.as_mut_ptr(), oh.as_mut_ptr()),
+        ibp_propagate(
+            m,
+            1,
+            lo.as_ptr(),
+            hi.as_ptr(),
+            ol.as_mut_ptr(),
+            oh.as_mut_ptr()
+        ),
         vram_status::VRAM_OK
     );
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
@@ -334,7 +364,10 @@ fn a_node_too_large_for_memory_is_out_of_memory_not_an_abort() {
     let ctx = Ctx::new();
     // 2^28 elements per item, batch 2^20: 2^48 × 16 bytes of CPU bounds.
     let b = builder(&ctx, "big", &[1 << 28]);
-    assert_eq!(ibp_builder_add_relu(b, IBP_PREV, ptr::null_mut()), vram_status::VRAM_OK);
+    assert_eq!(
+        ibp_builder_add_relu(b, IBP_PREV, ptr::null_mut()),
+        vram_status::VRAM_OK
+    );
     let mut m = ptr::null_mut();
     assert_eq!(ibp_builder_build(b, &mut m), vram_status::VRAM_OK);
     let batch = 1usize << 20;
@@ -381,7 +414,15 @@ fn propagate_can_verify_the_weights_in_the_same_call() {
     let (lo, hi) = ([0.0f32, 0.0], [1.0f32, 1.0]);
     let (mut ol, mut oh) = ([7.0f32; 2], [7.0f32; 2]);
     let run = |opts: &ibp_propagate_options, ol: &mut [f32; 2], oh: &mut [f32; 2]| {
-        ibp_propagate_ex(m, 1, lo.as_ptr(), hi.as_ptr(), ol.as_mut_ptr(), oh.as_mut_ptr(), opts)
+        ibp_propagate_ex(
+            m,
+            1,
+            lo.as_ptr(),
+            hi.as_ptr(),
+            ol.as_mut_ptr(),
+            oh.as_mut_ptr(),
+            opts,
+        )
     };
     assert_eq!(run(&opts, &mut ol, &mut oh), vram_status::VRAM_OK);
     // y0 = x0 − x1 ∈ [−1, 1], y1 = 0.5·x0 + 2·x1 ∈ [0, 2.5], rounded outward.
@@ -400,7 +441,11 @@ fn propagate_can_verify_the_weights_in_the_same_call() {
     opts.flags = 0;
     assert_eq!(run(&opts, &mut ol, &mut oh), vram_status::VRAM_OK);
     opts.flags = 2;
-    expect(run(&opts, &mut ol, &mut oh), vram_status::VRAM_ERR_INVALID_ARGUMENT, "opts->flags");
+    expect(
+        run(&opts, &mut ol, &mut oh),
+        vram_status::VRAM_ERR_INVALID_ARGUMENT,
+        "opts->flags",
+    );
     // The earlier struct (without flags) is still accepted.
     opts.struct_size = std::mem::offset_of!(ibp_propagate_options, flags) as u32;
     assert_eq!(run(&opts, &mut ol, &mut oh), vram_status::VRAM_OK);
@@ -429,7 +474,10 @@ fn the_nnet_reader_refuses_non_files_and_caps_what_it_quotes() {
     let fifo = dir.join("pipe.nnet");
     let cfifo = CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: creates a FIFO at a path of this test's own directory.
-    assert_eq!(unsafe { libc::mkfifo(cfifo.as_ptr() as *const c_char, 0o600) }, 0);
+    assert_eq!(
+        unsafe { libc::mkfifo(cfifo.as_ptr() as *const c_char, 0o600) },
+        0
+    );
     let t = Instant::now();
     let (s, msg) = load_nnet(&ctx, fifo.to_str().unwrap());
     assert_eq!(s, vram_status::VRAM_ERR_INVALID_ARGUMENT);

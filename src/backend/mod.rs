@@ -130,7 +130,9 @@ impl Backend {
     /// Bytes of this backend a shard of `len` bytes holds: host shards take whole pages.
     pub fn held_bytes(&self, len: u64) -> u64 {
         match self {
-            Backend::Host(_) => len.saturating_add(page_buf::PAGE as u64 - 1) & !(page_buf::PAGE as u64 - 1),
+            Backend::Host(_) => {
+                len.saturating_add(page_buf::PAGE as u64 - 1) & !(page_buf::PAGE as u64 - 1)
+            }
             #[cfg(vram_cuda)]
             Backend::Cuda(_) => len,
         }
@@ -164,7 +166,9 @@ impl Backend {
             )),
             #[cfg(vram_cuda)]
             // SAFETY: this function's contract, passed on.
-            Backend::Cuda(c) => Ok(Storage::Cuda(unsafe { c.adopt(device_ptr, layout, level) }?)),
+            Backend::Cuda(c) => Ok(Storage::Cuda(unsafe {
+                c.adopt(device_ptr, layout, level)
+            }?)),
         }
     }
 

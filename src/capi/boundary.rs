@@ -5,17 +5,13 @@ use std::cell::RefCell;
 use std::ffi::c_char;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use super::misc::VRAM_MAX_ERROR_MESSAGE;
 use super::types::vram_status;
 use crate::error::{ErrorKind, Result, VramError};
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
-
-/// The longest message vram_last_error_message() returns, in bytes (without the NUL): messages
-/// may quote a caller's or a file's text, which is cut (and the cut marked with " [...]")
-/// rather than grow a message without bound.
-pub const VRAM_MAX_ERROR_MESSAGE: usize = 1024;
 
 /// `message` cut to at most [`VRAM_MAX_ERROR_MESSAGE`] bytes on a character boundary, marked when cut.
 fn capped(mut message: String) -> String {
@@ -225,7 +221,9 @@ mod tests {
 
     #[test]
     fn long_messages_are_capped_on_a_char_boundary() {
-        let s = guard("vram_x", || Err(VramError::invalid("path", "é".repeat(5000))));
+        let s = guard("vram_x", || {
+            Err(VramError::invalid("path", "é".repeat(5000)))
+        });
         assert_eq!(s, vram_status::VRAM_ERR_INVALID_ARGUMENT);
         with_last_error(|m| {
             assert!(m.len() <= VRAM_MAX_ERROR_MESSAGE, "{}", m.len());

@@ -4,8 +4,8 @@ use super::boundary::{arg_bytes, arg_mut, arg_ref, guard, guard_value, read_opti
 use super::types::{
     VRAM_CTX_ALLOW_FAULT_DRILLS, vram_backend, vram_ctx, vram_ctx_options, vram_status,
 };
-use crate::error::VramError;
 use crate::context::{Context, ContextOptions};
+use crate::error::VramError;
 use crate::seal::record::Residency;
 
 /// Creates a context.

@@ -538,7 +538,10 @@ fn propagate(
             let d = if o.spec_d.is_null() {
                 crate::fallible::try_vec(o.spec_rows, 0.0, "opts->spec_d")?
             } else {
-                copied(floats(o.spec_d, o.spec_rows as u64, "opts->spec_d")?, "opts->spec_d")?
+                copied(
+                    floats(o.spec_d, o.spec_rows as u64, "opts->spec_d")?,
+                    "opts->spec_d",
+                )?
             };
             let spec = Spec {
                 rows: o.spec_rows,
@@ -559,16 +562,18 @@ fn propagate(
     if memory == Memory::Device {
         // SAFETY: the export's documented contract: with IBP_MEMORY_DEVICE the four pointers
         // are device buffers of the model's GPU holding n_in and n_out floats.
-        return unsafe { crate::ibp::gpu_entry::propagate_device(
-            model,
-            batch,
-            in_lower,
-            in_upper,
-            out_lower,
-            out_upper,
-            spec.as_ref(),
-            opts.map(|o| o.stream),
-        ) };
+        return unsafe {
+            crate::ibp::gpu_entry::propagate_device(
+                model,
+                batch,
+                in_lower,
+                in_upper,
+                out_lower,
+                out_upper,
+                spec.as_ref(),
+                opts.map(|o| o.stream),
+            )
+        };
     }
     let lo = floats(in_lower, n_in as u64, "in_lower")?;
     let hi = floats(in_upper, n_in as u64, "in_upper")?;

@@ -26,6 +26,11 @@ pub extern "C" fn vram_status_str(status: u32) -> *const c_char {
     s.as_ptr().cast()
 }
 
+/// The longest message vram_last_error_message() returns, in bytes (without the NUL): messages
+/// may quote a caller's or a file's text, which is cut (and the cut marked with " [...]")
+/// rather than grow a message without bound.
+pub const VRAM_MAX_ERROR_MESSAGE: usize = 1024;
+
 /// Copies the calling thread's last error message (empty if none) into `buf` as a
 /// NUL-terminated string, truncated to fit `len` bytes, and returns the message's full length
 /// in bytes (without the NUL): a return value `>= len` means it was truncated.

@@ -118,7 +118,11 @@ impl Builder {
         let mut sealed = Vec::with_capacity(tensors.len());
         for (tensor, values) in tensors {
             let id = format!("{}/{node}/{tensor}", self.name);
-            sealed.push(Arc::new(self.ctx.seal(id.as_bytes(), f32_bytes(values), None)?));
+            sealed.push(Arc::new(self.ctx.seal(
+                id.as_bytes(),
+                f32_bytes(values),
+                None,
+            )?));
         }
         Ok(sealed)
     }

@@ -51,7 +51,9 @@ impl Network<'_> {
             let n = usize::try_from(node.size())
                 .ok()
                 .and_then(|size| items.checked_mul(size))
-                .ok_or_else(|| VramError::out_of_memory("IBP bounds: batch × node size overflows"))?;
+                .ok_or_else(|| {
+                    VramError::out_of_memory("IBP bounds: batch × node size overflows")
+                })?;
             let mut out = Boxes {
                 lo: try_vec(n, 0.0, "IBP bounds")?,
                 hi: try_vec(n, 0.0, "IBP bounds")?,

@@ -485,7 +485,10 @@ unsafe fn fold_on_host(
         .get(last.input)
         .ok_or_else(|| VramError::invalid("model", "dangling node input"))?;
     let n_x = host_len(&[batch, fi, 8])?;
-    let (mut xl, mut xh) = (try_vec(n_x, 0u8, "IBP bounds")?, try_vec(n_x, 0u8, "IBP bounds")?);
+    let (mut xl, mut xh) = (
+        try_vec(n_x, 0u8, "IBP bounds")?,
+        try_vec(n_x, 0u8, "IBP bounds")?,
+    );
     // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
     unsafe { copy_to_host(&mut xl, x.lo.cast_const().cast(), stream) }?;
     // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
@@ -505,7 +508,10 @@ unsafe fn fold_on_host(
     stream.sync()?;
     let (w, xl, xh) = (f32s(&w)?, f64s(&xl)?, f64s(&xh)?);
     let n_r = host_len(&[batch, spec.rows])?;
-    let (mut rl, mut rh) = (try_vec(n_r, 0f32, "IBP bounds")?, try_vec(n_r, 0f32, "IBP bounds")?);
+    let (mut rl, mut rh) = (
+        try_vec(n_r, 0f32, "IBP bounds")?,
+        try_vec(n_r, 0f32, "IBP bounds")?,
+    );
     super::cpu::fold_spec_linear(
         spec,
         &w,

@@ -36,7 +36,11 @@ fn bad(reason: impl std::fmt::Display) -> VramError {
 
 /// A token cut for quoting in a message.
 fn quote(t: &str) -> String {
-    let mut q: String = t.chars().take(MAX_QUOTE).flat_map(char::escape_debug).collect();
+    let mut q: String = t
+        .chars()
+        .take(MAX_QUOTE)
+        .flat_map(char::escape_debug)
+        .collect();
     if t.chars().count() > MAX_QUOTE {
         q.push_str("...");
     }
@@ -54,7 +58,10 @@ impl<'a> Numbers<'a> {
         let mut lines = text.lines();
         let mut line_no = 0;
         let mut rest = lines.clone();
-        while rest.next().is_some_and(|l| l.trim_start().starts_with("//")) {
+        while rest
+            .next()
+            .is_some_and(|l| l.trim_start().starts_with("//"))
+        {
             lines.next();
             line_no += 1;
         }
@@ -80,12 +87,16 @@ impl<'a> Numbers<'a> {
                     "line {at}: {what} has more than the {n} values expected"
                 )));
             }
-            let v = t.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
-                bad(format!(
-                    "line {at}: '{}' in {what} is not a finite number",
-                    quote(t)
-                ))
-            })?;
+            let v = t
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "line {at}: '{}' in {what} is not a finite number",
+                        quote(t)
+                    ))
+                })?;
             values.push(v);
         }
         if values.len() != n {
@@ -111,9 +122,7 @@ impl<'a> Numbers<'a> {
 
 fn count(v: f64, what: &str, max: u64) -> Result<usize> {
     if v.fract() != 0.0 || v < 1.0 || v > max as f64 {
-        return Err(bad(format!(
-            "{what} {v} is not an integer from 1 to {max}"
-        )));
+        return Err(bad(format!("{what} {v} is not an integer from 1 to {max}")));
     }
     Ok(v as usize)
 }
@@ -143,7 +152,9 @@ fn read_text(path: &std::path::Path) -> Result<String> {
         .read_to_end(&mut bytes)
         .map_err(|e| bad(format!("{shown}: {e}")))?;
     if bytes.len() as u64 > MAX_FILE {
-        return Err(bad(format!("{shown}: grew past {MAX_FILE} bytes while read")));
+        return Err(bad(format!(
+            "{shown}: grew past {MAX_FILE} bytes while read"
+        )));
     }
     String::from_utf8(bytes).map_err(|e| {
         bad(format!(
@@ -180,7 +191,9 @@ fn parse(ctx: Arc<Context>, text: &str, path: &std::path::Path) -> Result<Model>
         return Err(bad("the last layer size is not the header's output count"));
     }
     if sizes.iter().max() != Some(&max_size) {
-        return Err(bad("the header's max layer size is not the largest layer size"));
+        return Err(bad(
+            "the header's max layer size is not the largest layer size",
+        ));
     }
     // Every value takes at least two bytes ("0,"): a file that declares more values than it
     // could hold is refused before anything is allocated for them.
@@ -235,9 +248,7 @@ fn parse(ctx: Arc<Context>, text: &str, path: &std::path::Path) -> Result<Model>
             bias.push(nums.exact(1, &format!("layer {l} bias {r}"))?[0] as f32);
         }
         if let Some(i) = weight.iter().chain(&bias).position(|v| !v.is_finite()) {
-            return Err(bad(format!(
-                "layer {l}: value {i} overflows float32"
-            )));
+            return Err(bad(format!("layer {l}: value {i} overflows float32")));
         }
         b.add_linear(PREV, fan_out as u64, &weight, Some(&bias))?;
         if l + 1 < layers {

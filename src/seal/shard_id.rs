@@ -105,8 +105,17 @@ mod tests {
         }
         // Bidirectional overrides, zero-width characters, separators and tags.
         for id in [
-            "a\u{202E}b", "a\u{2066}b", "a\u{200B}b", "a\u{200D}b", "\u{FEFF}a", "a\u{2028}b",
-            "a\u{00A0}b", "a\u{3000}b", "a\u{E0041}", "a\u{FE0F}", "a\u{061C}b",
+            "a\u{202E}b",
+            "a\u{2066}b",
+            "a\u{200B}b",
+            "a\u{200D}b",
+            "\u{FEFF}a",
+            "a\u{2028}b",
+            "a\u{00A0}b",
+            "a\u{3000}b",
+            "a\u{E0041}",
+            "a\u{FE0F}",
+            "a\u{061C}b",
         ] {
             assert!(check_shard_id(id.as_bytes()).is_err(), "{id:?}");
         }

@@ -204,14 +204,16 @@ impl CudaBackend {
             let first_region = off / region;
             // SAFETY: chunk `c`'s job lies in the job table uploaded above, its bytes in `dst`,
             // and its roots in `level_dev`, all alive until the streams are synchronised.
-            unsafe { launch(
-                jobs_dev.ptr().cast::<LvkJob>().wrapping_add(c),
-                1,
-                job.len.div_ceil(region),
-                layout.region_leaves() as u32,
-                level_dev.ptr().wrapping_add(32 * first_region as usize),
-                hash,
-            ) }?;
+            unsafe {
+                launch(
+                    jobs_dev.ptr().cast::<LvkJob>().wrapping_add(c),
+                    1,
+                    job.len.div_ceil(region),
+                    layout.region_leaves() as u32,
+                    level_dev.ptr().wrapping_add(32 * first_region as usize),
+                    hash,
+                )
+            }?;
         }
         // SAFETY: the source was allocated above with the destination's length, and both outlive the synchronisation of the stream.
         unsafe { copy_to_host(level.as_flattened_mut(), level_dev.ptr(), hash) }?;
@@ -224,7 +226,12 @@ impl CudaBackend {
     ///
     /// # Safety
     /// `ptr` must stay allocated for as long as the returned buffer lives.
-    pub unsafe fn adopt(&self, ptr: usize, layout: TreeLayout, level: &mut [Hash]) -> Result<DeviceBuf> {
+    pub unsafe fn adopt(
+        &self,
+        ptr: usize,
+        layout: TreeLayout,
+        level: &mut [Hash],
+    ) -> Result<DeviceBuf> {
         let _scope = DeviceScope::enter(self.device)?;
         let (kind, device) = pointer_kind(ptr)?;
         let policy = |what: &str| {
@@ -409,7 +416,13 @@ fn check_range(ptr: usize, len: u64, device: i32) -> Result<()> {
     // SAFETY: the query only inspects the address range; both out-pointers are valid.
     check(
         unsafe {
-            ffi::lvk_device_range(ptr as *const c_void, to_usize(len)?, device, &mut verdict, &mut valid)
+            ffi::lvk_device_range(
+                ptr as *const c_void,
+                to_usize(len)?,
+                device,
+                &mut verdict,
+                &mut valid,
+            )
         },
         "address range query",
     )?;
