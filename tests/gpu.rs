@@ -173,6 +173,128 @@ mod on_gpu {
     }
 
     #[test]
+    fn seal_device_refuses_a_len_past_the_allocation() {
+        if !have_gpu("seal_device_refuses_a_len_past_the_allocation") {
+            return;
+        }
+        let ctx = cuda_ctx();
+        let used = ctx.used();
+        // cudaMalloc: the exact length and any sub-range are accepted, one byte more is not.
+        let len = 5 * MIB + 3;
+        let data = bytes(len, 21);
+        let dev = DevMem::new(len);
+        dev.upload(0, &data);
+        let whole = seal_device(&ctx, "malloc.whole", dev.0, len).unwrap();
+        assert_eq!(whole.root(), reference_root(&data, 4096));
+        let tail = seal_device(&ctx, "malloc.tail", dev.0.wrapping_add(MIB), len - MIB).unwrap();
+        assert_eq!(tail.root(), reference_root(&data[MIB..], 4096));
+        for (off, n) in [
+            (0, len + 1),
+            (MIB, len - MIB + 1),
+            (0, 1 << 40),
+            (len - 1, 2),
+        ] {
+            assert_eq!(
+                seal_device(&ctx, "malloc.past", dev.0.wrapping_add(off), n).err(),
+                Some(vram_status::VRAM_ERR_INVALID_ARGUMENT),
+                "offset {off}, len {n}"
+            );
+            assert!(
+                last_error().contains("run past the allocation"),
+                "{}",
+                last_error()
+            );
+        }
+        println!("cudaMalloc: exact and sub-ranges accepted; len past the end refused");
+        drop((whole, tail));
+
+        // cudaMallocAsync (a stream-ordered pool).
+        let mut stream = ptr::null_mut();
+        // SAFETY: a CUDA runtime call on this test's own stream and memory.
+        ok(unsafe { cudaStreamCreate(&mut stream) }, "cudaStreamCreate");
+        let mut pooled: *mut c_void = ptr::null_mut();
+        // SAFETY: a CUDA runtime call on this test's own stream and memory.
+        ok(
+            unsafe { cudaMallocAsync(&mut pooled, len, stream) },
+            "cudaMallocAsync",
+        );
+        // SAFETY: a CUDA runtime call on this test's own stream and memory.
+        ok(
+            unsafe { cudaStreamSynchronize(stream) },
+            "cudaStreamSynchronize",
+        );
+        // SAFETY: a CUDA runtime call on this test's own stream and memory.
+        ok(
+            unsafe { cudaMemcpy(pooled, data.as_ptr().cast(), len, H2D) },
+            "cudaMemcpy",
+        );
+        let p = seal_device(&ctx, "pool.whole", pooled.cast(), len).unwrap();
+        assert_eq!(p.root(), reference_root(&data, 4096));
+        assert_eq!(ctx.verify(&p).0, vram_status::VRAM_OK);
+        drop(p);
+        let past = seal_device(&ctx, "pool.past", pooled.cast(), 1 << 40).err();
+        assert_eq!(
+            past,
+            Some(vram_status::VRAM_ERR_INVALID_ARGUMENT),
+            "{}",
+            last_error()
+        );
+        // How far the driver's record of a pool allocation reaches (recorded, not asserted:
+        // a pool may report its whole segment).
+        let one_more = seal_device(&ctx, "pool.plus1", pooled.cast(), len + 1);
+        println!(
+            "cudaMallocAsync: exact length accepted; 1 TiB refused; len + 1 -> {:?}",
+            one_more.as_ref().err()
+        );
+        drop(one_more);
+        // SAFETY: a CUDA runtime call on this test's own stream and memory.
+        ok(unsafe { cudaFreeAsync(pooled, stream) }, "cudaFreeAsync");
+        // SAFETY: a CUDA runtime call on this test's own stream and memory.
+        ok(
+            unsafe { cudaStreamSynchronize(stream) },
+            "cudaStreamSynchronize",
+        );
+        // SAFETY: a CUDA runtime call on this test's own stream and memory.
+        ok(unsafe { cudaStreamDestroy(stream) }, "cudaStreamDestroy");
+
+        // The VMM API (cuMemCreate + cuMemMap), as PyTorch's expandable segments: two physical
+        // chunks mapped back to back in a reserved range of three. A range across both
+        // mappings is accepted; one reaching the unmapped third chunk is refused.
+        let vmm = Vmm::new(0, 2, 3);
+        let g = vmm.granularity;
+        let vdata = bytes(2 * g, 22);
+        // SAFETY: a CUDA runtime call on this test's own stream and memory.
+        ok(
+            unsafe { cudaMemcpy(vmm.base as *mut c_void, vdata.as_ptr().cast(), 2 * g, H2D) },
+            "cudaMemcpy (VMM)",
+        );
+        let both = seal_device(&ctx, "vmm.both", vmm.base as *const u8, 2 * g).unwrap();
+        assert_eq!(both.root(), reference_root(&vdata, 4096));
+        assert_eq!(ctx.verify(&both).0, vram_status::VRAM_OK);
+        let mid = seal_device(&ctx, "vmm.mid", (vmm.base + g as u64 / 2) as *const u8, g).unwrap();
+        assert_eq!(mid.root(), reference_root(&vdata[g / 2..g / 2 + g], 4096));
+        let past = seal_device(&ctx, "vmm.past", vmm.base as *const u8, 2 * g + 1).err();
+        assert_eq!(
+            past,
+            Some(vram_status::VRAM_ERR_INVALID_ARGUMENT),
+            "{}",
+            last_error()
+        );
+        println!(
+            "VMM: {} MiB granularity; a range across two mappings accepted, one into the unmapped third refused: {}",
+            g / MIB,
+            last_error()
+        );
+        drop((both, mid));
+        drop(vmm);
+        assert_eq!(ctx.used(), used, "refused seals left bookkeeping counted");
+        // The device is still healthy: no sticky error was left behind.
+        let after = cuda_ctx();
+        let s = after.seal("after", &bytes(4096, 1));
+        assert_eq!(after.verify(&s).0, vram_status::VRAM_OK);
+    }
+
+    #[test]
     fn seal_device_accepts_only_plain_memory_of_this_gpu() {
         if !have_gpu("seal_device") {
             return;
@@ -187,8 +309,8 @@ mod on_gpu {
         assert_eq!(vram_shard_device_ptr(shard.0), dev.0.cast_const().cast());
         assert_eq!(
             ctx.used(),
-            0,
-            "borrowed memory is not counted against capacity"
+            512 + 32 * 4,
+            "borrowed memory is not counted against capacity, only the bookkeeping"
         );
         assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
 
