@@ -28,7 +28,7 @@ done
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 cp -P build/lib/libvram.so* .gpu/lib/
-cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu .gpu/
+cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu build/stress .gpu/
 # Kernel design studies (bench/*.cu: each includes the kernels it studies), for Hopper.
 mkdir -p .gpu/studies
 cuda_lib="$(dirname "$(dirname "$NVCC")")/lib"
@@ -45,7 +45,7 @@ if [ -d "$acas/nnet" ]; then
 else
   echo "ACAS Xu data not found at $acas: the GPU run will skip it"
 fi
-strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu
+strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu .gpu/stress
 du -sh .gpu
 # The device runner carries at most 64 MiB: ship one compressed archive (unpack there with
 #   tar -xJf .gpu.tar.xz).

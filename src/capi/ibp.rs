@@ -507,7 +507,6 @@ fn propagate(
     if batch == 0 {
         return Err(VramError::invalid("batch", "must be > 0"));
     }
-    model.check_batch(batch)?;
     let flags = opts.map_or(0, |o| o.flags);
     if flags & !IBP_PROPAGATE_VERIFY_WEIGHTS != 0 {
         return Err(VramError::invalid(
@@ -553,6 +552,8 @@ fn propagate(
         }
         _ => None,
     };
+    let out_per_item = spec.as_ref().map_or(model.output_size(), |s| s.rows);
+    model.check_batch(batch, memory == Memory::Host, out_per_item)?;
     let n_in = batch
         .checked_mul(model.input_size())
         .ok_or_else(|| VramError::invalid("batch", "batch × input size overflows"))?;

@@ -113,20 +113,32 @@ impl Model {
         Ok(())
     }
 
-    /// Refuses a batch whose working memory could never fit this machine, before any box is
-    /// read: on the CPU path every node's bounds for the whole batch are held at once (two f64
-    /// per element).
-    pub fn check_batch(&self, batch: usize) -> Result<()> {
-        if self.ctx.residency() != crate::seal::record::Residency::Host {
-            return Ok(()); // device workspaces are allocated fallibly on the GPU
+    /// Refuses a batch whose host memory could never fit this machine, before any box is read:
+    /// boxes in host memory (`host_boxes`: inputs and outputs, f32 lower and upper), and on
+    /// the CPU path every node's bounds for the whole batch, held at once (two f64 per
+    /// element). Device workspaces are allocated fallibly on the GPU instead.
+    pub fn check_batch(&self, batch: usize, host_boxes: bool, out_per_item: usize) -> Result<()> {
+        let batch = batch as u64;
+        if host_boxes {
+            let boxes = (self.input_size() as u64)
+                .checked_add(out_per_item as u64)
+                .and_then(|n| n.checked_mul(8))
+                .and_then(|b| b.checked_mul(batch));
+            crate::fallible::check_host_bytes(
+                boxes.unwrap_or(u64::MAX),
+                "batch (boxes in host memory)",
+            )?;
         }
-        let total = self
+        if self.ctx.residency() != crate::seal::record::Residency::Host {
+            return Ok(());
+        }
+        let bounds = self
             .nodes
             .iter()
             .try_fold(0u64, |acc, n| acc.checked_add(n.size()))
             .and_then(|n| n.checked_mul(16))
-            .and_then(|b| b.checked_mul(batch as u64));
-        crate::fallible::check_host_bytes(total.unwrap_or(u64::MAX), "batch (CPU bounds)")
+            .and_then(|b| b.checked_mul(batch));
+        crate::fallible::check_host_bytes(bounds.unwrap_or(u64::MAX), "batch (CPU bounds)")
     }
 
     /// Bounds for host boxes on the CPU (host backend).

@@ -170,7 +170,15 @@ pub fn load(ctx: Arc<Context>, path: &std::path::Path) -> Result<Model> {
     parse(ctx, &text, path)
 }
 
-fn parse(ctx: Arc<Context>, text: &str, path: &std::path::Path) -> Result<Model> {
+/// Parses NNet text (what [`load`] does after reading the file; the fuzz target's entry).
+/// `path` names the model (its file stem).
+pub fn parse(ctx: Arc<Context>, text: &str, path: &std::path::Path) -> Result<Model> {
+    if text.len() as u64 > MAX_FILE {
+        return Err(bad(format!(
+            "{} bytes; NNet files of at most {MAX_FILE} bytes are read",
+            text.len()
+        )));
+    }
     let mut nums = Numbers::new(text);
     let header = nums.exact(4, "the header (layers, inputs, outputs, max layer size)")?;
     // Two nodes per layer (linear, ReLU) after the input and its normalisation.
