@@ -169,11 +169,6 @@ impl Context {
         &self.backend
     }
 
-    /// Whether this context's shards accept the fault drill.
-    pub fn allows_fault_drills(&self) -> bool {
-        self.allow_fault_drills
-    }
-
     /// Bytes held by live shards of this context, bookkeeping included.
     pub fn used_bytes(&self) -> u64 {
         self.accounting.used.load(Ordering::Acquire)
@@ -193,9 +188,12 @@ impl Context {
         check_leaf_size(leaf_size).map_err(|e| VramError::invalid("leaf_size", e))?;
         let len = data.len() as u64;
         let layout = TreeLayout::new(len, leaf_size);
-        let reservation = self
-            .accounting
-            .reserve(id, self.backend.held_bytes(len) + bookkeeping(layout))?;
+        let reservation = self.accounting.reserve(
+            id,
+            self.backend
+                .held_bytes(len)
+                .saturating_add(bookkeeping(layout)),
+        )?;
         let mut level = zeroed_level(layout.regions())?;
         let storage = self.backend.ingest(data, layout, &mut level)?;
         self.finish_seal(id, layout, level, storage, reservation)

@@ -82,7 +82,8 @@ pub extern "C" fn vram_ctx_backend(ctx: *const vram_ctx) -> u32 {
     })
 }
 
-/// Bytes held by the context's live shards, and its capacity (0 = no cap).
+/// Bytes held by the context's live shards as counted against its capacity (their bytes plus
+/// bookkeeping: see ::vram_ctx_options `capacity_bytes`), and the capacity (0 = no cap).
 ///
 /// `used` and `capacity` may each be NULL (not written). Errors: ::VRAM_ERR_NULL_ARGUMENT when
 /// `ctx` is NULL. Thread-safe; the value may be stale by the time it is read.

@@ -81,7 +81,8 @@ fn tensor_cores_allowed() -> bool {
 
 fn stream_for(stream: Option<*mut c_void>, device: i32) -> Result<Stream> {
     match stream {
-        Some(s) if !s.is_null() => Ok(Stream::borrowed(s)),
+        // SAFETY: the caller's stream of the model's GPU (ibp_propagate_options' contract).
+        Some(s) if !s.is_null() => Ok(unsafe { Stream::borrowed(s) }),
         _ => Stream::of_this_thread(device),
     }
 }

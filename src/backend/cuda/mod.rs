@@ -273,7 +273,8 @@ impl CudaBackend {
     ) -> Result<Vec<Damage>> {
         let _scope = DeviceScope::enter(self.device)?;
         let stream = match stream {
-            Some(s) => Stream::borrowed(s.0 as *mut c_void),
+            // SAFETY: the caller's stream of this GPU (vram_verify_many_on_stream's contract).
+            Some(s) => unsafe { Stream::borrowed(s.0 as *mut c_void) },
             None => Stream::new()?,
         };
         let pairs: Vec<(&DeviceBuf, TreeLayout)> = bufs

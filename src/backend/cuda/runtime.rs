@@ -54,17 +54,23 @@ impl Stream {
         OWN.with(|own| {
             let mut own = own.borrow_mut();
             if let Some((_, s)) = own.iter().find(|(d, _)| *d == device) {
-                return Ok(Self::borrowed(s.raw));
+                // SAFETY: this thread's own stream, kept until the thread exits.
+                return Ok(unsafe { Self::borrowed(s.raw) });
             }
             let s = Self::new()?;
             let raw = s.raw;
             own.push((device, s));
-            Ok(Self::borrowed(raw))
+            // SAFETY: as above: the stream just stored for this thread.
+            Ok(unsafe { Self::borrowed(raw) })
         })
     }
 
     /// Wraps a caller's `cudaStream_t`; libvram enqueues on it and never destroys it.
-    pub fn borrowed(raw: *mut c_void) -> Self {
+    ///
+    /// # Safety
+    /// `raw` must be NULL (the legacy default stream) or a live stream of the current device
+    /// that outlives the returned handle.
+    pub unsafe fn borrowed(raw: *mut c_void) -> Self {
         Self { raw, owned: false }
     }
 
