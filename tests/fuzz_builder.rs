@@ -17,43 +17,30 @@ use std::ptr;
 use common::*;
 use vram::*;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    /// A parameter value: edge cases half of the time, small values otherwise.
-    fn param(&mut self) -> u64 {
-        const EDGES: [u64; 16] = [
-            0,
-            1,
-            2,
-            3,
-            1 << 31,
-            1 << 32,
-            1 << 63,
-            u64::MAX,
-            4095,
-            4096,
-            4097,
-            (1 << 28) - 1,
-            1 << 28,
-            (1 << 28) + 1,
-            u32::MAX as u64,
-            u64::MAX - 1,
-        ];
-        if self.below(2) == 0 {
-            EDGES[self.below(EDGES.len() as u64) as usize]
-        } else {
-            self.below(6)
-        }
+/// A parameter value: edge cases half of the time, small values otherwise.
+fn param(rng: &mut Rng) -> u64 {
+    const EDGES: [u64; 16] = [
+        0,
+        1,
+        2,
+        3,
+        1 << 31,
+        1 << 32,
+        1 << 63,
+        u64::MAX,
+        4095,
+        4096,
+        4097,
+        (1 << 28) - 1,
+        1 << 28,
+        (1 << 28) + 1,
+        u32::MAX as u64,
+        u64::MAX - 1,
+    ];
+    if rng.below(2) == 0 {
+        EDGES[rng.index(EDGES.len())]
+    } else {
+        rng.below(6)
     }
 }
 
@@ -102,7 +89,7 @@ fn builder_parameters_at_and_beyond_every_limit() {
             let used = ctx.used();
             let input = match rng.below(8) {
                 0 => IBP_PREV,
-                1 => rng.param() as u32,
+                1 => param(&mut rng) as u32,
                 _ => rng.below(nodes as u64) as u32,
             };
             let mut node = u32::MAX - 7;
@@ -114,16 +101,16 @@ fn builder_parameters_at_and_beyond_every_limit() {
                 0 | 1 => {
                     let p = ibp_conv2d_params {
                         struct_size: size_of::<ibp_conv2d_params>() as u32,
-                        out_channels: rng.param(),
-                        kernel_h: rng.param(),
-                        kernel_w: rng.param(),
-                        stride_h: rng.param(),
-                        stride_w: rng.param(),
-                        pad_h: rng.param(),
-                        pad_w: rng.param(),
-                        dilation_h: rng.param(),
-                        dilation_w: rng.param(),
-                        groups: rng.param(),
+                        out_channels: param(&mut rng),
+                        kernel_h: param(&mut rng),
+                        kernel_w: param(&mut rng),
+                        stride_h: param(&mut rng),
+                        stride_w: param(&mut rng),
+                        pad_h: param(&mut rng),
+                        pad_w: param(&mut rng),
+                        dilation_h: param(&mut rng),
+                        dilation_w: param(&mut rng),
+                        groups: param(&mut rng),
                     };
                     let cin = shape.first().copied().unwrap_or(1);
                     let need = [p.out_channels, cin, p.kernel_h, p.kernel_w]
@@ -143,7 +130,7 @@ fn builder_parameters_at_and_beyond_every_limit() {
                     ibp_builder_add_conv2d(b, input, &p, w, bias, &mut node)
                 }
                 2 => {
-                    let out = rng.param();
+                    let out = param(&mut rng);
                     // The input has at most 3 × 9 × 9 elements: 64 rows fit the buffer.
                     let w = if out <= 64 && fed_by_input {
                         weights.as_ptr()
@@ -155,12 +142,12 @@ fn builder_parameters_at_and_beyond_every_limit() {
                 3 | 4 => {
                     let p = ibp_pool2d_params {
                         struct_size: size_of::<ibp_pool2d_params>() as u32,
-                        kernel_h: rng.param(),
-                        kernel_w: rng.param(),
-                        stride_h: rng.param(),
-                        stride_w: rng.param(),
-                        pad_h: rng.param(),
-                        pad_w: rng.param(),
+                        kernel_h: param(&mut rng),
+                        kernel_w: param(&mut rng),
+                        stride_h: param(&mut rng),
+                        stride_w: param(&mut rng),
+                        pad_h: param(&mut rng),
+                        pad_w: param(&mut rng),
                     };
                     if rng.below(2) == 0 {
                         ibp_builder_add_maxpool2d(b, input, &p, &mut node)
@@ -171,8 +158,13 @@ fn builder_parameters_at_and_beyond_every_limit() {
                 _ => match rng.below(4) {
                     0 => ibp_builder_add_relu(b, input, &mut node),
                     1 => ibp_builder_add_flatten(b, input, &mut node),
-                    2 => ibp_builder_add_add(b, input, rng.param() as u32, &mut node),
-                    _ => ibp_builder_add_leaky_relu(b, input, rng.param() as f32 - 2.0, &mut node),
+                    2 => ibp_builder_add_add(b, input, param(&mut rng) as u32, &mut node),
+                    _ => ibp_builder_add_leaky_relu(
+                        b,
+                        input,
+                        param(&mut rng) as f32 - 2.0,
+                        &mut node,
+                    ),
                 },
             };
             assert!(ALLOWED.contains(&s), "case {case}: {s:?}: {}", last_error());

@@ -16,24 +16,10 @@ use std::ptr;
 use common::*;
 use vram::*;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// A valid NNet text of random small sizes.
 fn valid_net(rng: &mut Rng) -> String {
-    let layers = 1 + rng.below(4);
-    let sizes: Vec<usize> = (0..=layers).map(|_| 1 + rng.below(6)).collect();
+    let layers = 1 + rng.index(4);
+    let sizes: Vec<usize> = (0..=layers).map(|_| 1 + rng.index(6)).collect();
     let inputs = sizes[0];
     let mut t = String::from("// fuzz base\n");
     t += &format!(
@@ -46,7 +32,7 @@ fn valid_net(rng: &mut Rng) -> String {
     let row = |n: usize, f: &mut dyn FnMut() -> f64| -> String {
         (0..n).map(|_| format!("{},", f())).collect::<String>() + "\n"
     };
-    let mut val = || (rng.below(2001) as f64 - 1000.0) / 250.0;
+    let mut val = || (rng.index(2001) as f64 - 1000.0) / 250.0;
     t += &row(inputs, &mut || -1.0);
     t += &row(inputs, &mut || 1.0);
     t += &row(inputs + 1, &mut || 0.0);
@@ -86,8 +72,8 @@ fn with_lines(text: &str, f: impl FnOnce(&mut Vec<String>)) -> String {
 
 fn mutate(base: &str, rng: &mut Rng) -> (String, Expect, &'static str) {
     let data = data_lines(base);
-    let pick = data[rng.below(data.len())];
-    match rng.below(11) {
+    let pick = data[rng.index(data.len())];
+    match rng.index(11) {
         0 => (base.to_string(), Expect::Ok, "unchanged"),
         1 => (base.replace('\n', "\r\n"), Expect::Ok, "CRLF"),
         2 => (
@@ -111,11 +97,11 @@ fn mutate(base: &str, rng: &mut Rng) -> (String, Expect, &'static str) {
             "extra value",
         ),
         5 => {
-            let junk = ["garbage", "1,2,3,", "// late comment", "0"][rng.below(4)];
+            let junk = ["garbage", "1,2,3,", "// late comment", "0"][rng.index(4)];
             (format!("{base}{junk}\n"), Expect::Refused, "trailing data")
         }
         6 => {
-            let bad = ["nan", "inf", "-inf", "NaN", "1e999", "0x10", "", "1..2"][rng.below(8)];
+            let bad = ["nan", "inf", "-inf", "NaN", "1e999", "0x10", "", "1..2"][rng.index(8)];
             (
                 with_lines(base, |l| {
                     let mut vals: Vec<String> = l[pick]
@@ -123,7 +109,7 @@ fn mutate(base: &str, rng: &mut Rng) -> (String, Expect, &'static str) {
                         .split(',')
                         .map(str::to_string)
                         .collect();
-                    let k = rng.below(vals.len());
+                    let k = rng.index(vals.len());
                     vals[k] = bad.to_string();
                     l[pick] = vals.join(",") + ",";
                 }),
@@ -143,7 +129,7 @@ fn mutate(base: &str, rng: &mut Rng) -> (String, Expect, &'static str) {
                 "nan",
                 "99999999999",
             ];
-            let field = rng.below(4);
+            let field = rng.index(4);
             (
                 with_lines(base, |l| {
                     let h = data[0];
@@ -153,7 +139,7 @@ fn mutate(base: &str, rng: &mut Rng) -> (String, Expect, &'static str) {
                         .map(str::to_string)
                         .collect();
                     // A value equal to the original would not be a lie: make sure it differs.
-                    let v = huge[rng.below(huge.len())];
+                    let v = huge[rng.index(huge.len())];
                     vals[field] = if vals[field] == v {
                         "0".into()
                     } else {
@@ -168,7 +154,7 @@ fn mutate(base: &str, rng: &mut Rng) -> (String, Expect, &'static str) {
         8 => {
             // Truncated at a line boundary before the last data line.
             let last = *data.last().unwrap();
-            let keep = data[rng.below(data.len() - 1)];
+            let keep = data[rng.index(data.len() - 1)];
             let _ = last;
             (
                 with_lines(base, |l| l.truncate(keep + 1)),
@@ -179,9 +165,9 @@ fn mutate(base: &str, rng: &mut Rng) -> (String, Expect, &'static str) {
         9 => {
             // Random byte flips: anything may happen except a crash.
             let mut b = base.as_bytes().to_vec();
-            for _ in 0..1 + rng.below(4) {
-                let i = rng.below(b.len());
-                b[i] ^= 1 << rng.below(8);
+            for _ in 0..1 + rng.index(4) {
+                let i = rng.index(b.len());
+                b[i] ^= 1 << rng.index(8);
             }
             (
                 String::from_utf8_lossy(&b).into_owned(),
@@ -191,7 +177,7 @@ fn mutate(base: &str, rng: &mut Rng) -> (String, Expect, &'static str) {
         }
         _ => {
             // Truncated at a random byte.
-            let cut = rng.below(base.len());
+            let cut = rng.index(base.len());
             (
                 base[..cut].to_string(),
                 Expect::Either,

@@ -13,23 +13,6 @@ use common::*;
 use ibp::*;
 use vram::*;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.unit() * scale).collect()
-    }
-}
-
 fn propagate(model: *mut ibp_model, lo: &[f32], hi: &[f32], batch: usize) -> (Vec<f32>, Vec<f32>) {
     let n = ibp_model_output_size(model) * batch;
     let (mut ol, mut oh) = (vec![f32::NAN; n], vec![f32::NAN; n]);

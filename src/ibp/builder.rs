@@ -147,6 +147,23 @@ impl Builder {
         (self.nodes.len() - 1) as u32
     }
 
+    /// Seals a checked layer's weight and optional bias together and commits its node; `op`
+    /// receives their indices.
+    fn commit_weighted(
+        &mut self,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        op: impl FnOnce(usize, Option<usize>) -> Op,
+        input: usize,
+        shape: Vec<u64>,
+    ) -> Result<u32> {
+        let mut tensors = vec![("weight", weight)];
+        tensors.extend(bias.map(|b| ("bias", b)));
+        let sealed = self.seal_params(&tensors)?;
+        let has_bias = bias.is_some();
+        Ok(self.commit(sealed, |p| op(p[0], has_bias.then(|| p[1])), input, shape))
+    }
+
     /// Appends a node with no tensors.
     fn push(&mut self, op: Op, input: usize, shape: Vec<u64>) -> Result<u32> {
         self.check_node(&shape)?;
@@ -196,21 +213,18 @@ impl Builder {
         if let Some(b) = bias {
             check_len("bias", b, out_features, "out_features")?;
         }
-        let mut tensors = vec![("weight", weight)];
-        tensors.extend(bias.map(|b| ("bias", b)));
-        let sealed = self.seal_params(&tensors)?;
-        let has_bias = bias.is_some();
-        Ok(self.commit(
-            sealed,
-            |p| Op::Linear {
+        self.commit_weighted(
+            weight,
+            bias,
+            |weight, bias| Op::Linear {
                 in_features,
                 out_features,
-                weight: p[0],
-                bias: has_bias.then(|| p[1]),
+                weight,
+                bias,
             },
             input,
             vec![out_features],
-        ))
+        )
     }
 
     /// Checks a convolution fed by node `input` (`conv.cin` is taken from the input) and
@@ -265,20 +279,13 @@ impl Builder {
         if let Some(b) = bias {
             check_len("bias", b, conv.cout, "the number of out channels")?;
         }
-        let mut tensors = vec![("weight", weight)];
-        tensors.extend(bias.map(|b| ("bias", b)));
-        let sealed = self.seal_params(&tensors)?;
-        let has_bias = bias.is_some();
-        Ok(self.commit(
-            sealed,
-            |p| Op::Conv2d {
-                conv,
-                weight: p[0],
-                bias: has_bias.then(|| p[1]),
-            },
+        self.commit_weighted(
+            weight,
+            bias,
+            |weight, bias| Op::Conv2d { conv, weight, bias },
             input,
             shape,
-        ))
+        )
     }
 
     /// Element-wise operations keep their input's shape.
