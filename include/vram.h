@@ -230,7 +230,7 @@ typedef struct vram_ctx_options {
   uint64_t capacity_bytes;
   /**
    * ::VRAM_CTX_ALLOW_FAULT_DRILLS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
-   * (Added in 0.1.1; a struct_size without it is accepted and reads it as 0.)
+   * (A struct_size from before this field existed is accepted: the field then reads as 0.)
    */
   uint32_t flags;
 } vram_ctx_options;
@@ -320,7 +320,7 @@ typedef struct ibp_propagate_options {
   const float *spec_d;
   /**
    * ::IBP_PROPAGATE_VERIFY_WEIGHTS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
-   * (Added in 0.1.1; a struct_size without it is accepted and reads it as 0.)
+   * (A struct_size from before this field existed is accepted: the field then reads as 0.)
    */
   uint32_t flags;
 } ibp_propagate_options;
@@ -687,7 +687,9 @@ void ibp_model_free(struct ibp_model *model);
  *   function, this one included. Events raised by those nested calls on the callback's own
  *   thread are not delivered to the callback (no recursion).
  * - When this function returns on a thread that is not inside the callback, the previous
- *   callback is no longer running on any thread and will not be called again.
+ *   callback is no longer running on any thread and will not be called again: the function
+ *   waits for the calls running on other threads to return, so do not hold a lock that your
+ *   callback takes while you call it.
  * - Called from inside the callback, the replacement takes effect at once for new events, but
  *   the function cannot wait for the callback it is running in: calls of the previous callback
  *   already running on other threads may still finish after it returns.

@@ -43,7 +43,7 @@ pub struct ibp_propagate_options {
     /// d, `spec_rows` floats in host memory; NULL = zeros.
     pub spec_d: *const f32,
     /// ::IBP_PROPAGATE_VERIFY_WEIGHTS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
-    /// (Added in 0.1.1; a struct_size without it is accepted and reads it as 0.)
+    /// (A struct_size from before this field existed is accepted: the field then reads as 0.)
     pub flags: u32,
 }
 

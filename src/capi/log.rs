@@ -45,7 +45,9 @@ fn c_text(s: &str) -> CString {
 ///   function, this one included. Events raised by those nested calls on the callback's own
 ///   thread are not delivered to the callback (no recursion).
 /// - When this function returns on a thread that is not inside the callback, the previous
-///   callback is no longer running on any thread and will not be called again.
+///   callback is no longer running on any thread and will not be called again: the function
+///   waits for the calls running on other threads to return, so do not hold a lock that your
+///   callback takes while you call it.
 /// - Called from inside the callback, the replacement takes effect at once for new events, but
 ///   the function cannot wait for the callback it is running in: calls of the previous callback
 ///   already running on other threads may still finish after it returns.

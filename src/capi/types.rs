@@ -96,7 +96,7 @@ pub struct vram_ctx_options {
     /// its bookkeeping: 512 bytes and 32 bytes per MiB.
     pub capacity_bytes: u64,
     /// ::VRAM_CTX_ALLOW_FAULT_DRILLS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
-    /// (Added in 0.1.1; a struct_size without it is accepted and reads it as 0.)
+    /// (A struct_size from before this field existed is accepted: the field then reads as 0.)
     pub flags: u32,
 }
 
