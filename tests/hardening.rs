@@ -510,3 +510,30 @@ fn the_nnet_reader_refuses_non_files_and_caps_what_it_quotes() {
     assert_eq!(ctx.used(), 0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn every_acas_xu_network_passes_the_strict_reader() {
+    let dir = std::env::var_os("VRAM_ACASXU_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| source_dir().join("../shared/data/acasxu"))
+        .join("nnet");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!(
+            "SKIPPED every_acas_xu_network_passes_the_strict_reader: no {}",
+            dir.display()
+        );
+        return;
+    };
+    let ctx = Ctx::new();
+    let mut loaded = 0;
+    for e in entries {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "nnet") {
+            let (s, msg) = load_nnet(&ctx, path.to_str().unwrap());
+            assert_eq!(s, vram_status::VRAM_OK, "{}: {msg}", path.display());
+            loaded += 1;
+        }
+    }
+    println!("{loaded} ACAS Xu networks loaded by the strict reader");
+    assert!(loaded > 0);
+}
