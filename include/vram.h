@@ -84,11 +84,14 @@ enum vram_status
    */
   VRAM_ERR_DEVICE = 5,
   /**
-   * The bytes of a shard no longer match its seal (damage located in the report).
+   * The bytes are not the sealed ones: a shard's bytes no longer match its seal (damage
+   * located in the report), a freshly sealed tensor's root is not the expected one, or an
+   * authentic record describes other bytes (another tensor, length or root).
    */
   VRAM_ERR_INTEGRITY = 6,
   /**
-   * A seal record is malformed, altered, forged, or from another key.
+   * A seal record is not authentic: malformed, truncated, altered, forged, or from another
+   * key. Nothing it says can be trusted.
    */
   VRAM_ERR_BAD_SEAL = 7,
   /**
@@ -370,6 +373,49 @@ typedef void (*vram_log_callback)(void *userdata,
                                   uint32_t level,
                                   const char *target,
                                   const char *message);
+
+/**
+ * The fields of an authentic seal record (vram_record_open()). Zero-initialise, then set
+ * `struct_size = sizeof(vram_record_info)`; written only when the record authenticates.
+ */
+typedef struct vram_record_info {
+  /**
+   * Must be `sizeof(vram_record_info)`.
+   */
+  uint32_t struct_size;
+  /**
+   * Merkle leaf size in bytes.
+   */
+  uint32_t leaf_size;
+  /**
+   * The tensor's length in bytes.
+   */
+  uint64_t byte_len;
+  /**
+   * The Merkle root (RFC 9162) of the bytes.
+   */
+  uint8_t root[32];
+  /**
+   * Where the bytes lived when sealed: ::VRAM_BACKEND_HOST or ::VRAM_BACKEND_CUDA.
+   */
+  uint32_t backend;
+  /**
+   * The CUDA device ordinal when sealed, or -1 for host memory.
+   */
+  int32_t device;
+  /**
+   * When it was sealed, in nanoseconds since the Unix epoch.
+   */
+  uint64_t seal_time_unix_ns;
+  /**
+   * The public identifier of the key that sealed it (docs/seal-format.md).
+   */
+  uint8_t key_id[16];
+  /**
+   * The shard id, NUL-terminated (at most 256 bytes before the NUL).
+   */
+  char shard_id[257];
+} vram_record_info;
 
 /**
  * Options for vram_seal_ex(). Zero-initialise, then set `struct_size = sizeof(vram_seal_options)`.
@@ -722,6 +768,72 @@ size_t vram_last_error_message(char *buf, size_t len);
 const char *vram_version(void);
 
 /**
+ * Authenticates a seal record under `ctx`'s key, with no live shard (in another process, after
+ * a restart, on another machine with the same secret), and returns its fields.
+ *
+ * - `record`, `len`: the record's bytes (vram_shard_record() exported them), read during the
+ *   call.
+ * - `info`: `struct_size` set by the caller; written only on success.
+ *
+ * Returns ::VRAM_OK when the record is authentic; ::VRAM_ERR_BAD_SEAL when it is not
+ * (malformed, truncated, altered, forged, another key's: nothing in it can be trusted, and
+ * `info` is untouched); ::VRAM_ERR_NULL_ARGUMENT for NULL `ctx`, `record` or `info`;
+ * ::VRAM_ERR_INVALID_ARGUMENT when `len == 0` or `info->struct_size` is wrong. An authentic
+ * record only says which bytes were sealed: check live bytes against it with
+ * vram_record_verify(), or seal new bytes against its root with vram_seal_expect().
+ * Thread-safe.
+ */
+vram_status vram_record_open(const struct vram_ctx *ctx,
+                             const uint8_t *record,
+                             size_t len,
+                             struct vram_record_info *info);
+
+/**
+ * Authenticates an exported seal record under `ctx`'s key and checks that it describes
+ * `shard`'s bytes: the same id, length, leaf size and Merkle root. Seal time and residency may
+ * differ, so a record exported yesterday, by another process, or from another backend checks
+ * against today's shard of the same bytes. Does not re-hash the bytes: vram_verify() does.
+ *
+ * Returns ::VRAM_OK; ::VRAM_ERR_BAD_SEAL when the record is not authentic (truncated, altered,
+ * forged, another key's); ::VRAM_ERR_INTEGRITY when it is authentic but describes other
+ * bytes (another tensor name, length, leaf size or root: the message says which);
+ * ::VRAM_ERR_NULL_ARGUMENT for NULL `ctx`, `record` or `shard`; ::VRAM_ERR_INVALID_ARGUMENT
+ * when `len == 0`. Thread-safe.
+ */
+vram_status vram_record_verify(struct vram_ctx *ctx,
+                               const uint8_t *record,
+                               size_t len,
+                               const struct vram_shard *shard);
+
+/**
+ * vram_seal(), keeping the shard only if the bytes' Merkle root equals `expected_root` (32
+ * bytes, e.g. from vram_record_open() or a manifest): a reloaded or repaired tensor is checked
+ * before it is trusted.
+ *
+ * Returns ::VRAM_ERR_INTEGRITY when the root differs (compared in constant time): nothing is
+ * kept (no shard, no capacity, the id stays free) and `out` is untouched. NULL
+ * `expected_root` → ::VRAM_ERR_NULL_ARGUMENT. Everything else as vram_seal(). Thread-safe.
+ */
+vram_status vram_seal_expect(struct vram_ctx *ctx,
+                             const char *shard_id,
+                             const void *data,
+                             size_t len,
+                             const uint8_t *expected_root,
+                             struct vram_shard **out);
+
+/**
+ * vram_seal_device(), keeping the shard only if the bytes' Merkle root equals
+ * `expected_root`, as vram_seal_expect(). The caller's memory is never written; on
+ * ::VRAM_ERR_INTEGRITY no shard is kept. Everything else as vram_seal_device(). Thread-safe.
+ */
+vram_status vram_seal_device_expect(struct vram_ctx *ctx,
+                                    const char *shard_id,
+                                    const void *device_ptr,
+                                    size_t len,
+                                    const uint8_t *expected_root,
+                                    struct vram_shard **out);
+
+/**
  * Copies `len` bytes from `data` into the context's backend and seals them.
  *
  * - `shard_id`: NUL-terminated UTF-8, 1–256 bytes, no control characters, no invisible,
@@ -872,20 +984,6 @@ vram_status vram_shard_record(const struct vram_shard *shard,
                               uint8_t *buf,
                               size_t len,
                               size_t *out_len);
-
-/**
- * Authenticates an exported seal record under `ctx`'s key and checks that it describes
- * `shard` exactly (id, length, leaf size, root, residency, seal time). Does not re-hash the
- * bytes: use vram_verify() for that.
- *
- * Returns ::VRAM_ERR_BAD_SEAL for a truncated, altered, forged or other-key record, or one
- * that describes another shard; ::VRAM_ERR_NULL_ARGUMENT for NULL `ctx`, `record` or `shard`;
- * ::VRAM_ERR_INVALID_ARGUMENT when `len == 0`. Thread-safe.
- */
-vram_status vram_record_verify(struct vram_ctx *ctx,
-                               const uint8_t *record,
-                               size_t len,
-                               const struct vram_shard *shard);
 
 /**
  * Fault drill: flips bit `bit_index` (0 = lowest bit of byte 0) of the stored bytes, as a

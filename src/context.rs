@@ -361,38 +361,74 @@ impl Context {
         Ok(reports)
     }
 
-    /// Authenticates an exported record under this context's key and checks that it describes
-    /// `shard` exactly. Does not re-hash the bytes (that is `verify`).
-    pub fn record_verify(&self, record: &[u8], shard: &Shard) -> Result<()> {
-        let result = SealRecord::decode(record, &self.key).and_then(|r| {
-            let theirs = shard.record();
-            if r.shard_id != theirs.shard_id {
-                return Err(VramError::bad_seal(format!(
-                    "names shard '{}', not '{}'",
-                    r.shard_id, theirs.shard_id
-                )));
-            }
-            if r.byte_len != theirs.byte_len || r.leaf_size != theirs.leaf_size {
-                return Err(VramError::bad_seal(
-                    "length or leaf size differs from the shard's",
-                ));
-            }
-            if !bool::from(r.root.ct_eq(&theirs.root)) {
-                return Err(VramError::bad_seal(
-                    "root differs from the shard's sealed root",
-                ));
-            }
-            if r.residency != theirs.residency || r.seal_time_unix_ns != theirs.seal_time_unix_ns {
-                return Err(VramError::bad_seal(
-                    "residency or seal time differs from the shard's",
-                ));
-            }
-            Ok(())
-        });
-        if let Err(e) = &result {
+    /// Authenticates a record under this context's key, with no live shard: `BadSeal` when it
+    /// is altered, forged, truncated or of another key.
+    pub fn record_open(&self, record: &[u8]) -> Result<SealRecord> {
+        SealRecord::decode(record, &self.key).inspect_err(|e| {
             events::emit(Level::Warn, names::RECORD_REJECTED, &e.message);
+        })
+    }
+
+    /// Authenticates an exported record under this context's key (`BadSeal` if it does not),
+    /// then checks that it describes `shard`'s bytes: the same id, length, leaf size and root
+    /// (`Integrity` if not). Seal time and residency may differ: a record from another process
+    /// or another backend describes re-sealed identical bytes. Does not re-hash the bytes
+    /// (that is `verify`).
+    pub fn record_verify(&self, record: &[u8], shard: &Shard) -> Result<()> {
+        let r = self.record_open(record)?;
+        let theirs = shard.record();
+        let differs = if r.shard_id != theirs.shard_id {
+            Some(format!(
+                "names tensor '{}', not '{}'",
+                r.shard_id, theirs.shard_id
+            ))
+        } else if r.byte_len != theirs.byte_len || r.leaf_size != theirs.leaf_size {
+            Some(format!(
+                "describes {} bytes in leaves of {}, the shard has {} in leaves of {}",
+                r.byte_len, r.leaf_size, theirs.byte_len, theirs.leaf_size
+            ))
+        } else if !bool::from(r.root.ct_eq(&theirs.root)) {
+            Some("describes other bytes (its Merkle root differs from the shard's)".into())
+        } else {
+            None
+        };
+        match differs {
+            None => Ok(()),
+            Some(why) => {
+                let msg = format!("record: authentic, but {why}");
+                events::emit(Level::Warn, names::RECORD_REJECTED, &msg);
+                Err(VramError::new(ErrorKind::Integrity, msg))
+            }
         }
-        result
+    }
+
+    /// Seals `data` and keeps it only if its root is `expected` (compared in constant time):
+    /// otherwise `Integrity`, and nothing stays sealed.
+    pub fn seal_expect(
+        &self,
+        shard_id: &[u8],
+        data: &[u8],
+        expected: &Hash,
+        leaf_size: Option<u32>,
+    ) -> Result<Shard> {
+        let shard = self.seal(shard_id, data, leaf_size)?;
+        expect_root(shard, expected)
+    }
+
+    /// [`Context::seal_device`] against an expected root, as [`Context::seal_expect`].
+    ///
+    /// # Safety
+    /// As [`Context::seal_device`].
+    pub unsafe fn seal_device_expect(
+        &self,
+        shard_id: &[u8],
+        device_ptr: usize,
+        len: u64,
+        expected: &Hash,
+    ) -> Result<Shard> {
+        // SAFETY: this function's contract, passed on.
+        let shard = unsafe { self.seal_device(shard_id, device_ptr, len, None) }?;
+        expect_root(shard, expected)
     }
 
     /// The shard's own record authenticates under this key and its kept level hashes to the
@@ -435,6 +471,20 @@ fn log_outcome(s: &Shard, r: &VerifyReport) {
             ),
         ),
     }
+}
+
+/// `shard` if its root is `expected`; otherwise `Integrity` (the shard is dropped: its bytes,
+/// capacity and id are released).
+fn expect_root(shard: Shard, expected: &Hash) -> Result<Shard> {
+    if bool::from(shard.root().ct_eq(expected)) {
+        return Ok(shard);
+    }
+    let msg = format!(
+        "shard '{}': the bytes' Merkle root differs from expected_root; nothing was kept",
+        shard.id()
+    );
+    events::emit(Level::Error, names::VERIFY_FAILED, &msg);
+    Err(VramError::new(ErrorKind::Integrity, msg))
 }
 
 /// Host bytes of a shard's bookkeeping: see [`SHARD_BOOKKEEPING_BYTES`].

@@ -248,12 +248,18 @@ fn record_from_another_key_or_shard_is_rejected() {
         vram_status::VRAM_ERR_BAD_SEAL
     );
     assert!(last_error().contains("another key"), "{}", last_error());
-    // A valid record of this key that describes another shard.
+    // An authentic record of this key that describes another shard: not a forgery, but not
+    // these bytes either.
     let b = ctx.seal("b", &data);
     let rb = b.record();
     assert_eq!(
         vram_record_verify(ctx.0, rb.as_ptr(), rb.len(), mine.0),
-        vram_status::VRAM_ERR_BAD_SEAL
+        vram_status::VRAM_ERR_INTEGRITY
+    );
+    assert!(
+        last_error().contains("authentic, but names tensor 'b'"),
+        "{}",
+        last_error()
     );
     // Verifying a shard sealed under another key: its seal does not authenticate.
     let (s, rep) = ctx.verify(&theirs);

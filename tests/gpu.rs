@@ -298,6 +298,43 @@ mod on_gpu {
     }
 
     #[test]
+    fn seal_device_expect_keeps_only_the_expected_bytes() {
+        if !have_gpu("seal_device_expect_keeps_only_the_expected_bytes") {
+            return;
+        }
+        let ctx = cuda_ctx();
+        let len = 2 * MIB + 9;
+        let data = bytes(len, 31);
+        let dev = DevMem::new(len);
+        dev.upload(0, &data);
+        let root = reference_root(&data, 4096);
+        let mut wrong = root;
+        wrong[0] ^= 1;
+        let used = ctx.used();
+        let seal = |root: &[u8; 32]| {
+            let mut out = ptr::null_mut();
+            let s = vram_seal_device_expect(
+                ctx.0,
+                c"expected".as_ptr(),
+                dev.0.cast(),
+                len,
+                root.as_ptr(),
+                &mut out,
+            );
+            (s, out)
+        };
+        let (s, out) = seal(&wrong);
+        assert_eq!(s, vram_status::VRAM_ERR_INTEGRITY, "{}", last_error());
+        assert!(out.is_null());
+        assert_eq!(ctx.used(), used, "a refused tensor stayed counted");
+        let (s, out) = seal(&root);
+        assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+        let shard = Shard(out);
+        assert_eq!(shard.root(), root);
+        assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
+    }
+
+    #[test]
     fn seal_device_accepts_only_plain_memory_of_this_gpu() {
         if !have_gpu("seal_device") {
             return;

@@ -14,6 +14,7 @@ pub mod ctx;
 pub mod ibp;
 pub mod log;
 pub mod misc;
+pub mod record;
 pub mod shard;
 pub mod types;
 
@@ -21,5 +22,6 @@ pub use ctx::*;
 pub use ibp::*;
 pub use log::*;
 pub use misc::*;
+pub use record::*;
 pub use shard::*;
 pub use types::*;

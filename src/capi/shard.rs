@@ -338,28 +338,6 @@ pub extern "C" fn vram_shard_record(
     })
 }
 
-/// Authenticates an exported seal record under `ctx`'s key and checks that it describes
-/// `shard` exactly (id, length, leaf size, root, residency, seal time). Does not re-hash the
-/// bytes: use vram_verify() for that.
-///
-/// Returns ::VRAM_ERR_BAD_SEAL for a truncated, altered, forged or other-key record, or one
-/// that describes another shard; ::VRAM_ERR_NULL_ARGUMENT for NULL `ctx`, `record` or `shard`;
-/// ::VRAM_ERR_INVALID_ARGUMENT when `len == 0`. Thread-safe.
-#[unsafe(no_mangle)]
-pub extern "C" fn vram_record_verify(
-    ctx: *mut vram_ctx,
-    record: *const u8,
-    len: usize,
-    shard: *const vram_shard,
-) -> vram_status {
-    guard("vram_record_verify", || {
-        let ctx = arg_ref(ctx.cast_const(), "ctx")?;
-        let record = arg_bytes(record, len, "record", false)?;
-        let shard = arg_ref(shard, "shard")?;
-        ctx.inner.record_verify(record, &shard.inner)
-    })
-}
-
 /// Fault drill: flips bit `bit_index` (0 = lowest bit of byte 0) of the stored bytes, as a
 /// memory fault or an attacker would, so a server can prove its verification catches it.
 /// Flipping the same bit again restores the shard.

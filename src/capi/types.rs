@@ -24,9 +24,12 @@ pub enum vram_status {
     VRAM_ERR_NO_DEVICE = 4,
     /// The GPU or its driver reported an error.
     VRAM_ERR_DEVICE = 5,
-    /// The bytes of a shard no longer match its seal (damage located in the report).
+    /// The bytes are not the sealed ones: a shard's bytes no longer match its seal (damage
+    /// located in the report), a freshly sealed tensor's root is not the expected one, or an
+    /// authentic record describes other bytes (another tensor, length or root).
     VRAM_ERR_INTEGRITY = 6,
-    /// A seal record is malformed, altered, forged, or from another key.
+    /// A seal record is not authentic: malformed, truncated, altered, forged, or from another
+    /// key. Nothing it says can be trusted.
     VRAM_ERR_BAD_SEAL = 7,
     /// The request breaks a residency rule (e.g. a shard of another backend or device).
     VRAM_ERR_POLICY = 8,
