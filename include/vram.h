@@ -36,6 +36,12 @@
 #define IBP_PROPAGATE_VERIFY_WEIGHTS 1
 
 /**
+ * A ::vram_manifest_options flag: record each tensor's 1 MiB region roots (32 bytes per MiB),
+ * so that a damaged file or a wrong reload can be located to its region.
+ */
+#define VRAM_MANIFEST_REGION_ROOTS 1
+
+/**
  * The longest message vram_last_error_message() returns, in bytes (without the NUL): messages
  * may quote a caller's or a file's text, which is cut (and the cut marked with " [...]")
  * rather than grow a message without bound.
@@ -191,6 +197,12 @@ typedef struct ibp_model ibp_model;
  * Created by vram_ctx_new(), freed by vram_ctx_free(). Safe to use from many threads at once.
  */
 typedef struct vram_ctx vram_ctx;
+
+/**
+ * A model manifest: immutable, safe to read from many threads at once. Created by
+ * vram_manifest_from_shards() or vram_manifest_import(), freed by vram_manifest_free().
+ */
+typedef struct vram_manifest vram_manifest;
 
 /**
  * A sealed shard: immutable bytes in GPU (or, on the host backend, host) memory with their
@@ -373,6 +385,127 @@ typedef void (*vram_log_callback)(void *userdata,
                                   uint32_t level,
                                   const char *target,
                                   const char *message);
+
+/**
+ * Options for vram_manifest_from_shards(). Zero-initialise, then set `struct_size`.
+ */
+typedef struct vram_manifest_options {
+  /**
+   * Must be `sizeof(vram_manifest_options)`.
+   */
+  uint32_t struct_size;
+  /**
+   * ::VRAM_MANIFEST_REGION_ROOTS or 0.
+   */
+  uint32_t flags;
+  /**
+   * NULL (every tensor recorded as raw bytes: dtype "U8", shape `[len]`), or `n`
+   * NUL-terminated safetensors dtype names ("F16", "BF16", "F32", …), one per shard.
+   */
+  const char *const *dtypes;
+  /**
+   * With `dtypes`: `n` shapes, shape i holding `ranks[i]` dimensions (at most 8).
+   */
+  const uint64_t *const *shapes;
+  /**
+   * With `dtypes`: `n` ranks.
+   */
+  const size_t *ranks;
+} vram_manifest_options;
+
+/**
+ * One manifest tensor's result in vram_manifest_check().
+ */
+typedef struct vram_tensor_report {
+  /**
+   * A ::vram_tensor_verdict value.
+   */
+  uint32_t verdict;
+  /**
+   * This tensor's ::vram_status: ::VRAM_OK, ::VRAM_ERR_INTEGRITY (missing, different or
+   * damaged) or ::VRAM_ERR_BAD_SEAL.
+   */
+  uint32_t status;
+  /**
+   * Index in `shards` of the shard with this name, or SIZE_MAX when missing.
+   */
+  size_t shard_index;
+  /**
+   * Regions whose bytes no longer match the seal (damaged tensors).
+   */
+  uint64_t damaged_regions;
+  /**
+   * Byte offset of the first damaged region, or (different tensors, when the manifest has
+   * region roots) of the first region that differs from the manifest; UINT64_MAX when none.
+   */
+  uint64_t first_damaged_offset;
+} vram_tensor_report;
+
+/**
+ * The totals of vram_manifest_check(). Zero-initialise, then set `struct_size`.
+ */
+typedef struct vram_manifest_summary {
+  /**
+   * Must be `sizeof(vram_manifest_summary)`.
+   */
+  uint32_t struct_size;
+  /**
+   * Tensors the manifest lists.
+   */
+  size_t tensors;
+  size_t intact;
+  size_t missing;
+  size_t different;
+  size_t damaged;
+  size_t bad_seal;
+  /**
+   * Shards given whose names the manifest does not list.
+   */
+  size_t extra;
+  /**
+   * Index in `shards` of the first extra shard, or SIZE_MAX when none.
+   */
+  size_t first_extra;
+} vram_manifest_summary;
+
+/**
+ * One tensor of a manifest (vram_manifest_tensor()). Zero-initialise, then set `struct_size`.
+ */
+typedef struct vram_manifest_tensor_info {
+  /**
+   * Must be `sizeof(vram_manifest_tensor_info)`.
+   */
+  uint32_t struct_size;
+  /**
+   * Merkle leaf size in bytes.
+   */
+  uint32_t leaf_size;
+  /**
+   * The tensor's name, NUL-terminated; valid until the manifest is freed.
+   */
+  const char *name;
+  /**
+   * Its safetensors dtype ("F16", "U8", …), NUL-terminated; valid until the manifest is freed.
+   */
+  const char *dtype;
+  /**
+   * Its shape: `rank` dimensions; valid until the manifest is freed (NULL when rank is 0).
+   */
+  const uint64_t *shape;
+  size_t rank;
+  /**
+   * Its length in bytes.
+   */
+  uint64_t byte_len;
+  /**
+   * Its Merkle root.
+   */
+  uint8_t root[32];
+  /**
+   * Number of region roots recorded (0 when the manifest has none).
+   */
+  uint64_t region_count;
+} vram_manifest_tensor_info;
 
 /**
  * The fields of an authentic seal record (vram_record_open()). Zero-initialise, then set
@@ -743,6 +876,119 @@ void ibp_model_free(struct ibp_model *model);
  * Thread-safe.
  */
 void vram_set_log_callback(vram_log_callback cb, void *userdata, uint32_t max_level);
+
+/**
+ * Makes a manifest of model `model_name` from `n` live shards sealed by `ctx`, in that
+ * order: each tensor's name (the shard id), dtype, shape, length, leaf size and Merkle root
+ * (and, with ::VRAM_MANIFEST_REGION_ROOTS, its 1 MiB region roots), under one HMAC of `ctx`'s
+ * key.
+ *
+ * - `model_name`: the rules of a shard id (1–256 bytes, no control or invisible characters).
+ * - `shards`: `n` non-NULL shard pointers with distinct names, all sealed under `ctx`'s key.
+ * - `opts`: nullable (raw bytes, no region roots); see ::vram_manifest_options.
+ * - `out`: on success a new manifest owned by the caller (vram_manifest_free()).
+ *
+ * Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT (bad name, duplicate tensor
+ * names, an unknown dtype, a shape that does not make the shard's length);
+ * ::VRAM_ERR_BAD_SEAL (a shard not sealed under `ctx`'s key). Thread-safe.
+ */
+vram_status vram_manifest_from_shards(const struct vram_ctx *ctx,
+                                      const char *model_name,
+                                      const struct vram_shard *const *shards,
+                                      size_t n,
+                                      const struct vram_manifest_options *opts,
+                                      struct vram_manifest **out);
+
+/**
+ * Exports the manifest's canonical bytes (docs/manifest-format.md) into `buf`.
+ *
+ * - `out_len`: required; receives the length on success and also — as for
+ *   vram_shard_record() — the size needed, with ::VRAM_ERR_BUFFER_TOO_SMALL, when `buf` is
+ *   NULL or `len` too small.
+ *
+ * NULL `m` or `out_len` → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+ */
+vram_status vram_manifest_export(const struct vram_manifest *m,
+                                 uint8_t *buf,
+                                 size_t len,
+                                 size_t *out_len);
+
+/**
+ * Authenticates an exported manifest under `ctx`'s key (in any process holding the secret)
+ * and returns it.
+ *
+ * Returns ::VRAM_ERR_BAD_SEAL when it is not authentic (not canonical JSON, altered, forged,
+ * truncated, another key's); ::VRAM_ERR_UNSUPPORTED for a format version this libvram does
+ * not read (the message says which); ::VRAM_ERR_INVALID_ARGUMENT when `len` is 0 or over
+ * 256 MiB; ::VRAM_ERR_NULL_ARGUMENT. `out` (a new manifest owned by the caller) is written
+ * only on success. Thread-safe.
+ */
+vram_status vram_manifest_import(const struct vram_ctx *ctx,
+                                 const uint8_t *bytes,
+                                 size_t len,
+                                 struct vram_manifest **out);
+
+/**
+ * Checks `n` live shards against the manifest in one batched verify: every manifest tensor
+ * must have a shard of its name, sealed over exactly the manifest's bytes, whose bytes still
+ * match their seal, and no other shard may be given.
+ *
+ * - `reports`: nullable, else room for vram_manifest_tensor_count() reports, one per manifest
+ *   tensor in manifest order; `summary`: nullable, `struct_size` set. Both are written when
+ *   the call returns ::VRAM_OK, ::VRAM_ERR_INTEGRITY or ::VRAM_ERR_BAD_SEAL.
+ *
+ * Returns ::VRAM_OK when the shards are exactly the model; ::VRAM_ERR_INTEGRITY when a tensor
+ * is missing, different, damaged, or a shard is extra (the message names them);
+ * ::VRAM_ERR_BAD_SEAL when a shard's own seal does not authenticate; ::VRAM_ERR_POLICY when a
+ * shard lives on another backend or device (nothing checked); ::VRAM_ERR_INVALID_ARGUMENT for
+ * two shards of one name. Thread-safe.
+ */
+vram_status vram_manifest_check(const struct vram_ctx *ctx,
+                                const struct vram_manifest *m,
+                                const struct vram_shard *const *shards,
+                                size_t n,
+                                struct vram_tensor_report *reports,
+                                struct vram_manifest_summary *summary);
+
+/**
+ * Seals `len` bytes from `data` as the manifest's tensor `name` (with its leaf size) and keeps
+ * the shard only if they are exactly the manifest's bytes: a reloaded or repaired tensor is
+ * checked before it is trusted. Returns ::VRAM_ERR_INTEGRITY otherwise, with nothing kept; when
+ * the manifest records region roots, the message names the first differing 1 MiB region.
+ * A `name` the manifest does not list → ::VRAM_ERR_INVALID_ARGUMENT. Everything else as
+ * vram_seal(). Thread-safe.
+ */
+vram_status vram_manifest_seal(struct vram_ctx *ctx,
+                               const struct vram_manifest *m,
+                               const char *name,
+                               const void *data,
+                               size_t len,
+                               struct vram_shard **out);
+
+/**
+ * The manifest's model name, NUL-terminated, valid until vram_manifest_free(); NULL when `m`
+ * is NULL. Thread-safe.
+ */
+const char *vram_manifest_model(const struct vram_manifest *m);
+
+/**
+ * Number of tensors the manifest lists; 0 when `m` is NULL. Thread-safe.
+ */
+size_t vram_manifest_tensor_count(const struct vram_manifest *m);
+
+/**
+ * Tensor `index` of the manifest (manifest order) into `info` (`struct_size` set; its pointers
+ * stay valid until the manifest is freed). An index past the end →
+ * ::VRAM_ERR_INVALID_ARGUMENT; NULL → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+ */
+vram_status vram_manifest_tensor(const struct vram_manifest *m,
+                                 size_t index,
+                                 struct vram_manifest_tensor_info *info);
+
+/**
+ * Frees a manifest. NULL is a no-op. No other thread may be using it.
+ */
+void vram_manifest_free(struct vram_manifest *m);
 
 /**
  * A static, NUL-terminated description of a status code ("unknown status" for codes this

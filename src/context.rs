@@ -169,6 +169,16 @@ impl Context {
         &self.backend
     }
 
+    /// The public identifier of this context's key.
+    pub fn key_id(&self) -> [u8; 16] {
+        self.key.key_id()
+    }
+
+    /// This context's seal key (manifests are authenticated under it).
+    pub(crate) fn key(&self) -> &SealKey {
+        &self.key
+    }
+
     /// Bytes held by live shards of this context, bookkeeping included.
     pub fn used_bytes(&self) -> u64 {
         self.accounting.used.load(Ordering::Acquire)
@@ -433,7 +443,7 @@ impl Context {
 
     /// The shard's own record authenticates under this key and its kept level hashes to the
     /// sealed root (guards against the in-memory seal state itself being altered).
-    fn seal_authenticates(&self, shard: &Shard) -> bool {
+    pub(crate) fn seal_authenticates(&self, shard: &Shard) -> bool {
         let Ok(decoded) = SealRecord::decode(shard.encoded_record(), &self.key) else {
             return false;
         };
