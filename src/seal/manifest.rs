@@ -456,6 +456,24 @@ mod tests {
         );
     }
 
+    /// The worked example of docs/manifest-format.md, byte for byte.
+    #[test]
+    fn documented_example() {
+        const EXAMPLE: &str = concat!(
+            r#"{"format":"libvram-manifest","key_id":"f70289e2f6150e1620feae0014697194","#,
+            r#""mac":"34c72518be584773073d2c98e4615b1ff6e1cb8da7fcab683d24860093de775c","#,
+            r#""model":"tiny","tensors":[{"byte_len":3,"dtype":"U8","leaf_size":4096,"#,
+            r#""name":"w","regions":["609f6e36d2405585188d5cfd761f407c7cc46a7d3f314c88270469dde315fcd1"],"#,
+            r#""root":"609f6e36d2405585188d5cfd761f407c7cc46a7d3f314c88270469dde315fcd1","#,
+            r#""shape":[3]}],"version":1}"#
+        );
+        let k = key();
+        let m = Manifest::new("tiny", k.key_id(), vec![abc()]).unwrap();
+        assert_eq!(String::from_utf8(m.encode(&k).unwrap()).unwrap(), EXAMPLE);
+        let doc = include_str!("../../docs/manifest-format.md");
+        assert!(doc.contains(EXAMPLE), "docs/manifest-format.md shows other bytes");
+    }
+
     #[test]
     fn entries_are_checked() {
         let mut t = abc();
