@@ -471,7 +471,10 @@ mod tests {
         let m = Manifest::new("tiny", k.key_id(), vec![abc()]).unwrap();
         assert_eq!(String::from_utf8(m.encode(&k).unwrap()).unwrap(), EXAMPLE);
         let doc = include_str!("../../docs/manifest-format.md");
-        assert!(doc.contains(EXAMPLE), "docs/manifest-format.md shows other bytes");
+        assert!(
+            doc.contains(EXAMPLE),
+            "docs/manifest-format.md shows other bytes"
+        );
     }
 
     #[test]
