@@ -244,11 +244,39 @@ fn child_process_checks_the_parents_records() {
             last_error()
         );
     }
+    // Yesterday's manifest authenticates here and today's re-sealed shards match it.
+    let bytes = std::fs::read(dir.join("manifest.json")).unwrap();
+    let mut m = ptr::null_mut();
+    assert_eq!(
+        vram_manifest_import(ctx.0, bytes.as_ptr(), bytes.len(), &mut m),
+        vram_status::VRAM_OK,
+        "{}",
+        last_error()
+    );
+    let resealed: Vec<Shard> = tensors().iter().map(|(n, d)| ctx.seal(n, d)).collect();
+    let p: Vec<*const vram_shard> = resealed.iter().map(|s| s.0.cast_const()).collect();
+    assert_eq!(
+        vram_manifest_check(
+            ctx.0,
+            m,
+            p.as_ptr(),
+            p.len(),
+            ptr::null_mut(),
+            ptr::null_mut()
+        ),
+        vram_status::VRAM_OK,
+        "{}",
+        last_error()
+    );
+    vram_manifest_free(m);
     // A record altered on disk is not authentic in the child either.
     let mut r = std::fs::read(dir.join("0.record")).unwrap();
     r[30] ^= 4;
     assert_eq!(open(&ctx, &r).err(), Some(vram_status::VRAM_ERR_BAD_SEAL));
-    println!("child: {} records authenticated", tensors().len());
+    println!(
+        "child: {} records and the manifest authenticated",
+        tensors().len()
+    );
 }
 
 #[test]
@@ -260,10 +288,34 @@ fn a_second_process_authenticates_yesterdays_records() {
     std::fs::create_dir_all(&dir).unwrap();
     {
         let ctx = Ctx::new();
+        let mut shards = Vec::new();
         for (i, (name, data)) in tensors().into_iter().enumerate() {
             let shard = ctx.seal(&name, &data);
             std::fs::write(dir.join(format!("{i}.record")), shard.record()).unwrap();
+            shards.push(shard);
         }
+        let p: Vec<*const vram_shard> = shards.iter().map(|s| s.0.cast_const()).collect();
+        let mut m = ptr::null_mut();
+        assert_eq!(
+            vram_manifest_from_shards(
+                ctx.0,
+                c"provenance-model".as_ptr(),
+                p.as_ptr(),
+                p.len(),
+                ptr::null(),
+                &mut m
+            ),
+            vram_status::VRAM_OK
+        );
+        let mut n = 0;
+        vram_manifest_export(m, ptr::null_mut(), 0, &mut n);
+        let mut buf = vec![0u8; n];
+        assert_eq!(
+            vram_manifest_export(m, buf.as_mut_ptr(), n, &mut n),
+            vram_status::VRAM_OK
+        );
+        std::fs::write(dir.join("manifest.json"), buf).unwrap();
+        vram_manifest_free(m);
     } // this process's context and shards are gone
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -277,6 +329,9 @@ fn a_second_process_authenticates_yesterdays_records() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed:\n{text}");
-    assert!(text.contains("child: 3 records authenticated"), "{text}");
+    assert!(
+        text.contains("child: 3 records and the manifest authenticated"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
