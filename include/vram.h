@@ -116,6 +116,10 @@ enum vram_status
    * An internal error (a Rust panic) was caught; no output was written.
    */
   VRAM_ERR_PANIC = 11,
+  /**
+   * The caller's progress callback asked to stop; nothing was kept.
+   */
+  VRAM_ERR_CANCELLED = 12,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -203,6 +207,12 @@ typedef struct vram_ctx vram_ctx;
  * vram_manifest_from_shards() or vram_manifest_import(), freed by vram_manifest_free().
  */
 typedef struct vram_manifest vram_manifest;
+
+/**
+ * A model loaded from safetensors files: immutable, safe to read from many threads at once.
+ * Owns its tensors' shards (borrowed by vram_model_tensor()) until vram_model_free().
+ */
+typedef struct vram_model vram_model;
 
 /**
  * A sealed shard: immutable bytes in GPU (or, on the host backend, host) memory with their
@@ -506,6 +516,83 @@ typedef struct vram_manifest_tensor_info {
    */
   uint64_t region_count;
 } vram_manifest_tensor_info;
+
+/**
+ * A progress callback: `done` of `total` bytes read and sealed. Return 0 to go on, anything
+ * else to cancel (the load then returns ::VRAM_ERR_CANCELLED with nothing kept). Called on the
+ * loading thread.
+ */
+typedef int (*vram_progress_callback)(void *userdata, uint64_t done, uint64_t total);
+
+/**
+ * Options for vram_load_safetensors(). Zero-initialise, then set `struct_size`.
+ */
+typedef struct vram_load_options {
+  /**
+   * Must be `sizeof(vram_load_options)`.
+   */
+  uint32_t struct_size;
+  /**
+   * ::VRAM_MANIFEST_REGION_ROOTS: record region roots in the model's manifest.
+   */
+  uint32_t flags;
+  /**
+   * NULL, or the manifest the files must match exactly: every tensor's dtype, shape, bytes,
+   * and no tensor more or less. The load stops at the first difference, naming the tensor
+   * (and, when the manifest has region roots, its first differing 1 MiB region), with
+   * ::VRAM_ERR_INTEGRITY and nothing kept. Borrowed for the call.
+   */
+  const struct vram_manifest *expected;
+  /**
+   * NULL, or called after each tensor (see ::vram_progress_callback).
+   */
+  vram_progress_callback progress;
+  /**
+   * Passed back to `progress`.
+   */
+  void *userdata;
+  /**
+   * NULL (the file's stem, or the directory's name), or the model's name in its manifest.
+   */
+  const char *model_name;
+} vram_load_options;
+
+/**
+ * One tensor of a loaded model (vram_model_tensor()). Zero-initialise, then set `struct_size`.
+ */
+typedef struct vram_model_tensor_info {
+  /**
+   * Must be `sizeof(vram_model_tensor_info)`.
+   */
+  uint32_t struct_size;
+  /**
+   * The tensor's name (its shard id), NUL-terminated; valid until vram_model_free().
+   */
+  const char *name;
+  /**
+   * Its safetensors dtype, NUL-terminated; valid until vram_model_free().
+   */
+  const char *dtype;
+  /**
+   * Its shape, `rank` dimensions; valid until vram_model_free() (NULL when rank is 0).
+   */
+  const uint64_t *shape;
+  size_t rank;
+  /**
+   * Its length in bytes (0 for an empty tensor).
+   */
+  uint64_t byte_len;
+  /**
+   * Its sealed shard, borrowed: valid until vram_model_free(), never to be freed by the
+   * caller. NULL for an empty tensor (nothing to seal).
+   */
+  const struct vram_shard *shard;
+  /**
+   * The address of its bytes (device memory on the CUDA backend), as
+   * vram_shard_device_ptr(); NULL for an empty tensor.
+   */
+  const void *data;
+} vram_model_tensor_info;
 
 /**
  * The fields of an authentic seal record (vram_record_open()). Zero-initialise, then set
@@ -1012,6 +1099,78 @@ size_t vram_last_error_message(char *buf, size_t len);
  * VRAM_VERSION_MAJOR.MINOR.PATCH of the header it was built with. Thread-safe.
  */
 const char *vram_version(void);
+
+/**
+ * Reads a safetensors checkpoint into `ctx`'s backend and seals every tensor under its name
+ * (GPU memory on the CUDA backend).
+ *
+ * - `path`: a `.safetensors` file; a sharded checkpoint's `model.safetensors.index.json`
+ *   (every file it names must be a plain file name beside it, and the index and the files
+ *   must agree tensor for tensor); or a directory holding either.
+ * - `opts`: nullable; see ::vram_load_options (an expected manifest, a progress callback,
+ *   the model's name, region roots).
+ * - `out`: on success a new model owned by the caller (vram_model_free()).
+ *
+ * Empty (zero-element) tensors are legal: recorded in the manifest, with no shard. Malformed
+ * files — a header length past the file, JSON errors, overlapping, gapped or out-of-file
+ * offsets, a dtype or shape that disagrees with the length, a duplicate name, data that does
+ * not end where the file does, a FIFO or device — → ::VRAM_ERR_INVALID_ARGUMENT naming the
+ * file and the problem; sub-byte dtypes → ::VRAM_ERR_UNSUPPORTED; a difference from
+ * `opts->expected` → ::VRAM_ERR_INTEGRITY; a cancel → ::VRAM_ERR_CANCELLED;
+ * ::VRAM_ERR_OUT_OF_MEMORY. On every error nothing stays sealed. Each tensor is read into
+ * host memory once, then sealed (on the CUDA backend: copied and hashed on the GPU).
+ * Thread-safe.
+ */
+vram_status vram_load_safetensors(struct vram_ctx *ctx,
+                                  const char *path,
+                                  const struct vram_load_options *opts,
+                                  struct vram_model **out);
+
+/**
+ * Number of tensors in the model; 0 when `model` is NULL. Thread-safe.
+ */
+size_t vram_model_tensor_count(const struct vram_model *model);
+
+/**
+ * Tensor `index` of the model (file order) into `info` (`struct_size` set). Its pointers,
+ * the shard included, are borrowed from the model until vram_model_free(). An index past the
+ * end → ::VRAM_ERR_INVALID_ARGUMENT; NULL → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+ */
+vram_status vram_model_tensor(const struct vram_model *model,
+                              size_t index,
+                              struct vram_model_tensor_info *info);
+
+/**
+ * The index of the tensor named `name` into `index`. A name the model does not hold →
+ * ::VRAM_ERR_INVALID_ARGUMENT; NULL → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+ */
+vram_status vram_model_find(const struct vram_model *model, const char *name, size_t *index);
+
+/**
+ * The model's manifest (every tensor, its dtype, shape and root, under one HMAC of the
+ * loading context's key) as a new manifest owned by the caller (vram_manifest_free()); export
+ * it with vram_manifest_export() to check the model in another process. NULL →
+ * ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+ */
+vram_status vram_model_manifest(const struct vram_ctx *ctx,
+                                const struct vram_model *model,
+                                struct vram_manifest **out);
+
+/**
+ * Verifies the whole model in one batched pass: every tensor's shard re-hashed where it lives
+ * and compared with the model's manifest, as vram_manifest_check() (same `reports` and
+ * `summary`, both nullable, and the same statuses). Thread-safe.
+ */
+vram_status vram_model_verify(const struct vram_ctx *ctx,
+                              const struct vram_model *model,
+                              struct vram_tensor_report *reports,
+                              struct vram_manifest_summary *summary);
+
+/**
+ * Frees a model and, once no other handle holds them, its shards. NULL is a no-op. No other
+ * thread may be using the model or the shards it lent.
+ */
+void vram_model_free(struct vram_model *model);
 
 /**
  * Authenticates a seal record under `ctx`'s key, with no live shard (in another process, after

@@ -15,6 +15,7 @@ pub enum ErrorKind {
     Policy,
     Unsupported,
     BufferTooSmall,
+    Cancelled,
 }
 
 /// A libvram error: its class plus a message that names the argument and the reason.

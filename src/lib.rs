@@ -20,6 +20,8 @@ pub mod fallible;
 /// cbindgen:ignore
 pub mod ibp;
 /// cbindgen:ignore
+pub mod load;
+/// cbindgen:ignore
 pub mod manifest;
 /// cbindgen:ignore
 pub mod seal;

@@ -135,6 +135,16 @@ pub fn check(ctx: &Context, m: &Manifest, shards: &[&Shard]) -> Result<ModelChec
     let mut reports = reports.into_iter();
     let mut tensors = Vec::with_capacity(m.tensors.len());
     for (t, &idx) in m.tensors.iter().zip(&matched) {
+        if t.byte_len == 0 && idx.is_none() {
+            // Empty tensors have no shard (nothing to seal): recorded, always intact.
+            tensors.push(TensorCheck {
+                verdict: Verdict::Intact,
+                shard: None,
+                damaged_regions: 0,
+                first_damaged_offset: u64::MAX,
+            });
+            continue;
+        }
         let Some(i) = idx else {
             events::emit(
                 Level::Error,

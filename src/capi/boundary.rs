@@ -48,6 +48,7 @@ pub(crate) fn status_of(kind: ErrorKind) -> vram_status {
         ErrorKind::Policy => vram_status::VRAM_ERR_POLICY,
         ErrorKind::Unsupported => vram_status::VRAM_ERR_UNSUPPORTED,
         ErrorKind::BufferTooSmall => vram_status::VRAM_ERR_BUFFER_TOO_SMALL,
+        ErrorKind::Cancelled => vram_status::VRAM_ERR_CANCELLED,
     }
 }
 

@@ -27,7 +27,11 @@ pub struct vram_manifest {
 }
 
 impl vram_manifest {
-    fn new(inner: Manifest, encoded: Vec<u8>) -> Result<Self> {
+    pub(crate) fn manifest(&self) -> &Manifest {
+        &self.inner
+    }
+
+    pub(crate) fn from_parts(inner: Manifest, encoded: Vec<u8>) -> Result<Self> {
         // Names and dtypes were checked: no NUL can be inside.
         let c =
             |s: &str| CString::new(s).map_err(|_| VramError::invalid("manifest", "NUL in a name"));
@@ -285,7 +289,7 @@ pub extern "C" fn vram_manifest_from_shards(
             flags & VRAM_MANIFEST_REGION_ROOTS != 0,
         )?;
         let encoded = m.encode(ctx.inner.key())?;
-        manifest_out(out, vram_manifest::new(m, encoded)?);
+        manifest_out(out, vram_manifest::from_parts(m, encoded)?);
         Ok(())
     })
 }
@@ -353,7 +357,7 @@ pub extern "C" fn vram_manifest_import(
         })?;
         let mut encoded = crate::fallible::try_with_capacity(bytes.len(), "manifest")?;
         encoded.extend_from_slice(bytes);
-        manifest_out(out, vram_manifest::new(m, encoded)?);
+        manifest_out(out, vram_manifest::from_parts(m, encoded)?);
         Ok(())
     })
 }
@@ -457,36 +461,46 @@ pub extern "C" fn vram_manifest_check(
         let ctx = arg_ref(ctx, "ctx")?;
         let m = arg_ref(m, "m")?;
         let list = shard_list(shards, n)?;
-        if let Some(s) = (!summary.is_null())
-            .then(|| arg_ref(summary.cast_const(), "summary"))
-            .transpose()?
-        {
-            check_struct_size(s.struct_size, size_of::<vram_manifest_summary>(), "summary")?;
-        }
-        let c = live::check(&ctx.inner, &m.inner, &list)?;
-        if !reports.is_null() {
-            // SAFETY: caller's contract: a non-NULL `reports` has room for one report per
-            // manifest tensor.
-            let out = unsafe { std::slice::from_raw_parts_mut(reports, m.inner.tensors.len()) };
-            for (o, t) in out.iter_mut().zip(&c.tensors) {
-                *o = report_of(t);
-            }
-        }
-        if let Ok(s) = arg_mut(summary, "summary") {
-            *s = vram_manifest_summary {
-                struct_size: s.struct_size,
-                tensors: c.tensors.len(),
-                intact: c.count(Verdict::Intact),
-                missing: c.count(Verdict::Missing),
-                different: c.count(Verdict::Different),
-                damaged: c.count(Verdict::Damaged),
-                bad_seal: c.count(Verdict::BadSeal),
-                extra: c.extra.len(),
-                first_extra: c.extra.first().copied().unwrap_or(usize::MAX),
-            };
-        }
-        model_status(&m.inner, &c, &list)
+        check_into(&ctx.inner, &m.inner, &list, reports, summary)
     })
+}
+
+/// The body of vram_manifest_check() and vram_model_verify(): checks, writes the reports and
+/// the summary, returns the model's status.
+pub(crate) fn check_into(
+    ctx: &crate::context::Context,
+    m: &Manifest,
+    list: &[&Shard],
+    reports: *mut vram_tensor_report,
+    summary: *mut vram_manifest_summary,
+) -> Result<()> {
+    if !summary.is_null() {
+        let s = arg_ref(summary.cast_const(), "summary")?;
+        check_struct_size(s.struct_size, size_of::<vram_manifest_summary>(), "summary")?;
+    }
+    let c = live::check(ctx, m, list)?;
+    if !reports.is_null() {
+        // SAFETY: caller's contract: a non-NULL `reports` has room for one report per
+        // manifest tensor.
+        let out = unsafe { std::slice::from_raw_parts_mut(reports, m.tensors.len()) };
+        for (o, t) in out.iter_mut().zip(&c.tensors) {
+            *o = report_of(t);
+        }
+    }
+    if let Ok(s) = arg_mut(summary, "summary") {
+        *s = vram_manifest_summary {
+            struct_size: s.struct_size,
+            tensors: c.tensors.len(),
+            intact: c.count(Verdict::Intact),
+            missing: c.count(Verdict::Missing),
+            different: c.count(Verdict::Different),
+            damaged: c.count(Verdict::Damaged),
+            bad_seal: c.count(Verdict::BadSeal),
+            extra: c.extra.len(),
+            first_extra: c.extra.first().copied().unwrap_or(usize::MAX),
+        };
+    }
+    model_status(m, &c, list)
 }
 
 /// Seals `len` bytes from `data` as the manifest's tensor `name` (with its leaf size) and keeps

@@ -21,6 +21,7 @@ pub extern "C" fn vram_status_str(status: u32) -> *const c_char {
         9 => b"VRAM_ERR_UNSUPPORTED: not supported by this build or backend\0",
         10 => b"VRAM_ERR_BUFFER_TOO_SMALL: the output buffer is too small\0",
         11 => b"VRAM_ERR_PANIC: internal error caught at the library boundary\0",
+        12 => b"VRAM_ERR_CANCELLED: cancelled by the caller's progress callback; nothing was kept\0",
         _ => b"unknown status\0",
     };
     s.as_ptr().cast()

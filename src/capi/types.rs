@@ -39,6 +39,8 @@ pub enum vram_status {
     VRAM_ERR_BUFFER_TOO_SMALL = 10,
     /// An internal error (a Rust panic) was caught; no output was written.
     VRAM_ERR_PANIC = 11,
+    /// The caller's progress callback asked to stop; nothing was kept.
+    VRAM_ERR_CANCELLED = 12,
 }
 
 /// Where a context keeps its shards (the `backend` field of ::vram_ctx_options).

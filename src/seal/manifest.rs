@@ -46,6 +46,12 @@ const DTYPES: [(&str, u64); 16] = [
     ("U64", 8),
 ];
 
+/// The root of an empty tensor: RFC 9162's hash of the empty list, SHA-256 of no bytes.
+pub fn empty_root() -> Hash {
+    use sha2::Digest;
+    sha2::Sha256::digest([]).into()
+}
+
 /// Element size of a safetensors dtype name.
 pub fn dtype_size(dtype: &str) -> Option<u64> {
     DTYPES.iter().find(|(d, _)| *d == dtype).map(|(_, s)| *s)
@@ -105,6 +111,21 @@ impl TensorEntry {
         }
         check_leaf_size(self.leaf_size)
             .map_err(|e| VramError::invalid("leaf_size", format!("'{}': {e}", self.name)))?;
+        if self.byte_len == 0 {
+            // An empty tensor: legal, recorded, with the root of no bytes and no regions.
+            if !bool::from(self.root.ct_eq(&empty_root()))
+                || self.regions.as_ref().is_some_and(|r| !r.is_empty())
+            {
+                return Err(VramError::invalid(
+                    "root",
+                    format!(
+                        "'{}' is empty: its root is SHA-256 of no bytes, and it has no regions",
+                        self.name
+                    ),
+                ));
+            }
+            return Ok(());
+        }
         if let Some(regions) = &self.regions {
             let layout = TreeLayout::new(self.byte_len, self.leaf_size);
             if regions.len() as u64 != layout.regions() {
