@@ -76,7 +76,7 @@ fn open_regular(path: &Path) -> Result<(File, u64)> {
 
 /// The top-level keys of a JSON object, in order, duplicates kept (serde's maps keep only the
 /// last of a repeated key, which would hide a duplicate tensor name).
-fn object_keys(json: &str) -> Result<Vec<String>> {
+fn object_keys(json: &str) -> std::result::Result<Vec<String>, serde_json::Error> {
     struct Keys;
     impl<'de> Visitor<'de> for Keys {
         type Value = Vec<String>;
@@ -97,7 +97,6 @@ fn object_keys(json: &str) -> Result<Vec<String>> {
     }
     let mut de = serde_json::Deserializer::from_str(json);
     de.deserialize_map(Keys)
-        .map_err(|e| bad(format!("header: {e}")))
 }
 
 /// One tensor's place in a file.
@@ -129,7 +128,7 @@ fn plan_file(path: &Path, index: usize, out: &mut Vec<Planned>) -> Result<File> 
         .map_err(|e| bad(format!("{shown}: {e}")))?;
     let text = std::str::from_utf8(&header)
         .map_err(|_| bad(format!("{shown}: the header is not UTF-8")))?;
-    let keys = object_keys(text).map_err(|e| bad(format!("{shown}: {}", e.message)))?;
+    let keys = object_keys(text).map_err(|e| bad(format!("{shown}: malformed header: {e}")))?;
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = keys.iter().find(|k| !seen.insert(k.as_str())) {
         return Err(bad(format!(
