@@ -412,6 +412,17 @@ impl Context {
         }
     }
 
+    /// A manifest's canonical bytes with their MAC under this context's key.
+    pub fn encode_manifest(&self, m: &crate::seal::manifest::Manifest) -> Result<Vec<u8>> {
+        m.encode(&self.key)
+    }
+
+    /// Authenticates a manifest under this context's key (`BadSeal` if it is not authentic,
+    /// `Unsupported` for another format version).
+    pub fn open_manifest(&self, bytes: &[u8]) -> Result<crate::seal::manifest::Manifest> {
+        crate::seal::manifest::Manifest::decode(bytes, &self.key)
+    }
+
     /// Seals `data` and keeps it only if its root is `expected` (compared in constant time):
     /// otherwise `Integrity`, and nothing stays sealed.
     pub fn seal_expect(

@@ -176,9 +176,10 @@ fn hex(bytes: &[u8]) -> String {
 
 fn unhex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
     let bad = || {
-        VramError::bad_seal(format!(
-            "manifest: {what} is not {N} bytes of lowercase hex"
-        ))
+        VramError::new(
+            ErrorKind::BadSeal,
+            format!("manifest: {what} is not {N} bytes of lowercase hex"),
+        )
     };
     if s.len() != 2 * N || !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(bad());
@@ -280,7 +281,7 @@ impl Manifest {
     /// Parses and authenticates a manifest: `BadSeal` unless it is canonical, of this key and
     /// its MAC matches; `Unsupported` for another format version.
     pub fn decode(bytes: &[u8], key: &SealKey) -> Result<Self> {
-        let bad = |why: String| VramError::bad_seal(format!("manifest: {why}"));
+        let bad = |why: String| VramError::new(ErrorKind::BadSeal, format!("manifest: {why}"));
         if bytes.len() > MAX_BYTES {
             return Err(VramError::invalid(
                 "manifest",
@@ -335,6 +336,32 @@ impl Manifest {
             ));
         }
         // Authentic: now read the fields, strictly.
+        Self::from_body(&m, key_id).map_err(|e| bad(e.message))
+    }
+
+    /// Parses a manifest **without authenticating it** (for display by tools that do not hold
+    /// the key): nothing it says can be trusted.
+    pub fn peek(bytes: &[u8]) -> Result<Self> {
+        let bad = |why: String| VramError::new(ErrorKind::BadSeal, format!("manifest: {why}"));
+        if bytes.len() > MAX_BYTES {
+            return Err(VramError::invalid(
+                "manifest",
+                format!("{} bytes; at most {MAX_BYTES}", bytes.len()),
+            ));
+        }
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("is not JSON ({e})")))?;
+        let Value::Object(mut m) = value else {
+            return Err(bad("is not a JSON object".into()));
+        };
+        if m.get("format").and_then(Value::as_str) != Some(FORMAT) {
+            return Err(bad(format!("is not a {FORMAT} document")));
+        }
+        m.remove("mac");
+        let key_id = unhex::<16>(
+            m.get("key_id").and_then(Value::as_str).unwrap_or(""),
+            "key_id",
+        )?;
         Self::from_body(&m, key_id).map_err(|e| bad(e.message))
     }
 

@@ -86,6 +86,29 @@ impl SealRecord {
 
     /// Parses and authenticates a record. Rejects anything not byte-for-byte canonical.
     pub fn decode(bytes: &[u8], key: &SealKey) -> Result<Self> {
+        let (record, body, tag) = Self::parse(bytes)?;
+        // Authenticate before trusting any field's meaning.
+        if record.key_id.ct_eq(&key.key_id()).unwrap_u8() != 1 {
+            return Err(VramError::bad_seal(
+                "was sealed under another key (key identifier differs)",
+            ));
+        }
+        if !key.verify_mac(body, tag) {
+            return Err(VramError::bad_seal(
+                "MAC does not match: the record was altered or forged",
+            ));
+        }
+        Ok(record)
+    }
+
+    /// Parses a record's fields **without authenticating it** (for display by tools that do
+    /// not hold the key): nothing it says can be trusted.
+    pub fn peek(bytes: &[u8]) -> Result<Self> {
+        Self::parse(bytes).map(|(r, _, _)| r)
+    }
+
+    /// The fields, the body the MAC covers and the MAC, with every structural rule checked.
+    fn parse(bytes: &[u8]) -> Result<(Self, &[u8], &[u8])> {
         let mut r = Reader { bytes, pos: 0 };
         if r.take(8)? != MAGIC {
             return Err(VramError::bad_seal(
@@ -130,24 +153,12 @@ impl SealRecord {
         let seal_time_unix_ns = r.u64()?;
         let mut key_id = [0u8; 16];
         key_id.copy_from_slice(r.take(16)?);
-
-        // Authenticate before trusting any field's meaning.
-        if key_id.ct_eq(&key.key_id()).unwrap_u8() != 1 {
-            return Err(VramError::bad_seal(
-                "was sealed under another key (key identifier differs)",
-            ));
-        }
-        if !key.verify_mac(body, tag) {
-            return Err(VramError::bad_seal(
-                "MAC does not match: the record was altered or forged",
-            ));
-        }
         if byte_len == 0 {
             return Err(VramError::bad_seal("declares a shard of 0 bytes"));
         }
         check_leaf_size(leaf_size).map_err(|e| VramError::bad_seal(format!("leaf size {e}")))?;
         let residency = Residency::decode(kind, device)?;
-        Ok(Self {
+        let record = Self {
             shard_id,
             byte_len,
             leaf_size,
@@ -155,7 +166,8 @@ impl SealRecord {
             residency,
             seal_time_unix_ns,
             key_id,
-        })
+        };
+        Ok((record, body, tag))
     }
 }
 
