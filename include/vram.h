@@ -555,6 +555,20 @@ typedef struct vram_load_options {
    * NULL (the file's stem, or the directory's name), or the model's name in its manifest.
    */
   const char *model_name;
+  /**
+   * NULL, or an OpenSSF model-signing payload of `model_signing_len` bytes: the in-toto
+   * statement (or the sigstore bundle / DSSE envelope holding it) whose signature the
+   * model-signing tool has already verified. Every safetensors file loaded must be listed
+   * in its resources with algorithm `sha256`, and its bytes must hash to that digest,
+   * checked in the same read that loads the file (docs/model-signing.md says exactly what
+   * is and is not checked). A file not listed or not matching → ::VRAM_ERR_INTEGRITY naming
+   * it, nothing kept; a sharded (`sha256-sharded-*`) statement → ::VRAM_ERR_UNSUPPORTED.
+   */
+  const uint8_t *model_signing;
+  /**
+   * Length of `model_signing` in bytes.
+   */
+  size_t model_signing_len;
 } vram_load_options;
 
 /**

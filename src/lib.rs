@@ -24,6 +24,8 @@ pub mod load;
 /// cbindgen:ignore
 pub mod manifest;
 /// cbindgen:ignore
+pub mod model_signing;
+/// cbindgen:ignore
 pub mod seal;
 /// cbindgen:ignore
 pub mod shard;

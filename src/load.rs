@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 use crate::context::Context;
 use crate::error::{ErrorKind, Result, VramError};
 use crate::fallible::try_vec;
+use crate::model_signing::FileDigests;
 use crate::seal::manifest::{Manifest, TensorEntry, dtype_size, empty_root};
 use crate::shard::Shard;
 
@@ -53,6 +54,8 @@ pub struct LoadOptions<'a> {
     pub region_roots: bool,
     /// Told (bytes done, bytes total) after each tensor; `false` cancels the load.
     pub progress: Option<&'a mut dyn FnMut(u64, u64) -> bool>,
+    /// Check every file against its SHA-256 in a model-signing statement, in the same read.
+    pub model_signing: Option<&'a FileDigests>,
 }
 
 fn bad(reason: impl std::fmt::Display) -> VramError {
@@ -99,6 +102,10 @@ fn object_keys(json: &str) -> std::result::Result<Vec<String>, serde_json::Error
     de.deserialize_map(Keys)
 }
 
+/// The SHA-256 of each file, fed in file order as it is read (header at planning, then each
+/// tensor's bytes: tensors are contiguous and end where the file does, so that is every byte).
+struct FileHashes(Vec<sha2::Sha256>);
+
 /// One tensor's place in a file.
 struct Planned {
     name: String,
@@ -111,7 +118,12 @@ struct Planned {
 }
 
 /// Reads one file's header and plans its tensors (absolute offsets).
-fn plan_file(path: &Path, index: usize, out: &mut Vec<Planned>) -> Result<File> {
+fn plan_file(
+    path: &Path,
+    index: usize,
+    out: &mut Vec<Planned>,
+    hash: &mut sha2::Sha256,
+) -> Result<File> {
     let shown = path.display().to_string();
     let (file, file_len) = open_regular(path)?;
     let mut n = [0u8; 8];
@@ -126,6 +138,11 @@ fn plan_file(path: &Path, index: usize, out: &mut Vec<Planned>) -> Result<File> 
     let mut header = try_vec(header_len as usize, 0u8, "safetensors header")?;
     file.read_exact_at(&mut header, 8)
         .map_err(|e| bad(format!("{shown}: {e}")))?;
+    {
+        use sha2::Digest;
+        hash.update(n);
+        hash.update(&header);
+    }
     let text = std::str::from_utf8(&header)
         .map_err(|_| bad(format!("{shown}: the header is not UTF-8")))?;
     let keys = object_keys(text).map_err(|e| bad(format!("{shown}: malformed header: {e}")))?;
@@ -271,15 +288,75 @@ fn default_name(path: &Path) -> String {
     }
 }
 
+/// Each file's name in a model-signing statement (its path relative to the model's
+/// directory); every file must be listed.
+fn signed_names(paths: &[PathBuf], root: &Path, sig: &FileDigests) -> Result<Vec<String>> {
+    paths
+        .iter()
+        .map(|p| {
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if sig.files.contains_key(&name) {
+                Ok(name)
+            } else {
+                Err(VramError::new(
+                    ErrorKind::Integrity,
+                    format!(
+                        "{}: not covered by the model-signing statement (no resource '{name}' under {}); nothing was kept",
+                        p.display(),
+                        root.display()
+                    ),
+                ))
+            }
+        })
+        .collect()
+}
+
+fn check_file_digest(
+    hashes: &mut FileHashes,
+    file: usize,
+    name: &str,
+    sig: &FileDigests,
+) -> Result<()> {
+    let h = std::mem::replace(&mut hashes.0[file], <sha2::Sha256 as sha2::Digest>::new());
+    let got: [u8; 32] = sha2::Digest::finalize(h).into();
+    let want = sig.files.get(name).copied().unwrap_or([0; 32]);
+    if bool::from(got.ct_eq(&want)) {
+        return Ok(());
+    }
+    Err(VramError::new(
+        ErrorKind::Integrity,
+        format!(
+            "file '{name}': its SHA-256 differs from the model-signing statement's digest; nothing was kept"
+        ),
+    ))
+}
+
 /// Loads and seals every tensor of the checkpoint at `path` into `ctx`. On any error nothing
 /// stays sealed.
 pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<LoadedModel> {
     let (paths, weight_map) = files_of(path)?;
     let mut planned = Vec::new();
     let mut files = Vec::with_capacity(paths.len());
+    let mut hashes = FileHashes(Vec::with_capacity(paths.len()));
     for (i, p) in paths.iter().enumerate() {
-        files.push(plan_file(p, i, &mut planned)?);
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        files.push(plan_file(p, i, &mut planned, &mut h)?);
+        hashes.0.push(h);
     }
+    let signed_names = match opts.model_signing {
+        Some(sig) => Some(signed_names(&paths, path, sig)?),
+        None => None,
+    };
+    // The last tensor of each file: its digest is checked once that tensor is read.
+    let last_of_file: HashMap<usize, usize> = planned
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.file, i))
+        .collect();
     if let Some(map) = &weight_map {
         let names: HashMap<&str, &Path> = planned
             .iter()
@@ -327,7 +404,7 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
     let mut done = 0u64;
     let mut tensors = Vec::with_capacity(planned.len());
     let mut entries = Vec::with_capacity(planned.len());
-    for t in planned {
+    for (k, t) in planned.into_iter().enumerate() {
         let expected = match opts.expected {
             Some(m) => Some(m.tensor(&t.name).ok_or_else(|| {
                 VramError::new(
@@ -365,6 +442,9 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
                         t.name
                     ))
                 })?;
+            if signed_names.is_some() {
+                sha2::Digest::update(&mut hashes.0[t.file], &data);
+            }
             let shard = ctx.seal(t.name.as_bytes(), &data, leaf)?;
             if let Some(e) = expected {
                 if !bool::from(shard.root().ct_eq(&e.root)) {
@@ -408,6 +488,11 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
             byte_len: t.len,
             shard,
         });
+        if let (Some(names), Some(sig)) = (&signed_names, opts.model_signing) {
+            if last_of_file.get(&t.file) == Some(&k) {
+                check_file_digest(&mut hashes, t.file, &names[t.file], sig)?;
+            }
+        }
         done += t.len;
         if let Some(p) = opts.progress.as_mut() {
             if !p(done, total) {

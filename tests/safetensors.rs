@@ -84,6 +84,8 @@ fn opts() -> vram_load_options {
         progress: None,
         userdata: ptr::null_mut(),
         model_name: ptr::null(),
+        model_signing: ptr::null(),
+        model_signing_len: 0,
     }
 }
 
@@ -564,5 +566,68 @@ fn mutated_files_never_crash_or_leak() {
         assert_eq!(ctx.used(), 0, "mutation {i} left shards");
     }
     println!("2000 mutated safetensors files: {ok} loaded, {refused} refused, 0 crashes");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn statement(files: &[(&str, &[u8])], algorithm: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let resources: Vec<String> = files
+        .iter()
+        .map(|(name, bytes)| {
+            let d: String = Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("{{\"algorithm\":\"{algorithm}\",\"digest\":\"{d}\",\"name\":\"{name}\"}}")
+        })
+        .collect();
+    format!(
+        "{{\"_type\":\"https://in-toto.io/Statement/v1\",\"subject\":[{{\"name\":\"m\",\"digest\":{{\"sha256\":\"00\"}}}}],\"predicateType\":\"https://model_signing/signature/v1.0\",\"predicate\":{{\"serialization\":{{\"method\":\"files\",\"hash_type\":\"sha256\"}},\"resources\":[{}]}}}}",
+        resources.join(",")
+    )
+}
+
+#[test]
+fn model_signing_digests_are_checked_in_the_same_read() {
+    let dir = tmp("signing");
+    let bytes = file_bytes(&sample());
+    let path = dir.join("model.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let ctx = Ctx::new();
+    let run = |stmt: &str| {
+        let mut o = opts();
+        o.model_signing = stmt.as_ptr();
+        o.model_signing_len = stmt.len();
+        load(&ctx, &path, &o)
+    };
+    // The signed digest of the file (a config.json beside it is listed and ignored).
+    let good = statement(
+        &[("model.safetensors", &bytes), ("config.json", b"{}")],
+        "sha256",
+    );
+    assert!(run(&good).is_ok(), "{}", last_error());
+    // The file changed after signing: named, nothing kept.
+    let mut other = bytes.clone();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    let stale = statement(&[("model.safetensors", &other)], "sha256");
+    assert_eq!(run(&stale).err(), Some(vram_status::VRAM_ERR_INTEGRITY));
+    assert!(
+        last_error().contains("file 'model.safetensors': its SHA-256 differs"),
+        "{}",
+        last_error()
+    );
+    // Not covered by the statement.
+    let elsewhere = statement(&[("other.safetensors", &bytes)], "sha256");
+    assert_eq!(run(&elsewhere).err(), Some(vram_status::VRAM_ERR_INTEGRITY));
+    assert!(last_error().contains("not covered"), "{}", last_error());
+    // The sharded serialization is not supported; a payload that is not a statement is refused.
+    let sharded = statement(&[("model.safetensors", &bytes)], "sha256-sharded-8");
+    assert_eq!(run(&sharded).err(), Some(vram_status::VRAM_ERR_UNSUPPORTED));
+    assert_eq!(
+        run("{}").err(),
+        Some(vram_status::VRAM_ERR_INVALID_ARGUMENT)
+    );
+    assert_eq!(ctx.used(), 0);
     std::fs::remove_dir_all(&dir).ok();
 }

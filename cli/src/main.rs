@@ -70,6 +70,10 @@ enum Command {
         backend: Backend,
         #[arg(long)]
         manifest: PathBuf,
+        /// Also check every file's SHA-256 against an OpenSSF model-signing bundle (or its
+        /// in-toto statement) whose signature model-signing has verified, in the same read.
+        #[arg(long)]
+        model_signing: Option<PathBuf>,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -159,6 +163,7 @@ fn load_all(
     ctx: &Context,
     paths: &[PathBuf],
     region_roots: bool,
+    signing: Option<&vram::model_signing::FileDigests>,
 ) -> Result<Vec<LoadedModel>, Fail> {
     let mut models = Vec::new();
     for path in paths {
@@ -177,10 +182,11 @@ fn load_all(
                 expected: None,
                 region_roots,
                 progress: Some(&mut progress),
+                model_signing: signing,
             },
         );
         bar.finish_and_clear();
-        models.push(loaded.map_err(|e| Fail(EXIT_BAD_INPUT, e.message))?);
+        models.push(loaded.map_err(Fail::from)?);
     }
     Ok(models)
 }
@@ -194,7 +200,7 @@ fn seal(
 ) -> Result<(), Fail> {
     let key = read_key(key_file)?;
     let ctx = context(&key, backend)?;
-    let models = load_all(&ctx, paths, true)?;
+    let models = load_all(&ctx, paths, true, None)?;
     let name = name.unwrap_or_else(|| {
         models
             .first()
@@ -230,6 +236,7 @@ fn verify(
     key_file: &Path,
     backend: Backend,
     manifest: &Path,
+    model_signing: Option<&Path>,
     paths: &[PathBuf],
 ) -> Result<(), Fail> {
     let key = read_key(key_file)?;
@@ -246,7 +253,18 @@ fn verify(
             format!("{}: {}", manifest.display(), e.message),
         ),
     })?;
-    let models = load_all(&ctx, paths, true)?;
+    let signing = match model_signing {
+        Some(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|e| Fail(EXIT_BAD_INPUT, format!("{}: {e}", p.display())))?;
+            Some(
+                vram::model_signing::FileDigests::parse(&bytes)
+                    .map_err(|e| Fail(EXIT_BAD_INPUT, format!("{}: {}", p.display(), e.message)))?,
+            )
+        }
+        None => None,
+    };
+    let models = load_all(&ctx, paths, true, signing.as_ref())?;
     let loaded: Vec<&TensorEntry> = models
         .iter()
         .flat_map(|m| m.manifest.tensors.iter())
@@ -423,8 +441,15 @@ fn main() -> ExitCode {
             key_file,
             backend,
             manifest,
+            model_signing,
             paths,
-        } => verify(key_file, *backend, manifest, paths),
+        } => verify(
+            key_file,
+            *backend,
+            manifest,
+            model_signing.as_deref(),
+            paths,
+        ),
         Command::Inspect {
             key_file,
             json,

@@ -38,6 +38,16 @@ pub struct vram_load_options {
     pub userdata: *mut c_void,
     /// NULL (the file's stem, or the directory's name), or the model's name in its manifest.
     pub model_name: *const c_char,
+    /// NULL, or an OpenSSF model-signing payload of `model_signing_len` bytes: the in-toto
+    /// statement (or the sigstore bundle / DSSE envelope holding it) whose signature the
+    /// model-signing tool has already verified. Every safetensors file loaded must be listed
+    /// in its resources with algorithm `sha256`, and its bytes must hash to that digest,
+    /// checked in the same read that loads the file (docs/model-signing.md says exactly what
+    /// is and is not checked). A file not listed or not matching → ::VRAM_ERR_INTEGRITY naming
+    /// it, nothing kept; a sharded (`sha256-sharded-*`) statement → ::VRAM_ERR_UNSUPPORTED.
+    pub model_signing: *const u8,
+    /// Length of `model_signing` in bytes.
+    pub model_signing_len: usize,
 }
 
 // SAFETY: repr(C), struct_size first, all-zero valid (integers, NULL pointers, no callback).
@@ -170,6 +180,17 @@ pub extern "C" fn vram_load_safetensors(
             ),
             _ => None,
         };
+        let signing = match opts.filter(|o| !o.model_signing.is_null()) {
+            Some(o) => Some(crate::model_signing::FileDigests::parse(
+                super::boundary::arg_bytes(
+                    o.model_signing,
+                    o.model_signing_len,
+                    "opts->model_signing",
+                    false,
+                )?,
+            )?),
+            None => None,
+        };
         let out = arg_mut(out, "out")?;
         let progress = opts.and_then(|o| {
             o.progress.map(|cb| Progress {
@@ -187,6 +208,7 @@ pub extern "C" fn vram_load_safetensors(
                 expected: expected.copied(),
                 region_roots: flags & super::manifest::VRAM_MANIFEST_REGION_ROOTS != 0,
                 progress: Some(&mut report),
+                model_signing: signing.as_ref(),
             },
         )?;
         *out = Box::into_raw(Box::new(model_of(loaded)?));
