@@ -19,7 +19,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and (kind == "any" or kind in m["target"]["kind"]):
         print(m["executable"])' "$1"
 }
-cargo test --release --no-run --message-format=json 2>/dev/null | executables any | while read -r exe; do
+# The library's tests (the vram command's tests run the binary at its build path: CI runs them).
+cargo test --release --no-run -p vram --message-format=json 2>/dev/null | executables any | while read -r exe; do
   cp "$exe" .gpu/tests/
 done
 cargo bench --no-run --message-format=json 2>/dev/null | executables bench | while read -r exe; do
@@ -28,7 +29,7 @@ done
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 cp -P build/lib/libvram.so* .gpu/lib/
-cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu build/stress .gpu/
+cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu build/stress build/load_model .gpu/
 # Kernel design studies (bench/*.cu: each includes the kernels it studies), for Hopper.
 mkdir -p .gpu/studies
 cuda_lib="$(dirname "$(dirname "$NVCC")")/lib"
@@ -45,7 +46,7 @@ if [ -d "$acas/nnet" ]; then
 else
   echo "ACAS Xu data not found at $acas: the GPU run will skip it"
 fi
-strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu .gpu/stress
+strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu .gpu/stress .gpu/load_model
 du -sh .gpu
 # The device runner carries at most 64 MiB: ship one compressed archive (unpack there with
 #   tar -xJf .gpu.tar.xz).
