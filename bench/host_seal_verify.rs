@@ -45,6 +45,7 @@ fn main() {
         key_len: key.len(),
         capacity_bytes: 0,
         flags: 0,
+        max_threads: 0,
     };
     let mut ctx = ptr::null_mut();
     assert_eq!(vram_ctx_new(&opts, &mut ctx), vram_status::VRAM_OK);

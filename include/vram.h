@@ -258,6 +258,12 @@ typedef struct vram_ctx_options {
    * (A struct_size from before this field existed is accepted: the field then reads as 0.)
    */
   uint32_t flags;
+  /**
+   * Host backend: the most threads one seal, verify or load uses to copy and hash (0 = one
+   * per core). A server that keeps cores for its own work bounds libvram's here. (As
+   * `flags`: an older struct_size reads it as 0.)
+   */
+  uint32_t max_threads;
 } vram_ctx_options;
 
 /**

@@ -27,6 +27,8 @@ pub struct ContextOptions<'a> {
     pub capacity_bytes: u64,
     /// Whether the fault drills (`debug_flip_bit`) may change this context's shards.
     pub allow_fault_drills: bool,
+    /// Host backend: most threads one call hashes with (0 = one per core).
+    pub max_threads: usize,
 }
 
 /// Host bookkeeping of one shard beyond its bytes (the handle, the record, the id), counted
@@ -147,7 +149,7 @@ pub struct Context {
 impl Context {
     pub fn new(opts: &ContextOptions<'_>) -> Result<Self> {
         let key = SealKey::derive(opts.secret)?;
-        let backend = Backend::open(opts.backend, opts.device)?;
+        let backend = Backend::open(opts.backend, opts.device, opts.max_threads)?;
         let capacity = backend.effective_capacity(opts.capacity_bytes)?;
         Ok(Self {
             backend,

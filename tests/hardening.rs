@@ -537,3 +537,14 @@ fn every_acas_xu_network_passes_the_strict_reader() {
     println!("{loaded} ACAS Xu networks loaded by the strict reader");
     assert!(loaded > 0);
 }
+
+#[test]
+fn a_host_context_with_one_thread_seals_and_verifies() {
+    let mut o = options(vram_backend::VRAM_BACKEND_HOST, &KEY);
+    o.max_threads = 1;
+    let ctx = Ctx::with_options(&o);
+    let data = bytes(9 << 20, 12);
+    let s = ctx.seal("big", &data);
+    assert_eq!(s.root(), reference_root(&data, 4096));
+    assert_eq!(ctx.verify(&s).0, vram_status::VRAM_OK);
+}

@@ -146,6 +146,7 @@ fn context(key: &[u8], backend: Backend) -> Result<Arc<Context>, Fail> {
         secret: key,
         capacity_bytes: 0,
         allow_fault_drills: false,
+        max_threads: 0,
     })?))
 }
 

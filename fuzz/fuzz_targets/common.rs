@@ -14,6 +14,7 @@ pub fn ctx() -> Arc<Context> {
             secret: b"fuzzing secret of thirty-two byte",
             capacity_bytes: 1 << 30,
             allow_fault_drills: false,
+            max_threads: 0,
         };
         Arc::new(Context::new(&opts).expect("host context"))
     }))

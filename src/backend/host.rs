@@ -26,8 +26,21 @@ pub struct HostBackend {
 
 impl Default for HostBackend {
     fn default() -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_max_threads(0)
+    }
+}
+
+impl HostBackend {
+    /// One thread per core, or at most `max` (0 = no bound beyond the cores).
+    pub fn with_max_threads(max: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = if max == 0 { cores } else { cores.min(max) };
         Self { threads }
+    }
+
+    /// Threads one call uses at most.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 }
 
@@ -166,5 +179,18 @@ fn check_range(
             g += 1;
         }
         j += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_threads_bounds_the_workers() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(HostBackend::with_max_threads(0).threads(), cores);
+        assert_eq!(HostBackend::with_max_threads(1).threads(), 1);
+        assert_eq!(HostBackend::with_max_threads(10_000).threads(), cores);
     }
 }

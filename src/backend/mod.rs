@@ -84,10 +84,12 @@ pub fn gpu_count() -> i32 {
 impl Backend {
     /// Opens the backend a caller chose. `Cuda` never falls back to host memory; `Auto` takes
     /// the GPU when one is usable.
-    pub fn open(choice: BackendChoice, device: i32) -> Result<Self> {
+    /// `max_threads` bounds the host backend's threads per call (0 = one per core).
+    pub fn open(choice: BackendChoice, device: i32, max_threads: usize) -> Result<Self> {
+        let host = || Backend::Host(HostBackend::with_max_threads(max_threads));
         match choice {
-            BackendChoice::Host => Ok(Backend::Host(HostBackend::default())),
-            BackendChoice::Auto if gpu_count() == 0 => Ok(Backend::Host(HostBackend::default())),
+            BackendChoice::Host => Ok(host()),
+            BackendChoice::Auto if gpu_count() == 0 => Ok(host()),
             BackendChoice::Auto | BackendChoice::Cuda => Self::open_cuda(device),
         }
     }

@@ -42,6 +42,7 @@ pub extern "C" fn vram_ctx_new(
             secret: key,
             capacity_bytes: opts.capacity_bytes,
             allow_fault_drills: opts.flags & VRAM_CTX_ALLOW_FAULT_DRILLS != 0,
+            max_threads: opts.max_threads as usize,
         })?;
         *out = Box::into_raw(Box::new(vram_ctx {
             inner: std::sync::Arc::new(inner),

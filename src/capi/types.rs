@@ -103,6 +103,10 @@ pub struct vram_ctx_options {
     /// ::VRAM_CTX_ALLOW_FAULT_DRILLS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
     /// (A struct_size from before this field existed is accepted: the field then reads as 0.)
     pub flags: u32,
+    /// Host backend: the most threads one seal, verify or load uses to copy and hash (0 = one
+    /// per core). A server that keeps cores for its own work bounds libvram's here. (As
+    /// `flags`: an older struct_size reads it as 0.)
+    pub max_threads: u32,
 }
 
 /// A ::vram_ctx_options flag: vram_debug_flip_bit() and ibp_model_debug_flip_bit() may change

@@ -28,6 +28,7 @@ pub fn options(backend: vram_backend, key: &[u8]) -> vram_ctx_options {
         // The suite exercises the fault drills; tests/hardening.rs checks they are off
         // without this flag.
         flags: VRAM_CTX_ALLOW_FAULT_DRILLS,
+        max_threads: 0,
     }
 }
 
