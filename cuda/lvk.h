@@ -54,6 +54,9 @@ int lvk_memcpy_h2d_async(void *dst, const void *src, size_t n, void *stream);
 int lvk_memcpy_d2h_async(void *dst, const void *src, size_t n, void *stream);
 /* Makes `waiter` wait for all work queued so far on `signaller`. */
 int lvk_stream_after(void *waiter, void *signaller, void *event);
+/* Records `event` on `stream`; waits on the host until the work before it is done. */
+int lvk_event_record(void *event, void *stream);
+int lvk_event_sync(void *event);
 
 /* Fault drill: XORs `mask` into the byte at `ptr + offset`. */
 int lvk_flip_byte(void *ptr, uint64_t offset, uint8_t mask, void *stream);

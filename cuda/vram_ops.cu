@@ -296,6 +296,16 @@ extern "C" int lvk_memcpy_d2h_async(void *dst, const void *src, size_t n, void *
     return cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream));
 }
 
+extern "C" int lvk_event_record(void *event, void *stream) {
+    if (event == nullptr) return cudaErrorInvalidValue;
+    return cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream));
+}
+
+extern "C" int lvk_event_sync(void *event) {
+    if (event == nullptr) return cudaErrorInvalidValue;
+    return cudaEventSynchronize(static_cast<cudaEvent_t>(event));
+}
+
 extern "C" int lvk_stream_after(void *waiter, void *signaller, void *event) {
     if (event == nullptr) return cudaErrorInvalidValue;
     cudaEvent_t ev = static_cast<cudaEvent_t>(event);

@@ -1276,7 +1276,10 @@ vram_status vram_seal_device_expect(struct vram_ctx *ctx,
  * allocated and vram_ctx_usage() is unchanged.
  *
  * Host backend: the copy's pages are made read-only once sealed (`mprotect`), so a stray
- * write through vram_shard_device_ptr() faults in the writer.
+ * write through vram_shard_device_ptr() faults in the writer. CUDA backend: a seal of at least
+ * 8 MiB from pageable memory is copied through 3 × 64 MiB of page-locked staging that the
+ * context makes on first use and keeps until it is freed (one such seal at a time; others
+ * copy directly), so the copy runs near page-locked speed.
  *
  * Thread-safety: any number of threads may seal through one context at once.
  */

@@ -335,6 +335,30 @@ mod on_gpu {
     }
 
     #[test]
+    fn seals_from_pageable_memory_through_the_staging_are_exact() {
+        if !have_gpu("seals_from_pageable_memory_through_the_staging_are_exact") {
+            return;
+        }
+        let ctx = std::sync::Arc::new(cuda_ctx());
+        // Four threads at once: one holds the page-locked staging, the others copy directly;
+        // every root must be the reference one either way.
+        let workers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let ctx = std::sync::Arc::clone(&ctx);
+                std::thread::spawn(move || {
+                    let data = bytes(200 * MIB + 5 + t as usize, 90 + t);
+                    let shard = ctx.seal(&format!("pageable.{t}"), &data);
+                    assert_eq!(shard.root(), reference_root(&data, 4096), "thread {t}");
+                    assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+    }
+
+    #[test]
     fn seal_device_accepts_only_plain_memory_of_this_gpu() {
         if !have_gpu("seal_device") {
             return;

@@ -42,6 +42,8 @@ unsafe extern "C" {
     pub fn lvk_stream_sync(stream: *mut c_void) -> c_int;
     pub fn lvk_event_create(event: *mut *mut c_void) -> c_int;
     pub fn lvk_event_destroy(event: *mut c_void) -> c_int;
+    pub fn lvk_event_record(event: *mut c_void, stream: *mut c_void) -> c_int;
+    pub fn lvk_event_sync(event: *mut c_void) -> c_int;
     pub fn lvk_malloc_async(ptr: *mut *mut c_void, size: usize, stream: *mut c_void) -> c_int;
     pub fn lvk_scratch_malloc_async(
         ptr: *mut *mut c_void,

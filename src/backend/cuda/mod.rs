@@ -9,13 +9,14 @@ pub(crate) mod ffi;
 pub(crate) mod runtime;
 
 use std::ffi::{c_int, c_void};
+use std::sync::Mutex;
 
 use super::{CheckJob, Damage};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::seal::ct::hash_eq;
 use crate::seal::merkle::{Hash, TreeLayout, zeroed_level};
 use ffi::{LvkJob, check};
-use runtime::{DeviceAlloc, DeviceScope, Event, Stream, copy_to_device, copy_to_host};
+use runtime::{DeviceAlloc, DeviceScope, Event, PinnedHost, Stream, copy_to_device, copy_to_host};
 
 /// Bytes copied per step when sealing from host memory (a multiple of every region size).
 const SEAL_CHUNK: u64 = 64 << 20;
@@ -36,6 +37,71 @@ pub struct CallerStream(pub usize);
 pub struct CudaBackend {
     device: i32,
     total_bytes: u64,
+    /// Page-locked staging for seals from pageable memory, made on first use and kept for the
+    /// context's life; one seal uses it at a time (others copy directly).
+    staging: Mutex<Option<SealStaging>>,
+}
+
+/// Buffers a seal from pageable memory passes through: the CPU copies chunk i into buffer
+/// i mod N (on several threads) while the DMA engine moves the chunks before it to the GPU, so
+/// the copy to the device runs at page-locked speed instead of the driver's pageable path.
+struct SealStaging {
+    bufs: Vec<PinnedHost>,
+    /// Recorded after each buffer's copy to the device: the buffer may be refilled once done.
+    done: Vec<Event>,
+}
+
+// SAFETY: page-locked host memory and an event are process-wide resources, usable from any
+// thread; the mutex around the staging gives one seal at a time exclusive use.
+unsafe impl Send for SealStaging {}
+
+impl std::fmt::Debug for SealStaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealStaging({} buffers)", self.bufs.len())
+    }
+}
+
+/// Staging buffers in flight.
+const STAGING_BUFFERS: usize = 3;
+/// Below this many bytes a seal copies directly (staging would not pay for itself).
+const STAGING_MIN_BYTES: usize = 8 << 20;
+
+impl SealStaging {
+    fn new() -> Result<Self> {
+        let mut bufs = Vec::with_capacity(STAGING_BUFFERS);
+        let mut done = Vec::with_capacity(STAGING_BUFFERS);
+        for _ in 0..STAGING_BUFFERS {
+            bufs.push(PinnedHost::new(SEAL_CHUNK as usize)?);
+            done.push(Event::new()?);
+        }
+        Ok(Self { bufs, done })
+    }
+}
+
+/// Copies `src` into `dst` on up to 8 threads (one CPU thread copies far below the DMA rate).
+/// Workers take 1 MiB parts from a shared queue, so a thread that cannot be spawned only means
+/// fewer workers, never an uncopied part.
+fn parallel_copy(dst: &mut [u8], src: &[u8]) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let queue = Mutex::new(dst.chunks_mut(1 << 20).zip(src.chunks(1 << 20)));
+    let work = || {
+        loop {
+            let next = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .next();
+            let Some((d, s)) = next else { break };
+            d.copy_from_slice(s);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
+        }
+        work();
+    });
 }
 
 /// Device bytes of one shard: owned (allocated by libvram) or borrowed from the caller.
@@ -121,6 +187,7 @@ impl CudaBackend {
         Ok(Self {
             device,
             total_bytes: total,
+            staging: Mutex::new(None),
         })
     }
 
@@ -152,7 +219,22 @@ impl CudaBackend {
         )
         .map_err(|e| annotate_oom(e, layout.len, self.device))?;
 
-        let filled = self.fill_and_hash(data, layout, level, dst.ptr(), &copy, &hash);
+        // Pageable source bytes pass through the page-locked staging when it is free. The
+        // guard is held until both streams are drained, on failure too.
+        let pageable = data.len() >= STAGING_MIN_BYTES
+            && !matches!(pointer_kind(data.as_ptr() as usize), Ok((ffi::PTR_HOST, _)));
+        let mut guard = if pageable {
+            self.staging.try_lock().ok()
+        } else {
+            None
+        };
+        if let Some(slot) = guard.as_mut() {
+            if slot.is_none() {
+                **slot = SealStaging::new().ok();
+            }
+        }
+        let staging = guard.as_mut().and_then(|s| s.as_mut());
+        let filled = self.fill_and_hash(data, layout, level, dst.ptr(), &copy, &hash, staging);
         if filled.is_err() {
             // Drain both streams before `dst` is freed: the hash stream may still read it.
             let _ = hash.sync();
@@ -167,7 +249,9 @@ impl CudaBackend {
         })
     }
 
-    /// The body of `ingest`: chunked copies on `copy`, each chunk hashed on `hash` once copied.
+    /// The body of `ingest`: chunked copies on `copy` (through `staging` when given), each chunk
+    /// hashed on `hash` once copied.
+    #[allow(clippy::too_many_arguments)]
     fn fill_and_hash(
         &self,
         data: &[u8],
@@ -176,6 +260,7 @@ impl CudaBackend {
         dst: *mut u8,
         copy: &Stream,
         hash: &Stream,
+        mut staging: Option<&mut SealStaging>,
     ) -> Result<()> {
         let copied = Event::new()?;
         let region = layout.region_size();
@@ -198,8 +283,29 @@ impl CudaBackend {
             let src = data
                 .get(off as usize..(off + job.len) as usize)
                 .ok_or_else(|| VramError::invalid("len", "chunk outside the data"))?;
-            // SAFETY: the destination was allocated above with room for the source, and both outlive the synchronisation of the stream.
-            unsafe { copy_to_device(job.data.cast_mut(), src, copy) }?;
+            match staging.as_deref_mut() {
+                Some(st) => {
+                    let b = c % STAGING_BUFFERS;
+                    // The buffer's previous copy to the device must be done before refilling.
+                    if c >= STAGING_BUFFERS {
+                        st.done[b].sync()?;
+                    }
+                    let buf = &st.bufs[b];
+                    // SAFETY: the buffer holds SEAL_CHUNK >= src.len() bytes and no copy reads it
+                    // now (its last one was waited for above); nothing else uses it (mutex).
+                    let dst = unsafe { std::slice::from_raw_parts_mut(buf.ptr(), src.len()) };
+                    parallel_copy(dst, src);
+                    // SAFETY: the device chunk has room for the bytes; the staging buffer stays
+                    // untouched until its `done` event (recorded next) has passed.
+                    unsafe { copy_to_device(job.data.cast_mut(), dst, copy) }?;
+                    st.done[b].record(copy)?;
+                }
+                None => {
+                    // SAFETY: the destination was allocated above with room for the source, and
+                    // both outlive the synchronisation of the stream.
+                    unsafe { copy_to_device(job.data.cast_mut(), src, copy) }?;
+                }
+            }
             copied.order(hash, copy)?;
             let first_region = off / region;
             // SAFETY: chunk `c`'s job lies in the job table uploaded above, its bytes in `dst`,

@@ -107,6 +107,21 @@ impl Event {
         Ok(Self(raw))
     }
 
+    /// Marks everything queued so far on `stream`.
+    pub fn record(&self, stream: &Stream) -> Result<()> {
+        // SAFETY: live event and stream handles.
+        check(
+            unsafe { lvk_event_record(self.0, stream.raw()) },
+            "cudaEventRecord",
+        )
+    }
+
+    /// Waits on the host until the work marked by the last `record` is done.
+    pub fn sync(&self) -> Result<()> {
+        // SAFETY: a live event handle.
+        check(unsafe { lvk_event_sync(self.0) }, "cudaEventSynchronize")
+    }
+
     /// Makes `waiter` wait for everything queued so far on `signaller`.
     pub fn order(&self, waiter: &Stream, signaller: &Stream) -> Result<()> {
         // SAFETY: live stream and event handles.
