@@ -288,6 +288,59 @@ fn default_name(path: &Path) -> String {
     }
 }
 
+/// Grows `buf` to at least `len` bytes without aborting.
+fn grow(buf: &mut Vec<u8>, len: usize) -> Result<()> {
+    if buf.len() < len {
+        crate::fallible::check_host_bytes(len as u64, "tensor data")?;
+        buf.try_reserve_exact(len - buf.len()).map_err(|_| {
+            VramError::out_of_memory(format!(
+                "tensor data: {len} bytes of host memory could not be allocated"
+            ))
+        })?;
+        buf.resize(len, 0);
+    }
+    Ok(())
+}
+
+/// Reads `dst.len()` bytes at `offset` with up to 8 threads (one thread copies from the page
+/// cache far below what the GPU takes). Workers take 8 MiB parts from a shared queue.
+fn read_parallel(file: &File, dst: &mut [u8], offset: u64) -> std::io::Result<()> {
+    const PART: usize = 8 << 20;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let queue = std::sync::Mutex::new(dst.chunks_mut(PART).enumerate());
+    let failed = std::sync::Mutex::new(None);
+    let work = || {
+        loop {
+            let next = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .next();
+            let Some((i, part)) = next else { break };
+            if let Err(e) = file.read_exact_at(part, offset + (i * PART) as u64) {
+                *failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                break;
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
+        }
+        work();
+    });
+    match failed
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// Each file's name in a model-signing statement (its path relative to the model's
 /// directory); every file must be listed.
 fn signed_names(paths: &[PathBuf], root: &Path, sig: &FileDigests) -> Result<Vec<String>> {
@@ -401,6 +454,8 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
         }
     }
     let total: u64 = planned.iter().map(|t| t.len).sum();
+    // One read buffer for all tensors, grown to the largest: its pages fault in once.
+    let mut buf: Vec<u8> = Vec::new();
     let mut done = 0u64;
     let mut tensors = Vec::with_capacity(planned.len());
     let mut entries = Vec::with_capacity(planned.len());
@@ -432,20 +487,19 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
         let shard = if t.len == 0 {
             None
         } else {
-            let mut data = try_vec(t.len as usize, 0u8, "tensor data")?;
-            files[t.file]
-                .read_exact_at(&mut data, t.start)
-                .map_err(|e| {
-                    bad(format!(
-                        "{}: reading '{}': {e}",
-                        paths[t.file].display(),
-                        t.name
-                    ))
-                })?;
+            grow(&mut buf, t.len as usize)?;
+            let data = &mut buf[..t.len as usize];
+            read_parallel(&files[t.file], data, t.start).map_err(|e| {
+                bad(format!(
+                    "{}: reading '{}': {e}",
+                    paths[t.file].display(),
+                    t.name
+                ))
+            })?;
             if signed_names.is_some() {
-                sha2::Digest::update(&mut hashes.0[t.file], &data);
+                sha2::Digest::update(&mut hashes.0[t.file], &*data);
             }
-            let shard = ctx.seal(t.name.as_bytes(), &data, leaf)?;
+            let shard = ctx.seal(t.name.as_bytes(), data, leaf)?;
             if let Some(e) = expected {
                 if !bool::from(shard.root().ct_eq(&e.root)) {
                     let at = e
