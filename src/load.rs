@@ -62,8 +62,8 @@ fn bad(reason: impl std::fmt::Display) -> VramError {
     VramError::invalid("path", reason)
 }
 
-/// A regular file opened without blocking on FIFOs or devices.
-fn open_regular(path: &Path) -> Result<(File, u64)> {
+/// A regular file opened without blocking on FIFOs or devices, and its length.
+pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
     let shown = path.display();
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -502,15 +502,7 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
             let shard = ctx.seal(t.name.as_bytes(), data, leaf)?;
             if let Some(e) = expected {
                 if !bool::from(shard.root().ct_eq(&e.root)) {
-                    let at = e
-                        .first_differing_region(&shard.level)
-                        .map(|r| {
-                            format!(
-                                ", first in the 1 MiB region at byte offset {}",
-                                r * shard.layout().region_size()
-                            )
-                        })
-                        .unwrap_or_default();
+                    let at = e.differing_region_text(&shard.level, shard.layout().region_size());
                     return Err(VramError::new(
                         ErrorKind::Integrity,
                         format!(

@@ -247,15 +247,7 @@ pub fn seal_entry(ctx: &Context, m: &Manifest, name: &[u8], data: &[u8]) -> Resu
     if bool::from(shard.root().ct_eq(&t.root)) {
         return Ok(shard);
     }
-    let at = t
-        .first_differing_region(&shard.level)
-        .map(|r| {
-            format!(
-                ", first in the 1 MiB region at byte offset {}",
-                r * shard.layout().region_size()
-            )
-        })
-        .unwrap_or_default();
+    let at = t.differing_region_text(&shard.level, shard.layout().region_size());
     let msg =
         format!("tensor '{name_str}': the bytes differ from the manifest's{at}; nothing was kept");
     events::emit(Level::Error, names::VERIFY_FAILED, &msg);

@@ -14,7 +14,6 @@
 //! anything is allocated for them.
 
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use super::builder::{Builder, PREV};
@@ -131,22 +130,13 @@ fn count(v: f64, what: &str, max: u64) -> Result<usize> {
 /// at most [`MAX_FILE`] bytes, in UTF-8.
 fn read_text(path: &std::path::Path) -> Result<String> {
     let shown = quote(&path.display().to_string());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| bad(format!("{shown}: {e}")))?;
-    let meta = file.metadata().map_err(|e| bad(format!("{shown}: {e}")))?;
-    if !meta.is_file() {
-        return Err(bad(format!("{shown}: not a regular file")));
-    }
-    if meta.len() > MAX_FILE {
+    let (file, len) = crate::load::open_regular(path)?;
+    if len > MAX_FILE {
         return Err(bad(format!(
-            "{shown}: {} bytes; NNet files of at most {MAX_FILE} bytes are read",
-            meta.len()
+            "{shown}: {len} bytes; NNet files of at most {MAX_FILE} bytes are read"
         )));
     }
-    let mut bytes = try_with_capacity(meta.len() as usize, "NNet file")?;
+    let mut bytes = try_with_capacity(len as usize, "NNet file")?;
     // The file may grow while it is read: never past the limit.
     file.take(MAX_FILE + 1)
         .read_to_end(&mut bytes)

@@ -150,6 +150,19 @@ impl TensorEntry {
         Ok(())
     }
 
+    /// ", first in the 1 MiB region at byte offset N" for messages, when this entry records
+    /// region roots and one differs from `level` (regions of `region_size` bytes); else "".
+    pub fn differing_region_text(&self, level: &[Hash], region_size: u64) -> String {
+        self.first_differing_region(level)
+            .map(|r| {
+                format!(
+                    ", first in the 1 MiB region at byte offset {}",
+                    r * region_size
+                )
+            })
+            .unwrap_or_default()
+    }
+
     /// Index of the first region whose root differs from `level` (region roots of other
     /// bytes of the same layout), when this entry records region roots.
     pub fn first_differing_region(&self, level: &[Hash]) -> Option<u64> {
@@ -282,20 +295,7 @@ impl Manifest {
     /// its MAC matches; `Unsupported` for another format version.
     pub fn decode(bytes: &[u8], key: &SealKey) -> Result<Self> {
         let bad = |why: String| VramError::new(ErrorKind::BadSeal, format!("manifest: {why}"));
-        if bytes.len() > MAX_BYTES {
-            return Err(VramError::invalid(
-                "manifest",
-                format!("{} bytes; at most {MAX_BYTES}", bytes.len()),
-            ));
-        }
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("is not JSON ({e})")))?;
-        let Value::Object(mut m) = value else {
-            return Err(bad("is not a JSON object".into()));
-        };
-        if m.get("format").and_then(Value::as_str) != Some(FORMAT) {
-            return Err(bad(format!("is not a {FORMAT} document")));
-        }
+        let mut m = parse_object(bytes)?;
         match m.get("version").and_then(Value::as_u64) {
             Some(VERSION) => {}
             other => {
@@ -343,20 +343,7 @@ impl Manifest {
     /// the key): nothing it says can be trusted.
     pub fn peek(bytes: &[u8]) -> Result<Self> {
         let bad = |why: String| VramError::new(ErrorKind::BadSeal, format!("manifest: {why}"));
-        if bytes.len() > MAX_BYTES {
-            return Err(VramError::invalid(
-                "manifest",
-                format!("{} bytes; at most {MAX_BYTES}", bytes.len()),
-            ));
-        }
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("is not JSON ({e})")))?;
-        let Value::Object(mut m) = value else {
-            return Err(bad("is not a JSON object".into()));
-        };
-        if m.get("format").and_then(Value::as_str) != Some(FORMAT) {
-            return Err(bad(format!("is not a {FORMAT} document")));
-        }
+        let mut m = parse_object(bytes)?;
         m.remove("mac");
         let key_id = unhex::<16>(
             m.get("key_id").and_then(Value::as_str).unwrap_or(""),
@@ -388,6 +375,27 @@ impl Manifest {
             .collect::<Result<Vec<_>>>()?;
         Self::new(model, key_id, tensors)
     }
+}
+
+/// The JSON object of a manifest of at most [`MAX_BYTES`] whose `format` is ours (`BadSeal`
+/// otherwise: nothing about it can be trusted).
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>> {
+    let bad = |why: String| VramError::new(ErrorKind::BadSeal, format!("manifest: {why}"));
+    if bytes.len() > MAX_BYTES {
+        return Err(VramError::invalid(
+            "manifest",
+            format!("{} bytes; at most {MAX_BYTES}", bytes.len()),
+        ));
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("is not JSON ({e})")))?;
+    let Value::Object(m) = value else {
+        return Err(bad("is not a JSON object".into()));
+    };
+    if m.get("format").and_then(Value::as_str) != Some(FORMAT) {
+        return Err(bad(format!("is not a {FORMAT} document")));
+    }
+    Ok(m)
 }
 
 fn entry(i: usize, v: &Value) -> Result<TensorEntry> {
