@@ -26,6 +26,8 @@ pub mod manifest;
 /// cbindgen:ignore
 pub mod model_signing;
 /// cbindgen:ignore
+pub mod parallel;
+/// cbindgen:ignore
 pub mod seal;
 /// cbindgen:ignore
 pub mod shard;

@@ -102,10 +102,6 @@ fn object_keys(json: &str) -> std::result::Result<Vec<String>, serde_json::Error
     de.deserialize_map(Keys)
 }
 
-/// The SHA-256 of each file, fed in file order as it is read (header at planning, then each
-/// tensor's bytes: tensors are contiguous and end where the file does, so that is every byte).
-struct FileHashes(Vec<sha2::Sha256>);
-
 /// One tensor's place in a file.
 struct Planned {
     name: String,
@@ -262,17 +258,13 @@ fn files_of(path: &Path) -> Result<(Vec<PathBuf>, Option<WeightMap>)> {
 
 /// The default model name: the file stem, or the directory's name.
 fn default_name(path: &Path) -> String {
-    let p = if path.is_dir() {
-        path
+    // A checkpoint directory, given or holding the index, is named after the directory.
+    let stem = if path.is_dir() {
+        path.file_name()
+    } else if path.extension().is_some_and(|e| e == "json") {
+        path.parent().and_then(Path::file_name)
     } else {
-        path.parent()
-            .filter(|_| path.to_string_lossy().ends_with(".json"))
-            .unwrap_or(path)
-    };
-    let stem = if p.is_dir() {
-        p.file_name()
-    } else {
-        p.file_stem()
+        path.file_stem()
     };
     let name: String = stem
         .and_then(|s| s.to_str())
@@ -306,39 +298,16 @@ fn grow(buf: &mut Vec<u8>, len: usize) -> Result<()> {
 /// cache far below what the GPU takes). Workers take 8 MiB parts from a shared queue.
 fn read_parallel(file: &File, dst: &mut [u8], offset: u64) -> std::io::Result<()> {
     const PART: usize = 8 << 20;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let queue = std::sync::Mutex::new(dst.chunks_mut(PART).enumerate());
-    let failed = std::sync::Mutex::new(None);
-    let work = || {
-        loop {
-            let next = queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .next();
-            let Some((i, part)) = next else { break };
-            if let Err(e) = file.read_exact_at(part, offset + (i * PART) as u64) {
-                *failed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
-                break;
-            }
-        }
+    let threads = if dst.len() > PART {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8)
+    } else {
+        1
     };
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
-        }
-        work();
-    });
-    match failed
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-    {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    crate::parallel::for_each(dst.chunks_mut(PART).enumerate(), threads, |(i, part)| {
+        file.read_exact_at(part, offset + (i * PART) as u64)
+    })
 }
 
 /// Each file's name in a model-signing statement (its path relative to the model's
@@ -369,12 +338,12 @@ fn signed_names(paths: &[PathBuf], root: &Path, sig: &FileDigests) -> Result<Vec
 }
 
 fn check_file_digest(
-    hashes: &mut FileHashes,
+    hashes: &mut [sha2::Sha256],
     file: usize,
     name: &str,
     sig: &FileDigests,
 ) -> Result<()> {
-    let h = std::mem::replace(&mut hashes.0[file], <sha2::Sha256 as sha2::Digest>::new());
+    let h = std::mem::replace(&mut hashes[file], <sha2::Sha256 as sha2::Digest>::new());
     let got: [u8; 32] = sha2::Digest::finalize(h).into();
     let want = sig.files.get(name).copied().unwrap_or([0; 32]);
     if bool::from(got.ct_eq(&want)) {
@@ -394,11 +363,13 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
     let (paths, weight_map) = files_of(path)?;
     let mut planned = Vec::new();
     let mut files = Vec::with_capacity(paths.len());
-    let mut hashes = FileHashes(Vec::with_capacity(paths.len()));
+    // The SHA-256 of each file, fed in file order as it is read (header at planning, then each
+    // tensor's bytes: tensors are contiguous and end where the file does, so that is every byte).
+    let mut hashes = Vec::with_capacity(paths.len());
     for (i, p) in paths.iter().enumerate() {
         let mut h = <sha2::Sha256 as sha2::Digest>::new();
         files.push(plan_file(p, i, &mut planned, &mut h)?);
-        hashes.0.push(h);
+        hashes.push(h);
     }
     let signed_names = match opts.model_signing {
         Some(sig) => Some(signed_names(&paths, path, sig)?),
@@ -497,7 +468,7 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
                 ))
             })?;
             if signed_names.is_some() {
-                sha2::Digest::update(&mut hashes.0[t.file], &*data);
+                sha2::Digest::update(&mut hashes[t.file], &*data);
             }
             let shard = ctx.seal(t.name.as_bytes(), data, leaf)?;
             if let Some(e) = expected {

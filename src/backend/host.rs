@@ -6,7 +6,6 @@
 //! in the host process.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 use super::{CheckJob, Damage, PageBuf};
 use crate::error::{Result, VramError};
@@ -69,8 +68,6 @@ impl HostBackend {
         } else {
             self.threads.clamp(1, level.len().max(1))
         };
-        // Workers take chunks from a shared queue, so a thread that could not be spawned only
-        // means fewer workers, never unhashed regions.
         let dst = buf
             .as_mut_slice()
             .ok_or_else(|| VramError::invalid("shard", "is already sealed"))?;
@@ -78,24 +75,14 @@ impl HostBackend {
             .chunks_mut(chunk_bytes)
             .zip(data.chunks(chunk_bytes))
             .zip(level.chunks_mut(QUEUE_CHUNK_REGIONS));
-        let queue = Mutex::new(chunks);
-        let work = || {
-            loop {
-                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
-                let Some(((dst, src), out)) = next else { break };
-                dst.copy_from_slice(src);
-                for (slot, bytes) in out.iter_mut().zip(dst.chunks(region)) {
-                    *slot = tree_root(bytes, layout.leaf_size);
-                }
+        // Each worker copies a chunk and hashes it while it is still in cache.
+        crate::parallel::for_each(chunks, threads, |((dst, src), out)| {
+            dst.copy_from_slice(src);
+            for (slot, bytes) in out.iter_mut().zip(dst.chunks(region)) {
+                *slot = tree_root(bytes, layout.leaf_size);
             }
-        };
-        std::thread::scope(|scope| {
-            for _ in 1..threads {
-                // A failed spawn leaves the work to the others (see above).
-                let _ = std::thread::Builder::new().spawn_scoped(scope, work);
-            }
-            work();
-        });
+            Ok::<(), VramError>(())
+        })?;
         Ok(())
     }
 

@@ -78,29 +78,16 @@ impl SealStaging {
     }
 }
 
-/// Copies `src` into `dst` on up to 8 threads (one CPU thread copies far below the DMA rate).
-/// Workers take 1 MiB parts from a shared queue, so a thread that cannot be spawned only means
-/// fewer workers, never an uncopied part.
+/// Copies `src` into `dst` on up to 8 threads (one CPU thread copies far below the DMA rate),
+/// 1 MiB parts at a time.
 fn parallel_copy(dst: &mut [u8], src: &[u8]) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let queue = Mutex::new(dst.chunks_mut(1 << 20).zip(src.chunks(1 << 20)));
-    let work = || {
-        loop {
-            let next = queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .next();
-            let Some((d, s)) = next else { break };
-            d.copy_from_slice(s);
-        }
-    };
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
-        }
-        work();
+    let parts = dst.chunks_mut(1 << 20).zip(src.chunks(1 << 20));
+    let Ok(()) = crate::parallel::for_each(parts, threads, |(d, s)| {
+        d.copy_from_slice(s);
+        Ok::<(), std::convert::Infallible>(())
     });
 }
 
