@@ -20,10 +20,49 @@ pub struct vram_manifest {
     inner: Manifest,
     /// The canonical bytes with their MAC (what vram_manifest_export() writes).
     encoded: Vec<u8>,
-    /// NUL-terminated copies of the model and tensor names and dtypes, for the accessors.
+    /// NUL-terminated copies of the model's name and the tensors' names and dtypes.
     model: CString,
+    labels: TensorLabels,
+}
+
+/// NUL-terminated copies of tensors' names and dtypes, which the accessors lend to C.
+pub(crate) struct TensorLabels {
     names: Vec<CString>,
     dtypes: Vec<CString>,
+}
+
+/// A checked name as a C string (checked names hold no NUL).
+fn c_string(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| VramError::invalid("name", "holds a NUL byte"))
+}
+
+impl TensorLabels {
+    pub(crate) fn new<'a>(tensors: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        let (mut names, mut dtypes) = (Vec::new(), Vec::new());
+        for (name, dtype) in tensors {
+            names.push(c_string(name)?);
+            dtypes.push(c_string(dtype)?);
+        }
+        Ok(Self { names, dtypes })
+    }
+
+    /// Tensor `index`'s name and dtype; `index` must be in range (see [`tensor_at`]).
+    pub(crate) fn at(&self, index: usize) -> (*const c_char, *const c_char) {
+        match (self.names.get(index), self.dtypes.get(index)) {
+            (Some(n), Some(d)) => (n.as_ptr(), d.as_ptr()),
+            _ => (std::ptr::null(), std::ptr::null()),
+        }
+    }
+}
+
+/// Item `index` of `items`, or `InvalidArgument` saying how many `what` there are.
+pub(crate) fn tensor_at<'a, T>(items: &'a [T], index: usize, what: &str) -> Result<&'a T> {
+    items.get(index).ok_or_else(|| {
+        VramError::invalid(
+            "index",
+            format!("{index} is past the {what}'s {} tensors", items.len()),
+        )
+    })
 }
 
 impl vram_manifest {
@@ -32,21 +71,14 @@ impl vram_manifest {
     }
 
     pub(crate) fn from_parts(inner: Manifest, encoded: Vec<u8>) -> Result<Self> {
-        // Names and dtypes were checked: no NUL can be inside.
-        let c =
-            |s: &str| CString::new(s).map_err(|_| VramError::invalid("manifest", "NUL in a name"));
         Ok(Self {
-            model: c(&inner.model)?,
-            names: inner
-                .tensors
-                .iter()
-                .map(|t| c(&t.name))
-                .collect::<Result<_>>()?,
-            dtypes: inner
-                .tensors
-                .iter()
-                .map(|t| c(&t.dtype))
-                .collect::<Result<_>>()?,
+            model: c_string(&inner.model)?,
+            labels: TensorLabels::new(
+                inner
+                    .tensors
+                    .iter()
+                    .map(|t| (t.name.as_str(), t.dtype.as_str())),
+            )?,
             inner,
             encoded,
         })
@@ -568,21 +600,13 @@ pub extern "C" fn vram_manifest_tensor(
             size_of::<vram_manifest_tensor_info>(),
             "info",
         )?;
-        let t = m.inner.tensors.get(index).ok_or_else(|| {
-            VramError::invalid(
-                "index",
-                format!(
-                    "{index} is past the manifest's {} tensors",
-                    m.inner.tensors.len()
-                ),
-            )
-        })?;
-        let (name, dtype) = (&m.names[index], &m.dtypes[index]);
+        let t = tensor_at(&m.inner.tensors, index, "manifest")?;
+        let (name, dtype) = m.labels.at(index);
         *info = vram_manifest_tensor_info {
             struct_size: info.struct_size,
             leaf_size: t.leaf_size,
-            name: name.as_ptr(),
-            dtype: dtype.as_ptr(),
+            name,
+            dtype,
             shape: if t.shape.is_empty() {
                 std::ptr::null()
             } else {

@@ -1,13 +1,15 @@
 //! `vram_load_safetensors` and `vram_model_*`: a model loaded from safetensors files, every
 //! tensor sealed under its name, with its manifest.
 
-use std::ffi::{CString, c_char, c_int, c_void};
+use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 
 use super::boundary::{
     arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value, read_options,
 };
-use super::manifest::{vram_manifest, vram_manifest_summary, vram_tensor_report};
+use super::manifest::{
+    TensorLabels, tensor_at, vram_manifest, vram_manifest_summary, vram_tensor_report,
+};
 use super::types::{vram_ctx, vram_shard, vram_status};
 use crate::error::{Result, VramError};
 use crate::load::{self, LoadOptions, LoadedModel};
@@ -59,8 +61,7 @@ pub struct vram_model {
     inner: LoadedModel,
     /// One handle per non-empty tensor, lent to callers by vram_model_tensor().
     shards: Vec<Option<Box<vram_shard>>>,
-    names: Vec<CString>,
-    dtypes: Vec<CString>,
+    labels: TensorLabels,
 }
 
 /// One tensor of a loaded model (vram_model_tensor()). Zero-initialise, then set `struct_size`.
@@ -99,7 +100,6 @@ impl Progress {
 }
 
 fn model_of(inner: LoadedModel) -> Result<vram_model> {
-    let c = |s: &str| CString::new(s).map_err(|_| VramError::invalid("path", "a name holds NUL"));
     Ok(vram_model {
         shards: inner
             .tensors
@@ -112,16 +112,12 @@ fn model_of(inner: LoadedModel) -> Result<vram_model> {
                 })
             })
             .collect(),
-        names: inner
-            .tensors
-            .iter()
-            .map(|t| c(&t.name))
-            .collect::<Result<_>>()?,
-        dtypes: inner
-            .tensors
-            .iter()
-            .map(|t| c(&t.dtype))
-            .collect::<Result<_>>()?,
+        labels: TensorLabels::new(
+            inner
+                .tensors
+                .iter()
+                .map(|t| (t.name.as_str(), t.dtype.as_str())),
+        )?,
         inner,
     })
 }
@@ -242,20 +238,13 @@ pub extern "C" fn vram_model_tensor(
             size_of::<vram_model_tensor_info>(),
             "info",
         )?;
-        let t = m.inner.tensors.get(index).ok_or_else(|| {
-            VramError::invalid(
-                "index",
-                format!(
-                    "{index} is past the model's {} tensors",
-                    m.inner.tensors.len()
-                ),
-            )
-        })?;
+        let t = tensor_at(&m.inner.tensors, index, "model")?;
+        let (name, dtype) = m.labels.at(index);
         let shard = m.shards.get(index).and_then(|s| s.as_deref());
         *info = vram_model_tensor_info {
             struct_size: info.struct_size,
-            name: m.names[index].as_ptr(),
-            dtype: m.dtypes[index].as_ptr(),
+            name,
+            dtype,
             shape: if t.shape.is_empty() {
                 std::ptr::null()
             } else {
