@@ -459,3 +459,50 @@ fn the_python_verifier_agrees_on_manifests_and_files() {
     assert_eq!(code, Some(1), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn mutated_manifests_never_authenticate_or_crash() {
+    let ctx = Ctx::new();
+    let tensors = model(&ctx);
+    let shards: Vec<&Shard> = tensors.iter().map(|t| &t.2).collect();
+    let bytes = from_shards(&ctx, "demo-model", &shards, true).export();
+    let mut rng = Rng(0x3a41_f00d);
+    for i in 0..20_000 {
+        let mut b = bytes.clone();
+        match rng.below(4) {
+            0 => {
+                for _ in 0..1 + rng.below(4) {
+                    let k = rng.index(b.len());
+                    b[k] ^= 1 << rng.below(8);
+                }
+            }
+            1 => b.truncate(rng.index(b.len())),
+            2 => {
+                let k = rng.index(b.len());
+                let junk: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next() as u8).collect();
+                b.splice(k..k, junk);
+            }
+            _ => {
+                // Swap two bytes (reorders digits, keys, brackets).
+                let (x, y) = (rng.index(b.len()), rng.index(b.len()));
+                b.swap(x, y);
+            }
+        }
+        if b == bytes || b.is_empty() {
+            continue;
+        }
+        match import(&ctx, &b) {
+            Ok(_) => panic!("mutation {i} authenticated"),
+            Err(s) => assert!(
+                matches!(
+                    s,
+                    vram_status::VRAM_ERR_BAD_SEAL
+                        | vram_status::VRAM_ERR_UNSUPPORTED
+                        | vram_status::VRAM_ERR_INVALID_ARGUMENT
+                ),
+                "mutation {i}: {s:?}: {}",
+                last_error()
+            ),
+        }
+    }
+}

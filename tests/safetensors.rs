@@ -631,3 +631,44 @@ fn model_signing_digests_are_checked_in_the_same_read() {
     assert_eq!(ctx.used(), 0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn mutated_model_signing_payloads_never_crash() {
+    let dir = tmp("signing-fuzz");
+    let small = vec![T("a", "F32", vec![3], bytes(12, 1))];
+    let file = file_bytes(&small);
+    let path = dir.join("model.safetensors");
+    std::fs::write(&path, &file).unwrap();
+    let good = statement(&[("model.safetensors", &file)], "sha256").into_bytes();
+    let ctx = Ctx::new();
+    let mut rng = Rng(0x51_6e_ed);
+    for i in 0..3000 {
+        let mut b = good.clone();
+        for _ in 0..1 + rng.below(3) {
+            let k = rng.index(b.len());
+            b[k] ^= 1 << rng.below(8);
+        }
+        if rng.below(4) == 0 {
+            b.truncate(rng.index(b.len()) + 1);
+        }
+        let mut o = opts();
+        o.model_signing = b.as_ptr();
+        o.model_signing_len = b.len();
+        match load(&ctx, &path, &o) {
+            // A flip that leaves the digest of this file intact (e.g. in another field).
+            Ok(_) => {}
+            Err(s) => assert!(
+                matches!(
+                    s,
+                    vram_status::VRAM_ERR_INVALID_ARGUMENT
+                        | vram_status::VRAM_ERR_UNSUPPORTED
+                        | vram_status::VRAM_ERR_INTEGRITY
+                ),
+                "mutation {i}: {s:?}: {}",
+                last_error()
+            ),
+        }
+        assert_eq!(ctx.used(), 0, "mutation {i} left shards");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
