@@ -121,7 +121,9 @@ fn main() {
     println!("| single-thread SHA-256 (sha2), same bytes | {sha:.2} |");
     println!("| vram_seal (copy + hash) | {seal:.2} |");
     println!("| vram_verify | {verify:.2} |");
-    println!("| vram_load_safetensors (file in the page cache, read + copy + hash) | {load:.2} |");
+    println!(
+        "| vram_load_safetensors (file in the page cache, read into the shard + hash) | {load:.2} |"
+    );
     println!("| target: 0.8 x cores x single-thread | {target:.2} |");
     println!(
         "load / (cores x single-thread) = {:.2} (target >= 0.8)",

@@ -27,6 +27,8 @@ int lvk_pointer_kind(const void *ptr, int *kind, int *device);
 #define LVK_RANGE_PAST_END 1      /* runs past the allocation (or the mapped VMM range) */
 #define LVK_RANGE_FOREIGN 2       /* reaches memory that is not device memory of `device` */
 #define LVK_RANGE_UNCHECKABLE 3   /* the driver cannot answer the address-range query */
+
+#define LVK_NOT_READY 600 /* cudaErrorNotReady */
 /* Whether [ptr, ptr + len) lies inside device memory of `device`: one allocation of
  * cudaMalloc / cudaMallocAsync, or consecutive mappings of the virtual memory management API
  * (cuMemCreate + cuMemMap, as PyTorch's expandable segments use). `*valid` receives how many
@@ -57,6 +59,8 @@ int lvk_stream_after(void *waiter, void *signaller, void *event);
 /* Records `event` on `stream`; waits on the host until the work before it is done. */
 int lvk_event_record(void *event, void *stream);
 int lvk_event_sync(void *event);
+/* 0 when the work before the event is done, LVK_NOT_READY while it runs. */
+int lvk_event_query(void *event);
 
 /* Fault drill: XORs `mask` into the byte at `ptr + offset`. */
 int lvk_flip_byte(void *ptr, uint64_t offset, uint8_t mask, void *stream);

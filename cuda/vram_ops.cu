@@ -306,6 +306,11 @@ extern "C" int lvk_event_sync(void *event) {
     return cudaEventSynchronize(static_cast<cudaEvent_t>(event));
 }
 
+extern "C" int lvk_event_query(void *event) {
+    if (event == nullptr) return cudaErrorInvalidValue;
+    return cudaEventQuery(static_cast<cudaEvent_t>(event)); // cudaErrorNotReady is not sticky
+}
+
 extern "C" int lvk_stream_after(void *waiter, void *signaller, void *event) {
     if (event == nullptr) return cudaErrorInvalidValue;
     cudaEvent_t ev = static_cast<cudaEvent_t>(event);

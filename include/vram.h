@@ -259,9 +259,11 @@ typedef struct vram_ctx_options {
    */
   uint32_t flags;
   /**
-   * Host backend: the most threads one seal, verify or load uses to copy and hash (0 = one
-   * per core). A server that keeps cores for its own work bounds libvram's here. (As
-   * `flags`: an older struct_size reads it as 0.)
+   * The most threads one call uses: on the host backend to copy (or read) and hash, on the
+   * CUDA backend to fill the page-locked staging of a seal from pageable memory or a load
+   * from files (0 = one per core; on CUDA one per core but one, at most 12). A server that
+   * keeps cores for its own work bounds libvram's here. (As `flags`: an older struct_size
+   * reads it as 0.)
    */
   uint32_t max_threads;
 } vram_ctx_options;
@@ -544,9 +546,11 @@ typedef struct vram_load_options {
   uint32_t flags;
   /**
    * NULL, or the manifest the files must match exactly: every tensor's dtype, shape, bytes,
-   * and no tensor more or less. The load stops at the first difference, naming the tensor
-   * (and, when the manifest has region roots, its first differing 1 MiB region), with
-   * ::VRAM_ERR_INTEGRITY and nothing kept. Borrowed for the call.
+   * and no tensor more or less. Names, dtypes, shapes and lengths are checked before any
+   * data is read; each tensor's root as soon as it is hashed (on the CUDA backend a few
+   * chunks later, as the GPU finishes it). The load stops at the first difference, naming
+   * the tensor (and, when the manifest has region roots, its first differing 1 MiB region),
+   * with ::VRAM_ERR_INTEGRITY and nothing kept. Borrowed for the call.
    */
   const struct vram_manifest *expected;
   /**
@@ -1137,8 +1141,13 @@ const char *vram_version(void);
  * not end where the file does, a FIFO or device — → ::VRAM_ERR_INVALID_ARGUMENT naming the
  * file and the problem; sub-byte dtypes → ::VRAM_ERR_UNSUPPORTED; a difference from
  * `opts->expected` → ::VRAM_ERR_INTEGRITY; a cancel → ::VRAM_ERR_CANCELLED;
- * ::VRAM_ERR_OUT_OF_MEMORY. On every error nothing stays sealed. Each tensor is read into
- * host memory once, then sealed (on the CUDA backend: copied and hashed on the GPU).
+ * ::VRAM_ERR_OUT_OF_MEMORY. On every error nothing stays sealed.
+ *
+ * Each byte is read once, by several threads (`max_threads` in ::vram_ctx_options): on the
+ * host backend straight into the shard's pages and hashed there while in cache; on the CUDA
+ * backend into the context's page-locked staging ring (see vram_seal()), from which the DMA
+ * engine copies it to the GPU while the GPU hashes what has arrived. Tensors of one load
+ * stream through the ring back to back; a second load on the same context waits for it.
  * Thread-safe.
  */
 vram_status vram_load_safetensors(struct vram_ctx *ctx,
@@ -1277,9 +1286,11 @@ vram_status vram_seal_device_expect(struct vram_ctx *ctx,
  *
  * Host backend: the copy's pages are made read-only once sealed (`mprotect`), so a stray
  * write through vram_shard_device_ptr() faults in the writer. CUDA backend: a seal of at least
- * 8 MiB from pageable memory is copied through 3 × 64 MiB of page-locked staging that the
- * context makes on first use and keeps until it is freed (one such seal at a time; others
- * copy directly), so the copy runs near page-locked speed.
+ * 8 MiB from pageable memory is copied through a ring of 24 × 8 MiB of page-locked staging
+ * that the context makes on first use and keeps until it is freed, filled by up to 12 threads
+ * (`max_threads` in ::vram_ctx_options) while the DMA engine empties it, so the copy runs near
+ * page-locked speed (one such seal at a time: others, and loads, wait for the ring or copy
+ * directly).
  *
  * Thread-safety: any number of threads may seal through one context at once.
  */

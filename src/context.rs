@@ -7,9 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use subtle::ConstantTimeEq;
 
-use crate::backend::{Backend, BackendChoice, CheckJob, StreamHandle};
+use crate::backend::{
+    Backend, BackendChoice, CheckJob, SliceSource, Source, StreamHandle, Unwatched, Watch,
+};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::events::{self, Level, names};
+use crate::fallible::try_with_capacity;
 use crate::seal::key::SealKey;
 use crate::seal::merkle::{
     DEFAULT_LEAF_SIZE, Hash, TreeLayout, check_leaf_size, root_from_level, zeroed_level,
@@ -114,6 +117,14 @@ impl Accounting {
     }
 }
 
+/// One shard to seal with [`Context::seal_many`].
+pub struct SealItem<'a> {
+    pub id: &'a [u8],
+    pub len: u64,
+    /// `None`: the default leaf size.
+    pub leaf_size: Option<u32>,
+}
+
 /// The outcome of verifying one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -192,23 +203,50 @@ impl Context {
 
     /// Seals a copy of `data` (non-empty) in this context's backend.
     pub fn seal(&self, shard_id: &[u8], data: &[u8], leaf_size: Option<u32>) -> Result<Shard> {
-        let id = check_shard_id(shard_id)?;
-        if data.is_empty() {
-            return Err(VramError::invalid("len", "must be greater than 0"));
+        let item = SealItem {
+            id: shard_id,
+            len: data.len() as u64,
+            leaf_size,
+        };
+        let mut shards = self.seal_many(&[item], &SliceSource(data), &mut Unwatched)?;
+        shards
+            .pop()
+            .ok_or_else(|| VramError::invalid("len", "nothing was sealed"))
+    }
+
+    /// Seals every item (non-empty, distinct ids) with its bytes from `src`, in one pass that
+    /// streams them into the backend (see [`crate::backend::Backend::ingest_many`]), telling
+    /// `watch` as it goes. All or nothing: on any error no shard is kept.
+    pub fn seal_many(
+        &self,
+        items: &[SealItem<'_>],
+        src: &dyn Source,
+        watch: &mut dyn Watch,
+    ) -> Result<Vec<Shard>> {
+        let mut planned = try_with_capacity(items.len(), "shards")?;
+        for item in items {
+            let id = check_shard_id(item.id)?;
+            if item.len == 0 {
+                return Err(VramError::invalid("len", "must be greater than 0"));
+            }
+            let leaf_size = item.leaf_size.unwrap_or(DEFAULT_LEAF_SIZE);
+            check_leaf_size(leaf_size).map_err(|e| VramError::invalid("leaf_size", e))?;
+            let layout = TreeLayout::new(item.len, leaf_size);
+            let reservation = self.accounting.reserve(
+                id,
+                self.backend
+                    .held_bytes(item.len)
+                    .saturating_add(bookkeeping(layout)),
+            )?;
+            planned.push((id, layout, reservation));
         }
-        let leaf_size = leaf_size.unwrap_or(DEFAULT_LEAF_SIZE);
-        check_leaf_size(leaf_size).map_err(|e| VramError::invalid("leaf_size", e))?;
-        let len = data.len() as u64;
-        let layout = TreeLayout::new(len, leaf_size);
-        let reservation = self.accounting.reserve(
-            id,
-            self.backend
-                .held_bytes(len)
-                .saturating_add(bookkeeping(layout)),
-        )?;
-        let mut level = zeroed_level(layout.regions())?;
-        let storage = self.backend.ingest(data, layout, &mut level)?;
-        self.finish_seal(id, layout, level, storage, reservation)
+        let layouts: Vec<TreeLayout> = planned.iter().map(|(_, l, _)| *l).collect();
+        let stored = self.backend.ingest_many(&layouts, src, watch)?;
+        let mut shards = try_with_capacity(items.len(), "shards")?;
+        for ((id, layout, reservation), (storage, level)) in planned.into_iter().zip(stored) {
+            shards.push(self.finish_seal(id, layout, level, storage, reservation)?);
+        }
+        Ok(shards)
     }
 
     fn finish_seal(

@@ -16,11 +16,13 @@ use std::sync::Arc;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use subtle::ConstantTimeEq;
 
-use crate::context::Context;
+use crate::backend::{Source, Watch};
+use crate::context::{Context, SealItem};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::fallible::try_vec;
 use crate::model_signing::FileDigests;
 use crate::seal::manifest::{Manifest, TensorEntry, dtype_size, empty_root};
+use crate::seal::merkle::{Hash, TreeLayout, root_from_level};
 use crate::shard::Shard;
 
 /// Largest header read (the safetensors crate's own limit).
@@ -280,36 +282,6 @@ fn default_name(path: &Path) -> String {
     }
 }
 
-/// Grows `buf` to at least `len` bytes without aborting.
-fn grow(buf: &mut Vec<u8>, len: usize) -> Result<()> {
-    if buf.len() < len {
-        crate::fallible::check_host_bytes(len as u64, "tensor data")?;
-        buf.try_reserve_exact(len - buf.len()).map_err(|_| {
-            VramError::out_of_memory(format!(
-                "tensor data: {len} bytes of host memory could not be allocated"
-            ))
-        })?;
-        buf.resize(len, 0);
-    }
-    Ok(())
-}
-
-/// Reads `dst.len()` bytes at `offset` with up to 8 threads (one thread copies from the page
-/// cache far below what the GPU takes). Workers take 8 MiB parts from a shared queue.
-fn read_parallel(file: &File, dst: &mut [u8], offset: u64) -> std::io::Result<()> {
-    const PART: usize = 8 << 20;
-    let threads = if dst.len() > PART {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8)
-    } else {
-        1
-    };
-    crate::parallel::for_each(dst.chunks_mut(PART).enumerate(), threads, |(i, part)| {
-        file.read_exact_at(part, offset + (i * PART) as u64)
-    })
-}
-
 /// Each file's name in a model-signing statement (its path relative to the model's
 /// directory); every file must be listed.
 fn signed_names(paths: &[PathBuf], root: &Path, sig: &FileDigests) -> Result<Vec<String>> {
@@ -375,12 +347,6 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
         Some(sig) => Some(signed_names(&paths, path, sig)?),
         None => None,
     };
-    // The last tensor of each file: its digest is checked once that tensor is read.
-    let last_of_file: HashMap<usize, usize> = planned
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.file, i))
-        .collect();
     if let Some(map) = &weight_map {
         let names: HashMap<&str, &Path> = planned
             .iter()
@@ -425,66 +391,86 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
         }
     }
     let total: u64 = planned.iter().map(|t| t.len).sum();
-    // One read buffer for all tensors, grown to the largest: its pages fault in once.
-    let mut buf: Vec<u8> = Vec::new();
-    let mut done = 0u64;
-    let mut tensors = Vec::with_capacity(planned.len());
-    let mut entries = Vec::with_capacity(planned.len());
-    for (k, t) in planned.into_iter().enumerate() {
-        let expected = match opts.expected {
-            Some(m) => Some(m.tensor(&t.name).ok_or_else(|| {
-                VramError::new(
-                    ErrorKind::Integrity,
-                    format!(
-                        "tensor '{}' is not in the expected manifest; nothing was kept",
-                        t.name
-                    ),
-                )
-            })?),
-            None => None,
+    // Every tensor against the expected manifest's entry before a byte is read.
+    let mut expected_entries = Vec::with_capacity(planned.len());
+    for t in &planned {
+        let Some(m) = opts.expected else {
+            expected_entries.push(None);
+            continue;
         };
-        if let Some(e) = expected {
-            if e.dtype != t.dtype || e.shape != t.shape || e.byte_len != t.len {
-                return Err(VramError::new(
-                    ErrorKind::Integrity,
-                    format!(
-                        "tensor '{}' is {} {:?} in the files, {} {:?} in the expected manifest; nothing was kept",
-                        t.name, t.dtype, t.shape, e.dtype, e.shape
-                    ),
-                ));
+        let e = m.tensor(&t.name).ok_or_else(|| {
+            VramError::new(
+                ErrorKind::Integrity,
+                format!(
+                    "tensor '{}' is not in the expected manifest; nothing was kept",
+                    t.name
+                ),
+            )
+        })?;
+        if e.dtype != t.dtype || e.shape != t.shape || e.byte_len != t.len {
+            return Err(VramError::new(
+                ErrorKind::Integrity,
+                format!(
+                    "tensor '{}' is {} {:?} in the files, {} {:?} in the expected manifest; nothing was kept",
+                    t.name, t.dtype, t.shape, e.dtype, e.shape
+                ),
+            ));
+        }
+        expected_entries.push(Some(e));
+    }
+    // Non-empty tensors are sealed in one pass, streamed from the files; empty ones have
+    // nothing to seal.
+    let sealed: Vec<usize> = (0..planned.len()).filter(|&i| planned[i].len > 0).collect();
+    let items: Vec<SealItem<'_>> = sealed
+        .iter()
+        .map(|&i| SealItem {
+            id: planned[i].name.as_bytes(),
+            len: planned[i].len,
+            leaf_size: expected_entries[i].map(|e| e.leaf_size),
+        })
+        .collect();
+    let source = FileSource {
+        files: &files,
+        paths: &paths,
+        planned: &planned,
+        sealed: &sealed,
+    };
+    let mut watch = LoadWatch {
+        planned: &planned,
+        sealed: &sealed,
+        expected: &expected_entries,
+        signing: opts
+            .model_signing
+            .zip(signed_names.as_deref())
+            .map(|(sig, names)| Signing {
+                sig,
+                names,
+                hashes: &mut hashes,
+                last_job_of_file: last_job_of_file(&planned, &sealed, paths.len()),
+                seen: 0,
+            }),
+        progress: opts.progress.take(),
+        total,
+        reported: 0,
+        reported_jobs: 0,
+    };
+    let shards = ctx.seal_many(&items, &source, &mut watch)?;
+    if let Some(s) = watch.signing.as_mut() {
+        // Files with no bytes to seal (only empty tensors, or none): their digest covers the
+        // header alone, read at planning.
+        for f in 0..paths.len() {
+            if s.last_job_of_file[f].is_none() {
+                check_file_digest(s.hashes, f, &s.names[f], s.sig)?;
             }
         }
-        let leaf = expected.map(|e| e.leaf_size);
-        let shard = if t.len == 0 {
-            None
-        } else {
-            grow(&mut buf, t.len as usize)?;
-            let data = &mut buf[..t.len as usize];
-            read_parallel(&files[t.file], data, t.start).map_err(|e| {
-                bad(format!(
-                    "{}: reading '{}': {e}",
-                    paths[t.file].display(),
-                    t.name
-                ))
-            })?;
-            if signed_names.is_some() {
-                sha2::Digest::update(&mut hashes[t.file], &*data);
-            }
-            let shard = ctx.seal(t.name.as_bytes(), data, leaf)?;
-            if let Some(e) = expected {
-                if !bool::from(shard.root().ct_eq(&e.root)) {
-                    let at = e.differing_region_text(&shard.level, shard.layout().region_size());
-                    return Err(VramError::new(
-                        ErrorKind::Integrity,
-                        format!(
-                            "tensor '{}' differs from the expected manifest{at}; nothing was kept",
-                            t.name
-                        ),
-                    ));
-                }
-            }
-            Some(Arc::new(shard))
-        };
+    }
+    // Tensors after the last sealed one (empty ones) are reported too.
+    watch.report_until(watch.planned.len(), total)?;
+    let mut shards = shards.into_iter().map(Arc::new);
+    let mut tensors = Vec::with_capacity(planned.len());
+    let mut entries = Vec::with_capacity(planned.len());
+    for t in planned {
+        let shard = if t.len == 0 { None } else { shards.next() };
         entries.push(TensorEntry {
             name: t.name.clone(),
             dtype: t.dtype.clone(),
@@ -505,24 +491,144 @@ pub fn load(ctx: &Context, path: &Path, mut opts: LoadOptions<'_>) -> Result<Loa
             byte_len: t.len,
             shard,
         });
-        if let (Some(names), Some(sig)) = (&signed_names, opts.model_signing) {
-            if last_of_file.get(&t.file) == Some(&k) {
-                check_file_digest(&mut hashes, t.file, &names[t.file], sig)?;
-            }
-        }
-        done += t.len;
-        if let Some(p) = opts.progress.as_mut() {
-            if !p(done, total) {
-                return Err(VramError::new(
-                    ErrorKind::Cancelled,
-                    "the progress callback cancelled the load; nothing was kept",
-                ));
-            }
-        }
     }
     let name = opts
         .model_name
         .map_or_else(|| default_name(path), str::to_string);
     let manifest = Manifest::new(&name, ctx.key_id(), entries)?;
     Ok(LoadedModel { tensors, manifest })
+}
+
+fn cancelled() -> VramError {
+    VramError::new(
+        ErrorKind::Cancelled,
+        "the progress callback cancelled the load; nothing was kept",
+    )
+}
+
+/// The tensors' bytes, read from their files by the backend's worker threads.
+struct FileSource<'a> {
+    files: &'a [File],
+    paths: &'a [PathBuf],
+    planned: &'a [Planned],
+    /// Job → tensor.
+    sealed: &'a [usize],
+}
+
+impl Source for FileSource<'_> {
+    fn fill(&self, job: usize, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let t = self
+            .sealed
+            .get(job)
+            .and_then(|&i| self.planned.get(i))
+            .ok_or_else(|| bad("a tensor outside the plan"))?;
+        self.files[t.file]
+            .read_exact_at(dst, t.start + offset)
+            .map_err(|e| {
+                bad(format!(
+                    "{}: reading '{}': {e}",
+                    self.paths[t.file].display(),
+                    t.name
+                ))
+            })
+    }
+}
+
+/// The model-signing check: each file's SHA-256, fed in file order.
+struct Signing<'a> {
+    sig: &'a FileDigests,
+    names: &'a [String],
+    hashes: &'a mut [sha2::Sha256],
+    /// The last sealed tensor (job) of each file: its digest is checked once that one is read.
+    last_job_of_file: Vec<Option<usize>>,
+    /// Bytes of the current job seen so far.
+    seen: u64,
+}
+
+fn last_job_of_file(planned: &[Planned], sealed: &[usize], files: usize) -> Vec<Option<usize>> {
+    let mut last = vec![None; files];
+    for (job, &i) in sealed.iter().enumerate() {
+        last[planned[i].file] = Some(job);
+    }
+    last
+}
+
+/// What the load checks while the pass streams: file digests, expected roots, progress.
+struct LoadWatch<'a, 'p> {
+    planned: &'a [Planned],
+    sealed: &'a [usize],
+    expected: &'a [Option<&'a TensorEntry>],
+    signing: Option<Signing<'a>>,
+    progress: Option<&'p mut dyn FnMut(u64, u64) -> bool>,
+    total: u64,
+    /// Tensors reported to `progress` so far (one call per tensor, empty ones too).
+    reported: usize,
+    /// Sealed tensors reported so far.
+    reported_jobs: usize,
+}
+
+impl LoadWatch<'_, '_> {
+    /// Reports every tensor before `end` not yet reported, with `done` bytes done.
+    fn report_until(&mut self, end: usize, done: u64) -> Result<()> {
+        while self.reported < end {
+            self.reported += 1;
+            if let Some(p) = self.progress.as_mut() {
+                if !p(done, self.total) {
+                    return Err(cancelled());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Watch for LoadWatch<'_, '_> {
+    fn wants_bytes(&self) -> bool {
+        self.signing.is_some()
+    }
+
+    fn bytes(&mut self, job: usize, bytes: &[u8]) -> Result<()> {
+        let Some(s) = self.signing.as_mut() else {
+            return Ok(());
+        };
+        let t = &self.planned[self.sealed[job]];
+        sha2::Digest::update(&mut s.hashes[t.file], bytes);
+        s.seen += bytes.len() as u64;
+        if s.seen == t.len {
+            s.seen = 0;
+            if s.last_job_of_file[t.file] == Some(job) {
+                check_file_digest(s.hashes, t.file, &s.names[t.file], s.sig)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn hashed(&mut self, job: usize, level: &[Hash]) -> Result<()> {
+        let i = self.sealed[job];
+        let Some(e) = self.expected[i] else {
+            return Ok(());
+        };
+        let root = root_from_level(level).unwrap_or([0; 32]);
+        if bool::from(root.ct_eq(&e.root)) {
+            return Ok(());
+        }
+        let layout = TreeLayout::new(e.byte_len, e.leaf_size);
+        let at = e.differing_region_text(level, layout.region_size());
+        Err(VramError::new(
+            ErrorKind::Integrity,
+            format!(
+                "tensor '{}' differs from the expected manifest{at}; nothing was kept",
+                self.planned[i].name
+            ),
+        ))
+    }
+
+    fn progress(&mut self, done: u64) -> Result<()> {
+        // `done` counts the sealed tensors so far; the one just sealed is the last of them.
+        let last = self.sealed.get(self.reported_jobs).copied().unwrap_or(0);
+        self.reported_jobs += 1;
+        let before = done.saturating_sub(self.planned[last].len);
+        self.report_until(last, before)?;
+        self.report_until(last + 1, done)
+    }
 }

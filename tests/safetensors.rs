@@ -672,3 +672,138 @@ fn mutated_model_signing_payloads_never_crash() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Tensors of every size around the staging chunk (8 MiB) and the GPU's hash batch (128 MiB),
+/// an empty one and 150 tiny ones, in one file: what streams through the backend back to back.
+fn streamed(prefix: &str) -> Vec<T> {
+    let name = |n: String| -> &'static str { Box::leak(n.into_boxed_str()) };
+    let mut t = Vec::new();
+    for (i, len) in [
+        8 * MIB - 1,
+        8 * MIB,
+        8 * MIB + 1,
+        1,
+        0,
+        130 * MIB + 17,
+        3000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        t.push(T(
+            name(format!("{prefix}.big.{i}")),
+            "U8",
+            vec![len as u64],
+            bytes(len, 40 + i as u64),
+        ));
+    }
+    for i in 0..150 {
+        t.push(T(
+            name(format!("{prefix}.tiny.{i}")),
+            "U8",
+            vec![100],
+            bytes(100, 1000 + i),
+        ));
+    }
+    t
+}
+
+#[test]
+fn tensors_stream_back_to_back_with_exact_roots_and_refusals() {
+    let dir = tmp("streamed");
+    let tensors = streamed("s");
+    let path = dir.join("model.safetensors");
+    let file = file_bytes(&tensors);
+    std::fs::write(&path, &file).unwrap();
+    let ctx = Ctx::new();
+    let m = load(&ctx, &path, &opts()).unwrap();
+    for (i, t) in tensors.iter().enumerate() {
+        let shard = info(&m, i).shard;
+        if t.3.is_empty() {
+            assert!(shard.is_null());
+            continue;
+        }
+        let mut root = [0u8; 32];
+        assert_eq!(
+            vram_shard_root(shard, root.as_mut_ptr()),
+            vram_status::VRAM_OK
+        );
+        assert_eq!(root, reference_root(&t.3, 4096), "{}", t.0);
+    }
+    // The same file on the host backend gives the same manifest, byte for byte (region roots
+    // included): the CUDA pipeline and the host's parallel reads agree.
+    let published = manifest_bytes(&ctx, &m);
+    let host = Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY));
+    assert_eq!(
+        manifest_bytes(&host, &load(&host, &path, &opts()).unwrap()),
+        published
+    );
+    drop(m);
+    // One changed byte deep in the 130 MiB tensor (region 100): refused against the manifest,
+    // naming the tensor and region, with nothing kept, whether or not later tensors were read.
+    let mut expected = ptr::null_mut();
+    assert_eq!(
+        vram_manifest_import(ctx.0, published.as_ptr(), published.len(), &mut expected),
+        vram_status::VRAM_OK
+    );
+    let data_start = 8 + u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    let before: usize = tensors[..5].iter().map(|t| t.3.len()).sum();
+    let mut bad = file.clone();
+    bad[data_start + before + 100 * MIB + 5] ^= 0x80;
+    let badp = dir.join("bad.safetensors");
+    std::fs::write(&badp, &bad).unwrap();
+    let mut o = opts();
+    o.expected = expected;
+    assert_eq!(
+        load(&ctx, &badp, &o).err(),
+        Some(vram_status::VRAM_ERR_INTEGRITY)
+    );
+    let msg = last_error();
+    assert!(
+        msg.contains("s.big.5") && msg.contains("byte offset 104857600"),
+        "{msg}"
+    );
+    assert_eq!(ctx.used(), 0, "a refused load kept shards");
+    // A cancel in the middle keeps nothing either.
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    o.progress = Some(count_then_cancel);
+    o.userdata = (&mut seen as *mut Vec<(u64, u64)>).cast();
+    assert_eq!(
+        load(&ctx, &path, &o).err(),
+        Some(vram_status::VRAM_ERR_CANCELLED)
+    );
+    assert_eq!(ctx.used(), 0, "a cancelled load kept shards");
+    vram_manifest_free(expected);
+    // Three loads at once on one context (one at a time holds the GPU's staging ring, the
+    // others wait for it), and with one filling thread.
+    let ctx = std::sync::Arc::new(ctx);
+    let loads: Vec<_> = (0..3)
+        .map(|k| {
+            let tensors = streamed(&format!("c{k}"));
+            let p = dir.join(format!("c{k}.safetensors"));
+            std::fs::write(&p, file_bytes(&tensors)).unwrap();
+            let ctx = std::sync::Arc::clone(&ctx);
+            std::thread::spawn(move || {
+                let m = load(&ctx, &p, &opts()).unwrap();
+                assert_eq!(
+                    vram_model_verify(ctx.0, m.0, ptr::null_mut(), ptr::null_mut()),
+                    vram_status::VRAM_OK
+                );
+                let mut root = [0u8; 32];
+                vram_shard_root(info(&m, 5).shard, root.as_mut_ptr());
+                assert_eq!(root, reference_root(&tensors[5].3, 4096), "load {k}");
+            })
+        })
+        .collect();
+    for l in loads {
+        l.join().unwrap();
+    }
+    let mut one = options(test_backend(), &KEY);
+    one.max_threads = 1;
+    let one = Ctx::with_options(&one);
+    assert_eq!(
+        manifest_bytes(&one, &load(&one, &path, &opts()).unwrap()),
+        published
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

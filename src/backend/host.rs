@@ -7,10 +7,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::ingest::{Source, Watch};
 use super::{CheckJob, Damage, PageBuf};
 use crate::error::{Result, VramError};
+use crate::fallible::try_with_capacity;
 use crate::seal::ct::hash_eq;
-use crate::seal::merkle::{Hash, TreeLayout, tree_root};
+use crate::seal::merkle::{Hash, TreeLayout, tree_root, zeroed_level};
 
 /// Below this many bytes of work, hashing stays on the calling thread (spawning a thread
 /// costs tens of microseconds; hashing 2 MiB on one core takes over a millisecond).
@@ -44,20 +46,41 @@ impl HostBackend {
 }
 
 impl HostBackend {
-    /// Copies `data` into fresh page-aligned memory and computes its kept level (one root
-    /// per region) in the same pass: each worker copies a chunk and hashes it while it is
-    /// still in cache. `level.len() == layout.regions()`.
-    pub fn ingest(&self, data: &[u8], layout: TreeLayout, level: &mut [Hash]) -> Result<PageBuf> {
-        let mut buf = PageBuf::zeroed(data.len())?;
-        self.fill_and_hash(&mut buf, data, layout, level)?;
-        buf.seal_read_only()?;
-        Ok(buf)
+    /// Fills fresh page-aligned memory for every shard from `src` and computes its kept level
+    /// (one root per region) in the same pass: each worker fills a chunk (a copy, or a read
+    /// from a file) and hashes it while it is still in cache. Returns each shard's bytes and
+    /// level, in order; on error nothing is kept.
+    pub fn ingest_many(
+        &self,
+        layouts: &[TreeLayout],
+        src: &dyn Source,
+        watch: &mut dyn Watch,
+    ) -> Result<Vec<(PageBuf, Vec<Hash>)>> {
+        let mut out = try_with_capacity(layouts.len(), "shards")?;
+        let mut done = 0;
+        for (job, layout) in layouts.iter().enumerate() {
+            let len = usize::try_from(layout.len)
+                .map_err(|_| VramError::out_of_memory("size exceeds the address space"))?;
+            let mut buf = PageBuf::zeroed(len)?;
+            let mut level = zeroed_level(layout.regions())?;
+            self.fill_and_hash(&mut buf, job, src, *layout, &mut level)?;
+            buf.seal_read_only()?;
+            if watch.wants_bytes() {
+                watch.bytes(job, buf.as_slice())?;
+            }
+            watch.hashed(job, &level)?;
+            done += layout.len;
+            watch.progress(done)?;
+            out.push((buf, level));
+        }
+        Ok(out)
     }
 
     fn fill_and_hash(
         &self,
         buf: &mut PageBuf,
-        data: &[u8],
+        job: usize,
+        src: &dyn Source,
         layout: TreeLayout,
         level: &mut [Hash],
     ) -> Result<()> {
@@ -73,17 +96,17 @@ impl HostBackend {
             .ok_or_else(|| VramError::invalid("shard", "is already sealed"))?;
         let chunks = dst
             .chunks_mut(chunk_bytes)
-            .zip(data.chunks(chunk_bytes))
+            .enumerate()
             .zip(level.chunks_mut(QUEUE_CHUNK_REGIONS));
-        // Each worker copies a chunk and hashes it while it is still in cache.
-        crate::parallel::for_each(chunks, threads, |((dst, src), out)| {
-            dst.copy_from_slice(src);
+        // Each worker fills a chunk and hashes it while it is still in cache.
+        crate::parallel::for_each(chunks, threads, |((i, dst), out)| {
+            super::page_buf::populate(dst);
+            src.fill(job, (i * chunk_bytes) as u64, dst)?;
             for (slot, bytes) in out.iter_mut().zip(dst.chunks(region)) {
                 *slot = tree_root(bytes, layout.leaf_size);
             }
             Ok::<(), VramError>(())
-        })?;
-        Ok(())
+        })
     }
 
     /// Re-hashes every region of every job and compares it with the kept level.

@@ -10,12 +10,14 @@
 #[cfg(vram_cuda)]
 pub mod cuda;
 pub mod host;
+pub mod ingest;
 pub mod page_buf;
 
 use crate::error::{ErrorKind, Result, VramError};
 use crate::seal::merkle::{Hash, TreeLayout};
 use crate::seal::record::Residency;
 pub use host::HostBackend;
+pub use ingest::{SliceSource, Source, Unwatched, Watch};
 pub use page_buf::PageBuf;
 
 /// The backend a caller asked for.
@@ -90,17 +92,17 @@ impl Backend {
         match choice {
             BackendChoice::Host => Ok(host()),
             BackendChoice::Auto if gpu_count() == 0 => Ok(host()),
-            BackendChoice::Auto | BackendChoice::Cuda => Self::open_cuda(device),
+            BackendChoice::Auto | BackendChoice::Cuda => Self::open_cuda(device, max_threads),
         }
     }
 
     #[cfg(vram_cuda)]
-    fn open_cuda(device: i32) -> Result<Self> {
-        Ok(Backend::Cuda(cuda::CudaBackend::open(device)?))
+    fn open_cuda(device: i32, max_threads: usize) -> Result<Self> {
+        Ok(Backend::Cuda(cuda::CudaBackend::open(device, max_threads)?))
     }
 
     #[cfg(not(vram_cuda))]
-    fn open_cuda(_device: i32) -> Result<Self> {
+    fn open_cuda(_device: i32, _max_threads: usize) -> Result<Self> {
         Err(VramError::new(
             ErrorKind::NoDevice,
             "backend: CUDA was requested but this libvram was built without CUDA support",
@@ -140,13 +142,27 @@ impl Backend {
         }
     }
 
-    /// Copies `data` into new storage of this backend and computes its kept level (one root
-    /// per region; `level.len() == layout.regions()`), overlapping the copy with the hashing.
-    pub fn ingest(&self, data: &[u8], layout: TreeLayout, level: &mut [Hash]) -> Result<Storage> {
+    /// Copies every shard's bytes from `src` into new storage of this backend and computes its
+    /// kept level (one root per region), in one pass that overlaps the copies with the hashing;
+    /// returns each shard's storage and level, in order. On error nothing is kept.
+    pub fn ingest_many(
+        &self,
+        layouts: &[TreeLayout],
+        src: &dyn Source,
+        watch: &mut dyn Watch,
+    ) -> Result<Vec<(Storage, Vec<Hash>)>> {
         match self {
-            Backend::Host(h) => Ok(Storage::Host(h.ingest(data, layout, level)?)),
+            Backend::Host(h) => Ok(h
+                .ingest_many(layouts, src, watch)?
+                .into_iter()
+                .map(|(b, l)| (Storage::Host(b), l))
+                .collect()),
             #[cfg(vram_cuda)]
-            Backend::Cuda(c) => Ok(Storage::Cuda(c.ingest(data, layout, level)?)),
+            Backend::Cuda(c) => Ok(c
+                .ingest_many(layouts, src, watch)?
+                .into_iter()
+                .map(|(b, l)| (Storage::Cuda(b), l))
+                .collect()),
         }
     }
 

@@ -16,6 +16,25 @@ pub(crate) const PAGE: usize = 4096;
 static DRILL: Mutex<()> = Mutex::new(());
 const HUGE_PAGE: usize = 2 << 20;
 
+/// Supplies the pages under `dst` (part of a fresh [`PageBuf`], page-aligned) now, in one
+/// call, rather than one fault at a time inside the copy or `pread` that fills them: measured
+/// on a 2-core VM, faults taken inside `pread` cost several times more. Only advice: it
+/// changes no bytes, and on kernels before 5.14 the pages simply fault in as before.
+pub fn populate(dst: &mut [u8]) {
+    if dst.is_empty() {
+        return;
+    }
+    // SAFETY: advice on the pages under a slice this thread holds mutably; populating for
+    // writing changes no contents.
+    unsafe {
+        libc::madvise(
+            dst.as_mut_ptr().cast(),
+            dst.len(),
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+}
+
 /// An owned, page-aligned, immutable-after-creation copy of a caller's bytes.
 pub struct PageBuf {
     ptr: NonNull<u8>,

@@ -30,9 +30,11 @@ pub struct vram_load_options {
     /// ::VRAM_MANIFEST_REGION_ROOTS: record region roots in the model's manifest.
     pub flags: u32,
     /// NULL, or the manifest the files must match exactly: every tensor's dtype, shape, bytes,
-    /// and no tensor more or less. The load stops at the first difference, naming the tensor
-    /// (and, when the manifest has region roots, its first differing 1 MiB region), with
-    /// ::VRAM_ERR_INTEGRITY and nothing kept. Borrowed for the call.
+    /// and no tensor more or less. Names, dtypes, shapes and lengths are checked before any
+    /// data is read; each tensor's root as soon as it is hashed (on the CUDA backend a few
+    /// chunks later, as the GPU finishes it). The load stops at the first difference, naming
+    /// the tensor (and, when the manifest has region roots, its first differing 1 MiB region),
+    /// with ::VRAM_ERR_INTEGRITY and nothing kept. Borrowed for the call.
     pub expected: *const vram_manifest,
     /// NULL, or called after each tensor (see ::vram_progress_callback).
     pub progress: vram_progress_callback,
@@ -138,8 +140,13 @@ fn model_of(inner: LoadedModel) -> Result<vram_model> {
 /// not end where the file does, a FIFO or device — → ::VRAM_ERR_INVALID_ARGUMENT naming the
 /// file and the problem; sub-byte dtypes → ::VRAM_ERR_UNSUPPORTED; a difference from
 /// `opts->expected` → ::VRAM_ERR_INTEGRITY; a cancel → ::VRAM_ERR_CANCELLED;
-/// ::VRAM_ERR_OUT_OF_MEMORY. On every error nothing stays sealed. Each tensor is read into
-/// host memory once, then sealed (on the CUDA backend: copied and hashed on the GPU).
+/// ::VRAM_ERR_OUT_OF_MEMORY. On every error nothing stays sealed.
+///
+/// Each byte is read once, by several threads (`max_threads` in ::vram_ctx_options): on the
+/// host backend straight into the shard's pages and hashed there while in cache; on the CUDA
+/// backend into the context's page-locked staging ring (see vram_seal()), from which the DMA
+/// engine copies it to the GPU while the GPU hashes what has arrived. Tensors of one load
+/// stream through the ring back to back; a second load on the same context waits for it.
 /// Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn vram_load_safetensors(

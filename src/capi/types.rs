@@ -103,9 +103,11 @@ pub struct vram_ctx_options {
     /// ::VRAM_CTX_ALLOW_FAULT_DRILLS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
     /// (A struct_size from before this field existed is accepted: the field then reads as 0.)
     pub flags: u32,
-    /// Host backend: the most threads one seal, verify or load uses to copy and hash (0 = one
-    /// per core). A server that keeps cores for its own work bounds libvram's here. (As
-    /// `flags`: an older struct_size reads it as 0.)
+    /// The most threads one call uses: on the host backend to copy (or read) and hash, on the
+    /// CUDA backend to fill the page-locked staging of a seal from pageable memory or a load
+    /// from files (0 = one per core; on CUDA one per core but one, at most 12). A server that
+    /// keeps cores for its own work bounds libvram's here. (As `flags`: an older struct_size
+    /// reads it as 0.)
     pub max_threads: u32,
 }
 

@@ -11,6 +11,8 @@ pub const PTR_HOST: c_int = 1;
 pub const RANGE_OK: c_int = 0;
 pub const RANGE_PAST_END: c_int = 1;
 pub const RANGE_FOREIGN: c_int = 2;
+/// `lvk_event_query`: the work before the event is still running (cudaErrorNotReady).
+pub const NOT_READY: c_int = 600;
 
 /// One shard of a Merkle batch (mirrors `lvk_job`).
 #[repr(C)]
@@ -44,6 +46,7 @@ unsafe extern "C" {
     pub fn lvk_event_destroy(event: *mut c_void) -> c_int;
     pub fn lvk_event_record(event: *mut c_void, stream: *mut c_void) -> c_int;
     pub fn lvk_event_sync(event: *mut c_void) -> c_int;
+    pub fn lvk_event_query(event: *mut c_void) -> c_int;
     pub fn lvk_malloc_async(ptr: *mut *mut c_void, size: usize, stream: *mut c_void) -> c_int;
     pub fn lvk_scratch_malloc_async(
         ptr: *mut *mut c_void,

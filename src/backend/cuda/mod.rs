@@ -1,16 +1,20 @@
 //! The CUDA backend: shards in device memory, hashed on the device where they live.
 //!
-//! Sealing from host memory copies in 64 MiB chunks on one stream while a second stream hashes
-//! the chunks already copied; verification hashes every region of every shard of a batch in
-//! one kernel launch. Only region roots (32 bytes per MiB) come back to the host, where they
-//! are compared with the kept level in constant time and the root is finished.
+//! Sealing copies the bytes to the GPU in chunks on one stream while a second stream hashes
+//! the chunks already copied: directly from page-locked memory, otherwise through the
+//! page-locked staging ring of [`pipeline`] (pageable memory and files). Verification hashes
+//! every region of every shard of a batch in one kernel launch. Only region roots (32 bytes per
+//! MiB) come back to the host, where they are compared with the kept level in constant time
+//! and the root is finished.
 
 pub(crate) mod ffi;
+pub(crate) mod pipeline;
 pub(crate) mod runtime;
 
 use std::ffi::{c_int, c_void};
 use std::sync::Mutex;
 
+use super::ingest::{Source, Watch};
 use super::{CheckJob, Damage};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::seal::ct::hash_eq;
@@ -18,7 +22,8 @@ use crate::seal::merkle::{Hash, TreeLayout, zeroed_level};
 use ffi::{LvkJob, check};
 use runtime::{DeviceAlloc, DeviceScope, Event, PinnedHost, Stream, copy_to_device, copy_to_host};
 
-/// Bytes copied per step when sealing from host memory (a multiple of every region size).
+/// Bytes copied per step when sealing directly from page-locked memory (a multiple of every
+/// region size).
 const SEAL_CHUNK: u64 = 64 << 20;
 
 /// Number of CUDA devices usable by this process; 0 when there is no driver or no GPU.
@@ -37,59 +42,15 @@ pub struct CallerStream(pub usize);
 pub struct CudaBackend {
     device: i32,
     total_bytes: u64,
-    /// Page-locked staging for seals from pageable memory, made on first use and kept for the
-    /// context's life; one seal uses it at a time (others copy directly).
-    staging: Mutex<Option<SealStaging>>,
+    /// Threads that fill the staging ring.
+    workers: usize,
+    /// The page-locked staging ring, made on first use and kept for the context's life; one
+    /// seal uses it at a time (a seal from memory that finds it busy copies directly).
+    ring: Mutex<Option<pipeline::Ring>>,
 }
 
-/// Buffers a seal from pageable memory passes through: the CPU copies chunk i into buffer
-/// i mod N (on several threads) while the DMA engine moves the chunks before it to the GPU, so
-/// the copy to the device runs at page-locked speed instead of the driver's pageable path.
-struct SealStaging {
-    bufs: Vec<PinnedHost>,
-    /// Recorded after each buffer's copy to the device: the buffer may be refilled once done.
-    done: Vec<Event>,
-}
-
-// SAFETY: page-locked host memory and an event are process-wide resources, usable from any
-// thread; the mutex around the staging gives one seal at a time exclusive use.
-unsafe impl Send for SealStaging {}
-
-impl std::fmt::Debug for SealStaging {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SealStaging({} buffers)", self.bufs.len())
-    }
-}
-
-/// Staging buffers in flight.
-const STAGING_BUFFERS: usize = 3;
-/// Below this many bytes a seal copies directly (staging would not pay for itself).
+/// Below this many bytes a seal from memory copies directly (staging would not pay for itself).
 const STAGING_MIN_BYTES: usize = 8 << 20;
-
-impl SealStaging {
-    fn new() -> Result<Self> {
-        let mut bufs = Vec::with_capacity(STAGING_BUFFERS);
-        let mut done = Vec::with_capacity(STAGING_BUFFERS);
-        for _ in 0..STAGING_BUFFERS {
-            bufs.push(PinnedHost::new(SEAL_CHUNK as usize)?);
-            done.push(Event::new()?);
-        }
-        Ok(Self { bufs, done })
-    }
-}
-
-/// Copies `src` into `dst` on up to 8 threads (one CPU thread copies far below the DMA rate),
-/// 1 MiB parts at a time.
-fn parallel_copy(dst: &mut [u8], src: &[u8]) {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let parts = dst.chunks_mut(1 << 20).zip(src.chunks(1 << 20));
-    let Ok(()) = crate::parallel::for_each(parts, threads, |(d, s)| {
-        d.copy_from_slice(s);
-        Ok::<(), std::convert::Infallible>(())
-    });
-}
 
 /// Device bytes of one shard: owned (allocated by libvram) or borrowed from the caller.
 pub struct DeviceBuf {
@@ -154,8 +115,9 @@ impl Drop for DeviceBuf {
 }
 
 impl CudaBackend {
-    /// Opens device `device`; `NoDevice` when the process has no usable GPU.
-    pub fn open(device: i32) -> Result<Self> {
+    /// Opens device `device`; `NoDevice` when the process has no usable GPU. `max_threads`
+    /// bounds the threads that fill the staging ring (0 = one per core but one, at most 12).
+    pub fn open(device: i32, max_threads: usize) -> Result<Self> {
         let count = device_count();
         if count == 0 {
             return Err(VramError::new(
@@ -171,10 +133,17 @@ impl CudaBackend {
         }
         let _scope = DeviceScope::enter(device)?;
         let (_, total) = mem_info()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = match max_threads {
+            0 => cores.saturating_sub(1),
+            n => n,
+        }
+        .clamp(1, pipeline::MAX_WORKERS);
         Ok(Self {
             device,
             total_bytes: total,
-            staging: Mutex::new(None),
+            workers,
+            ring: Mutex::new(None),
         })
     }
 
@@ -186,60 +155,171 @@ impl CudaBackend {
         self.total_bytes
     }
 
-    /// Copies host bytes to new device memory and computes the kept level, overlapping the
-    /// copy of each chunk with the hashing of the chunks before it.
-    pub fn ingest(&self, data: &[u8], layout: TreeLayout, level: &mut [Hash]) -> Result<DeviceBuf> {
+    /// Copies every shard's bytes from `src` to new device memory and computes its kept level,
+    /// overlapping the copies with the hashing; returns each shard's buffer and level, in order.
+    /// On error nothing is kept.
+    pub fn ingest_many(
+        &self,
+        layouts: &[TreeLayout],
+        src: &dyn Source,
+        watch: &mut dyn Watch,
+    ) -> Result<Vec<(DeviceBuf, Vec<Hash>)>> {
         let _scope = DeviceScope::enter(self.device)?;
+        let total: u64 = layouts.iter().map(|l| l.len).sum();
         let (free, _) = mem_info()?;
-        if layout.len > free {
+        if total > free {
             return Err(VramError::out_of_memory(format!(
-                "len: {} bytes do not fit: {free} bytes are free on GPU {}",
-                layout.len, self.device
+                "len: {total} bytes do not fit: {free} bytes are free on GPU {}",
+                self.device
             )));
         }
         let copy = Stream::new()?;
         let hash = Stream::new()?;
-        let dst = DeviceAlloc::new(
-            to_usize(layout.len)?,
-            &copy,
-            "allocating the shard on the GPU",
-        )
-        .map_err(|e| annotate_oom(e, layout.len, self.device))?;
-
-        // Pageable source bytes pass through the page-locked staging when it is free. The
-        // guard is held until both streams are drained, on failure too.
-        let pageable = data.len() >= STAGING_MIN_BYTES
-            && !matches!(pointer_kind(data.as_ptr() as usize), Ok((ffi::PTR_HOST, _)));
-        let mut guard = if pageable {
-            self.staging.try_lock().ok()
-        } else {
-            None
-        };
-        if let Some(slot) = guard.as_mut() {
-            if slot.is_none() {
-                **slot = SealStaging::new().ok();
-            }
+        let mut dsts = Vec::with_capacity(layouts.len());
+        for l in layouts {
+            dsts.push(
+                DeviceAlloc::new(to_usize(l.len)?, &copy, "allocating the shard on the GPU")
+                    .map_err(|e| annotate_oom(e, l.len, self.device))?,
+            );
         }
-        let staging = guard.as_mut().and_then(|s| s.as_mut());
-        let filled = self.fill_and_hash(data, layout, level, dst.ptr(), &copy, &hash, staging);
+        let filled = self.fill_all(layouts, src, watch, &dsts, &copy, &hash);
         if filled.is_err() {
-            // Drain both streams before `dst` is freed: the hash stream may still read it.
+            // Drain both streams before anything is freed: they may still read it.
             let _ = hash.sync();
             let _ = copy.sync();
         }
-        filled?;
-        Ok(DeviceBuf {
-            ptr: dst.release(),
-            len: layout.len,
-            device: self.device,
-            owned: true,
-        })
+        let levels = filled?;
+        Ok(dsts
+            .into_iter()
+            .zip(layouts)
+            .zip(levels)
+            .map(|((d, l), level)| {
+                let buf = DeviceBuf {
+                    ptr: d.release(),
+                    len: l.len,
+                    device: self.device,
+                    owned: true,
+                };
+                (buf, level)
+            })
+            .collect())
     }
 
-    /// The body of `ingest`: chunked copies on `copy` (through `staging` when given), each chunk
-    /// hashed on `hash` once copied.
+    /// Fills and hashes every shard: directly when the bytes lie in page-locked memory (or are
+    /// small, or the ring is busy), else through the staging ring.
+    fn fill_all(
+        &self,
+        layouts: &[TreeLayout],
+        src: &dyn Source,
+        watch: &mut dyn Watch,
+        dsts: &[DeviceAlloc<'_>],
+        copy: &Stream,
+        hash: &Stream,
+    ) -> Result<Vec<Vec<Hash>>> {
+        let in_memory: Option<Vec<&[u8]>> = (0..layouts.len()).map(|j| src.in_memory(j)).collect();
+        let staged = |data: &[u8]| {
+            data.len() >= STAGING_MIN_BYTES
+                && !matches!(pointer_kind(data.as_ptr() as usize), Ok((ffi::PTR_HOST, _)))
+        };
+        let mut guard = match &in_memory {
+            // Bytes in memory never wait for the ring: if it is busy they are copied directly.
+            Some(all) if all.iter().any(|d| staged(d)) => self.ring.try_lock().ok(),
+            Some(_) => None,
+            None => Some(
+                self.ring
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
+        };
+        if let Some(slot) = guard.as_mut() {
+            if slot.is_none() {
+                **slot = Some(pipeline::Ring::new()?);
+            }
+        }
+        match (guard.as_ref().and_then(|g| g.as_ref()), in_memory) {
+            (Some(ring), _) => self.fill_staged(ring, layouts, src, watch, dsts, copy, hash),
+            (None, Some(all)) => {
+                let mut levels = Vec::with_capacity(layouts.len());
+                let mut done = 0;
+                for (j, ((data, layout), dst)) in all.iter().zip(layouts).zip(dsts).enumerate() {
+                    let mut level = zeroed_level(layout.regions())?;
+                    self.copy_and_hash(data, *layout, &mut level, dst.ptr(), copy, hash)?;
+                    if watch.wants_bytes() {
+                        watch.bytes(j, data)?;
+                    }
+                    watch.hashed(j, &level)?;
+                    done += layout.len;
+                    watch.progress(done)?;
+                    levels.push(level);
+                }
+                Ok(levels)
+            }
+            (None, None) => Err(VramError::new(
+                ErrorKind::Device,
+                "staging: no page-locked staging ring for a file",
+            )),
+        }
+    }
+
+    /// Through the staging ring: see [`pipeline`].
     #[allow(clippy::too_many_arguments)]
-    fn fill_and_hash(
+    fn fill_staged(
+        &self,
+        ring: &pipeline::Ring,
+        layouts: &[TreeLayout],
+        src: &dyn Source,
+        watch: &mut dyn Watch,
+        dsts: &[DeviceAlloc<'_>],
+        copy: &Stream,
+        hash: &Stream,
+    ) -> Result<Vec<Vec<Hash>>> {
+        let mut first_region = Vec::with_capacity(layouts.len());
+        let mut regions = 0u64;
+        for l in layouts {
+            first_region.push(regions);
+            regions += l.regions();
+        }
+        let roots_dev = DeviceAlloc::new(to_usize(32 * regions.max(1))?, hash, "region roots")?;
+        let roots_host = PinnedHost::new(to_usize(32 * regions.max(1))?)?;
+        let ptrs: Vec<*mut u8> = dsts.iter().map(DeviceAlloc::ptr).collect();
+        let targets = pipeline::Targets {
+            dsts: &ptrs,
+            roots_dev: roots_dev.ptr(),
+            roots_host: &roots_host,
+            first_region: &first_region,
+        };
+        let run = pipeline::run(
+            ring,
+            self.device,
+            self.workers,
+            layouts,
+            src,
+            watch,
+            &targets,
+            copy,
+            hash,
+        );
+        // Whatever happened, no copy may still read the ring or write the roots after this.
+        let drained = hash.sync().and(copy.sync());
+        run?;
+        drained?;
+        // SAFETY: the page-locked roots hold `regions` roots, all written (both streams are
+        // synchronised); `Hash` is a byte array, so any alignment will do.
+        let all = unsafe {
+            std::slice::from_raw_parts(roots_host.ptr().cast::<Hash>(), regions as usize)
+        };
+        let mut levels = Vec::with_capacity(layouts.len());
+        for (l, &first) in layouts.iter().zip(&first_region) {
+            let mut level = zeroed_level(l.regions())?;
+            level.copy_from_slice(&all[first as usize..(first + l.regions()) as usize]);
+            levels.push(level);
+        }
+        Ok(levels)
+    }
+
+    /// Copies `data` (in memory) to `dst` in chunks on `copy`, each chunk hashed on `hash` once
+    /// copied, and brings the level back.
+    fn copy_and_hash(
         &self,
         data: &[u8],
         layout: TreeLayout,
@@ -247,7 +327,6 @@ impl CudaBackend {
         dst: *mut u8,
         copy: &Stream,
         hash: &Stream,
-        mut staging: Option<&mut SealStaging>,
     ) -> Result<()> {
         let copied = Event::new()?;
         let region = layout.region_size();
@@ -270,29 +349,9 @@ impl CudaBackend {
             let src = data
                 .get(off as usize..(off + job.len) as usize)
                 .ok_or_else(|| VramError::invalid("len", "chunk outside the data"))?;
-            match staging.as_deref_mut() {
-                Some(st) => {
-                    let b = c % STAGING_BUFFERS;
-                    // The buffer's previous copy to the device must be done before refilling.
-                    if c >= STAGING_BUFFERS {
-                        st.done[b].sync()?;
-                    }
-                    let buf = &st.bufs[b];
-                    // SAFETY: the buffer holds SEAL_CHUNK >= src.len() bytes and no copy reads it
-                    // now (its last one was waited for above); nothing else uses it (mutex).
-                    let dst = unsafe { std::slice::from_raw_parts_mut(buf.ptr(), src.len()) };
-                    parallel_copy(dst, src);
-                    // SAFETY: the device chunk has room for the bytes; the staging buffer stays
-                    // untouched until its `done` event (recorded next) has passed.
-                    unsafe { copy_to_device(job.data.cast_mut(), dst, copy) }?;
-                    st.done[b].record(copy)?;
-                }
-                None => {
-                    // SAFETY: the destination was allocated above with room for the source, and
-                    // both outlive the synchronisation of the stream.
-                    unsafe { copy_to_device(job.data.cast_mut(), src, copy) }?;
-                }
-            }
+            // SAFETY: the destination has room for the whole shard, and both it and the source
+            // outlive the synchronisation of the stream.
+            unsafe { copy_to_device(job.data.cast_mut(), src, copy) }?;
             copied.order(hash, copy)?;
             let first_region = off / region;
             // SAFETY: chunk `c`'s job lies in the job table uploaded above, its bytes in `dst`,
@@ -666,13 +725,81 @@ mod tests {
         }
         // Opening a device that does not exist.
         assert_eq!(
-            CudaBackend::open(1 << 20).unwrap_err().kind,
+            CudaBackend::open(1 << 20, 0).unwrap_err().kind,
             ErrorKind::InvalidArgument
         );
         assert_eq!(
-            CudaBackend::open(-1).unwrap_err().kind,
+            CudaBackend::open(-1, 0).unwrap_err().kind,
             ErrorKind::InvalidArgument
         );
+    }
+
+    /// Bytes that fail to arrive at one offset (a file cut short under the load).
+    struct Failing {
+        fail_at: u64,
+    }
+
+    impl Source for Failing {
+        fn fill(&self, _job: usize, offset: u64, dst: &mut [u8]) -> Result<()> {
+            if (offset..offset + dst.len() as u64).contains(&self.fail_at) {
+                return Err(VramError::invalid("path", "the file ended early"));
+            }
+            for (i, b) in dst.iter_mut().enumerate() {
+                *b = ((offset + i as u64) % 251) as u8;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_staging_ring_fails_cleanly_and_serves_again() {
+        if !gpu_or_skip("the_staging_ring_fails_cleanly_and_serves_again") {
+            return;
+        }
+        for max_threads in [0, 1, 3] {
+            let backend = CudaBackend::open(0, max_threads).unwrap();
+            let layouts = [
+                TreeLayout::new(100 << 20, 4096),
+                TreeLayout::new(3, 4096),
+                TreeLayout::new((8 << 20) + 1, 4096),
+            ];
+            let _scope = DeviceScope::enter(0).unwrap();
+            let (free_before, _) = mem_info().unwrap();
+            // Offsets are per shard: the first chunk of every shard; the twelfth chunk of the
+            // first shard (after eleven were queued); the second chunk of the first and last.
+            for fail_at in [0, 90 << 20, (8 << 20)] {
+                let src = Failing { fail_at };
+                let e = backend
+                    .ingest_many(&layouts, &src, &mut super::super::Unwatched)
+                    .err()
+                    .map(|e| e.kind);
+                assert_eq!(e, Some(ErrorKind::InvalidArgument), "fail_at {fail_at}");
+            }
+            let ok = Failing { fail_at: u64::MAX };
+            let out = backend
+                .ingest_many(&layouts, &ok, &mut super::super::Unwatched)
+                .unwrap();
+            assert_eq!(out.len(), 3);
+            // The roots equal the host's over the same bytes.
+            for ((buf, level), layout) in out.iter().zip(&layouts) {
+                let mut bytes = vec![0u8; layout.len as usize];
+                ok.fill(0, 0, &mut bytes).unwrap();
+                let mut want = zeroed_level(layout.regions()).unwrap();
+                for (r, w) in want.iter_mut().enumerate() {
+                    let (s, e) = layout.region_range(r as u64);
+                    *w = crate::seal::merkle::tree_root(&bytes[s as usize..e as usize], 4096);
+                }
+                assert_eq!(level, &want, "max_threads {max_threads}");
+                assert_eq!(buf.len, layout.len);
+            }
+            drop(out);
+            let (free_after, _) = mem_info().unwrap();
+            // Nothing kept by the failed passes (the pool may round by a few MiB).
+            assert!(
+                free_after + (64 << 20) >= free_before,
+                "{free_before} free before, {free_after} after"
+            );
+        }
     }
 
     #[test]
@@ -681,6 +808,9 @@ mod tests {
             println!("SKIPPED no_gpu_means_no_device_error: this machine has a GPU");
             return;
         }
-        assert_eq!(CudaBackend::open(0).unwrap_err().kind, ErrorKind::NoDevice);
+        assert_eq!(
+            CudaBackend::open(0, 0).unwrap_err().kind,
+            ErrorKind::NoDevice
+        );
     }
 }

@@ -122,6 +122,16 @@ impl Event {
         check(unsafe { lvk_event_sync(self.0) }, "cudaEventSynchronize")
     }
 
+    /// Whether the work marked by the last `record` is done, without waiting.
+    pub fn query(&self) -> Result<bool> {
+        // SAFETY: a live event handle.
+        match unsafe { lvk_event_query(self.0) } {
+            0 => Ok(true),
+            NOT_READY => Ok(false),
+            code => check(code, "cudaEventQuery").map(|()| false),
+        }
+    }
+
     /// Makes `waiter` wait for everything queued so far on `signaller`.
     pub fn order(&self, waiter: &Stream, signaller: &Stream) -> Result<()> {
         // SAFETY: live stream and event handles.
