@@ -287,10 +287,12 @@ fn plan(layouts: &[TreeLayout], targets: &Targets<'_>) -> Result<(Vec<Chunk>, Ve
             let end = off + len;
             let ends_batch = (end % HASH_BATCH == 0 || end == layout.len).then(|| {
                 let start = (end - 1) / HASH_BATCH * HASH_BATCH;
+                // One job per launch: its `first_region` is 0 (the kernel numbers regions
+                // within the launch); where its roots go is the pointer handed to the launch.
                 batches.push(LvkJob {
                     data: dst.wrapping_add(start as usize),
                     len: end - start,
-                    first_region: targets.first_region[job] + start / layout.region_size(),
+                    first_region: 0,
                     leaf_size: layout.leaf_size,
                     region_leaves: layout.region_leaves() as u32,
                 });
@@ -370,15 +372,18 @@ fn queue_all(
             let layout = &layouts[ch.job];
             let job = jobs_dev_job(jobs_dev, b);
             // SAFETY: batch `b`'s job lies in the uploaded table; its bytes (copied before the
-            // event the hash stream now waits on) and its roots lie in buffers that outlive the
-            // synchronisation of both streams.
+            // event the hash stream now waits on) and its roots (inside the roots of its shard,
+            // sized for all regions) lie in buffers that outlive the synchronisation of both
+            // streams.
             unsafe {
                 launch(
                     job,
                     1,
                     batch_regions(chunks, c, layout),
                     layout.region_leaves() as u32,
-                    targets.roots_dev,
+                    targets
+                        .roots_dev
+                        .wrapping_add(32 * batch_first_region(chunks, c, layout, targets) as usize),
                     hash,
                 )
             }?;
@@ -424,6 +429,18 @@ fn queue_all(
 /// Device address of batch `b`'s job in the uploaded table.
 fn jobs_dev_job(jobs_dev: &super::runtime::DeviceAlloc<'_>, b: usize) -> *const LvkJob {
     jobs_dev.ptr().cast::<LvkJob>().wrapping_add(b).cast_const()
+}
+
+/// Index, among all shards' region roots, of the first region of the batch chunk `c` completes.
+fn batch_first_region(
+    chunks: &[Chunk],
+    c: usize,
+    layout: &TreeLayout,
+    targets: &Targets<'_>,
+) -> u64 {
+    let end = chunks[c].off + chunks[c].len;
+    let start = (end - 1) / HASH_BATCH * HASH_BATCH;
+    targets.first_region[chunks[c].job] + start / layout.region_size()
 }
 
 /// Regions of the batch that chunk `c` completes.
