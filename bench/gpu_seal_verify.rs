@@ -219,11 +219,21 @@ mod bench {
 
         // Loading a safetensors model of 8 GiB (32 tensors of 256 MiB) from the page cache into
         // GPU memory, sealed: the file is written and read once first, so it is cached.
-        let (load, read) = load_rate(&ctx, &pattern);
+        let (load, read, by_threads) = load_rate(&ctx, &pattern);
         rows.push((
             "vram_load_safetensors, 8 GiB file from the page cache, sealed".into(),
             load,
         ));
+        for (threads, load, seal) in by_threads {
+            rows.push((
+                format!("  with max_threads = {threads}: vram_load_safetensors, 8 GiB"),
+                load,
+            ));
+            rows.push((
+                format!("  with max_threads = {threads}: seal 1 GiB from pageable"),
+                seal,
+            ));
+        }
 
         println!("| what | GB/s |");
         println!("|---|---|");
@@ -269,7 +279,8 @@ mod bench {
 
     /// GB/s of vram_load_safetensors on an 8 GiB file in the page cache (best of 3 loads), and
     /// of reading that file alone as the load's workers do (the CPU side's ceiling).
-    fn load_rate(ctx: &Ctx, pattern: &[u8]) -> (f64, f64) {
+    /// Also, for contexts bounded to fewer filling threads: (threads, load GB/s, pageable seal GB/s).
+    fn load_rate(ctx: &Ctx, pattern: &[u8]) -> (f64, f64, Vec<(u32, f64, f64)>) {
         const TENSORS: usize = 32;
         const EACH: usize = 256 * MIB;
         let dir = std::env::temp_dir().join(format!("vram-bench-load-{}", std::process::id()));
@@ -321,17 +332,41 @@ mod bench {
             (TENSORS * EACH) as f64 / t.elapsed().as_secs_f64() / 1e9
         };
         let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-        let mut best = 0.0f64;
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let mut model = ptr::null_mut();
-            let s = vram_load_safetensors(ctx.0, cpath.as_ptr(), ptr::null(), &mut model);
-            assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
-            let gbs = (TENSORS * EACH) as f64 / t.elapsed().as_secs_f64() / 1e9;
-            best = best.max(gbs);
-            vram_model_free(model);
+        let best_load = |ctx: &Ctx| {
+            let mut best = 0.0f64;
+            for _ in 0..3 {
+                let t = std::time::Instant::now();
+                let mut model = ptr::null_mut();
+                let s = vram_load_safetensors(ctx.0, cpath.as_ptr(), ptr::null(), &mut model);
+                assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+                let gbs = (TENSORS * EACH) as f64 / t.elapsed().as_secs_f64() / 1e9;
+                best = best.max(gbs);
+                vram_model_free(model);
+            }
+            best
+        };
+        let best = best_load(ctx);
+        let mut by_threads = Vec::new();
+        for threads in [4u32, 8, 12] {
+            let mut o = options(vram_backend::VRAM_BACKEND_CUDA, &KEY);
+            o.max_threads = threads;
+            let bounded = Ctx::with_options(&o);
+            let load = best_load(&bounded);
+            let seal = rate(GIB, 5, || {
+                let mut out = ptr::null_mut();
+                let s = vram_seal(
+                    bounded.0,
+                    c"sealed".as_ptr(),
+                    pattern.as_ptr().cast(),
+                    GIB,
+                    &mut out,
+                );
+                assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+                vram_shard_free(out);
+            });
+            by_threads.push((threads, load, seal));
         }
         std::fs::remove_dir_all(&dir).ok();
-        (best, read)
+        (best, read, by_threads)
     }
 }

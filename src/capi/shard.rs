@@ -51,7 +51,7 @@ fn seal_into(
 /// Host backend: the copy's pages are made read-only once sealed (`mprotect`), so a stray
 /// write through vram_shard_device_ptr() faults in the writer. CUDA backend: a seal of at least
 /// 8 MiB from pageable memory is copied through a ring of 24 × 8 MiB of page-locked staging
-/// that the context makes on first use and keeps until it is freed, filled by up to 12 threads
+/// that the context makes on first use and keeps until it is freed, filled by up to 16 threads
 /// (`max_threads` in ::vram_ctx_options) while the DMA engine empties it, so the copy runs near
 /// page-locked speed (one such seal at a time: others, and loads, wait for the ring or copy
 /// directly).

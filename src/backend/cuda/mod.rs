@@ -116,7 +116,7 @@ impl Drop for DeviceBuf {
 
 impl CudaBackend {
     /// Opens device `device`; `NoDevice` when the process has no usable GPU. `max_threads`
-    /// bounds the threads that fill the staging ring (0 = one per core but one, at most 12).
+    /// bounds the threads that fill the staging ring (0 = one per core but one, at most 16).
     pub fn open(device: i32, max_threads: usize) -> Result<Self> {
         let count = device_count();
         if count == 0 {
