@@ -261,7 +261,7 @@ typedef struct vram_ctx_options {
   /**
    * The most threads one call uses: on the host backend to copy (or read) and hash, on the
    * CUDA backend to fill the page-locked staging of a seal from pageable memory or a load
-   * from files (0 = one per core; on CUDA one per core but one, at most 12). A server that
+   * from files (0 = one per core; on CUDA one per core but one, at most 16). A server that
    * keeps cores for its own work bounds libvram's here. (As `flags`: an older struct_size
    * reads it as 0.)
    */
@@ -1287,7 +1287,7 @@ vram_status vram_seal_device_expect(struct vram_ctx *ctx,
  * Host backend: the copy's pages are made read-only once sealed (`mprotect`), so a stray
  * write through vram_shard_device_ptr() faults in the writer. CUDA backend: a seal of at least
  * 8 MiB from pageable memory is copied through a ring of 24 × 8 MiB of page-locked staging
- * that the context makes on first use and keeps until it is freed, filled by up to 12 threads
+ * that the context makes on first use and keeps until it is freed, filled by up to 16 threads
  * (`max_threads` in ::vram_ctx_options) while the DMA engine empties it, so the copy runs near
  * page-locked speed (one such seal at a time: others, and loads, wait for the ring or copy
  * directly).
