@@ -110,6 +110,26 @@ mod bench {
             );
         });
         drop(b);
+        // A study for pageable seals: page-locking the caller's (touched) memory in place with
+        // cudaHostRegister, copying from it, and unlocking it, instead of staging.
+        let register = {
+            let t = std::time::Instant::now();
+            let p = pattern.as_mut_ptr().cast::<c_void>();
+            ok(unsafe { cudaHostRegister(p, GIB, 0) }, "cudaHostRegister");
+            let reg = t.elapsed().as_secs_f64();
+            ok(
+                unsafe { cudaMemcpy(a.0.cast(), p, GIB, H2D) },
+                "H2D registered",
+            );
+            let copy = t.elapsed().as_secs_f64() - reg;
+            ok(unsafe { cudaHostUnregister(p) }, "cudaHostUnregister");
+            let total = t.elapsed().as_secs_f64();
+            (
+                GIB as f64 / reg / 1e9,
+                GIB as f64 / copy / 1e9,
+                GIB as f64 / total / 1e9,
+            )
+        };
 
         // The seed design: copy the shard back to the host, hash it on one core.
         let mut host = vec![0u8; GIB];
@@ -243,6 +263,10 @@ mod bench {
         println!("| baseline: device-to-device copy, 1 GiB (bytes read + written) | {d2d:.1} |");
         println!("| baseline: host-to-device copy from pinned memory, 1 GiB | {h2d_pinned:.1} |");
         println!(
+            "| study: cudaHostRegister of 1 GiB pageable memory (GB/s locked) / the copy from it / register + copy + unregister | {:.1} / {:.1} / {:.1} |",
+            register.0, register.1, register.2
+        );
+        println!(
             "| baseline: reading the 8 GiB file from the page cache, 12 threads, 8 MiB reads into reused buffers | {read:.1} |"
         );
         println!(
@@ -331,6 +355,56 @@ mod bench {
             });
             (TENSORS * EACH) as f64 / t.elapsed().as_secs_f64() / 1e9
         };
+        // A study: page-lock the file's page-cache pages in place (a read-only shared mapping
+        // registered read-only) and copy from them, instead of reading into staging.
+        {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(&path).unwrap();
+            let len = file.metadata().unwrap().len() as usize;
+            let t = std::time::Instant::now();
+            // SAFETY: a fresh read-only shared mapping of a file this process just wrote.
+            let map = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED | libc::MAP_POPULATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(map, libc::MAP_FAILED);
+            let mapped = t.elapsed().as_secs_f64();
+            let code = unsafe {
+                cudaHostRegister(map, len, 8 /* cudaHostRegisterReadOnly */)
+            };
+            let registered = t.elapsed().as_secs_f64();
+            if code == 0 {
+                let dev = DevMem::new(len);
+                ok(
+                    unsafe { cudaMemcpy(dev.0.cast(), map, len, H2D) },
+                    "H2D from file pages",
+                );
+                let copied = t.elapsed().as_secs_f64();
+                ok(unsafe { cudaHostUnregister(map) }, "cudaHostUnregister");
+                let total = t.elapsed().as_secs_f64();
+                println!(
+                    "study: 8 GiB file mmap+populate {:.1} ms, cudaHostRegister read-only {:.1} ms, copy {:.1} ms ({:.1} GB/s), unregister {:.1} ms; all together {:.1} GB/s",
+                    mapped * 1e3,
+                    (registered - mapped) * 1e3,
+                    (copied - registered) * 1e3,
+                    len as f64 / (copied - registered) / 1e9,
+                    (total - copied) * 1e3,
+                    len as f64 / total / 1e9
+                );
+            } else {
+                println!(
+                    "study: cudaHostRegister of the file's mapping failed with CUDA error {code}"
+                );
+            }
+            // SAFETY: the mapping made above, unmapped once.
+            unsafe { libc::munmap(map, len) };
+        }
         let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         let best_load = |ctx: &Ctx| {
             let mut best = 0.0f64;

@@ -13,6 +13,8 @@ unsafe extern "C" {
     pub fn cudaFree(ptr: *mut c_void) -> c_int;
     pub fn cudaMallocHost(ptr: *mut *mut c_void, size: usize) -> c_int;
     pub fn cudaFreeHost(ptr: *mut c_void) -> c_int;
+    pub fn cudaHostRegister(ptr: *mut c_void, size: usize, flags: u32) -> c_int;
+    pub fn cudaHostUnregister(ptr: *mut c_void) -> c_int;
     pub fn cudaMallocManaged(ptr: *mut *mut c_void, size: usize, flags: u32) -> c_int;
     pub fn cudaMemcpy(dst: *mut c_void, src: *const c_void, n: usize, kind: c_int) -> c_int;
     pub fn cudaDeviceSynchronize() -> c_int;
