@@ -1,0 +1,576 @@
+/*
+ * vram.hpp — C++17 header-only wrapper over vram.h (libvram's C ABI).
+ *
+ * - RAII owners for every handle (move-only): vram::context, vram::shard, vram::manifest,
+ *   vram::model, vram::network (C: ibp_model). Destructors call the matching *_free function.
+ * - Errors: each operation has a throwing form (vram::error, a std::system_error carrying the
+ *   status and the thread's last error message) and a `try_` form returning vram::result<T>
+ *   (a value or a std::error_code plus the message) that never throws. Built with
+ *   -fno-exceptions only the `try_` forms exist.
+ * - (pointer, length) pairs are taken as vram::span views; two-call size queries are hidden.
+ * - vram::set_log_callback takes any callable.
+ *
+ * Thread-safety is that of the C functions underneath (documented in vram.h): contexts,
+ * shards, manifests and models may be used from many threads at once; a wrapper object itself
+ * must not be moved or destroyed while another thread uses it.
+ */
+#ifndef VRAM_HPP
+#define VRAM_HPP
+
+#include <vram.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND)
+#define VRAM_HPP_EXCEPTIONS 1
+#else
+#define VRAM_HPP_EXCEPTIONS 0
+#endif
+
+namespace vram {
+
+/// The thread's last error message from libvram (empty when the last call succeeded).
+inline std::string last_error_message() {
+    const std::size_t n = vram_last_error_message(nullptr, 0);
+    std::string s(n + 1, '\0');
+    const std::size_t m = vram_last_error_message(s.data(), s.size());
+    s.resize(m < n ? m : n);
+    return s;
+}
+
+/// The std::error_category of vram_status values (names from vram_status_str()).
+inline const std::error_category &category() noexcept {
+    struct vram_category final : std::error_category {
+        const char *name() const noexcept override { return "vram"; }
+        std::string message(int code) const override {
+            return vram_status_str(static_cast<vram_status>(code));
+        }
+    };
+    static const vram_category c;
+    return c;
+}
+
+inline std::error_code make_error_code(vram_status s) noexcept {
+    return {static_cast<int>(s), category()};
+}
+
+/// A value, or the status and message of the call that failed. Never throws.
+template <class T> class result {
+  public:
+    result(T value) : value_(std::move(value)) {}
+    result(std::error_code ec, std::string message)
+        : error_(ec), message_(std::move(message)) {}
+
+    bool ok() const noexcept { return value_.has_value(); }
+    explicit operator bool() const noexcept { return ok(); }
+    /// The value; only after ok() returned true.
+    T &value() & { return *value_; }
+    T &&value() && { return std::move(*value_); }
+    const std::error_code &error() const noexcept { return error_; }
+    vram_status status() const noexcept { return static_cast<vram_status>(error_.value()); }
+    const std::string &message() const noexcept { return message_; }
+
+  private:
+    std::optional<T> value_;
+    std::error_code error_;
+    std::string message_;
+};
+
+/// The outcome of a call that returns nothing.
+template <> class result<void> {
+  public:
+    result() = default;
+    result(std::error_code ec, std::string message)
+        : error_(ec), message_(std::move(message)) {}
+
+    bool ok() const noexcept { return !error_; }
+    explicit operator bool() const noexcept { return ok(); }
+    const std::error_code &error() const noexcept { return error_; }
+    vram_status status() const noexcept { return static_cast<vram_status>(error_.value()); }
+    const std::string &message() const noexcept { return message_; }
+
+  private:
+    std::error_code error_;
+    std::string message_;
+};
+
+namespace detail {
+/// A failed result of status `s` with the thread's last message.
+template <class T> result<T> fail(vram_status s) {
+    return result<T>(make_error_code(s), last_error_message());
+}
+} // namespace detail
+
+#if VRAM_HPP_EXCEPTIONS
+/// A libvram error: the status (code()) and the thread's last error message (what()).
+class error : public std::system_error {
+  public:
+    error(std::error_code ec, const std::string &message) : std::system_error(ec, message) {}
+    vram_status status() const noexcept { return static_cast<vram_status>(code().value()); }
+};
+
+/// The value of `r`, or throws vram::error.
+template <class T> T value_or_throw(result<T> r) {
+    if (!r.ok()) throw error(r.error(), r.message());
+    return std::move(r).value();
+}
+inline void value_or_throw(result<void> r) {
+    if (!r.ok()) throw error(r.error(), r.message());
+}
+#endif
+
+/// A non-owning view of `size()` elements at `data()` (std::span's shape, for C++17).
+template <class T> class span {
+  public:
+    constexpr span() noexcept = default;
+    constexpr span(T *data, std::size_t size) noexcept : data_(data), size_(size) {}
+    /// Any contiguous container of T (std::vector, std::array, std::string for bytes...).
+    template <class C, class = std::enable_if_t<std::is_convertible_v<
+                           decltype(std::declval<C &>().data()), T *>>>
+    constexpr span(C &c) noexcept : data_(c.data()), size_(c.size()) {}
+    template <std::size_t N> constexpr span(T (&a)[N]) noexcept : data_(a), size_(N) {}
+
+    constexpr T *data() const noexcept { return data_; }
+    constexpr std::size_t size() const noexcept { return size_; }
+    constexpr T *begin() const noexcept { return data_; }
+    constexpr T *end() const noexcept { return data_ + size_; }
+
+  private:
+    T *data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+/// Bytes to read.
+using bytes = span<const std::uint8_t>;
+/// A SHA-256 Merkle root.
+using root = std::array<std::uint8_t, 32>;
+
+/// Views any contiguous range of trivially copyable values as bytes.
+template <class T> bytes as_bytes(span<const T> s) noexcept {
+    static_assert(std::is_trivially_copyable_v<T>, "only plain data can be sealed as bytes");
+    return bytes(reinterpret_cast<const std::uint8_t *>(s.data()), s.size() * sizeof(T));
+}
+template <class C> auto as_bytes(const C &c) noexcept {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(c.data())>>;
+    return as_bytes(span<const T>(c.data(), c.size()));
+}
+
+namespace detail {
+/// A move-only owner of a C handle, freed by `Free`.
+template <class T, void (*Free)(T *)> class handle {
+  public:
+    handle() noexcept = default;
+    explicit handle(T *p) noexcept : p_(p) {}
+    handle(handle &&o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    handle &operator=(handle &&o) noexcept {
+        if (this != &o) {
+            reset();
+            p_ = std::exchange(o.p_, nullptr);
+        }
+        return *this;
+    }
+    handle(const handle &) = delete;
+    handle &operator=(const handle &) = delete;
+    ~handle() { reset(); }
+
+    /// The C handle, still owned by this object.
+    T *get() const noexcept { return p_; }
+    /// Gives up ownership: the caller frees the C handle.
+    T *release() noexcept { return std::exchange(p_, nullptr); }
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+
+  protected:
+    void reset() noexcept {
+        if (p_) Free(p_);
+        p_ = nullptr;
+    }
+    T *p_ = nullptr;
+};
+
+/// Calls a two-call size query `f(buf, len, &out_len)` and returns the bytes.
+template <class F> result<std::vector<std::uint8_t>> read_sized(F f) {
+    std::size_t n = 0;
+    vram_status s = f(nullptr, 0, &n);
+    if (s != VRAM_ERR_BUFFER_TOO_SMALL && s != VRAM_OK) return fail<std::vector<std::uint8_t>>(s);
+    std::vector<std::uint8_t> out(n);
+    s = f(out.data(), out.size(), &n);
+    if (s != VRAM_OK) return fail<std::vector<std::uint8_t>>(s);
+    out.resize(n);
+    return out;
+}
+} // namespace detail
+
+/// A sealed shard (vram_shard): frees itself.
+class shard : public detail::handle<vram_shard, vram_shard_free> {
+  public:
+    using handle::handle;
+
+    /// The Merkle root of the sealed bytes.
+    root merkle_root() const {
+        root r{};
+        vram_shard_root(p_, r.data());
+        return r;
+    }
+    std::size_t size() const noexcept { return vram_shard_len(p_); }
+    /// Where the bytes live (device memory on the CUDA backend); owned by the shard.
+    const void *data() const noexcept { return vram_shard_device_ptr(p_); }
+    /// The shard's seal record (docs/seal-format.md).
+    result<std::vector<std::uint8_t>> try_record() const {
+        const vram_shard *p = p_;
+        return detail::read_sized([p](std::uint8_t *b, std::size_t l, std::size_t *o) {
+            return vram_shard_record(p, b, l, o);
+        });
+    }
+#if VRAM_HPP_EXCEPTIONS
+    std::vector<std::uint8_t> record() const { return value_or_throw(try_record()); }
+#endif
+    /// Fault drill (contexts opened with VRAM_CTX_ALLOW_FAULT_DRILLS only).
+    result<void> try_debug_flip_bit(std::uint64_t bit) {
+        const vram_status s = vram_debug_flip_bit(p_, bit);
+        return s == VRAM_OK ? result<void>() : detail::fail<void>(s);
+    }
+};
+
+/// One tensor of a manifest (strings owned by the manifest).
+struct manifest_tensor {
+    std::string name;
+    std::string dtype;
+    std::vector<std::uint64_t> shape;
+    std::uint64_t byte_len = 0;
+    root merkle_root{};
+};
+
+/// A model manifest (vram_manifest): frees itself.
+class manifest : public detail::handle<vram_manifest, vram_manifest_free> {
+  public:
+    using handle::handle;
+
+    std::string model_name() const {
+        const char *n = vram_manifest_model(p_);
+        return n ? n : "";
+    }
+    std::size_t tensor_count() const noexcept { return vram_manifest_tensor_count(p_); }
+    result<manifest_tensor> try_tensor(std::size_t i) const {
+        vram_manifest_tensor_info info{};
+        info.struct_size = sizeof info;
+        const vram_status s = vram_manifest_tensor(p_, i, &info);
+        if (s != VRAM_OK) return detail::fail<manifest_tensor>(s);
+        manifest_tensor t;
+        t.name = info.name;
+        t.dtype = info.dtype;
+        t.shape.assign(info.shape, info.shape + info.rank);
+        t.byte_len = info.byte_len;
+        for (std::size_t k = 0; k < 32; ++k) t.merkle_root[k] = info.root[k];
+        return t;
+    }
+    /// The canonical bytes with their MAC (docs/manifest-format.md).
+    result<std::vector<std::uint8_t>> try_export_bytes() const {
+        const vram_manifest *p = p_;
+        return detail::read_sized([p](std::uint8_t *b, std::size_t l, std::size_t *o) {
+            return vram_manifest_export(p, b, l, o);
+        });
+    }
+#if VRAM_HPP_EXCEPTIONS
+    manifest_tensor tensor(std::size_t i) const { return value_or_throw(try_tensor(i)); }
+    std::vector<std::uint8_t> export_bytes() const { return value_or_throw(try_export_bytes()); }
+#endif
+};
+
+/// One tensor of a loaded model (pointers owned by the model).
+struct model_tensor {
+    std::string name;
+    std::string dtype;
+    std::vector<std::uint64_t> shape;
+    std::uint64_t byte_len = 0;
+    /// NULL for an empty tensor.
+    const vram_shard *shard = nullptr;
+    const void *data = nullptr;
+};
+
+/// A model loaded from safetensors (vram_model): frees itself and its shards.
+class model : public detail::handle<vram_model, vram_model_free> {
+  public:
+    using handle::handle;
+
+    std::size_t tensor_count() const noexcept { return vram_model_tensor_count(p_); }
+    result<model_tensor> try_tensor(std::size_t i) const {
+        vram_model_tensor_info info{};
+        info.struct_size = sizeof info;
+        const vram_status s = vram_model_tensor(p_, i, &info);
+        if (s != VRAM_OK) return detail::fail<model_tensor>(s);
+        model_tensor t;
+        t.name = info.name;
+        t.dtype = info.dtype;
+        t.shape.assign(info.shape, info.shape + info.rank);
+        t.byte_len = info.byte_len;
+        t.shard = info.shard;
+        t.data = info.data;
+        return t;
+    }
+#if VRAM_HPP_EXCEPTIONS
+    model_tensor tensor(std::size_t i) const { return value_or_throw(try_tensor(i)); }
+#endif
+};
+
+/// A certified-bounds network whose weights are sealed shards (C: ibp_model): frees itself.
+class network : public detail::handle<::ibp_model, ::ibp_model_free> {
+  public:
+    using handle::handle;
+
+    std::size_t input_size() const noexcept { return ibp_model_input_size(p_); }
+    std::size_t output_size() const noexcept { return ibp_model_output_size(p_); }
+
+    /// Output intervals guaranteed to enclose the exact ones, for `batch` input boxes. Every
+    /// span must hold batch × (input or output) size floats: checked here, so a short buffer
+    /// is VRAM_ERR_INVALID_ARGUMENT, never an overrun.
+    result<void> try_propagate(std::size_t batch, span<const float> in_lower,
+                               span<const float> in_upper, span<float> out_lower,
+                               span<float> out_upper) const {
+        const std::size_t n_in = batch * input_size(), n_out = batch * output_size();
+        if (in_lower.size() != n_in || in_upper.size() != n_in || out_lower.size() != n_out ||
+            out_upper.size() != n_out)
+            return result<void>(make_error_code(VRAM_ERR_INVALID_ARGUMENT),
+                                "propagate: a span's length is not batch x the layer size");
+        const vram_status s = ibp_propagate(p_, batch, in_lower.data(), in_upper.data(),
+                                            out_lower.data(), out_upper.data());
+        return s == VRAM_OK ? result<void>() : detail::fail<void>(s);
+    }
+#if VRAM_HPP_EXCEPTIONS
+    void propagate(std::size_t batch, span<const float> in_lower, span<const float> in_upper,
+                   span<float> out_lower, span<float> out_upper) const {
+        value_or_throw(try_propagate(batch, in_lower, in_upper, out_lower, out_upper));
+    }
+#endif
+};
+
+/// What a verify found (vram_verify_report) and whether the bytes are intact.
+struct verify_result {
+    vram_verify_report report{};
+    bool intact = false;
+};
+
+/// Fields of an authentic seal record.
+using record_info = vram_record_info;
+
+/// How a context is opened (see vram_ctx_options).
+struct context_options {
+    vram_backend backend = VRAM_BACKEND_AUTO;
+    int device = 0;
+    std::uint64_t capacity_bytes = 0;
+    std::uint32_t flags = 0;
+    std::uint32_t max_threads = 0;
+};
+
+/// A libvram context (vram_ctx): one backend, one seal key. Frees itself (after its shards,
+/// which keep what they need alive).
+class context : public detail::handle<vram_ctx, vram_ctx_free> {
+  public:
+    using handle::handle;
+
+    /// Opens a context sealing under `key` (at least 32 bytes; copied).
+    static result<context> try_open(bytes key, const context_options &o = {}) {
+        vram_ctx_options opts{};
+        opts.struct_size = sizeof opts;
+        opts.backend = o.backend;
+        opts.device = o.device;
+        opts.key = key.data();
+        opts.key_len = key.size();
+        opts.capacity_bytes = o.capacity_bytes;
+        opts.flags = o.flags;
+        opts.max_threads = o.max_threads;
+        vram_ctx *c = nullptr;
+        const vram_status s = vram_ctx_new(&opts, &c);
+        if (s != VRAM_OK) return detail::fail<context>(s);
+        return context(c);
+    }
+
+    /// Seals a copy of `data` as shard `id`.
+    result<shard> try_seal(const std::string &id, bytes data) const {
+        vram_shard *out = nullptr;
+        const vram_status s = vram_seal(p_, id.c_str(), data.data(), data.size(), &out);
+        if (s != VRAM_OK) return detail::fail<shard>(s);
+        return shard(out);
+    }
+    /// Seals `data` and keeps it only if its root is `expected` (else VRAM_ERR_INTEGRITY).
+    result<shard> try_seal_expect(const std::string &id, bytes data, const root &expected) const {
+        vram_shard *out = nullptr;
+        const vram_status s =
+            vram_seal_expect(p_, id.c_str(), data.data(), data.size(), expected.data(), &out);
+        if (s != VRAM_OK) return detail::fail<shard>(s);
+        return shard(out);
+    }
+    /// Seals `len` bytes of the caller's device memory in place (CUDA backend; the memory must
+    /// outlive the shard).
+    result<shard> try_seal_device(const std::string &id, const void *device_ptr,
+                                  std::size_t len) const {
+        vram_shard *out = nullptr;
+        const vram_status s = vram_seal_device(p_, id.c_str(), device_ptr, len, &out);
+        if (s != VRAM_OK) return detail::fail<shard>(s);
+        return shard(out);
+    }
+    /// Re-hashes the shard where it lives. A damaged shard is a result, not an error:
+    /// `intact` is false and the report locates the damage.
+    result<verify_result> try_verify(const shard &sh) const {
+        verify_result r;
+        const vram_status s = vram_verify(p_, sh.get(), &r.report);
+        if (s != VRAM_OK && s != VRAM_ERR_INTEGRITY) return detail::fail<verify_result>(s);
+        r.intact = s == VRAM_OK;
+        return r;
+    }
+    /// Authenticates a record with no live shard and returns its fields.
+    result<record_info> try_record_open(bytes record) const {
+        record_info info{};
+        info.struct_size = sizeof info;
+        const vram_status s = vram_record_open(p_, record.data(), record.size(), &info);
+        if (s != VRAM_OK) return detail::fail<record_info>(s);
+        return info;
+    }
+    /// Checks that an authentic record describes `sh`'s bytes (VRAM_ERR_BAD_SEAL: not
+    /// authentic; VRAM_ERR_INTEGRITY: authentic, other bytes).
+    result<void> try_record_verify(bytes record, const shard &sh) const {
+        const vram_status s = vram_record_verify(p_, record.data(), record.size(), sh.get());
+        return s == VRAM_OK ? result<void>() : detail::fail<void>(s);
+    }
+    /// Loads and seals a safetensors checkpoint; `expected` (nullable) must match exactly.
+    result<model> try_load_safetensors(const std::string &path,
+                                       const manifest *expected = nullptr) const {
+        vram_load_options o{};
+        o.struct_size = sizeof o;
+        o.flags = VRAM_MANIFEST_REGION_ROOTS;
+        o.expected = expected ? expected->get() : nullptr;
+        vram_model *out = nullptr;
+        const vram_status s = vram_load_safetensors(p_, path.c_str(), &o, &out);
+        if (s != VRAM_OK) return detail::fail<model>(s);
+        return model(out);
+    }
+    /// The manifest of a loaded model, under this context's key.
+    result<manifest> try_manifest_of(const model &m) const {
+        vram_manifest *out = nullptr;
+        const vram_status s = vram_model_manifest(p_, m.get(), &out);
+        if (s != VRAM_OK) return detail::fail<manifest>(s);
+        return manifest(out);
+    }
+    /// Authenticates exported manifest bytes under this context's key.
+    result<manifest> try_import_manifest(bytes b) const {
+        vram_manifest *out = nullptr;
+        const vram_status s = vram_manifest_import(p_, b.data(), b.size(), &out);
+        if (s != VRAM_OK) return detail::fail<manifest>(s);
+        return manifest(out);
+    }
+    /// Re-hashes every tensor of a loaded model; `summary.intact == summary.tensors` when
+    /// nothing is damaged (a damaged model is a result, not an error).
+    result<vram_manifest_summary> try_verify_model(const model &m) const {
+        vram_manifest_summary summary{};
+        summary.struct_size = sizeof summary;
+        const vram_status s = vram_model_verify(p_, m.get(), nullptr, &summary);
+        if (s != VRAM_OK && s != VRAM_ERR_INTEGRITY)
+            return detail::fail<vram_manifest_summary>(s);
+        return summary;
+    }
+    /// A network read from an NNet file, its weights sealed in this context.
+    result<network> try_network_from_nnet(const std::string &path) const {
+        ::ibp_model *out = nullptr;
+        const vram_status s = ibp_model_from_nnet(p_, path.c_str(), &out);
+        if (s != VRAM_OK) return detail::fail<network>(s);
+        return network(out);
+    }
+    /// Bytes held by this context's shards, and its capacity.
+    std::pair<std::uint64_t, std::uint64_t> usage() const noexcept {
+        std::uint64_t used = 0, capacity = 0;
+        vram_ctx_usage(p_, &used, &capacity);
+        return {used, capacity};
+    }
+
+#if VRAM_HPP_EXCEPTIONS
+    static context open(bytes key, const context_options &o = {}) {
+        return value_or_throw(try_open(key, o));
+    }
+    shard seal(const std::string &id, bytes data) const {
+        return value_or_throw(try_seal(id, data));
+    }
+    shard seal_expect(const std::string &id, bytes data, const root &expected) const {
+        return value_or_throw(try_seal_expect(id, data, expected));
+    }
+    shard seal_device(const std::string &id, const void *device_ptr, std::size_t len) const {
+        return value_or_throw(try_seal_device(id, device_ptr, len));
+    }
+    verify_result verify(const shard &sh) const { return value_or_throw(try_verify(sh)); }
+    record_info record_open(bytes record) const { return value_or_throw(try_record_open(record)); }
+    void record_verify(bytes record, const shard &sh) const {
+        value_or_throw(try_record_verify(record, sh));
+    }
+    model load_safetensors(const std::string &path, const manifest *expected = nullptr) const {
+        return value_or_throw(try_load_safetensors(path, expected));
+    }
+    manifest manifest_of(const model &m) const { return value_or_throw(try_manifest_of(m)); }
+    manifest import_manifest(bytes b) const { return value_or_throw(try_import_manifest(b)); }
+    vram_manifest_summary verify_model(const model &m) const {
+        return value_or_throw(try_verify_model(m));
+    }
+    network network_from_nnet(const std::string &path) const {
+        return value_or_throw(try_network_from_nnet(path));
+    }
+#endif
+};
+
+/// A log function: (level, target, message); level 1 = error … 5 = trace.
+using log_function = std::function<void(std::uint32_t, const char *, const char *)>;
+
+namespace detail {
+struct log_state {
+    std::mutex lock;
+    std::unique_ptr<log_function> current;
+};
+inline log_state &log() {
+    static log_state s;
+    return s;
+}
+inline void log_trampoline(void *userdata, std::uint32_t level, const char *target,
+                           const char *message) {
+    auto *f = static_cast<log_function *>(userdata);
+    // An exception must not cross the C boundary: a throwing log function is cut off here.
+#if VRAM_HPP_EXCEPTIONS
+    try {
+        (*f)(level, target, message);
+    } catch (...) {
+    }
+#else
+    (*f)(level, target, message);
+#endif
+}
+} // namespace detail
+
+/// Sends libvram's events up to `max_level` to `f` (any callable taking (level, target,
+/// message)); an empty `f` stops them. Replaces the previous function, which is destroyed once
+/// libvram no longer runs it. Must not be called from inside the log function itself.
+template <class F> void set_log_callback(F &&f, std::uint32_t max_level = 3) {
+    auto &state = detail::log();
+    std::lock_guard<std::mutex> guard(state.lock);
+    std::unique_ptr<log_function> next;
+    log_function fn(std::forward<F>(f));
+    if (fn) next = std::make_unique<log_function>(std::move(fn));
+    if (next)
+        vram_set_log_callback(&detail::log_trampoline, next.get(), max_level);
+    else
+        vram_set_log_callback(nullptr, nullptr, 0);
+    // vram_set_log_callback returns once no call of the old function is running.
+    state.current = std::move(next);
+}
+
+/// The library's version string.
+inline const char *version() noexcept { return vram_version(); }
+
+} // namespace vram
+
+#endif // VRAM_HPP
