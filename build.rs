@@ -17,31 +17,38 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libvram.so.{major}.{minor}");
 
     generate_header(&major, &minor, &patch);
-    build_cuda();
+    // vram_build_info() reports the architectures compiled ("" without CUDA).
+    let archs = build_cuda().unwrap_or_default();
+    println!("cargo:rustc-env=VRAM_CUDA_ARCHITECTURES={archs}");
 }
 
-/// `VRAM_CUDA=auto|on|off` (default auto): compile cuda/*.cu with nvcc and link the CUDA
-/// runtime statically, so one libvram.so serves GPU and CPU-only hosts alike.
-fn build_cuda() {
+/// `VRAM_CUDA=on|auto|off` (default on): compile cuda/*.cu with nvcc and link the CUDA
+/// runtime statically, so one libvram.so serves GPU and CPU-only hosts alike. The default fails
+/// loudly without nvcc rather than quietly building a host-only library; `auto` builds CUDA
+/// when nvcc is found, `off` never does.
+fn build_cuda() -> Option<String> {
     println!("cargo:rustc-check-cfg=cfg(vram_cuda)");
     println!("cargo:rerun-if-env-changed=VRAM_CUDA");
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-changed=cuda");
-    let mode = env::var("VRAM_CUDA").unwrap_or_else(|_| "auto".into());
+    let mode = env::var("VRAM_CUDA").unwrap_or_else(|_| "on".into());
     let nvcc = match mode.as_str() {
-        "off" => return,
+        "off" => return None,
         "auto" | "on" => find_nvcc(),
         other => panic!("VRAM_CUDA={other}: expected auto, on or off"),
     };
     let Some(nvcc) = nvcc else {
         if mode == "on" {
             panic!(
-                "VRAM_CUDA=on but nvcc was not found (set NVCC, or run scripts/test.sh, which \
-                 installs nvcc 13.0 into .tools/cuda)"
+                "libvram builds its CUDA backend by default, but nvcc was not found (looked at \
+                 NVCC, .tools/cuda, PATH and /usr/local/cuda). Run scripts/test.sh or \
+                 scripts/demo.sh once (they install nvcc 13.0 into .tools/cuda), set NVCC, or \
+                 build without the GPU backend: VRAM_CUDA=off (or VRAM_CUDA=auto: CUDA when \
+                 nvcc is found)"
             );
         }
         println!("cargo:warning=nvcc not found: building libvram without the CUDA backend");
-        return;
+        return None;
     };
     // The PyPI layout keeps include/ and lib/ beside bin/ (nvidia/cu13/{bin,include,lib});
     // the classic toolkit keeps lib64/.
@@ -69,9 +76,11 @@ fn build_cuda() {
         .flag("-prec-div=true")
         .flag("-prec-sqrt=true")
         .flag("-fmad=true");
-    for sm in ["80", "86", "89", "90"] {
+    const ARCHS: [&str; 4] = ["80", "86", "89", "90"];
+    for sm in ARCHS {
         build.flag(format!("-gencode=arch=compute_{sm},code=sm_{sm}"));
     }
+    let archs: Vec<String> = ARCHS.iter().map(|a| format!("sm_{a}")).collect();
     // PTX for the newest architecture, so newer GPUs can JIT it.
     build.flag("-gencode=arch=compute_90,code=compute_90");
     let mut sources: Vec<PathBuf> = std::fs::read_dir("cuda")
@@ -94,6 +103,7 @@ fn build_cuda() {
         println!("cargo:rustc-link-lib=dylib={lib}");
     }
     println!("cargo:rustc-cfg=vram_cuda");
+    Some(format!("{},compute_90", archs.join(",")))
 }
 
 fn find_nvcc() -> Option<PathBuf> {

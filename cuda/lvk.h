@@ -39,6 +39,9 @@ const char *lvk_error_string(int code);
 int lvk_stream_create(void **stream);
 int lvk_stream_destroy(void *stream);
 int lvk_stream_sync(void *stream);
+/* The CUDA runtime version libvram was built with (e.g. 13000) and the installed driver's
+ * (0 without a driver). */
+int lvk_versions(int *runtime, int *driver);
 int lvk_event_create(void **event);
 int lvk_event_destroy(void *event);
 

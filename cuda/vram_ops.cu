@@ -16,6 +16,15 @@ extern "C" int lvk_device_count(int *count) {
     return e;
 }
 
+extern "C" int lvk_versions(int *runtime, int *driver) {
+    if (runtime == nullptr || driver == nullptr) return cudaErrorInvalidValue;
+    *runtime = 0;
+    *driver = 0;
+    cudaError_t e = cudaRuntimeGetVersion(runtime);
+    if (e != cudaSuccess) return e;
+    return cudaDriverGetVersion(driver); // 0 when no driver is installed
+}
+
 extern "C" int lvk_get_device(int *device) {
     if (device == nullptr) return cudaErrorInvalidValue;
     return cudaGetDevice(device);

@@ -526,6 +526,48 @@ typedef struct vram_manifest_tensor_info {
 } vram_manifest_tensor_info;
 
 /**
+ * What this libvram was built with and what it finds on this machine now (vram_build_info()).
+ * Zero-initialise, then set `struct_size = sizeof(vram_build_details)`.
+ */
+typedef struct vram_build_details {
+  /**
+   * Must be `sizeof(vram_build_details)`.
+   */
+  uint32_t struct_size;
+  /**
+   * 1 when the CUDA backend is compiled in, 0 for a host-only build (`VRAM_CUDA=off`).
+   */
+  uint32_t cuda_compiled;
+  /**
+   * The CUDA runtime version compiled in, as CUDA numbers it (13000 = 13.0); 0 without CUDA.
+   */
+  int32_t cuda_runtime_version;
+  /**
+   * The installed driver's CUDA version (0 when no driver is installed, or without CUDA).
+   * CUDA 13 needs driver 580 or newer (13000 here).
+   */
+  int32_t cuda_driver_version;
+  /**
+   * GPUs this process can use now (0 when none, or without CUDA).
+   */
+  int32_t gpu_count;
+  /**
+   * The GPU architectures compiled, e.g. "sm_80,sm_86,sm_89,sm_90,compute_90" (the last is
+   * PTX, JIT-compiled for newer GPUs); "" without CUDA. Static; never freed.
+   */
+  const char *cuda_architectures;
+  /**
+   * The library's version (as vram_version()). Static; never freed.
+   */
+  const char *version;
+  /**
+   * When `gpu_count` is 0: why, in words (what ::VRAM_BACKEND_AUTO's fallback warning
+   * says); "" otherwise. NUL-terminated.
+   */
+  char no_gpu_reason[256];
+} vram_build_details;
+
+/**
  * A progress callback: `done` of `total` bytes read and sealed. Return 0 to go on, anything
  * else to cancel (the load then returns ::VRAM_ERR_CANCELLED with nothing kept). Called on the
  * loading thread.
@@ -1123,6 +1165,15 @@ size_t vram_last_error_message(char *buf, size_t len);
  * VRAM_VERSION_MAJOR.MINOR.PATCH of the header it was built with. Thread-safe.
  */
 const char *vram_version(void);
+
+/**
+ * Fills `info` with what this libvram was built with (CUDA or not, architectures, runtime
+ * version, library version) and what it finds now (driver version, usable GPUs, and why none).
+ *
+ * `info`: caller-owned, `struct_size` set; written only on success. NULL →
+ * ::VRAM_ERR_NULL_ARGUMENT; a wrong `struct_size` → ::VRAM_ERR_INVALID_ARGUMENT. Thread-safe.
+ */
+vram_status vram_build_info(struct vram_build_details *info);
 
 /**
  * Reads a safetensors checkpoint into `ctx`'s backend and seals every tensor under its name

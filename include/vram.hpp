@@ -571,6 +571,14 @@ template <class F> void set_log_callback(F &&f, std::uint32_t max_level = 3) {
 /// The library's version string.
 inline const char *version() noexcept { return vram_version(); }
 
+/// What this libvram was built with and what it finds now (vram_build_info()).
+inline vram_build_details build_info() noexcept {
+    vram_build_details info{};
+    info.struct_size = sizeof info;
+    vram_build_info(&info);
+    return info;
+}
+
 } // namespace vram
 
 #endif // VRAM_HPP

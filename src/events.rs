@@ -36,6 +36,7 @@ pub mod names {
     pub const FREE: &str = "vram.free";
     pub const POLICY_VIOLATION: &str = "vram.policy.violation";
     pub const FAULT_DRILL: &str = "vram.fault_drill";
+    pub const BACKEND_FALLBACK: &str = "vram.backend.fallback";
 }
 
 type SinkFn = Box<dyn Fn(Level, &str, &str) + Send + Sync>;

@@ -15,7 +15,8 @@ for f in "$prefix"/lib*/libvram.so*; do if [ -L "$f" ]; then echo "installed: $(
 "$cmake" -S "$src" -B "$work" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
 "$cmake" --build "$work" >/dev/null
 "$work/consumer"
-echo "find_package(vram CONFIG): OK"
+"$work/consumer_cpp"
+echo "find_package(vram CONFIG), C and C++ (vram.hpp): OK"
 
 if command -v pkg-config >/dev/null 2>&1; then
   pcdir=$(dirname "$(find "$prefix" -name vram.pc | head -n 1)")

@@ -71,6 +71,32 @@ impl Default for Damage {
     }
 }
 
+/// Why this process cannot use a GPU, in words.
+pub fn no_gpu_reason() -> String {
+    #[cfg(vram_cuda)]
+    {
+        cuda::unavailable_reason()
+    }
+    #[cfg(not(vram_cuda))]
+    {
+        "this libvram was built without CUDA (VRAM_CUDA=off, or VRAM_CUDA=auto with no nvcc)".into()
+    }
+}
+
+/// CUDA facts of this build and machine: (compiled in, runtime version, driver version);
+/// versions as CUDA numbers them (13000 = 13.0), 0 when absent.
+pub fn cuda_build() -> (bool, i32, i32) {
+    #[cfg(vram_cuda)]
+    {
+        let (runtime, driver) = cuda::versions();
+        (true, runtime, driver)
+    }
+    #[cfg(not(vram_cuda))]
+    {
+        (false, 0, 0)
+    }
+}
+
 /// Whether this build can use a GPU at all, and how many this process sees.
 pub fn gpu_count() -> i32 {
     #[cfg(vram_cuda)]
@@ -91,7 +117,17 @@ impl Backend {
         let host = || Backend::Host(HostBackend::with_max_threads(max_threads));
         match choice {
             BackendChoice::Host => Ok(host()),
-            BackendChoice::Auto if gpu_count() == 0 => Ok(host()),
+            BackendChoice::Auto if gpu_count() == 0 => {
+                crate::events::emit(
+                    crate::events::Level::Warn,
+                    crate::events::names::BACKEND_FALLBACK,
+                    &format!(
+                        "VRAM_BACKEND_AUTO: sealing in host memory, not on a GPU: {}",
+                        no_gpu_reason()
+                    ),
+                );
+                Ok(host())
+            }
             BackendChoice::Auto | BackendChoice::Cuda => Self::open_cuda(device, max_threads),
         }
     }

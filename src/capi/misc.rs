@@ -2,7 +2,8 @@
 
 use std::ffi::c_char;
 
-use super::boundary::{guard_value, with_last_error};
+use super::boundary::{arg_mut, check_struct_size, guard, guard_value, with_last_error};
+use super::types::vram_status;
 
 /// A static, NUL-terminated description of a status code ("unknown status" for codes this
 /// library does not know). Never NULL; never freed by the caller. Thread-safe.
@@ -62,4 +63,60 @@ pub extern "C" fn vram_last_error_message(buf: *mut c_char, len: usize) -> usize
 #[unsafe(no_mangle)]
 pub extern "C" fn vram_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// What this libvram was built with and what it finds on this machine now (vram_build_info()).
+/// Zero-initialise, then set `struct_size = sizeof(vram_build_details)`.
+#[repr(C)]
+pub struct vram_build_details {
+    /// Must be `sizeof(vram_build_details)`.
+    pub struct_size: u32,
+    /// 1 when the CUDA backend is compiled in, 0 for a host-only build (`VRAM_CUDA=off`).
+    pub cuda_compiled: u32,
+    /// The CUDA runtime version compiled in, as CUDA numbers it (13000 = 13.0); 0 without CUDA.
+    pub cuda_runtime_version: i32,
+    /// The installed driver's CUDA version (0 when no driver is installed, or without CUDA).
+    /// CUDA 13 needs driver 580 or newer (13000 here).
+    pub cuda_driver_version: i32,
+    /// GPUs this process can use now (0 when none, or without CUDA).
+    pub gpu_count: i32,
+    /// The GPU architectures compiled, e.g. "sm_80,sm_86,sm_89,sm_90,compute_90" (the last is
+    /// PTX, JIT-compiled for newer GPUs); "" without CUDA. Static; never freed.
+    pub cuda_architectures: *const c_char,
+    /// The library's version (as vram_version()). Static; never freed.
+    pub version: *const c_char,
+    /// When `gpu_count` is 0: why, in words (what ::VRAM_BACKEND_AUTO's fallback warning
+    /// says); "" otherwise. NUL-terminated.
+    pub no_gpu_reason: [c_char; 256],
+}
+
+/// Fills `info` with what this libvram was built with (CUDA or not, architectures, runtime
+/// version, library version) and what it finds now (driver version, usable GPUs, and why none).
+///
+/// `info`: caller-owned, `struct_size` set; written only on success. NULL →
+/// ::VRAM_ERR_NULL_ARGUMENT; a wrong `struct_size` → ::VRAM_ERR_INVALID_ARGUMENT. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_build_info(info: *mut vram_build_details) -> vram_status {
+    guard("vram_build_info", || {
+        let info = arg_mut(info, "info")?;
+        check_struct_size(info.struct_size, size_of::<vram_build_details>(), "info")?;
+        let (compiled, runtime, driver) = crate::backend::cuda_build();
+        let gpus = crate::backend::gpu_count();
+        info.cuda_compiled = u32::from(compiled);
+        info.cuda_runtime_version = runtime;
+        info.cuda_driver_version = driver;
+        info.gpu_count = gpus;
+        info.cuda_architectures = concat!(env!("VRAM_CUDA_ARCHITECTURES"), "\0")
+            .as_ptr()
+            .cast();
+        info.version = vram_version();
+        info.no_gpu_reason = [0; 256];
+        if gpus == 0 {
+            let reason = crate::backend::no_gpu_reason();
+            for (d, s) in info.no_gpu_reason.iter_mut().zip(reason.bytes().take(255)) {
+                *d = s as c_char;
+            }
+        }
+        Ok(())
+    })
 }

@@ -136,6 +136,9 @@ int main() {
     std::remove(nnet.c_str());
 
     CHECK(events > 0);
+    const auto build = vram::build_info();
+    CHECK(std::string(build.version) == vram::version());
+    CHECK((build.gpu_count == 0) == (build.no_gpu_reason[0] != '\0'));
     vram::set_log_callback(vram::log_function{});
     std::printf("vram.hpp test: %s\n", failures == 0 ? "all checks passed" : "FAILED");
     return failures == 0 ? 0 : 1;

@@ -42,6 +42,7 @@ unsafe extern "C" {
     pub fn lvk_stream_create(stream: *mut *mut c_void) -> c_int;
     pub fn lvk_stream_destroy(stream: *mut c_void) -> c_int;
     pub fn lvk_stream_sync(stream: *mut c_void) -> c_int;
+    pub fn lvk_versions(runtime: *mut c_int, driver: *mut c_int) -> c_int;
     pub fn lvk_event_create(event: *mut *mut c_void) -> c_int;
     pub fn lvk_event_destroy(event: *mut c_void) -> c_int;
     pub fn lvk_event_record(event: *mut c_void, stream: *mut c_void) -> c_int;

@@ -34,6 +34,38 @@ pub fn device_count() -> i32 {
     if code == 0 { n } else { 0 }
 }
 
+/// The CUDA runtime version libvram was built with and the installed driver's (0 when none),
+/// as CUDA numbers them (13000 = 13.0).
+pub fn versions() -> (i32, i32) {
+    let (mut runtime, mut driver): (c_int, c_int) = (0, 0);
+    // SAFETY: writes two ints through valid pointers.
+    unsafe { ffi::lvk_versions(&mut runtime, &mut driver) };
+    (runtime, driver)
+}
+
+/// Why no GPU can be used, in words, when `device_count()` is 0.
+pub fn unavailable_reason() -> String {
+    let mut n: c_int = 0;
+    // SAFETY: writes one int through a valid pointer.
+    let code = unsafe { ffi::lvk_device_count(&mut n) };
+    let (runtime, driver) = versions();
+    match code {
+        0 if n > 0 => format!("{n} GPU(s) are usable"),
+        _ if driver == 0 => "no NVIDIA driver is installed (libcuda.so.1 was not found)".into(),
+        0 | 100 => {
+            "the driver sees no GPU (none installed, or hidden by CUDA_VISIBLE_DEVICES)".into()
+        }
+        35 => format!(
+            "the NVIDIA driver (CUDA {}.{}) is older than this libvram's CUDA {}.{} runtime needs (driver 580 or newer for CUDA 13)",
+            driver / 1000,
+            driver % 1000 / 10,
+            runtime / 1000,
+            runtime % 1000 / 10
+        ),
+        other => format!("the CUDA runtime could not start (CUDA error {other})"),
+    }
+}
+
 /// A CUDA stream handle from the caller (`cudaStream_t` as an address).
 #[derive(Debug, Clone, Copy)]
 pub struct CallerStream(pub usize);
