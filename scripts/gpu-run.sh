@@ -70,5 +70,15 @@ for b in .gpu/bench/*; do
     cat "$OUT/bench-ibp_pytorch.md"
   fi
 done
+# The Python package over the staged libvram.so: its tests (the torch cases run here), then a
+# CUDA torch model of 1 GiB sealed in place.
+export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" VRAM_LIBRARY="$PWD/.gpu/lib/libvram.so"
+echo "== python package tests (pytest)" | tee -a "$log"
+# pytest travels as wheels in .whl/ (the GPU machine has no network): pip download -d .whl pytest
+python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q --no-index --find-links .whl pytest >> "$log" 2>&1
+if python3 -m pytest -q -rs python/tests >> "$log" 2>&1; then tail -n 1 "$log"; else tail -n 30 "$log"; echo "FAILED: python tests" | tee -a "$log"; failed=$((failed + 1)); fi
+echo "== bench python_seal_module"
+python3 bench/python_seal_module.py > "$OUT/bench-python_seal_module.md" 2>&1 || { echo "FAILED: python_seal_module"; failed=$((failed + 1)); }
+cat "$OUT/bench-python_seal_module.md"
 echo "gpu-run: $failed failure(s)"
 exit "$failed"

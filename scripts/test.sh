@@ -19,3 +19,7 @@ say "cmake build + ctest (C examples, header C11/C++17, symbols, find_package co
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure
+say "Python package: pip install ./python into a fresh virtualenv, then pytest (torch cases skip, saying why, where torch is missing)"
+python3 -m venv --clear .tools/pytest-env
+.tools/pytest-env/bin/pip install --quiet --disable-pip-version-check ./python pytest numpy
+.tools/pytest-env/bin/python -m pytest -q -rs python/tests

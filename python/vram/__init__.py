@@ -1,0 +1,588 @@
+"""libvram for Python: seal tensors where they live, verify them, certify bounds.
+
+A thin layer over the same ``libvram.so`` the C and C++ APIs use (ctypes; no second native
+build). Every libvram error is raised as :class:`vram.Error` with ``.status`` and the message.
+
+>>> import vram, numpy as np
+>>> with vram.Context(key=b"an example seal secret, 32 bytes") as ctx:
+...     shard = ctx.seal("w", np.ones(1024, dtype=np.float32))
+...     assert ctx.verify(shard).intact
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from . import _lib
+
+__all__ = [
+    "Error", "Context", "Shard", "Model", "Manifest", "Network", "VerifyResult", "RecordInfo",
+    "SealedModule", "seal_module", "build_info", "set_log_callback", "version",
+]
+
+_C = _lib.load()
+_OK, _INTEGRITY, _TOO_SMALL = 0, 6, 10
+_BACKENDS = {"auto": 0, "cuda": 1, "host": 2}
+_ALLOW_FAULT_DRILLS = 1
+_REGION_ROOTS = 1
+
+
+class Error(Exception):
+    """A libvram error: ``status`` (the vram_status number), ``name`` and the message."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.name = (_C.vram_status_str(status) or b"").decode().split(":")[0]
+        self.message = message
+        super().__init__(f"{self.name}: {message}" if message else self.name)
+
+
+def _last_error() -> str:
+    n = _C.vram_last_error_message(None, 0)
+    buf = ctypes.create_string_buffer(n + 1)
+    _C.vram_last_error_message(buf, n + 1)
+    return buf.value.decode("utf-8", "replace")
+
+
+def _check(status: int) -> None:
+    if status != _OK:
+        raise Error(status, _last_error())
+
+
+def _u8(data: bytes) -> Any:
+    return ctypes.cast(ctypes.c_char_p(data), _lib.c_u8p)
+
+
+def version() -> str:
+    """The library's version."""
+    return _C.vram_version().decode()
+
+
+def build_info() -> dict:
+    """What libvram was built with and what it finds now: CUDA compiled in, architectures,
+    runtime and driver versions, usable GPUs and why none."""
+    d = _lib.BuildDetails(struct_size=ctypes.sizeof(_lib.BuildDetails))
+    _check(_C.vram_build_info(ctypes.byref(d)))
+    return {
+        "version": d.version.decode(),
+        "cuda_compiled": bool(d.cuda_compiled),
+        "cuda_architectures": d.cuda_architectures.decode(),
+        "cuda_runtime_version": d.cuda_runtime_version,
+        "cuda_driver_version": d.cuda_driver_version,
+        "gpu_count": d.gpu_count,
+        "no_gpu_reason": d.no_gpu_reason.decode(),
+    }
+
+
+_log_lock = threading.Lock()
+_log_keep: Any = None
+
+
+def set_log_callback(fn: Callable[[int, str, str], None] | None, max_level: int = 3) -> None:
+    """Sends libvram's events (level 1 = error … 5 = trace, target, message) to ``fn``; ``None``
+    stops them. Exceptions raised by ``fn`` are printed and dropped (never cross into C)."""
+    global _log_keep
+    with _log_lock:
+        if fn is None:
+            _C.vram_set_log_callback(_lib.LOG(), None, 0)
+            _log_keep = None
+            return
+
+        def trampoline(_userdata, level, target, message):
+            try:
+                fn(level, target.decode("utf-8", "replace"), message.decode("utf-8", "replace"))
+            except Exception:  # noqa: BLE001 - a log function must not break libvram's caller
+                import traceback
+
+                traceback.print_exc()
+
+        keep = _lib.LOG(trampoline)
+        _C.vram_set_log_callback(keep, None, max_level)
+        _log_keep = keep  # the previous one is no longer called once the call above returned
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
+
+
+def _host_bytes(data: Any) -> tuple[Any, int, Any]:
+    """(pointer argument, length, keep-alive) for host memory: anything with the buffer
+    protocol, or a CPU torch tensor. Non-contiguous data is refused, not copied silently."""
+    if _is_torch(data):
+        if data.is_cuda:
+            raise ValueError("a CUDA tensor: seal it with ctx.seal (in place) on a CUDA context")
+        if not data.is_contiguous():
+            raise ValueError("the tensor is not contiguous: call .contiguous() first")
+        n = data.numel() * data.element_size()
+        return ctypes.c_void_p(data.data_ptr()), n, data
+    if isinstance(data, bytes):
+        return data, len(data), data
+    try:
+        mv = memoryview(data)
+    except TypeError:
+        raise TypeError(f"cannot seal a {type(data).__name__}: it has no buffer (bytes, bytearray, "
+                        "numpy arrays, torch tensors do)") from None
+    if not mv.c_contiguous:
+        raise ValueError("the buffer is not C-contiguous (numpy: np.ascontiguousarray first)")
+    flat = mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+    if flat.readonly:
+        return bytes(flat), flat.nbytes, None  # read-only and not bytes: one copy
+    arr = (ctypes.c_char * flat.nbytes).from_buffer(flat)
+    return ctypes.cast(arr, ctypes.c_void_p), flat.nbytes, (arr, flat)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What a verify found. ``intact`` False: the bytes changed; the first damaged region
+    starts at ``first_damaged_offset``."""
+
+    intact: bool
+    damaged_regions: int
+    total_regions: int
+    region_size: int
+    first_damaged_offset: int | None
+
+
+@dataclass(frozen=True)
+class RecordInfo:
+    """The fields of an authentic seal record."""
+
+    shard_id: str
+    byte_len: int
+    leaf_size: int
+    root: bytes
+    backend: str
+    device: int
+    seal_time_unix_ns: int
+    key_id: bytes
+
+
+def _verify_result(r: _lib.VerifyReport, status: int) -> VerifyResult:
+    return VerifyResult(
+        intact=status == _OK,
+        damaged_regions=r.damaged_regions,
+        total_regions=r.total_regions,
+        region_size=r.region_size,
+        first_damaged_offset=None if status == _OK else r.first_damaged_offset,
+    )
+
+
+class _Handle:
+    _free: Callable[[Any], None]
+
+    def __init__(self, handle: int):
+        self._h = ctypes.c_void_p(handle)
+
+    def close(self) -> None:
+        """Frees the handle now (also done when the object is collected)."""
+        if self._h:
+            type(self)._free(self._h)
+            self._h = ctypes.c_void_p()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _live(self) -> ctypes.c_void_p:
+        if not self._h:
+            raise ValueError(f"this {type(self).__name__} was closed")
+        return self._h
+
+
+class Shard(_Handle):
+    """A sealed shard. For a CUDA tensor sealed in place it keeps the tensor alive."""
+
+    _free = staticmethod(lambda h: _C.vram_shard_free(h))
+
+    def __init__(self, handle: int, name: str, keep: Any = None):
+        super().__init__(handle)
+        self.name = name
+        self._keep = keep
+
+    @property
+    def size(self) -> int:
+        return _C.vram_shard_len(self._live())
+
+    @property
+    def root(self) -> bytes:
+        out = (ctypes.c_uint8 * 32)()
+        _check(_C.vram_shard_root(self._live(), out))
+        return bytes(out)
+
+    @property
+    def data_ptr(self) -> int:
+        """Address of the sealed bytes (device memory on the CUDA backend)."""
+        return _C.vram_shard_device_ptr(self._live()) or 0
+
+    def record(self) -> bytes:
+        """The seal record: store it; a later process opens it under the same key."""
+        n = ctypes.c_size_t(0)
+        s = _C.vram_shard_record(self._live(), None, 0, ctypes.byref(n))
+        if s not in (_OK, _TOO_SMALL):
+            _check(s)
+        buf = (ctypes.c_uint8 * n.value)()
+        _check(_C.vram_shard_record(self._live(), buf, n.value, ctypes.byref(n)))
+        return bytes(buf[: n.value])
+
+    def debug_flip_bit(self, bit: int) -> None:
+        """Fault drill (contexts opened with allow_fault_drills=True only)."""
+        _check(_C.vram_debug_flip_bit(self._live(), bit))
+
+    def __repr__(self) -> str:
+        return f"vram.Shard({self.name!r}, {self.size} bytes)" if self._h else "vram.Shard(closed)"
+
+
+@dataclass(frozen=True)
+class ManifestTensor:
+    name: str
+    dtype: str
+    shape: tuple
+    byte_len: int
+    root: bytes
+
+
+class Manifest(_Handle):
+    """A model manifest: every tensor's name, dtype, shape, length and Merkle root, one MAC."""
+
+    _free = staticmethod(lambda h: _C.vram_manifest_free(h))
+
+    @property
+    def model_name(self) -> str:
+        return (_C.vram_manifest_model(self._live()) or b"").decode()
+
+    @property
+    def tensors(self) -> list[ManifestTensor]:
+        out = []
+        for i in range(_C.vram_manifest_tensor_count(self._live())):
+            t = _lib.ManifestTensorInfo(struct_size=ctypes.sizeof(_lib.ManifestTensorInfo))
+            _check(_C.vram_manifest_tensor(self._live(), i, ctypes.byref(t)))
+            out.append(ManifestTensor(t.name.decode(), t.dtype.decode(),
+                                      tuple(t.shape[k] for k in range(t.rank)), t.byte_len,
+                                      bytes(t.root)))
+        return out
+
+    def export(self) -> bytes:
+        """The canonical bytes with their MAC (docs/manifest-format.md)."""
+        n = ctypes.c_size_t(0)
+        s = _C.vram_manifest_export(self._live(), None, 0, ctypes.byref(n))
+        if s not in (_OK, _TOO_SMALL):
+            _check(s)
+        buf = (ctypes.c_uint8 * n.value)()
+        _check(_C.vram_manifest_export(self._live(), buf, n.value, ctypes.byref(n)))
+        return bytes(buf[: n.value])
+
+
+@dataclass(frozen=True)
+class ModelTensor:
+    name: str
+    dtype: str
+    shape: tuple
+    byte_len: int
+    data_ptr: int
+
+
+class Model(_Handle):
+    """A model loaded and sealed from safetensors files; owns its tensors' shards."""
+
+    _free = staticmethod(lambda h: _C.vram_model_free(h))
+
+    def __init__(self, handle: int, ctx: "Context"):
+        super().__init__(handle)
+        self._ctx = ctx
+
+    @property
+    def tensors(self) -> list[ModelTensor]:
+        out = []
+        for i in range(_C.vram_model_tensor_count(self._live())):
+            t = _lib.ModelTensorInfo(struct_size=ctypes.sizeof(_lib.ModelTensorInfo))
+            _check(_C.vram_model_tensor(self._live(), i, ctypes.byref(t)))
+            out.append(ModelTensor(t.name.decode(), t.dtype.decode(),
+                                   tuple(t.shape[k] for k in range(t.rank)), t.byte_len,
+                                   t.data or 0))
+        return out
+
+    def manifest(self) -> Manifest:
+        out = ctypes.c_void_p()
+        _check(_C.vram_model_manifest(self._ctx._live(), self._live(), ctypes.byref(out)))
+        return Manifest(out.value)
+
+    def verify(self) -> dict[str, VerifyResult]:
+        """Re-hashes every tensor where it lives; the damaged ones have ``intact`` False."""
+        tensors = self.tensors
+        reports = (_lib.TensorReport * max(len(tensors), 1))()
+        summary = _lib.ManifestSummary(struct_size=ctypes.sizeof(_lib.ManifestSummary))
+        s = _C.vram_model_verify(self._ctx._live(), self._live(), reports, ctypes.byref(summary))
+        if s not in (_OK, _INTEGRITY):
+            _check(s)
+        out = {}
+        for t, r in zip(tensors, reports):
+            ok = r.status == _OK
+            out[t.name] = VerifyResult(ok, r.damaged_regions, 0, 1 << 20,
+                                       None if ok else r.first_damaged_offset)
+        return out
+
+
+class Network(_Handle):
+    """A network whose weights are sealed shards; bounds guaranteed to enclose the exact ones."""
+
+    _free = staticmethod(lambda h: _C.ibp_model_free(h))
+
+    @property
+    def input_size(self) -> int:
+        return _C.ibp_model_input_size(self._live())
+
+    @property
+    def output_size(self) -> int:
+        return _C.ibp_model_output_size(self._live())
+
+    def propagate(self, lower: Any, upper: Any) -> tuple[Any, Any]:
+        """Output bounds for input boxes ``[lower, upper]`` (NumPy arrays or torch tensors of
+        shape (batch, input_size) or (input_size,)); returns float32 NumPy arrays.
+
+        libvram computes in float32. Float64 (or other) inputs are converted soundly — lower
+        bounds rounded down, upper bounds up, so the float32 box contains the given one — never
+        passed as raw bytes. Device tensors are copied to the host first."""
+        import numpy as np
+
+        lo, hi = _outward_f32(lower, np.floor), _outward_f32(upper, np.ceil)
+        if lo.shape != hi.shape:
+            raise ValueError(f"lower {lo.shape} and upper {hi.shape} differ in shape")
+        single = lo.ndim == 1
+        lo2, hi2 = np.atleast_2d(lo), np.atleast_2d(hi)
+        if lo2.ndim != 2 or lo2.shape[1] != self.input_size:
+            raise ValueError(f"inputs must be (batch, {self.input_size}); got {lo.shape}")
+        batch = lo2.shape[0]
+        olo = np.empty((batch, self.output_size), np.float32)
+        ohi = np.empty_like(olo)
+        fp = ctypes.POINTER(ctypes.c_float)
+        _check(_C.ibp_propagate(self._live(), batch, lo2.ctypes.data_as(fp), hi2.ctypes.data_as(fp),
+                                olo.ctypes.data_as(fp), ohi.ctypes.data_as(fp)))
+        return (olo[0], ohi[0]) if single else (olo, ohi)
+
+
+def _outward_f32(x: Any, direction: Callable) -> Any:
+    """``x`` as a C-contiguous float32 array whose every value is on the safe side of x's
+    (rounded toward ``direction``: np.floor for lower bounds, np.ceil for upper)."""
+    import numpy as np
+
+    if _is_torch(x):
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if a.dtype == np.float32:
+        return np.ascontiguousarray(a)
+    if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"bounds must be real numbers; got dtype {a.dtype}")
+    wide = a.astype(np.float64)
+    if np.isnan(wide).any():
+        raise ValueError("bounds contain NaN")
+    f = wide.astype(np.float32)
+    toward = -np.inf if direction is np.floor else np.inf
+    off = (f.astype(np.float64) > wide) if direction is np.floor else (f.astype(np.float64) < wide)
+    f = np.where(off, np.nextafter(f, np.float32(toward)), f)
+    return np.ascontiguousarray(f, dtype=np.float32)
+
+
+class Context(_Handle):
+    """A libvram context: one backend, one seal key. Use as a context manager, or let it go.
+
+    ``key``: at least 32 bytes (copied). ``backend``: "auto" (the GPU when usable, else host
+    memory with a logged warning), "cuda" (never host memory) or "host"."""
+
+    _free = staticmethod(lambda h: _C.vram_ctx_free(h))
+
+    def __init__(self, key: bytes, backend: str = "auto", device: int = 0, capacity_bytes: int = 0,
+                 max_threads: int = 0, allow_fault_drills: bool = False):
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(_BACKENDS)}; got {backend!r}")
+        key = bytes(key)
+        opts = _lib.CtxOptions(
+            struct_size=ctypes.sizeof(_lib.CtxOptions), backend=_BACKENDS[backend], device=device,
+            key=_u8(key), key_len=len(key), capacity_bytes=capacity_bytes,
+            flags=_ALLOW_FAULT_DRILLS if allow_fault_drills else 0, max_threads=max_threads)
+        out = ctypes.c_void_p()
+        _check(_C.vram_ctx_new(ctypes.byref(opts), ctypes.byref(out)))
+        super().__init__(out.value)
+        self.device = device
+        #: Where this context seals: "cuda" or "host" ("auto" resolved as libvram does).
+        self.backend = backend if backend != "auto" else (
+            "cuda" if build_info()["gpu_count"] > 0 else "host")
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes held by this context's shards, capacity)."""
+        used, cap = ctypes.c_uint64(), ctypes.c_uint64()
+        _check(_C.vram_ctx_usage(self._live(), ctypes.byref(used), ctypes.byref(cap)))
+        return used.value, cap.value
+
+    def seal(self, name: str, data: Any) -> Shard:
+        """Seals ``data`` as shard ``name``. Host data (bytes, bytearray, NumPy arrays, CPU torch
+        tensors, anything with the buffer protocol) is copied into the context's backend. A CUDA
+        torch tensor is sealed **in place** (no copy): contiguous, on this context's GPU, and
+        kept alive by the shard — its storage must not be freed or resized while sealed."""
+        if _is_torch(data) and data.is_cuda:
+            return self._seal_cuda_tensor(name, data)
+        ptr, n, keep = _host_bytes(data)
+        out = ctypes.c_void_p()
+        _check(_C.vram_seal(self._live(), name.encode(), ptr, n, ctypes.byref(out)))
+        del keep
+        return Shard(out.value, name)
+
+    def _seal_cuda_tensor(self, name: str, t: Any) -> Shard:
+        if self.backend != "cuda":
+            raise ValueError("a CUDA tensor can only be sealed in place by a CUDA context "
+                             f"(this one seals in {self.backend} memory)")
+        if t.device.index != self.device:
+            raise ValueError(f"the tensor is on cuda:{t.device.index}; this context uses "
+                             f"cuda:{self.device}")
+        if not t.is_contiguous():
+            raise ValueError("the tensor is not contiguous: call .contiguous() first (a copy)")
+        n = t.numel() * t.element_size()
+        if n == 0:
+            raise ValueError("an empty tensor has nothing to seal")
+        out = ctypes.c_void_p()
+        _check(_C.vram_seal_device(self._live(), name.encode(), ctypes.c_void_p(t.data_ptr()), n,
+                                   ctypes.byref(out)))
+        return Shard(out.value, name, keep=t)
+
+    def seal_expect(self, name: str, data: Any, root: bytes) -> Shard:
+        """Seals ``data`` and keeps it only if its Merkle root is ``root``; otherwise raises
+        Error(VRAM_ERR_INTEGRITY) and keeps nothing."""
+        ptr, n, keep = _host_bytes(data)
+        root = bytes(root)
+        if len(root) != 32:
+            raise ValueError("root must be 32 bytes")
+        out = ctypes.c_void_p()
+        _check(_C.vram_seal_expect(self._live(), name.encode(), ptr, n, _u8(root),
+                                   ctypes.byref(out)))
+        del keep
+        return Shard(out.value, name)
+
+    def verify(self, shard: Shard) -> VerifyResult:
+        """Re-hashes the shard where it lives. Damage is a result (``intact`` False), not an
+        error; an error means the check itself could not run."""
+        r = _lib.VerifyReport()
+        s = _C.vram_verify(self._live(), shard._live(), ctypes.byref(r))
+        if s not in (_OK, _INTEGRITY):
+            _check(s)
+        return _verify_result(r, s)
+
+    def verify_many(self, shards: Sequence[Shard]) -> list[VerifyResult]:
+        """Re-hashes every shard in one batch (one kernel launch on the GPU)."""
+        if not shards:
+            return []
+        arr = (ctypes.c_void_p * len(shards))(*[s._live().value for s in shards])
+        reports = (_lib.VerifyReport * len(shards))()
+        s = _C.vram_verify_many(self._live(), arr, len(shards), reports)
+        if s not in (_OK, _INTEGRITY):
+            _check(s)
+        return [_verify_result(r, r.status) for r in reports]
+
+    def record_open(self, record: bytes) -> RecordInfo:
+        """Authenticates a seal record with no live shard; Error(VRAM_ERR_BAD_SEAL) if altered,
+        forged, truncated or of another key."""
+        record = bytes(record)
+        i = _lib.RecordInfo(struct_size=ctypes.sizeof(_lib.RecordInfo))
+        _check(_C.vram_record_open(self._live(), _u8(record), len(record), ctypes.byref(i)))
+        return RecordInfo(i.shard_id.decode(), i.byte_len, i.leaf_size, bytes(i.root),
+                          {1: "cuda", 2: "host"}.get(i.backend, str(i.backend)), i.device,
+                          i.seal_time_unix_ns, bytes(i.key_id))
+
+    def record_verify(self, record: bytes, shard: Shard) -> None:
+        """Checks an authentic record describes ``shard``'s bytes (VRAM_ERR_INTEGRITY if not)."""
+        record = bytes(record)
+        _check(_C.vram_record_verify(self._live(), _u8(record), len(record), shard._live()))
+
+    def load_safetensors(self, path: str, expected: Manifest | None = None,
+                         progress: Callable[[int, int], bool | None] | None = None) -> Model:
+        """Loads a .safetensors file, a sharded checkpoint's index.json, or a directory, sealing
+        every tensor under its name. ``expected``: the manifest the files must match.
+        ``progress(done, total)`` returning False cancels (Error VRAM_ERR_CANCELLED)."""
+        opts = _lib.LoadOptions(struct_size=ctypes.sizeof(_lib.LoadOptions), flags=_REGION_ROOTS)
+        if expected is not None:
+            opts.expected = expected._live()
+        if progress is not None:
+            def cb(_userdata, done, total):
+                try:
+                    return 0 if progress(done, total) is not False else 1
+                except Exception:  # noqa: BLE001 - an exception cancels, never crosses into C
+                    return 1
+            opts.progress = _lib.PROGRESS(cb)
+        out = ctypes.c_void_p()
+        _check(_C.vram_load_safetensors(self._live(), str(path).encode(), ctypes.byref(opts),
+                                        ctypes.byref(out)))
+        return Model(out.value, self)
+
+    def import_manifest(self, data: bytes) -> Manifest:
+        """Authenticates exported manifest bytes under this context's key."""
+        data = bytes(data)
+        out = ctypes.c_void_p()
+        _check(_C.vram_manifest_import(self._live(), _u8(data), len(data), ctypes.byref(out)))
+        return Manifest(out.value)
+
+    def manifest_from_shards(self, model_name: str, shards: Sequence[Shard]) -> Manifest:
+        """A manifest of these shards (with region roots), under this context's key."""
+        arr = (ctypes.c_void_p * max(len(shards), 1))(*[s._live().value for s in shards])
+        opts = _lib.ManifestOptions(struct_size=ctypes.sizeof(_lib.ManifestOptions),
+                                    flags=_REGION_ROOTS)
+        out = ctypes.c_void_p()
+        _check(_C.vram_manifest_from_shards(self._live(), model_name.encode(), arr, len(shards),
+                                            ctypes.byref(opts), ctypes.byref(out)))
+        return Manifest(out.value)
+
+    def network_from_nnet(self, path: str) -> Network:
+        """A network read from an NNet file, its weights sealed in this context."""
+        out = ctypes.c_void_p()
+        _check(_C.ibp_model_from_nnet(self._live(), str(path).encode(), ctypes.byref(out)))
+        return Network(out.value)
+
+
+class SealedModule:
+    """Every parameter and buffer of a torch module, sealed under its name."""
+
+    def __init__(self, ctx: Context, shards: Mapping[str, Shard]):
+        self.ctx = ctx
+        self.shards = dict(shards)
+
+    def verify(self) -> dict[str, VerifyResult]:
+        """All tensors in one batch; the damaged ones have ``intact`` False."""
+        names = list(self.shards)
+        return dict(zip(names, self.ctx.verify_many([self.shards[n] for n in names])))
+
+    def damaged(self) -> list[str]:
+        return [n for n, r in self.verify().items() if not r.intact]
+
+    def manifest(self, model_name: str) -> Manifest:
+        return self.ctx.manifest_from_shards(model_name, list(self.shards.values()))
+
+    def close(self) -> None:
+        for s in self.shards.values():
+            s.close()
+
+
+def seal_module(ctx: Context, module: Any, prefix: str = "") -> SealedModule:
+    """Seals every parameter and buffer of a loaded ``torch.nn.Module`` under its name (from
+    ``named_parameters`` / ``named_buffers``, with ``prefix``). On a CUDA context the GPU
+    tensors are sealed in place (no copy); host tensors are copied. Empty tensors are skipped.
+    All or nothing: on error the shards sealed so far are freed and the error raised."""
+    items: Iterable = list(module.named_parameters()) + list(module.named_buffers())
+    shards: dict[str, Shard] = {}
+    try:
+        for name, t in items:
+            if t.numel() == 0:
+                continue
+            shards[prefix + name] = ctx.seal(prefix + name, t.detach())
+    except BaseException:
+        for s in shards.values():
+            s.close()
+        raise
+    return SealedModule(ctx, shards)
