@@ -485,6 +485,8 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
         if (s != VRAM_OK) return detail::fail<network>(s);
         return network(out);
     }
+    /// The backend in use: VRAM_BACKEND_CUDA or VRAM_BACKEND_HOST (what AUTO chose).
+    vram_backend backend() const noexcept { return static_cast<vram_backend>(vram_ctx_backend(p_)); }
     /// Bytes held by this context's shards, and its capacity.
     std::pair<std::uint64_t, std::uint64_t> usage() const noexcept {
         std::uint64_t used = 0, capacity = 0;

@@ -45,7 +45,7 @@ for t in .gpu/tests/ibp_*; do
     echo "FAILED: $name (SIMT only)" | tee -a "$log"; failed=$((failed + 1))
   fi
 done
-for ex in seal_verify ibp_certify header_two_tu stress load_model; do
+for ex in seal_verify ibp_certify header_two_tu stress load_model seal_verify_cpp hpp_test hpp_noexcept; do
   echo "== $ex" | tee -a "$log"
   if ".gpu/$ex" >> "$log" 2>&1; then echo "ok"; else echo "FAILED: $ex" | tee -a "$log"; failed=$((failed + 1)); fi
 done

@@ -29,7 +29,8 @@ done
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 cp -P build/lib/libvram.so* .gpu/lib/
-cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu build/stress build/load_model .gpu/
+cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu build/stress build/load_model \
+  build/seal_verify_cpp build/hpp_test build/hpp_noexcept .gpu/
 # Kernel design studies (bench/*.cu: each includes the kernels it studies), for Hopper.
 mkdir -p .gpu/studies
 cuda_lib="$(dirname "$(dirname "$NVCC")")/lib"

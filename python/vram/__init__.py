@@ -414,9 +414,8 @@ class Context(_Handle):
         _check(_C.vram_ctx_new(ctypes.byref(opts), ctypes.byref(out)))
         super().__init__(out.value)
         self.device = device
-        #: Where this context seals: "cuda" or "host" ("auto" resolved as libvram does).
-        self.backend = backend if backend != "auto" else (
-            "cuda" if build_info()["gpu_count"] > 0 else "host")
+        #: Where this context seals: "cuda" or "host" (what "auto" chose).
+        self.backend = {1: "cuda", 2: "host"}.get(_C.vram_ctx_backend(self._h), "host")
 
     def usage(self) -> tuple[int, int]:
         """(bytes held by this context's shards, capacity)."""

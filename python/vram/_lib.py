@@ -185,6 +185,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "vram_build_info": (st, [ctypes.POINTER(BuildDetails)]),
         "vram_ctx_new": (st, [ctypes.POINTER(CtxOptions), ctypes.POINTER(vp)]),
         "vram_ctx_free": (None, [vp]),
+        "vram_ctx_backend": (ctypes.c_uint32, [vp]),
         "vram_ctx_usage": (st, [vp, ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64)]),
         "vram_seal": (st, [vp, cp, vp, sz, ctypes.POINTER(vp)]),
         "vram_seal_expect": (st, [vp, cp, vp, sz, u8p, ctypes.POINTER(vp)]),

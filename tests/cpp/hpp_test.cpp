@@ -52,6 +52,7 @@ int main() {
     }, 4);
 
     auto ctx = vram::context::open(vram::as_bytes(key), opts);
+    CHECK(ctx.backend() == (vram::build_info().gpu_count > 0 ? VRAM_BACKEND_CUDA : VRAM_BACKEND_HOST));
     {
         std::vector<std::uint32_t> data(300000);
         for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint32_t>(i * 2654435761u);
