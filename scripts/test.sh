@@ -19,7 +19,17 @@ say "cmake build + ctest (C examples, header C11/C++17, symbols, find_package co
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure
-say "Python package: pip install ./python into a fresh virtualenv, then pytest (torch cases skip, saying why, where torch is missing)"
+say "README 'Installing', verbatim: scripts/install.sh into a scratch prefix, pip install ./python into a fresh virtualenv"
+prefix=$(mktemp -d)
+./scripts/install.sh "$prefix"
+for f in 'lib*/libvram.so' include/vram.h include/vram.hpp bin/vram 'lib*/cmake/vram/vramConfig.cmake' 'lib*/pkgconfig/vram.pc'; do
+  # shellcheck disable=SC2086
+  ls $prefix/$f >/dev/null 2>&1 || { say "install: $f is missing under the prefix"; exit 1; }
+done
+rm -rf "$prefix"
 python3 -m venv --clear .tools/pytest-env
-.tools/pytest-env/bin/pip install --quiet --disable-pip-version-check ./python pytest numpy
+.tools/pytest-env/bin/pip install --quiet --disable-pip-version-check ./python
+.tools/pytest-env/bin/python -c 'import vram, numpy' 2>/dev/null || .tools/pytest-env/bin/pip install --quiet --disable-pip-version-check pytest numpy
+.tools/pytest-env/bin/python -c 'import vram; ctx = vram.Context(key=b"k" * 32); s = ctx.seal("w", bytearray(b"weights")); assert ctx.verify(s).intact; print("python: import vram, seal, verify: OK on", ctx.backend)'
+say "Python package tests (pytest; the torch cases skip, saying why, where torch is missing)"
 .tools/pytest-env/bin/python -m pytest -q -rs python/tests
