@@ -7,7 +7,7 @@ import vram
 
 KEY = b"an example seal secret, 32 bytes"
 
-torch = pytest.importorskip("torch", reason="torch is not installed here: the torch cases run where it is (the H200 staging run)")
+torch = pytest.importorskip("torch", reason="torch is not installed here (the test command installs it unless VRAM_TEST_TORCH=0)")
 
 
 def test_torch_cpu_tensors_and_modules():
