@@ -2,7 +2,7 @@
  * vram.hpp — C++17 header-only wrapper over vram.h (libvram's C ABI).
  *
  * - RAII owners for every handle (move-only): vram::context, vram::shard, vram::manifest,
- *   vram::model, vram::network (C: ibp_model). Destructors call the matching *_free function.
+ *   vram::model, vram::builder (C: ibp_builder), vram::network (C: ibp_model). Destructors call the matching *_free function.
  * - Errors: each operation has a throwing form (vram::error, a std::system_error carrying the
  *   status and the thread's last error message) and a `try_` form returning vram::result<T>
  *   (a value or a std::error_code plus the message) that never throws. Built with
@@ -354,6 +354,104 @@ class network : public detail::handle<::ibp_model, ::ibp_model_free> {
 #endif
 };
 
+class context;
+class network;
+
+/// Builds a network layer by layer, each layer's weights sealed as it is added (C:
+/// ibp_builder); frees itself unless built. One thread at a time.
+///
+/// Node sizes are tracked where they follow from the layers (input, linear, element-wise,
+/// flatten, add), so a linear layer's weight span is checked against out_features × its
+/// input's size before libvram reads it; after a convolution or pooling the C API's own
+/// shape checks apply (the span must then hold what the parameters imply).
+class builder : public detail::handle<::ibp_builder, ::ibp_builder_free> {
+  public:
+    using handle::handle;
+    /// A node of the network (0 is the input).
+    using node = std::uint32_t;
+
+    static result<builder> try_create(const context &ctx, const std::string &name,
+                                      span<const std::uint64_t> input_shape);
+
+    result<node> try_linear(node input, std::uint64_t out_features, span<const float> weight,
+                            span<const float> bias) {
+        const std::uint64_t in = size_of(input);
+        if (in != 0 && (weight.size() != out_features * in || bias.size() != out_features))
+            return result<node>(make_error_code(VRAM_ERR_INVALID_ARGUMENT),
+                                "linear: weight must hold out_features x input size floats, "
+                                "bias out_features");
+        node out = 0;
+        const vram_status s =
+            ibp_builder_add_linear(p_, input, out_features, weight.data(), bias.data(), &out);
+        return added(s, out, out_features);
+    }
+    result<node> try_conv2d(node input, const ibp_conv2d_params &params, span<const float> weight,
+                            span<const float> bias) {
+        node out = 0;
+        const vram_status s =
+            ibp_builder_add_conv2d(p_, input, &params, weight.data(), bias.data(), &out);
+        return added(s, out, 0);
+    }
+    result<node> try_relu(node input) { return unary(ibp_builder_add_relu, input); }
+    result<node> try_sigmoid(node input) { return unary(ibp_builder_add_sigmoid, input); }
+    result<node> try_tanh(node input) { return unary(ibp_builder_add_tanh, input); }
+    result<node> try_flatten(node input) { return unary(ibp_builder_add_flatten, input); }
+    result<node> try_leaky_relu(node input, float alpha) {
+        node out = 0;
+        const vram_status s = ibp_builder_add_leaky_relu(p_, input, alpha, &out);
+        return added(s, out, size_of(input));
+    }
+    result<node> try_add(node a, node b) {
+        node out = 0;
+        const vram_status s = ibp_builder_add_add(p_, a, b, &out);
+        return added(s, out, size_of(a));
+    }
+    result<node> try_maxpool2d(node input, const ibp_pool2d_params &params) {
+        node out = 0;
+        const vram_status s = ibp_builder_add_maxpool2d(p_, input, &params, &out);
+        return added(s, out, 0);
+    }
+    result<node> try_avgpool2d(node input, const ibp_pool2d_params &params) {
+        node out = 0;
+        const vram_status s = ibp_builder_add_avgpool2d(p_, input, &params, &out);
+        return added(s, out, 0);
+    }
+    /// The network, whose output is the last node added; the builder is used up either way.
+    result<network> try_build();
+
+#if VRAM_HPP_EXCEPTIONS
+    static builder create(const context &ctx, const std::string &name,
+                          span<const std::uint64_t> input_shape) {
+        return value_or_throw(try_create(ctx, name, input_shape));
+    }
+    node linear(node input, std::uint64_t out_features, span<const float> weight,
+                span<const float> bias) {
+        return value_or_throw(try_linear(input, out_features, weight, bias));
+    }
+    node relu(node input) { return value_or_throw(try_relu(input)); }
+    node add(node a, node b) { return value_or_throw(try_add(a, b)); }
+    network build();
+#endif
+
+  private:
+    /// Elements per batch item of each node; 0 where not tracked.
+    std::vector<std::uint64_t> sizes_;
+
+    std::uint64_t size_of(node n) const { return n < sizes_.size() ? sizes_[n] : 0; }
+    result<node> added(vram_status s, node out, std::uint64_t size) {
+        if (s != VRAM_OK) return detail::fail<node>(s);
+        if (sizes_.size() <= out) sizes_.resize(out + 1, 0);
+        sizes_[out] = size;
+        return out;
+    }
+    result<node> unary(vram_status (*f)(::ibp_builder *, std::uint32_t, std::uint32_t *),
+                       node input) {
+        node out = 0;
+        const vram_status s = f(p_, input, &out); // before `out` is read (argument order)
+        return added(s, out, size_of(input));
+    }
+};
+
 /// What a verify found (vram_verify_report) and whether the bytes are intact.
 struct verify_result {
     vram_verify_report report{};
@@ -525,6 +623,31 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
     }
 #endif
 };
+
+inline result<builder> builder::try_create(const context &ctx, const std::string &name,
+                                           span<const std::uint64_t> input_shape) {
+    ::ibp_builder *b = nullptr;
+    const vram_status s =
+        ibp_builder_new(ctx.get(), name.c_str(), input_shape.data(), input_shape.size(), &b);
+    if (s != VRAM_OK) return detail::fail<builder>(s);
+    builder out(b);
+    std::uint64_t n = 1;
+    for (std::uint64_t d : input_shape) n *= d;
+    out.sizes_.assign(1, n);
+    return out;
+}
+
+inline result<network> builder::try_build() {
+    ::ibp_model *m = nullptr;
+    // ibp_builder_build consumes the builder whatever it returns.
+    const vram_status s = ibp_builder_build(release(), &m);
+    if (s != VRAM_OK) return detail::fail<network>(s);
+    return network(m);
+}
+
+#if VRAM_HPP_EXCEPTIONS
+inline network builder::build() { return value_or_throw(try_build()); }
+#endif
 
 /// A log function: (level, target, message); level 1 = error … 5 = trace.
 using log_function = std::function<void(std::uint32_t, const char *, const char *)>;

@@ -136,6 +136,26 @@ int main() {
     }
     std::remove(nnet.c_str());
 
+    // A network built layer by layer: weights sealed as added, a wrong weight length refused
+    // before libvram reads it, bounds through the built network.
+    {
+        const std::vector<std::uint64_t> shape{3};
+        auto b = vram::builder::create(ctx, "net", shape);
+        std::vector<float> w1(4 * 3, 0.5f), b1(4, 0.0f), w2(4, 1.0f), b2(1, -1.0f);
+        auto short_w = std::vector<float>(5);
+        auto bad_len = b.try_linear(0, 4, short_w, b1);
+        CHECK(!bad_len && bad_len.status() == VRAM_ERR_INVALID_ARGUMENT);
+        auto h = b.linear(0, 4, w1, b1);
+        auto r = b.relu(h);
+        b.linear(r, 1, w2, b2);
+        auto net = b.build();
+        CHECK(!b); // consumed
+        std::vector<float> lo{1, 1, 1}, hi{1, 1, 1}, olo(1), ohi(1);
+        net.propagate(1, lo, hi, olo, ohi);
+        if (!(olo[0] <= 5.0f && ohi[0] >= 5.0f)) std::fprintf(stderr, "bounds [%g, %g]\n", olo[0], ohi[0]);
+        CHECK(olo[0] <= 5.0f && ohi[0] >= 5.0f); // 4 x relu(1.5) - 1 = 5
+    }
+
     CHECK(events > 0);
     const auto build = vram::build_info();
     CHECK(std::string(build.version) == vram::version());
