@@ -1383,6 +1383,28 @@ vram_status vram_verify(struct vram_ctx *ctx,
                         struct vram_verify_report *report);
 
 /**
+ * Re-hashes the shard where it lives, as vram_verify(), and lists the byte offset of **every**
+ * damaged region, ascending (regions are 1 MiB: `report.region_size` of vram_verify()).
+ *
+ * - `offsets`: the caller's array of `cap` entries; NULL only when `cap` is 0.
+ * - `count`: required; receives the number of damaged regions (0 when intact).
+ *
+ * Returns ::VRAM_OK when intact (`count` = 0); ::VRAM_ERR_INTEGRITY when bytes changed, with
+ * `*count` offsets written to `offsets`; ::VRAM_ERR_BUFFER_TOO_SMALL when `cap < *count` (then
+ * only `*count` is written: call with `cap` 0 to learn it, then again — each call re-hashes,
+ * so damage that grew in between is reported again as too small); ::VRAM_ERR_BAD_SEAL
+ * (`count` = 0) when the shard's seal does not authenticate; ::VRAM_ERR_POLICY,
+ * ::VRAM_ERR_NULL_ARGUMENT as vram_verify().
+ *
+ * Thread-safety: as vram_verify().
+ */
+vram_status vram_verify_regions(struct vram_ctx *ctx,
+                                const struct vram_shard *shard,
+                                uint64_t *offsets,
+                                size_t cap,
+                                size_t *count);
+
+/**
  * Verifies `n` shards in one batch (one pass over all their bytes; on the GPU, one kernel
  * launch: many small shards verify as fast as one large one).
  *

@@ -526,6 +526,24 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
         r.intact = s == VRAM_OK;
         return r;
     }
+    /// The byte offset of every damaged region of `sh` (empty when intact), after a fresh
+    /// re-hash where the bytes live.
+    result<std::vector<std::uint64_t>> try_damaged_regions(const shard &sh) const {
+        using offsets = std::vector<std::uint64_t>;
+        std::size_t n = 0;
+        vram_status s = vram_verify_regions(p_, sh.get(), nullptr, 0, &n);
+        for (int attempt = 0; attempt < 4; ++attempt) {
+            if (s == VRAM_OK) return offsets{};
+            if (s != VRAM_ERR_BUFFER_TOO_SMALL) return detail::fail<offsets>(s);
+            offsets out(n);
+            s = vram_verify_regions(p_, sh.get(), out.data(), out.size(), &n);
+            if (s == VRAM_ERR_INTEGRITY) {
+                out.resize(n);
+                return out;
+            }
+        }
+        return detail::fail<offsets>(s); // the damage kept growing between calls
+    }
     /// Authenticates a record with no live shard and returns its fields.
     result<record_info> try_record_open(bytes record) const {
         record_info info{};
@@ -606,6 +624,9 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
         return value_or_throw(try_seal_device(id, device_ptr, len));
     }
     verify_result verify(const shard &sh) const { return value_or_throw(try_verify(sh)); }
+    std::vector<std::uint64_t> damaged_regions(const shard &sh) const {
+        return value_or_throw(try_damaged_regions(sh));
+    }
     record_info record_open(bytes record) const { return value_or_throw(try_record_open(record)); }
     void record_verify(bytes record, const shard &sh) const {
         value_or_throw(try_record_verify(record, sh));

@@ -343,6 +343,27 @@ impl Context {
         shards: &[&Shard],
         stream: Option<StreamHandle>,
     ) -> Result<Vec<VerifyReport>> {
+        Ok(self
+            .verify_detailed(shards, stream)?
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect())
+    }
+
+    /// Verifies one shard and lists the byte offset of every damaged region, ascending (empty
+    /// when intact or when the seal itself does not authenticate).
+    pub fn damaged_regions(&self, shard: &Shard) -> Result<(VerifyReport, Vec<u64>)> {
+        self.verify_detailed(&[shard], None)?
+            .pop()
+            .ok_or_else(|| VramError::invalid("shard", "nothing was verified"))
+    }
+
+    /// [`Context::verify_many`], with each shard's damaged region offsets.
+    fn verify_detailed(
+        &self,
+        shards: &[&Shard],
+        stream: Option<StreamHandle>,
+    ) -> Result<Vec<(VerifyReport, Vec<u64>)>> {
         for (i, s) in shards.iter().enumerate() {
             if s.storage().residency() != self.residency() {
                 let msg = format!(
@@ -378,9 +399,9 @@ impl Context {
             // A backend that did not run it must not turn every shard into a bad seal.
             authenticate();
         }
-        let reports: Vec<VerifyReport> = shards
+        let reports: Vec<(VerifyReport, Vec<u64>)> = shards
             .iter()
-            .zip(authentic.iter().zip(&damage))
+            .zip(authentic.iter().zip(damage))
             .map(|(s, (&authentic, d))| {
                 let layout = s.layout();
                 let (outcome, damaged) = if !authentic {
@@ -390,7 +411,7 @@ impl Context {
                 } else {
                     (Outcome::Intact, 0)
                 };
-                VerifyReport {
+                let report = VerifyReport {
                     outcome,
                     leaf_size: layout.leaf_size,
                     total_leaves: layout.leaves(),
@@ -402,10 +423,19 @@ impl Context {
                     } else {
                         u64::MAX
                     },
-                }
+                };
+                let offsets = if damaged > 0 {
+                    d.regions
+                        .iter()
+                        .map(|r| r.saturating_mul(layout.region_size()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (report, offsets)
             })
             .collect();
-        for (s, r) in shards.iter().zip(&reports) {
+        for (s, (r, _)) in shards.iter().zip(&reports) {
             log_outcome(s, r);
         }
         Ok(reports)

@@ -363,3 +363,66 @@ fn capacity_overflow_is_out_of_memory_and_leaves_nothing() {
     );
     assert_eq!(cap, held(test_backend(), 3 * MIB));
 }
+
+#[test]
+fn every_damaged_region_is_listed() {
+    let ctx = Ctx::new();
+    let mib = 1u64 << 20;
+    let shard = ctx.seal("listed", &bytes(10 * mib as usize + 77, 5));
+    let intact = ctx.seal("intact", &bytes(3 * mib as usize, 6));
+    let mut count = usize::MAX;
+    assert_eq!(
+        vram_verify_regions(ctx.0, intact.0, ptr::null_mut(), 0, &mut count),
+        vram_status::VRAM_OK
+    );
+    assert_eq!(count, 0);
+    // Three regions damaged, the last one partial (the shard's tail), out of order.
+    for region in [9u64, 1, 4, 10] {
+        shard.flip(8 * (region * mib + 3) + 1);
+    }
+    assert_eq!(
+        vram_verify_regions(ctx.0, shard.0, ptr::null_mut(), 0, &mut count),
+        vram_status::VRAM_ERR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(count, 4);
+    let mut offsets = vec![u64::MAX; 8];
+    assert_eq!(
+        vram_verify_regions(ctx.0, shard.0, offsets.as_mut_ptr(), 3, &mut count),
+        vram_status::VRAM_ERR_BUFFER_TOO_SMALL
+    );
+    assert!(
+        offsets.iter().all(|&o| o == u64::MAX),
+        "written while too small"
+    );
+    assert_eq!(
+        vram_verify_regions(
+            ctx.0,
+            shard.0,
+            offsets.as_mut_ptr(),
+            offsets.len(),
+            &mut count
+        ),
+        vram_status::VRAM_ERR_INTEGRITY
+    );
+    assert_eq!(&offsets[..count], &[mib, 4 * mib, 9 * mib, 10 * mib]);
+    assert_eq!(offsets[count], u64::MAX);
+    // Bad input.
+    assert_eq!(
+        vram_verify_regions(ctx.0, shard.0, ptr::null_mut(), 4, &mut count),
+        vram_status::VRAM_ERR_NULL_ARGUMENT
+    );
+    assert_eq!(
+        vram_verify_regions(ctx.0, shard.0, offsets.as_mut_ptr(), 8, ptr::null_mut()),
+        vram_status::VRAM_ERR_NULL_ARGUMENT
+    );
+    assert_eq!(
+        vram_verify_regions(
+            ptr::null_mut(),
+            shard.0,
+            offsets.as_mut_ptr(),
+            8,
+            &mut count
+        ),
+        vram_status::VRAM_ERR_NULL_ARGUMENT
+    );
+}

@@ -49,6 +49,8 @@ def test_a_flipped_bit_is_located(ctx):
     shard.debug_flip_bit(8 * (2 << 20) + 3)
     r = ctx.verify(shard)
     assert not r.intact and r.first_damaged_offset == 2 << 20 and r.damaged_regions == 1
+    shard.debug_flip_bit(7)
+    assert ctx.damaged_regions(shard) == [0, 2 << 20]
     many = ctx.verify_many([shard, ctx.seal("ok", b"fine bytes")])
     assert [m.intact for m in many] == [False, True]
 

@@ -475,6 +475,25 @@ class Context(_Handle):
             _check(s)
         return _verify_result(r, s)
 
+    def damaged_regions(self, shard: Shard) -> list[int]:
+        """The byte offset of every damaged 1 MiB region of ``shard`` (empty when intact),
+        after a fresh re-hash where the bytes live."""
+        for _ in range(4):
+            n = ctypes.c_size_t(0)
+            s = _C.vram_verify_regions(self._live(), shard._live(), None, 0, ctypes.byref(n))
+            if s == _OK:
+                return []
+            if s != _TOO_SMALL:
+                _check(s)
+            out = (ctypes.c_uint64 * n.value)()
+            s = _C.vram_verify_regions(self._live(), shard._live(), out, n.value, ctypes.byref(n))
+            if s == _INTEGRITY:
+                return list(out[: n.value])
+            if s != _TOO_SMALL:
+                _check(s)
+        _check(s)  # the damage kept growing between calls
+        return []
+
     def verify_many(self, shards: Sequence[Shard]) -> list[VerifyResult]:
         """Re-hashes every shard in one batch (one kernel launch on the GPU)."""
         if not shards:

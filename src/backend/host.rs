@@ -5,7 +5,7 @@
 //! a verify call's heap use independent of the shard's size and leaves no thread pool behind
 //! in the host process.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ingest::{Source, Watch};
 use super::{CheckJob, Damage, PageBuf};
@@ -109,12 +109,8 @@ impl HostBackend {
         })
     }
 
-    /// Re-hashes every region of every job and compares it with the kept level.
+    /// Re-hashes every region of every job (in parallel) and compares each with the kept level.
     pub fn check(&self, jobs: &[CheckJob<'_>], bytes: &[&[u8]], damage: &mut [Damage]) {
-        let counters: Vec<(AtomicU64, AtomicU64)> = jobs
-            .iter()
-            .map(|_| (AtomicU64::new(0), AtomicU64::new(u64::MAX)))
-            .collect();
         // Global region index space: job j owns [starts[j], starts[j] + regions_j).
         let mut starts = Vec::with_capacity(jobs.len());
         let mut total: u64 = 0;
@@ -129,10 +125,12 @@ impl HostBackend {
         } else {
             (self.threads as u64).min(total).max(1)
         };
+        // Whether each region still matches, filled by the workers (one flag per region).
+        let same: Vec<AtomicBool> = (0..total).map(|_| AtomicBool::new(false)).collect();
         let per = total.div_ceil(threads);
         let run = |from: u64| {
             let to = (from + per).min(total);
-            check_range(jobs, bytes, &starts, &counters, from, to);
+            check_range(jobs, bytes, &starts, &same, from, to);
         };
         std::thread::scope(|scope| {
             for t in 1..threads {
@@ -146,9 +144,12 @@ impl HostBackend {
             }
             run(0);
         });
-        for (d, (count, first)) in damage.iter_mut().zip(&counters) {
-            d.damaged_regions = count.load(Ordering::Relaxed);
-            d.first_damaged_region = first.load(Ordering::Relaxed);
+        for ((d, job), &start) in damage.iter_mut().zip(jobs).zip(&starts) {
+            for r in 0..job.layout.regions() {
+                if !same[(start + r) as usize].load(Ordering::Relaxed) {
+                    d.add(r);
+                }
+            }
         }
     }
 }
@@ -157,7 +158,7 @@ fn check_range(
     jobs: &[CheckJob<'_>],
     bytes: &[&[u8]],
     starts: &[u64],
-    counters: &[(AtomicU64, AtomicU64)],
+    same: &[AtomicBool],
     from: u64,
     to: u64,
 ) {
@@ -177,15 +178,11 @@ fn check_range(
                 .get(j)
                 .and_then(|b| b.get(s as usize..e as usize))
                 .map(|region| tree_root(region, job.layout.leaf_size));
-            let expected = job.level.get(r as usize);
-            let same = match (fresh, expected) {
+            let ok = match (fresh, job.level.get(r as usize)) {
                 (Some(f), Some(x)) => hash_eq(&f, x),
                 _ => false,
             };
-            if !same {
-                counters[j].0.fetch_add(1, Ordering::Relaxed);
-                counters[j].1.fetch_min(r, Ordering::Relaxed);
-            }
+            same[g as usize].store(ok, Ordering::Relaxed);
             g += 1;
         }
         j += 1;

@@ -55,11 +55,13 @@ pub struct CheckJob<'a> {
 }
 
 /// What a check found in one shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
     pub damaged_regions: u64,
     /// Index of the first damaged region, `u64::MAX` when none.
     pub first_damaged_region: u64,
+    /// Every damaged region's index, ascending (8 bytes each: bounded by the shard's regions).
+    pub regions: Vec<u64>,
 }
 
 impl Default for Damage {
@@ -67,7 +69,17 @@ impl Default for Damage {
         Self {
             damaged_regions: 0,
             first_damaged_region: u64::MAX,
+            regions: Vec::new(),
         }
+    }
+}
+
+impl Damage {
+    /// Records region `r` as damaged.
+    pub fn add(&mut self, r: u64) {
+        self.damaged_regions += 1;
+        self.first_damaged_region = self.first_damaged_region.min(r);
+        self.regions.push(r);
     }
 }
 

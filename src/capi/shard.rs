@@ -151,6 +151,52 @@ pub extern "C" fn vram_verify(
     })
 }
 
+/// Re-hashes the shard where it lives, as vram_verify(), and lists the byte offset of **every**
+/// damaged region, ascending (regions are 1 MiB: `report.region_size` of vram_verify()).
+///
+/// - `offsets`: the caller's array of `cap` entries; NULL only when `cap` is 0.
+/// - `count`: required; receives the number of damaged regions (0 when intact).
+///
+/// Returns ::VRAM_OK when intact (`count` = 0); ::VRAM_ERR_INTEGRITY when bytes changed, with
+/// `*count` offsets written to `offsets`; ::VRAM_ERR_BUFFER_TOO_SMALL when `cap < *count` (then
+/// only `*count` is written: call with `cap` 0 to learn it, then again — each call re-hashes,
+/// so damage that grew in between is reported again as too small); ::VRAM_ERR_BAD_SEAL
+/// (`count` = 0) when the shard's seal does not authenticate; ::VRAM_ERR_POLICY,
+/// ::VRAM_ERR_NULL_ARGUMENT as vram_verify().
+///
+/// Thread-safety: as vram_verify().
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_verify_regions(
+    ctx: *mut vram_ctx,
+    shard: *const vram_shard,
+    offsets: *mut u64,
+    cap: usize,
+    count: *mut usize,
+) -> vram_status {
+    guard("vram_verify_regions", || {
+        let ctx = arg_ref(ctx.cast_const(), "ctx")?;
+        let shard = arg_ref(shard, "shard")?;
+        let count = arg_mut(count, "count")?;
+        if cap > 0 && offsets.is_null() {
+            return Err(VramError::null("offsets"));
+        }
+        let (report, found) = ctx.inner.damaged_regions(&shard.inner)?;
+        *count = found.len();
+        if found.len() > cap {
+            return Err(VramError::new(
+                ErrorKind::BufferTooSmall,
+                format!("offsets: {} damaged regions, room for {cap}", found.len()),
+            ));
+        }
+        if !found.is_empty() {
+            // SAFETY: caller's contract: `offsets` is writable for `cap` >= found.len() entries
+            // (non-NULL, checked above).
+            unsafe { std::ptr::copy_nonoverlapping(found.as_ptr(), offsets, found.len()) };
+        }
+        batch_status(std::slice::from_ref(&report))
+    })
+}
+
 fn verify_batch(
     ctx: *mut vram_ctx,
     shards: *const *const vram_shard,

@@ -87,6 +87,9 @@ int main() {
         CHECK(moved.try_debug_flip_bit(8ull * 1'100'000).ok());
         auto v = ctx.verify(moved);
         CHECK(!v.intact && v.report.first_damaged_offset == (1u << 20));
+        CHECK(moved.try_debug_flip_bit(8ull * 100).ok());
+        CHECK((ctx.damaged_regions(moved) == std::vector<std::uint64_t>{0, 1u << 20}));
+        CHECK(ctx.damaged_regions(again).empty());
     }
     auto [used, cap] = ctx.usage();
     CHECK(used == 0);

@@ -473,8 +473,7 @@ impl CudaBackend {
             for (r, expected) in job.level.iter().enumerate() {
                 let same = fresh.get(at + r).is_some_and(|f| hash_eq(f, expected));
                 if !same {
-                    d.damaged_regions += 1;
-                    d.first_damaged_region = d.first_damaged_region.min(r as u64);
+                    d.add(r as u64);
                 }
             }
             at += job.level.len();
