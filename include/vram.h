@@ -1405,6 +1405,33 @@ vram_status vram_verify_regions(struct vram_ctx *ctx,
                                 size_t *count);
 
 /**
+ * Repairs a damaged shard **in place** from replacement bytes, so its address never changes
+ * (CUDA graphs and kernel arguments that hold it stay valid).
+ *
+ * - `data`, `len`: the replacement bytes in host memory (e.g. re-read from the model file),
+ *   exactly the shard's length; borrowed for the call.
+ *
+ * First hashes `data` and refuses it unless its Merkle root equals the sealed root
+ * (::VRAM_ERR_INTEGRITY, **nothing written**). Then re-hashes the shard where it lives, writes
+ * only the regions that are damaged now (at the same address; for a shard sealed in place with
+ * vram_seal_device(), into the caller's memory), and verifies again: ::VRAM_OK when the shard
+ * is intact afterwards (also when it was intact already: nothing written), ::VRAM_ERR_INTEGRITY
+ * when rewritten regions still differ (a persistent fault, or a concurrent writer).
+ * A `vram.restored` warning names the shard and the regions rewritten.
+ *
+ * Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT (`len` is not the shard's);
+ * ::VRAM_ERR_BAD_SEAL (the shard's own seal does not authenticate: nothing written);
+ * ::VRAM_ERR_POLICY (the shard lives on another backend or device); ::VRAM_ERR_DEVICE.
+ *
+ * Thread-safety: no other call may use this shard (and no kernel read it) during the call;
+ * other shards are unaffected.
+ */
+vram_status vram_shard_restore(struct vram_ctx *ctx,
+                               struct vram_shard *shard,
+                               const void *data,
+                               size_t len);
+
+/**
  * Verifies `n` shards in one batch (one pass over all their bytes; on the GPU, one kernel
  * launch: many small shards verify as fast as one large one).
  *

@@ -544,6 +544,12 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
         }
         return detail::fail<offsets>(s); // the damage kept growing between calls
     }
+    /// Repairs `sh` in place from the sealed bytes `data` (refused, nothing written, unless
+    /// they hash to the sealed root); the address never changes. See vram_shard_restore().
+    result<void> try_restore(shard &sh, bytes data) const {
+        const vram_status s = vram_shard_restore(p_, sh.get(), data.data(), data.size());
+        return s == VRAM_OK ? result<void>() : detail::fail<void>(s);
+    }
     /// Authenticates a record with no live shard and returns its fields.
     result<record_info> try_record_open(bytes record) const {
         record_info info{};
@@ -627,6 +633,7 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
     std::vector<std::uint64_t> damaged_regions(const shard &sh) const {
         return value_or_throw(try_damaged_regions(sh));
     }
+    void restore(shard &sh, bytes data) const { value_or_throw(try_restore(sh, data)); }
     record_info record_open(bytes record) const { return value_or_throw(try_record_open(record)); }
     void record_verify(bytes record, const shard &sh) const {
         value_or_throw(try_record_verify(record, sh));

@@ -441,6 +441,88 @@ impl Context {
         Ok(reports)
     }
 
+    /// Repairs `shard` in place from `data` (host memory, the shard's length): hashes `data`
+    /// first and refuses it (`Integrity`, nothing written) unless its root is the sealed root;
+    /// then writes only the regions that are damaged now, at the same address, and verifies
+    /// again. Returns how many regions were written (0 when the shard was intact). No other call
+    /// may use the shard meanwhile.
+    pub fn restore(&self, shard: &Shard, data: &[u8]) -> Result<u64> {
+        if shard.storage().residency() != self.residency() {
+            return Err(VramError::new(
+                ErrorKind::Policy,
+                format!(
+                    "shard '{}' lives on {:?}, not on this context's {:?}",
+                    shard.id(),
+                    shard.storage().residency(),
+                    self.residency()
+                ),
+            ));
+        }
+        if data.len() as u64 != shard.len() {
+            return Err(VramError::invalid(
+                "len",
+                format!(
+                    "{} bytes given, the shard '{}' has {}",
+                    data.len(),
+                    shard.id(),
+                    shard.len()
+                ),
+            ));
+        }
+        if !self.seal_authenticates(shard) {
+            return Err(VramError::new(
+                ErrorKind::BadSeal,
+                format!(
+                    "shard '{}': its seal does not authenticate under this key; nothing written",
+                    shard.id()
+                ),
+            ));
+        }
+        let layout = shard.layout();
+        let level = crate::backend::HostBackend::default().level_of(data, layout)?;
+        let root = root_from_level(&level).unwrap_or([0; 32]);
+        if !bool::from(root.ct_eq(&shard.root())) {
+            let msg = format!(
+                "shard '{}': the replacement bytes' Merkle root differs from the sealed root; nothing was written",
+                shard.id()
+            );
+            events::emit(Level::Error, names::VERIFY_FAILED, &msg);
+            return Err(VramError::new(ErrorKind::Integrity, msg));
+        }
+        let (_, damaged) = self.damaged_regions(shard)?;
+        for &offset in &damaged {
+            let (start, end) = layout.region_range(offset / layout.region_size());
+            let bytes = data
+                .get(start as usize..end as usize)
+                .ok_or_else(|| VramError::invalid("len", "region outside the data"))?;
+            shard.storage().write_at(start, bytes)?;
+        }
+        if damaged.is_empty() {
+            return Ok(0);
+        }
+        let (after, still) = self.damaged_regions(shard)?;
+        if after.outcome != Outcome::Intact {
+            let msg = format!(
+                "shard '{}': {} region(s) rewritten with the sealed bytes, but {} still differ (a persistent fault, or a concurrent writer)",
+                shard.id(),
+                damaged.len(),
+                still.len()
+            );
+            events::emit(Level::Error, names::VERIFY_FAILED, &msg);
+            return Err(VramError::new(ErrorKind::Integrity, msg));
+        }
+        events::emit(
+            Level::Warn,
+            names::RESTORED,
+            &format!(
+                "shard '{}': {} damaged region(s) restored in place from verified bytes",
+                shard.id(),
+                damaged.len()
+            ),
+        );
+        Ok(damaged.len() as u64)
+    }
+
     /// Authenticates a record under this context's key, with no live shard: `BadSeal` when it
     /// is altered, forged, truncated or of another key.
     pub fn record_open(&self, record: &[u8]) -> Result<SealRecord> {

@@ -37,6 +37,7 @@ pub mod names {
     pub const POLICY_VIOLATION: &str = "vram.policy.violation";
     pub const FAULT_DRILL: &str = "vram.fault_drill";
     pub const BACKEND_FALLBACK: &str = "vram.backend.fallback";
+    pub const RESTORED: &str = "vram.restored";
 }
 
 type SinkFn = Box<dyn Fn(Level, &str, &str) + Send + Sync>;

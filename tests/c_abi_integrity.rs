@@ -426,3 +426,58 @@ fn every_damaged_region_is_listed() {
         vram_status::VRAM_ERR_NULL_ARGUMENT
     );
 }
+
+#[test]
+fn restore_rewrites_damaged_regions_in_place_and_only_with_the_sealed_bytes() {
+    let ctx = Ctx::new();
+    let mib = 1u64 << 20;
+    let data = bytes(5 * mib as usize + 999, 11);
+    let shard = ctx.seal("restored", &data);
+    let at = vram_shard_device_ptr(shard.0);
+    // Intact: nothing to write.
+    let restore = |d: &[u8]| vram_shard_restore(ctx.0, shard.0, d.as_ptr().cast(), d.len());
+    assert_eq!(restore(&data), vram_status::VRAM_OK);
+    shard.flip(8 * (mib + 7));
+    shard.flip(8 * (3 * mib + 5 * 4096) + 6);
+    // Wrong bytes (one byte off, in an undamaged region): refused, nothing written.
+    let mut wrong = data.clone();
+    wrong[4 * mib as usize] ^= 1;
+    assert_eq!(restore(&wrong), vram_status::VRAM_ERR_INTEGRITY);
+    assert!(
+        last_error().contains("nothing was written"),
+        "{}",
+        last_error()
+    );
+    let mut offsets = [0u64; 4];
+    let mut n = 0;
+    assert_eq!(
+        vram_verify_regions(ctx.0, shard.0, offsets.as_mut_ptr(), 4, &mut n),
+        vram_status::VRAM_ERR_INTEGRITY
+    );
+    assert_eq!(&offsets[..n], &[mib, 3 * mib], "the damage is untouched");
+    // Bad input changes nothing either.
+    assert_eq!(
+        restore(&data[..data.len() - 1]),
+        vram_status::VRAM_ERR_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        vram_shard_restore(ctx.0, shard.0, ptr::null(), data.len()),
+        vram_status::VRAM_ERR_NULL_ARGUMENT
+    );
+    assert_eq!(
+        vram_shard_restore(ptr::null_mut(), shard.0, data.as_ptr().cast(), data.len()),
+        vram_status::VRAM_ERR_NULL_ARGUMENT
+    );
+    // The sealed bytes: the damaged regions are rewritten at the same address.
+    assert_eq!(restore(&data), vram_status::VRAM_OK);
+    assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
+    assert_eq!(vram_shard_device_ptr(shard.0), at, "restored in place");
+    // A context of another key cannot restore (the seal does not authenticate under it).
+    let other = Ctx::with_key(&OTHER_KEY);
+    shard.flip(9);
+    assert_eq!(
+        vram_shard_restore(other.0, shard.0, data.as_ptr().cast(), data.len()),
+        vram_status::VRAM_ERR_BAD_SEAL
+    );
+    assert_eq!(restore(&data), vram_status::VRAM_OK);
+}

@@ -298,6 +298,58 @@ mod on_gpu {
     }
 
     #[test]
+    fn cudamemcpy_damage_to_memory_sealed_in_place_is_found_and_restored_in_place() {
+        if !have_gpu("cudamemcpy_damage_is_found_and_restored_in_place") {
+            return;
+        }
+        let ctx = cuda_ctx();
+        let len = 6 * MIB + 333;
+        let data = bytes(len, 77);
+        let dev = DevMem::new(len);
+        dev.upload(0, &data);
+        let shard = seal_device(&ctx, "in-place", dev.0, len).unwrap();
+        // Damage written with cudaMemcpy, not the debug API: two regions.
+        for at in [2 * MIB + 17, 5 * MIB + 1] {
+            dev.upload(at, &[data[at] ^ 0x10]);
+        }
+        let mut offsets = [0u64; 8];
+        let mut n = 0;
+        assert_eq!(
+            vram_verify_regions(ctx.0, shard.0, offsets.as_mut_ptr(), 8, &mut n),
+            vram_status::VRAM_ERR_INTEGRITY
+        );
+        assert_eq!(&offsets[..n], &[2 * MIB as u64, 5 * MIB as u64]);
+        // Wrong replacement bytes: nothing written (the damage is still exactly there).
+        let mut wrong = data.clone();
+        wrong[0] ^= 1;
+        assert_eq!(
+            vram_shard_restore(ctx.0, shard.0, wrong.as_ptr().cast(), len),
+            vram_status::VRAM_ERR_INTEGRITY
+        );
+        assert_eq!(
+            vram_verify_regions(ctx.0, shard.0, offsets.as_mut_ptr(), 8, &mut n),
+            vram_status::VRAM_ERR_INTEGRITY
+        );
+        assert_eq!(n, 2);
+        // The sealed bytes: rewritten into the caller's memory, same address, intact.
+        assert_eq!(
+            vram_shard_restore(ctx.0, shard.0, data.as_ptr().cast(), len),
+            vram_status::VRAM_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(vram_shard_device_ptr(shard.0), dev.0.cast_const().cast());
+        assert_eq!(ctx.verify(&shard).0, vram_status::VRAM_OK);
+        let mut back = vec![0u8; len];
+        dev.download(0, &mut back);
+        assert!(
+            back == data,
+            "the caller's memory holds the sealed bytes again"
+        );
+        drop(shard);
+    }
+
+    #[test]
     fn seal_device_expect_keeps_only_the_expected_bytes() {
         if !have_gpu("seal_device_expect_keeps_only_the_expected_bytes") {
             return;

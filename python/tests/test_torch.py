@@ -32,8 +32,12 @@ def test_a_cuda_module_is_sealed_in_place_and_a_torch_bit_flip_is_caught():
         w = sealed.shards["weight"]
         assert w.data_ptr == module.weight.data_ptr(), "sealed in place, not copied"
         assert sealed.damaged() == []
+        original = module.weight.detach().cpu().numpy().copy()
         with torch.no_grad():
             module.weight.view(torch.int32).view(-1)[300_000] ^= 1 << 7
         assert sealed.damaged() == ["weight"]
+        # Repaired in place from the sealed bytes: the parameter's own memory is rewritten.
+        gpu.restore(w, original)
+        assert sealed.damaged() == [] and w.data_ptr == module.weight.data_ptr()
         with pytest.raises(ValueError, match="contiguous"):
             gpu.seal("t", module.weight.t())

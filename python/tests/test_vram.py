@@ -51,6 +51,14 @@ def test_a_flipped_bit_is_located(ctx):
     assert not r.intact and r.first_damaged_offset == 2 << 20 and r.damaged_regions == 1
     shard.debug_flip_bit(7)
     assert ctx.damaged_regions(shard) == [0, 2 << 20]
+    good = np.ones(3 << 18, np.float32)
+    with pytest.raises(vram.Error) as e:
+        ctx.restore(shard, np.zeros(3 << 18, np.float32))
+    assert e.value.status == 6 and ctx.damaged_regions(shard) == [0, 2 << 20]
+    before = shard.data_ptr
+    ctx.restore(shard, good)
+    assert ctx.verify(shard).intact and shard.data_ptr == before
+    shard.debug_flip_bit(1)
     many = ctx.verify_many([shard, ctx.seal("ok", b"fine bytes")])
     assert [m.intact for m in many] == [False, True]
 

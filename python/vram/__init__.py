@@ -494,6 +494,15 @@ class Context(_Handle):
         _check(s)  # the damage kept growing between calls
         return []
 
+    def restore(self, shard: Shard, data: Any) -> None:
+        """Repairs ``shard`` in place from its sealed bytes ``data`` (host memory): refused with
+        Error(VRAM_ERR_INTEGRITY), nothing written, unless they hash to the sealed root; only the
+        damaged regions are rewritten, at the same address (for a CUDA tensor sealed in place,
+        into the tensor). No other call may use the shard meanwhile."""
+        ptr, n, keep = _host_bytes(data)
+        _check(_C.vram_shard_restore(self._live(), shard._live(), ptr, n))
+        del keep
+
     def verify_many(self, shards: Sequence[Shard]) -> list[VerifyResult]:
         """Re-hashes every shard in one batch (one kernel launch on the GPU)."""
         if not shards:

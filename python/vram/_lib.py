@@ -193,6 +193,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "vram_verify": (st, [vp, vp, ctypes.POINTER(VerifyReport)]),
         "vram_verify_many": (st, [vp, ctypes.POINTER(vp), sz, ctypes.POINTER(VerifyReport)]),
         "vram_verify_regions": (st, [vp, vp, ctypes.POINTER(ctypes.c_uint64), sz, ctypes.POINTER(sz)]),
+        "vram_shard_restore": (st, [vp, vp, vp, sz]),
         "vram_shard_root": (st, [vp, u8p]),
         "vram_shard_len": (sz, [vp]),
         "vram_shard_device_ptr": (vp, [vp]),

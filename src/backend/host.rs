@@ -109,6 +109,27 @@ impl HostBackend {
         })
     }
 
+    /// The kept level (one root per region) of bytes in host memory, hashed in parallel.
+    pub fn level_of(&self, data: &[u8], layout: TreeLayout) -> Result<Vec<Hash>> {
+        let mut level = zeroed_level(layout.regions())?;
+        let region = layout.region_size() as usize;
+        let threads = if layout.len < PARALLEL_THRESHOLD {
+            1
+        } else {
+            self.threads.clamp(1, level.len().max(1))
+        };
+        let parts = data
+            .chunks(region * QUEUE_CHUNK_REGIONS)
+            .zip(level.chunks_mut(QUEUE_CHUNK_REGIONS));
+        let Ok(()) = crate::parallel::for_each(parts, threads, |(bytes, out)| {
+            for (slot, r) in out.iter_mut().zip(bytes.chunks(region)) {
+                *slot = tree_root(r, layout.leaf_size);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        Ok(level)
+    }
+
     /// Re-hashes every region of every job (in parallel) and compares each with the kept level.
     pub fn check(&self, jobs: &[CheckJob<'_>], bytes: &[&[u8]], damage: &mut [Damage]) {
         // Global region index space: job j owns [starts[j], starts[j] + regions_j).

@@ -326,6 +326,19 @@ impl Storage {
         }
     }
 
+    /// Repair: writes `bytes` at `offset` in place (see `Context::restore`).
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        match self {
+            Storage::Host(b) => b.write_at(
+                usize::try_from(offset)
+                    .map_err(|_| VramError::invalid("data", "offset past the address space"))?,
+                bytes,
+            ),
+            #[cfg(vram_cuda)]
+            Storage::Cuda(b) => b.write_at(offset, bytes),
+        }
+    }
+
     pub fn flip_bit(&self, bit: u64) -> Result<()> {
         match self {
             Storage::Host(b) => b.flip_bit(bit),

@@ -146,6 +146,34 @@ impl PageBuf {
         self.len == 0
     }
 
+    /// Repair: writes `bytes` at `offset`, lifting the read-only protection for the write.
+    /// The caller has checked that they are the sealed bytes, and that nothing else uses the
+    /// buffer meanwhile.
+    pub fn write_at(&self, offset: usize, bytes: &[u8]) -> Result<()> {
+        let end = offset
+            .checked_add(bytes.len())
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| VramError::invalid("data", "runs past the end of the shard"))?;
+        let _drill = DRILL.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.read_only {
+            self.protect(libc::PROT_READ | libc::PROT_WRITE)?;
+        }
+        // SAFETY: `offset..end` lies inside the allocation (checked above) and the pages are
+        // writable (never sealed, or unprotected just above); the caller guarantees no other
+        // reference reads these bytes during the repair.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(offset),
+                end - offset,
+            )
+        };
+        if self.read_only {
+            self.protect(libc::PROT_READ)?;
+        }
+        Ok(())
+    }
+
     /// Fault drill: flips one bit. The caller has checked `bit < 8 * len`.
     pub fn flip_bit(&self, bit: u64) -> Result<()> {
         let byte = usize::try_from(bit / 8)

@@ -197,6 +197,41 @@ pub extern "C" fn vram_verify_regions(
     })
 }
 
+/// Repairs a damaged shard **in place** from replacement bytes, so its address never changes
+/// (CUDA graphs and kernel arguments that hold it stay valid).
+///
+/// - `data`, `len`: the replacement bytes in host memory (e.g. re-read from the model file),
+///   exactly the shard's length; borrowed for the call.
+///
+/// First hashes `data` and refuses it unless its Merkle root equals the sealed root
+/// (::VRAM_ERR_INTEGRITY, **nothing written**). Then re-hashes the shard where it lives, writes
+/// only the regions that are damaged now (at the same address; for a shard sealed in place with
+/// vram_seal_device(), into the caller's memory), and verifies again: ::VRAM_OK when the shard
+/// is intact afterwards (also when it was intact already: nothing written), ::VRAM_ERR_INTEGRITY
+/// when rewritten regions still differ (a persistent fault, or a concurrent writer).
+/// A `vram.restored` warning names the shard and the regions rewritten.
+///
+/// Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT (`len` is not the shard's);
+/// ::VRAM_ERR_BAD_SEAL (the shard's own seal does not authenticate: nothing written);
+/// ::VRAM_ERR_POLICY (the shard lives on another backend or device); ::VRAM_ERR_DEVICE.
+///
+/// Thread-safety: no other call may use this shard (and no kernel read it) during the call;
+/// other shards are unaffected.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_shard_restore(
+    ctx: *mut vram_ctx,
+    shard: *mut vram_shard,
+    data: *const c_void,
+    len: usize,
+) -> vram_status {
+    guard("vram_shard_restore", || {
+        let ctx = arg_ref(ctx.cast_const(), "ctx")?;
+        let shard = arg_ref(shard.cast_const(), "shard")?;
+        let data = arg_bytes(data.cast::<u8>(), len, "data", false)?;
+        ctx.inner.restore(&shard.inner, data).map(|_| ())
+    })
+}
+
 fn verify_batch(
     ctx: *mut vram_ctx,
     shards: *const *const vram_shard,

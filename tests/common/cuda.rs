@@ -236,6 +236,22 @@ impl DevMem {
             "cudaMemcpy H2D",
         );
     }
+
+    pub fn download(&self, offset: usize, out: &mut [u8]) {
+        assert!(offset + out.len() <= self.1);
+        // SAFETY: the source range lies inside this allocation.
+        ok(
+            unsafe {
+                cudaMemcpy(
+                    out.as_mut_ptr().cast(),
+                    self.0.add(offset).cast_const().cast(),
+                    out.len(),
+                    D2H,
+                )
+            },
+            "cudaMemcpy D2H",
+        );
+    }
 }
 
 impl DevMem {

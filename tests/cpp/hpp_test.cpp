@@ -89,6 +89,13 @@ int main() {
         CHECK(!v.intact && v.report.first_damaged_offset == (1u << 20));
         CHECK(moved.try_debug_flip_bit(8ull * 100).ok());
         CHECK((ctx.damaged_regions(moved) == std::vector<std::uint64_t>{0, 1u << 20}));
+        auto wrong_bytes = data;
+        wrong_bytes[0] ^= 1;
+        CHECK(status_of([&] { ctx.restore(moved, vram::as_bytes(wrong_bytes)); }) ==
+              VRAM_ERR_INTEGRITY);
+        const void *before = moved.data();
+        ctx.restore(moved, vram::as_bytes(data));
+        CHECK(ctx.verify(moved).intact && moved.data() == before);
         CHECK(ctx.damaged_regions(again).empty());
     }
     auto [used, cap] = ctx.usage();

@@ -111,6 +111,23 @@ impl DeviceBuf {
         !self.owned
     }
 
+    /// Repair: writes host `bytes` at `offset` of the buffer (owned or the caller's, sealed in
+    /// place: the address never changes). The caller has checked that they are the sealed bytes.
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        if offset
+            .checked_add(bytes.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(VramError::invalid("data", "runs past the end of the shard"));
+        }
+        let _scope = DeviceScope::enter(self.device)?;
+        let stream = Stream::new()?;
+        // SAFETY: the range lies inside the buffer (checked above); `bytes` outlives the
+        // synchronisation below.
+        unsafe { copy_to_device(self.ptr.wrapping_add(offset as usize), bytes, &stream) }?;
+        stream.sync()
+    }
+
     /// Fault drill: flips one bit with a one-thread kernel.
     pub fn flip_bit(&self, bit: u64) -> Result<()> {
         if bit / 8 >= self.len {
