@@ -5,7 +5,7 @@
 //! a verify call's heap use independent of the shard's size and leaves no thread pool behind
 //! in the host process.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use super::ingest::{Source, Watch};
 use super::{CheckJob, Damage, PageBuf};
@@ -131,7 +131,10 @@ impl HostBackend {
     }
 
     /// Re-hashes every region of every job (in parallel) and compares each with the kept level.
+    /// Heap use does not grow with the shards' size: only damaged regions are listed.
     pub fn check(&self, jobs: &[CheckJob<'_>], bytes: &[&[u8]], damage: &mut [Damage]) {
+        // Per job, the damaged regions found by any worker (no allocation while intact).
+        let found: Vec<Mutex<Vec<u64>>> = jobs.iter().map(|_| Mutex::new(Vec::new())).collect();
         // Global region index space: job j owns [starts[j], starts[j] + regions_j).
         let mut starts = Vec::with_capacity(jobs.len());
         let mut total: u64 = 0;
@@ -146,12 +149,10 @@ impl HostBackend {
         } else {
             (self.threads as u64).min(total).max(1)
         };
-        // Whether each region still matches, filled by the workers (one flag per region).
-        let same: Vec<AtomicBool> = (0..total).map(|_| AtomicBool::new(false)).collect();
         let per = total.div_ceil(threads);
         let run = |from: u64| {
             let to = (from + per).min(total);
-            check_range(jobs, bytes, &starts, &same, from, to);
+            check_range(jobs, bytes, &starts, &found, from, to);
         };
         std::thread::scope(|scope| {
             for t in 1..threads {
@@ -165,11 +166,11 @@ impl HostBackend {
             }
             run(0);
         });
-        for ((d, job), &start) in damage.iter_mut().zip(jobs).zip(&starts) {
-            for r in 0..job.layout.regions() {
-                if !same[(start + r) as usize].load(Ordering::Relaxed) {
-                    d.add(r);
-                }
+        for (d, f) in damage.iter_mut().zip(found) {
+            let mut regions = f.into_inner().unwrap_or_else(PoisonError::into_inner);
+            regions.sort_unstable();
+            for r in regions {
+                d.add(r);
             }
         }
     }
@@ -179,7 +180,7 @@ fn check_range(
     jobs: &[CheckJob<'_>],
     bytes: &[&[u8]],
     starts: &[u64],
-    same: &[AtomicBool],
+    found: &[Mutex<Vec<u64>>],
     from: u64,
     to: u64,
 ) {
@@ -199,11 +200,16 @@ fn check_range(
                 .get(j)
                 .and_then(|b| b.get(s as usize..e as usize))
                 .map(|region| tree_root(region, job.layout.leaf_size));
-            let ok = match (fresh, job.level.get(r as usize)) {
+            let same = match (fresh, job.level.get(r as usize)) {
                 (Some(f), Some(x)) => hash_eq(&f, x),
                 _ => false,
             };
-            same[g as usize].store(ok, Ordering::Relaxed);
+            if !same {
+                found[j]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(r);
+            }
             g += 1;
         }
         j += 1;
