@@ -328,8 +328,8 @@ class Model(_Handle):
         out = {}
         for t, r in zip(tensors, reports):
             ok = r.status == _OK
-            out[t.name] = VerifyResult(ok, r.damaged_regions, 0, 1 << 20,
-                                       None if ok else r.first_damaged_offset)
+            out[t.name] = VerifyResult(ok, r.damaged_regions, -(-t.byte_len // (1 << 20)),
+                                       1 << 20, None if ok else r.first_damaged_offset)
         return out
 
 
