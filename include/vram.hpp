@@ -198,6 +198,14 @@ template <class T, void (*Free)(T *)> class handle {
     T *p_ = nullptr;
 };
 
+/// Copies the fields a manifest's and a model's tensor infos share.
+template <class Out, class Info> void tensor_fields(Out &t, const Info &info) {
+    t.name = info.name;
+    t.dtype = info.dtype;
+    t.shape.assign(info.shape, info.shape + info.rank);
+    t.byte_len = info.byte_len;
+}
+
 /// Calls a two-call size query `f(buf, len, &out_len)` and returns the bytes.
 template <class F> result<std::vector<std::uint8_t>> read_sized(F f) {
     std::size_t n = 0;
@@ -267,10 +275,7 @@ class manifest : public detail::handle<vram_manifest, vram_manifest_free> {
         const vram_status s = vram_manifest_tensor(p_, i, &info);
         if (s != VRAM_OK) return detail::fail<manifest_tensor>(s);
         manifest_tensor t;
-        t.name = info.name;
-        t.dtype = info.dtype;
-        t.shape.assign(info.shape, info.shape + info.rank);
-        t.byte_len = info.byte_len;
+        detail::tensor_fields(t, info);
         for (std::size_t k = 0; k < 32; ++k) t.merkle_root[k] = info.root[k];
         return t;
     }
@@ -310,10 +315,7 @@ class model : public detail::handle<vram_model, vram_model_free> {
         const vram_status s = vram_model_tensor(p_, i, &info);
         if (s != VRAM_OK) return detail::fail<model_tensor>(s);
         model_tensor t;
-        t.name = info.name;
-        t.dtype = info.dtype;
-        t.shape.assign(info.shape, info.shape + info.rank);
-        t.byte_len = info.byte_len;
+        detail::tensor_fields(t, info);
         t.shard = info.shard;
         t.data = info.data;
         return t;

@@ -56,6 +56,17 @@ def _u8(data: bytes) -> Any:
     return ctypes.cast(ctypes.c_char_p(data), _lib.c_u8p)
 
 
+def _read_sized(fn: Callable, handle: Any) -> bytes:
+    """The bytes of a two-call size query ``fn(handle, buf, len, &out_len)``."""
+    n = ctypes.c_size_t(0)
+    s = fn(handle, None, 0, ctypes.byref(n))
+    if s not in (_OK, _TOO_SMALL):
+        _check(s)
+    buf = (ctypes.c_uint8 * n.value)()
+    _check(fn(handle, buf, n.value, ctypes.byref(n)))
+    return bytes(buf[: n.value])
+
+
 def version() -> str:
     """The library's version."""
     return _C.vram_version().decode()
@@ -227,13 +238,7 @@ class Shard(_Handle):
 
     def record(self) -> bytes:
         """The seal record: store it; a later process opens it under the same key."""
-        n = ctypes.c_size_t(0)
-        s = _C.vram_shard_record(self._live(), None, 0, ctypes.byref(n))
-        if s not in (_OK, _TOO_SMALL):
-            _check(s)
-        buf = (ctypes.c_uint8 * n.value)()
-        _check(_C.vram_shard_record(self._live(), buf, n.value, ctypes.byref(n)))
-        return bytes(buf[: n.value])
+        return _read_sized(_C.vram_shard_record, self._live())
 
     def debug_flip_bit(self, bit: int) -> None:
         """Fault drill (contexts opened with allow_fault_drills=True only)."""
@@ -274,13 +279,7 @@ class Manifest(_Handle):
 
     def export(self) -> bytes:
         """The canonical bytes with their MAC (docs/manifest-format.md)."""
-        n = ctypes.c_size_t(0)
-        s = _C.vram_manifest_export(self._live(), None, 0, ctypes.byref(n))
-        if s not in (_OK, _TOO_SMALL):
-            _check(s)
-        buf = (ctypes.c_uint8 * n.value)()
-        _check(_C.vram_manifest_export(self._live(), buf, n.value, ctypes.byref(n)))
-        return bytes(buf[: n.value])
+        return _read_sized(_C.vram_manifest_export, self._live())
 
 
 @dataclass(frozen=True)
