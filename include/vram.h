@@ -222,6 +222,12 @@ typedef struct vram_model vram_model;
 typedef struct vram_shard vram_shard;
 
 /**
+ * A verify in flight, from vram_verify_many_async(): holds its shards alive until freed with
+ * vram_verify_ticket_free(). Safe to query from many threads at once.
+ */
+typedef struct vram_verify_ticket vram_verify_ticket;
+
+/**
  * Options for vram_ctx_new(). Zero-initialise, then set `struct_size = sizeof(vram_ctx_options)`.
  */
 typedef struct vram_ctx_options {
@@ -1461,6 +1467,54 @@ vram_status vram_verify_many_on_stream(struct vram_ctx *ctx,
                                        size_t n,
                                        struct vram_verify_report *reports,
                                        void *stream);
+
+/**
+ * Starts verifying `n` shards without blocking the calling thread: on the CUDA backend the
+ * hashing (one batched kernel launch) is queued on `stream` — a `cudaStream_t` of the
+ * context's GPU, ordered after the caller's work on it; NULL: libvram's own stream — and the
+ * call returns at once. The host backend verifies within the call (the ticket is then ready).
+ *
+ * - `shards`: as vram_verify_many(); each shard is kept alive by the ticket (freeing a shard
+ *   meanwhile is allowed).
+ * - `out`: receives a ticket owned by the caller: poll it with vram_verify_ticket_query(),
+ *   collect the reports with vram_verify_ticket_wait(), free it with vram_verify_ticket_free().
+ *
+ * libvram never synchronises the device or waits on the caller's stream in this call.
+ * Errors (nothing started, `out` untouched): ::VRAM_ERR_NULL_ARGUMENT, ::VRAM_ERR_POLICY (a
+ * shard of another backend or device), ::VRAM_ERR_OUT_OF_MEMORY, ::VRAM_ERR_DEVICE.
+ * Thread-safe.
+ */
+vram_status vram_verify_many_async(struct vram_ctx *ctx,
+                                   const struct vram_shard *const *shards,
+                                   size_t n,
+                                   void *stream,
+                                   struct vram_verify_ticket **out);
+
+/**
+ * Whether a ticket's verify has finished, without blocking: `*done` = 1 when
+ * vram_verify_ticket_wait() would return at once, else 0.
+ *
+ * NULL `ticket` or `done` → ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_DEVICE on a GPU error.
+ * Thread-safe.
+ */
+vram_status vram_verify_ticket_query(const struct vram_verify_ticket *ticket, int *done);
+
+/**
+ * Waits for a ticket's verify (only for its own work, not the whole device) and writes its
+ * reports: `reports` (nullable) has room for the `n` given to vram_verify_many_async().
+ * Returns as vram_verify_many() would have: ::VRAM_ERR_BAD_SEAL if any seal fails, else
+ * ::VRAM_ERR_INTEGRITY if any shard is damaged, else ::VRAM_OK. May be called again (the same
+ * result). NULL `ticket` → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+ */
+vram_status vram_verify_ticket_wait(const struct vram_verify_ticket *ticket,
+                                    struct vram_verify_report *reports);
+
+/**
+ * Frees a ticket: waits for its verify if it still runs (its memory is in use until then),
+ * then releases it and its hold on the shards. NULL is a no-op. The caller must ensure no other
+ * thread uses `ticket` during or after this call.
+ */
+void vram_verify_ticket_free(struct vram_verify_ticket *ticket);
 
 /**
  * Seals `len` bytes of GPU memory that the caller already owns, in place, without copying.

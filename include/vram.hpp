@@ -460,6 +460,28 @@ struct verify_result {
     bool intact = false;
 };
 
+/// A verify in flight (C: vram_verify_ticket), from context::try_verify_many_async(): frees
+/// itself (waiting for its GPU work if it still runs).
+class ticket : public detail::handle<vram_verify_ticket, vram_verify_ticket_free> {
+  public:
+    using handle::handle;
+    /// Whether wait() would return at once (never blocks).
+    result<bool> try_done() const {
+        int done = 0;
+        const vram_status s = vram_verify_ticket_query(p_, &done);
+        if (s != VRAM_OK) return detail::fail<bool>(s);
+        return done != 0;
+    }
+    /// Waits for this verify only, then one report per shard (a damaged shard is a result).
+    result<std::vector<vram_verify_report>> try_wait(std::size_t n) const {
+        std::vector<vram_verify_report> reports(n);
+        const vram_status s = vram_verify_ticket_wait(p_, reports.data());
+        if (s != VRAM_OK && s != VRAM_ERR_INTEGRITY && s != VRAM_ERR_BAD_SEAL)
+            return detail::fail<std::vector<vram_verify_report>>(s);
+        return reports;
+    }
+};
+
 /// Fields of an authentic seal record.
 using record_info = vram_record_info;
 
@@ -551,6 +573,18 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
     result<void> try_restore(shard &sh, bytes data) const {
         const vram_status s = vram_shard_restore(p_, sh.get(), data.data(), data.size());
         return s == VRAM_OK ? result<void>() : detail::fail<void>(s);
+    }
+    /// Starts verifying `shards` without blocking: queued on `stream` (a cudaStream_t of this
+    /// context's GPU; nullptr: libvram's own); see vram_verify_many_async().
+    result<ticket> try_verify_many_async(span<const shard *const> shards,
+                                         void *stream = nullptr) const {
+        std::vector<const vram_shard *> raw;
+        raw.reserve(shards.size());
+        for (const shard *sh : shards) raw.push_back(sh ? sh->get() : nullptr);
+        vram_verify_ticket *out = nullptr;
+        const vram_status s = vram_verify_many_async(p_, raw.data(), raw.size(), stream, &out);
+        if (s != VRAM_OK) return detail::fail<ticket>(s);
+        return ticket(out);
     }
     /// Authenticates a record with no live shard and returns its fields.
     result<record_info> try_record_open(bytes record) const {

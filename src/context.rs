@@ -364,26 +364,8 @@ impl Context {
         shards: &[&Shard],
         stream: Option<StreamHandle>,
     ) -> Result<Vec<(VerifyReport, Vec<u64>)>> {
-        for (i, s) in shards.iter().enumerate() {
-            if s.storage().residency() != self.residency() {
-                let msg = format!(
-                    "shards[{i}] ('{}') lives on {:?}, not on this context's {:?}",
-                    s.id(),
-                    s.storage().residency(),
-                    self.residency()
-                );
-                events::emit(Level::Warn, names::POLICY_VIOLATION, &msg);
-                return Err(VramError::new(ErrorKind::Policy, msg));
-            }
-        }
-        let jobs: Vec<CheckJob<'_>> = shards
-            .iter()
-            .map(|s| CheckJob {
-                storage: s.storage(),
-                layout: s.layout(),
-                level: &s.level,
-            })
-            .collect();
+        self.check_residency(shards)?;
+        let jobs = check_jobs(shards);
         // Authenticating each shard's own seal (record MAC, kept level against the root) is
         // host work: it runs while the device hashes the bytes.
         let mut authentic = vec![false; shards.len()];
@@ -399,46 +381,44 @@ impl Context {
             // A backend that did not run it must not turn every shard into a bad seal.
             authenticate();
         }
-        let reports: Vec<(VerifyReport, Vec<u64>)> = shards
-            .iter()
-            .zip(authentic.iter().zip(damage))
-            .map(|(s, (&authentic, d))| {
-                let layout = s.layout();
-                let (outcome, damaged) = if !authentic {
-                    (Outcome::BadSeal, 0)
-                } else if d.damaged_regions > 0 {
-                    (Outcome::Damaged, d.damaged_regions)
-                } else {
-                    (Outcome::Intact, 0)
-                };
-                let report = VerifyReport {
-                    outcome,
-                    leaf_size: layout.leaf_size,
-                    total_leaves: layout.leaves(),
-                    region_size: layout.region_size(),
-                    total_regions: layout.regions(),
-                    damaged_regions: damaged,
-                    first_damaged_offset: if damaged > 0 {
-                        d.first_damaged_region.saturating_mul(layout.region_size())
-                    } else {
-                        u64::MAX
-                    },
-                };
-                let offsets = if damaged > 0 {
-                    d.regions
-                        .iter()
-                        .map(|r| r.saturating_mul(layout.region_size()))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                (report, offsets)
-            })
-            .collect();
-        for (s, (r, _)) in shards.iter().zip(&reports) {
-            log_outcome(s, r);
+        Ok(build_reports(shards, &authentic, damage))
+    }
+
+    /// Starts verifying `shards` without waiting: on the CUDA backend the hashing is queued on
+    /// `stream` (the caller's, ordered after its work; else libvram's own) and this returns at
+    /// once; on the host backend the check runs in this call. The shards are kept alive until
+    /// the result is dropped.
+    pub fn verify_many_async(
+        &self,
+        shards: Vec<crate::shard::SharedShard>,
+        stream: Option<StreamHandle>,
+    ) -> Result<PendingVerify> {
+        let refs: Vec<&Shard> = shards.iter().map(|s| s.as_ref()).collect();
+        self.check_residency(&refs)?;
+        let pending = self.backend.check_async(&check_jobs(&refs), stream)?;
+        let authentic = refs.iter().map(|s| self.seal_authenticates(s)).collect();
+        Ok(PendingVerify {
+            shards,
+            pending,
+            authentic,
+        })
+    }
+
+    /// A policy error when any shard lives on another backend or device.
+    fn check_residency(&self, shards: &[&Shard]) -> Result<()> {
+        for (i, s) in shards.iter().enumerate() {
+            if s.storage().residency() != self.residency() {
+                let msg = format!(
+                    "shards[{i}] ('{}') lives on {:?}, not on this context's {:?}",
+                    s.id(),
+                    s.storage().residency(),
+                    self.residency()
+                );
+                events::emit(Level::Warn, names::POLICY_VIOLATION, &msg);
+                return Err(VramError::new(ErrorKind::Policy, msg));
+            }
         }
-        Ok(reports)
+        Ok(())
     }
 
     /// Repairs `shard` in place from `data` (host memory, the shard's length): hashes `data`
@@ -615,6 +595,100 @@ impl Context {
             && bool::from(level_root.ct_eq(&decoded.root))
             && shard.level.len() as u64 == shard.layout().regions()
     }
+}
+
+/// A verify started by [`Context::verify_many_async`]: the shards it holds alive, the check in
+/// flight, and whether each shard's seal authenticated.
+pub struct PendingVerify {
+    shards: Vec<crate::shard::SharedShard>,
+    pending: crate::backend::PendingCheck,
+    authentic: Vec<bool>,
+}
+
+impl PendingVerify {
+    /// Whether the device has finished (never blocks).
+    pub fn is_done(&self) -> Result<bool> {
+        self.pending.is_done()
+    }
+
+    /// Waits for the check, then each shard's report (callable again: the same reports).
+    pub fn wait(&self) -> Result<Vec<VerifyReport>> {
+        let refs: Vec<&Shard> = self.shards.iter().map(|s| s.as_ref()).collect();
+        let damage = self.pending.finish(&check_jobs(&refs))?;
+        let reports: Vec<VerifyReport> = build_reports(&refs, &self.authentic, damage)
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        Ok(reports)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+}
+
+fn check_jobs<'a>(shards: &[&'a Shard]) -> Vec<CheckJob<'a>> {
+    shards
+        .iter()
+        .map(|s| CheckJob {
+            storage: s.storage(),
+            layout: s.layout(),
+            level: &s.level,
+        })
+        .collect()
+}
+
+/// Each shard's report and damaged region offsets from the check's damage and the seals'
+/// authentication, logged.
+fn build_reports(
+    shards: &[&Shard],
+    authentic: &[bool],
+    damage: Vec<crate::backend::Damage>,
+) -> Vec<(VerifyReport, Vec<u64>)> {
+    let reports: Vec<(VerifyReport, Vec<u64>)> = shards
+        .iter()
+        .zip(authentic.iter().zip(damage))
+        .map(|(s, (&authentic, d))| {
+            let layout = s.layout();
+            let (outcome, damaged) = if !authentic {
+                (Outcome::BadSeal, 0)
+            } else if d.damaged_regions > 0 {
+                (Outcome::Damaged, d.damaged_regions)
+            } else {
+                (Outcome::Intact, 0)
+            };
+            let report = VerifyReport {
+                outcome,
+                leaf_size: layout.leaf_size,
+                total_leaves: layout.leaves(),
+                region_size: layout.region_size(),
+                total_regions: layout.regions(),
+                damaged_regions: damaged,
+                first_damaged_offset: if damaged > 0 {
+                    d.first_damaged_region.saturating_mul(layout.region_size())
+                } else {
+                    u64::MAX
+                },
+            };
+            let offsets = if damaged > 0 {
+                d.regions
+                    .iter()
+                    .map(|r| r.saturating_mul(layout.region_size()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (report, offsets)
+        })
+        .collect();
+    for (s, (r, _)) in shards.iter().zip(&reports) {
+        log_outcome(s, r);
+    }
+    reports
 }
 
 fn log_outcome(s: &Shard, r: &VerifyReport) {

@@ -481,3 +481,77 @@ fn restore_rewrites_damaged_regions_in_place_and_only_with_the_sealed_bytes() {
     );
     assert_eq!(restore(&data), vram_status::VRAM_OK);
 }
+
+#[test]
+fn async_verify_returns_at_once_and_reports_like_verify_many() {
+    let ctx = Ctx::new();
+    let a = ctx.seal("async.a", &bytes(3 << 20, 1));
+    let b = ctx.seal("async.b", &bytes(5 << 20, 2));
+    let c = ctx.seal("async.c", &bytes(1000, 3));
+    b.flip(8 * (4 << 20) + 2);
+    let list = [a.0.cast_const(), b.0.cast_const(), c.0.cast_const()];
+    let mut ticket = ptr::null_mut();
+    assert_eq!(
+        vram_verify_many_async(ctx.0, list.as_ptr(), 3, ptr::null_mut(), &mut ticket),
+        vram_status::VRAM_OK
+    );
+    // The ticket holds the shards: freeing one meanwhile is allowed.
+    drop(c);
+    let mut done = 0;
+    while done == 0 {
+        assert_eq!(
+            vram_verify_ticket_query(ticket, &mut done),
+            vram_status::VRAM_OK
+        );
+    }
+    let mut reports = [vram_verify_report::default(); 3];
+    for _ in 0..2 {
+        assert_eq!(
+            vram_verify_ticket_wait(ticket, reports.as_mut_ptr()),
+            vram_status::VRAM_ERR_INTEGRITY
+        );
+        assert_eq!(reports[0].status, vram_status::VRAM_OK as u32);
+        assert_eq!(reports[1].status, vram_status::VRAM_ERR_INTEGRITY as u32);
+        assert_eq!(reports[1].first_damaged_offset, 4 << 20);
+        assert_eq!(reports[2].status, vram_status::VRAM_OK as u32);
+    }
+    vram_verify_ticket_free(ticket);
+    // Freed while possibly still running, and an empty batch.
+    let mut t2 = ptr::null_mut();
+    assert_eq!(
+        vram_verify_many_async(ctx.0, list.as_ptr(), 2, ptr::null_mut(), &mut t2),
+        vram_status::VRAM_OK
+    );
+    vram_verify_ticket_free(t2);
+    let mut t3 = ptr::null_mut();
+    assert_eq!(
+        vram_verify_many_async(ctx.0, ptr::null(), 0, ptr::null_mut(), &mut t3),
+        vram_status::VRAM_OK
+    );
+    assert_eq!(
+        vram_verify_ticket_wait(t3, ptr::null_mut()),
+        vram_status::VRAM_OK
+    );
+    vram_verify_ticket_free(t3);
+    // Bad input: nothing started, nothing written.
+    let mut t4 = ptr::null_mut();
+    assert_eq!(
+        vram_verify_many_async(ptr::null_mut(), list.as_ptr(), 2, ptr::null_mut(), &mut t4),
+        vram_status::VRAM_ERR_NULL_ARGUMENT
+    );
+    let holes = [a.0.cast_const(), ptr::null()];
+    assert_eq!(
+        vram_verify_many_async(ctx.0, holes.as_ptr(), 2, ptr::null_mut(), &mut t4),
+        vram_status::VRAM_ERR_NULL_ARGUMENT
+    );
+    assert!(t4.is_null());
+    assert_eq!(
+        vram_verify_ticket_query(ptr::null(), &mut done),
+        vram_status::VRAM_ERR_NULL_ARGUMENT
+    );
+    assert_eq!(
+        vram_verify_ticket_wait(ptr::null(), reports.as_mut_ptr()),
+        vram_status::VRAM_ERR_NULL_ARGUMENT
+    );
+    vram_verify_ticket_free(ptr::null_mut());
+}

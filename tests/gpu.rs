@@ -298,6 +298,51 @@ mod on_gpu {
     }
 
     #[test]
+    fn async_verify_on_a_caller_stream_returns_before_the_gpu_is_done() {
+        if !have_gpu("async_verify_on_a_caller_stream") {
+            return;
+        }
+        let ctx = cuda_ctx();
+        let big = ctx.seal("async.big", &vec![7u8; 512 * MIB]);
+        let small = ctx.seal("async.small", &bytes(3 * MIB, 4));
+        small.flip(8 * (2 * MIB as u64) + 5);
+        let mut stream = ptr::null_mut();
+        // SAFETY: writes one handle.
+        assert_eq!(unsafe { cudaStreamCreate(&mut stream) }, 0);
+        let list = [big.0.cast_const(), small.0.cast_const()];
+        let mut ticket = ptr::null_mut();
+        let t = std::time::Instant::now();
+        assert_eq!(
+            vram_verify_many_async(ctx.0, list.as_ptr(), 2, stream, &mut ticket),
+            vram_status::VRAM_OK,
+            "{}",
+            last_error()
+        );
+        let launched = t.elapsed();
+        let mut done = 0;
+        assert_eq!(
+            vram_verify_ticket_query(ticket, &mut done),
+            vram_status::VRAM_OK
+        );
+        let mut reports = [vram_verify_report::default(); 2];
+        assert_eq!(
+            vram_verify_ticket_wait(ticket, reports.as_mut_ptr()),
+            vram_status::VRAM_ERR_INTEGRITY
+        );
+        let waited = t.elapsed();
+        println!(
+            "async verify of 515 MiB: returned after {:.3} ms (done then: {done}), reports after {:.3} ms",
+            launched.as_secs_f64() * 1e3,
+            waited.as_secs_f64() * 1e3
+        );
+        assert_eq!(reports[0].status, vram_status::VRAM_OK as u32);
+        assert_eq!(reports[1].first_damaged_offset, 2 * MIB as u64);
+        vram_verify_ticket_free(ticket);
+        // SAFETY: the stream created above; the ticket's work on it is done.
+        assert_eq!(unsafe { cudaStreamDestroy(stream) }, 0);
+    }
+
+    #[test]
     fn cudamemcpy_damage_to_memory_sealed_in_place_is_found_and_restored_in_place() {
         if !have_gpu("cudamemcpy_damage_is_found_and_restored_in_place") {
             return;

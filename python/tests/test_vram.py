@@ -61,6 +61,9 @@ def test_a_flipped_bit_is_located(ctx):
     shard.debug_flip_bit(1)
     many = ctx.verify_many([shard, ctx.seal("ok", b"fine bytes")])
     assert [m.intact for m in many] == [False, True]
+    ticket = ctx.verify_many_async([shard, ctx.seal("ok2", b"fine")])
+    results = ticket.wait()
+    assert ticket.done() and [r.intact for r in results] == [False, True]
 
 
 def test_records_open_in_another_context_and_forgeries_do_not(ctx):

@@ -20,7 +20,7 @@ from . import _lib
 
 __all__ = [
     "Error", "Context", "Shard", "Model", "Manifest", "Network", "VerifyResult", "RecordInfo",
-    "SealedModule", "seal_module", "build_info", "set_log_callback", "version",
+    "SealedModule", "Ticket", "seal_module", "build_info", "set_log_callback", "version",
 ]
 
 _C = _lib.load()
@@ -246,6 +246,30 @@ class Shard(_Handle):
 
     def __repr__(self) -> str:
         return f"vram.Shard({self.name!r}, {self.size} bytes)" if self._h else "vram.Shard(closed)"
+
+
+class Ticket(_Handle):
+    """A verify in flight (:meth:`Context.verify_many_async`); holds its shards alive."""
+
+    _free = staticmethod(lambda h: _C.vram_verify_ticket_free(h))
+
+    def __init__(self, handle: int, n: int):
+        super().__init__(handle)
+        self._n = n
+
+    def done(self) -> bool:
+        """Whether :meth:`wait` would return at once (never blocks)."""
+        flag = ctypes.c_int(0)
+        _check(_C.vram_verify_ticket_query(self._live(), ctypes.byref(flag)))
+        return bool(flag.value)
+
+    def wait(self) -> list[VerifyResult]:
+        """Waits for this verify only; one result per shard."""
+        reports = (_lib.VerifyReport * max(self._n, 1))()
+        s = _C.vram_verify_ticket_wait(self._live(), reports)
+        if s not in (_OK, _INTEGRITY, 7):
+            _check(s)
+        return [_verify_result(r, r.status) for r in reports[: self._n]]
 
 
 @dataclass(frozen=True)
@@ -501,6 +525,17 @@ class Context(_Handle):
         ptr, n, keep = _host_bytes(data)
         _check(_C.vram_shard_restore(self._live(), shard._live(), ptr, n))
         del keep
+
+    def verify_many_async(self, shards: Sequence[Shard], stream: int | None = None) -> Ticket:
+        """Starts verifying ``shards`` without blocking (on the CUDA backend, queued on
+        ``stream``, a cudaStream_t as an int such as ``torch.cuda.current_stream().cuda_stream``;
+        None: libvram's own). Poll ``ticket.done()``; ``ticket.wait()`` gives the results."""
+        arr = (ctypes.c_void_p * max(len(shards), 1))(*[s._live().value for s in shards])
+        out = ctypes.c_void_p()
+        _check(_C.vram_verify_many_async(self._live(), arr, len(shards),
+                                         ctypes.c_void_p(stream) if stream else None,
+                                         ctypes.byref(out)))
+        return Ticket(out.value, len(shards))
 
     def verify_many(self, shards: Sequence[Shard]) -> list[VerifyResult]:
         """Re-hashes every shard in one batch (one kernel launch on the GPU)."""

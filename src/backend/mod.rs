@@ -282,6 +282,64 @@ impl Backend {
     }
 }
 
+/// A batch check in flight ([`Backend::check_async`]).
+pub enum PendingCheck {
+    /// Already done (the host backend checks in the call).
+    Ready(Vec<Damage>),
+    #[cfg(vram_cuda)]
+    Cuda(cuda::PendingCheck),
+}
+
+impl PendingCheck {
+    /// Whether the check has finished (never blocks).
+    pub fn is_done(&self) -> Result<bool> {
+        match self {
+            PendingCheck::Ready(_) => Ok(true),
+            #[cfg(vram_cuda)]
+            PendingCheck::Cuda(p) => p.is_done(),
+        }
+    }
+
+    /// Waits for the check and reports each job's damage (`jobs` as given to `check_async`).
+    pub fn finish(&self, jobs: &[CheckJob<'_>]) -> Result<Vec<Damage>> {
+        let _ = jobs;
+        match self {
+            PendingCheck::Ready(d) => Ok(d.clone()),
+            #[cfg(vram_cuda)]
+            PendingCheck::Cuda(p) => Ok(cuda::compare(jobs, p.fresh()?)),
+        }
+    }
+}
+
+impl Backend {
+    /// Starts a batch check without waiting for the device: on the CUDA backend the hashing
+    /// is queued on `stream` (or libvram's own) and this returns at once; the host backend
+    /// checks in the call. The jobs' bytes must stay alive until the result is dropped.
+    pub fn check_async(
+        &self,
+        jobs: &[CheckJob<'_>],
+        stream: Option<StreamHandle>,
+    ) -> Result<PendingCheck> {
+        match self {
+            Backend::Host(_) => Ok(PendingCheck::Ready(self.check(jobs, stream, &mut || {})?)),
+            #[cfg(vram_cuda)]
+            Backend::Cuda(c) => {
+                let mut items = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    match job.storage {
+                        Storage::Cuda(b) => items.push((b, job.layout)),
+                        Storage::Host(_) => return Err(wrong_backend()),
+                    }
+                }
+                Ok(PendingCheck::Cuda(c.check_async(
+                    &items,
+                    stream.map(|s| cuda::CallerStream(s.0)),
+                )?))
+            }
+        }
+    }
+}
+
 #[cfg(vram_cuda)]
 fn wrong_backend() -> VramError {
     VramError::new(

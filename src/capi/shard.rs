@@ -1,12 +1,14 @@
 //! `vram_seal*`, `vram_verify*`, `vram_shard_*`, `vram_record_verify`: sealed shards.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 
 use super::boundary::{
     arg_bytes, arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value,
 };
-use super::types::{vram_ctx, vram_seal_options, vram_shard, vram_status, vram_verify_report};
+use super::types::{
+    vram_ctx, vram_seal_options, vram_shard, vram_status, vram_verify_report, vram_verify_ticket,
+};
 use crate::backend::StreamHandle;
 use crate::context::{Outcome, VerifyReport};
 use crate::error::{ErrorKind, Result, VramError};
@@ -306,6 +308,121 @@ pub extern "C" fn vram_verify_many_on_stream(
     guard("vram_verify_many_on_stream", || {
         verify_batch(ctx, shards, n, reports, Some(StreamHandle(stream as usize)))
     })
+}
+
+/// Starts verifying `n` shards without blocking the calling thread: on the CUDA backend the
+/// hashing (one batched kernel launch) is queued on `stream` — a `cudaStream_t` of the
+/// context's GPU, ordered after the caller's work on it; NULL: libvram's own stream — and the
+/// call returns at once. The host backend verifies within the call (the ticket is then ready).
+///
+/// - `shards`: as vram_verify_many(); each shard is kept alive by the ticket (freeing a shard
+///   meanwhile is allowed).
+/// - `out`: receives a ticket owned by the caller: poll it with vram_verify_ticket_query(),
+///   collect the reports with vram_verify_ticket_wait(), free it with vram_verify_ticket_free().
+///
+/// libvram never synchronises the device or waits on the caller's stream in this call.
+/// Errors (nothing started, `out` untouched): ::VRAM_ERR_NULL_ARGUMENT, ::VRAM_ERR_POLICY (a
+/// shard of another backend or device), ::VRAM_ERR_OUT_OF_MEMORY, ::VRAM_ERR_DEVICE.
+/// Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_verify_many_async(
+    ctx: *mut vram_ctx,
+    shards: *const *const vram_shard,
+    n: usize,
+    stream: *mut c_void,
+    out: *mut *mut vram_verify_ticket,
+) -> vram_status {
+    guard("vram_verify_many_async", || {
+        let ctx = arg_ref(ctx.cast_const(), "ctx")?;
+        let out = arg_mut(out, "out")?;
+        let list = shard_list(shards, n)?;
+        let stream = (!stream.is_null()).then_some(StreamHandle(stream as usize));
+        let pending = ctx.inner.verify_many_async(list, stream)?;
+        *out = Box::into_raw(Box::new(vram_verify_ticket { inner: pending }));
+        Ok(())
+    })
+}
+
+/// Whether a ticket's verify has finished, without blocking: `*done` = 1 when
+/// vram_verify_ticket_wait() would return at once, else 0.
+///
+/// NULL `ticket` or `done` → ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_DEVICE on a GPU error.
+/// Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_verify_ticket_query(
+    ticket: *const vram_verify_ticket,
+    done: *mut c_int,
+) -> vram_status {
+    guard("vram_verify_ticket_query", || {
+        let ticket = arg_ref(ticket, "ticket")?;
+        let done = arg_mut(done, "done")?;
+        *done = c_int::from(ticket.inner.is_done()?);
+        Ok(())
+    })
+}
+
+/// Waits for a ticket's verify (only for its own work, not the whole device) and writes its
+/// reports: `reports` (nullable) has room for the `n` given to vram_verify_many_async().
+/// Returns as vram_verify_many() would have: ::VRAM_ERR_BAD_SEAL if any seal fails, else
+/// ::VRAM_ERR_INTEGRITY if any shard is damaged, else ::VRAM_OK. May be called again (the same
+/// result). NULL `ticket` → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_verify_ticket_wait(
+    ticket: *const vram_verify_ticket,
+    reports: *mut vram_verify_report,
+) -> vram_status {
+    guard("vram_verify_ticket_wait", || {
+        let ticket = arg_ref(ticket, "ticket")?;
+        let rs = ticket.inner.wait()?;
+        if !reports.is_null() {
+            // SAFETY: caller's contract: a non-NULL `reports` has room for the ticket's `n`
+            // reports (rs.len() == n).
+            let out = unsafe { std::slice::from_raw_parts_mut(reports, rs.len()) };
+            for (o, r) in out.iter_mut().zip(&rs) {
+                *o = vram_verify_report::from(r);
+            }
+        }
+        batch_status(&rs)
+    })
+}
+
+/// Frees a ticket: waits for its verify if it still runs (its memory is in use until then),
+/// then releases it and its hold on the shards. NULL is a no-op. The caller must ensure no other
+/// thread uses `ticket` during or after this call.
+#[unsafe(no_mangle)]
+pub extern "C" fn vram_verify_ticket_free(ticket: *mut vram_verify_ticket) {
+    guard_value("vram_verify_ticket_free", (), || {
+        if !ticket.is_null() {
+            // SAFETY: a non-NULL ticket came from vram_verify_many_async (Box::into_raw) and is
+            // freed once (the caller's contract).
+            drop(unsafe { Box::from_raw(ticket) });
+        }
+    })
+}
+
+/// The shards of a C array (`n` > 0 non-NULL pointers; NULL array only when `n` is 0),
+/// shared.
+fn shard_list(
+    shards: *const *const vram_shard,
+    n: usize,
+) -> Result<Vec<crate::shard::SharedShard>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if shards.is_null() {
+        return Err(VramError::null("shards"));
+    }
+    if n > isize::MAX as usize / size_of::<*const vram_shard>() {
+        return Err(VramError::invalid("n", "is larger than the address space"));
+    }
+    // SAFETY: caller's contract: `shards` points to `n` readable pointers (n > 0, non-NULL,
+    // size checked above).
+    let ptrs = unsafe { std::slice::from_raw_parts(shards, n) };
+    let mut list = Vec::with_capacity(n);
+    for (i, &p) in ptrs.iter().enumerate() {
+        list.push(Arc::clone(&arg_ref(p, &format!("shards[{i}]"))?.inner));
+    }
+    Ok(list)
 }
 
 /// Seals `len` bytes of GPU memory that the caller already owns, in place, without copying.

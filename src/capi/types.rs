@@ -191,6 +191,12 @@ pub struct ibp_model {
     pub(crate) inner: crate::ibp::Model,
 }
 
+/// A verify in flight, from vram_verify_many_async(): holds its shards alive until freed with
+/// vram_verify_ticket_free(). Safe to query from many threads at once.
+pub struct vram_verify_ticket {
+    pub(crate) inner: crate::context::PendingVerify,
+}
+
 /// A sealed shard: immutable bytes in GPU (or, on the host backend, host) memory with their
 /// seal. Created by vram_seal(), freed by vram_shard_free(). Safe to read and verify from many
 /// threads at once. A shard may outlive the context that sealed it.

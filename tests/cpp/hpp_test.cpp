@@ -93,6 +93,14 @@ int main() {
         wrong_bytes[0] ^= 1;
         CHECK(status_of([&] { ctx.restore(moved, vram::as_bytes(wrong_bytes)); }) ==
               VRAM_ERR_INTEGRITY);
+        // Non-blocking verify: a ticket, polled and waited for.
+        const vram::shard *both[] = {&moved, &again};
+        auto t = ctx.try_verify_many_async(both);
+        CHECK(t.ok());
+        auto reports = t.value().try_wait(2);
+        CHECK(reports.ok() && reports.value()[0].status == VRAM_ERR_INTEGRITY &&
+              reports.value()[1].status == VRAM_OK);
+        CHECK(t.value().try_done().ok() && t.value().try_done().value());
         const void *before = moved.data();
         ctx.restore(moved, vram::as_bytes(data));
         CHECK(ctx.verify(moved).intact && moved.data() == before);

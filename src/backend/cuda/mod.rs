@@ -484,28 +484,81 @@ impl CudaBackend {
             .zip(jobs.iter().map(|j| j.layout))
             .collect();
         let fresh = self.region_roots(&pairs, &stream, meanwhile)?;
-        let mut damage = vec![Damage::default(); jobs.len()];
-        let mut at = 0usize;
-        for (job, d) in jobs.iter().zip(damage.iter_mut()) {
-            for (r, expected) in job.level.iter().enumerate() {
-                let same = fresh.get(at + r).is_some_and(|f| hash_eq(f, expected));
-                if !same {
-                    d.add(r as u64);
-                }
-            }
-            at += job.level.len();
-        }
-        Ok(damage)
+        Ok(compare(jobs, &fresh))
     }
 
-    /// Region roots of every buffer, in order, from one kernel launch; `meanwhile` runs on the
-    /// host while the kernel does.
-    fn region_roots(
+    /// Queues the Merkle kernel over every buffer on `stream` (the caller's, or a stream of
+    /// its own) and returns without waiting; the roots come back into page-locked memory.
+    pub fn check_async(
         &self,
         items: &[(&DeviceBuf, TreeLayout)],
-        stream: &Stream,
-        meanwhile: &mut dyn FnMut(),
-    ) -> Result<Vec<Hash>> {
+        stream: Option<CallerStream>,
+    ) -> Result<PendingCheck> {
+        let _scope = DeviceScope::enter(self.device)?;
+        let own = match stream {
+            Some(_) => None,
+            None => Some(Stream::new()?),
+        };
+        let borrowed;
+        let stream = match (&own, stream) {
+            (Some(s), _) => s,
+            (None, Some(s)) => {
+                // SAFETY: the caller's stream of this GPU (vram_verify_many_async's contract).
+                borrowed = unsafe { Stream::borrowed(s.0 as *mut c_void) };
+                &borrowed
+            }
+            (None, None) => return Err(VramError::new(ErrorKind::Device, "no stream")),
+        };
+        let (jobs, total, max_leaves) = self.job_table(items)?;
+        let roots_host = PinnedHost::new(to_usize(32 * total.max(1))?)?;
+        let done = Event::new()?;
+        if jobs.is_empty() {
+            done.record(stream)?;
+            return Ok(PendingCheck::new(
+                self.device,
+                own,
+                None,
+                None,
+                roots_host,
+                done,
+                total,
+            ));
+        }
+        let jobs_dev = upload_jobs(&jobs, stream)?;
+        let roots_dev = DeviceAlloc::new(to_usize(32 * total)?, stream, "region roots")?;
+        // SAFETY: the job table and the roots were allocated above for these jobs and regions;
+        // the buffers belong to shards the caller keeps alive until the check is dropped, and
+        // the drop waits for the event recorded below before anything is freed.
+        unsafe {
+            launch(
+                jobs_dev.ptr().cast(),
+                jobs.len() as u32,
+                total,
+                max_leaves,
+                roots_dev.ptr(),
+                stream,
+            )
+        }?;
+        // SAFETY: the page-locked destination holds 32 × total bytes and is owned by the
+        // pending check, which outlives the copy (its drop waits for the event).
+        let host = unsafe { std::slice::from_raw_parts_mut(roots_host.ptr(), 32 * total as usize) };
+        // SAFETY: as above; the source was allocated above with this length.
+        unsafe { copy_to_host(host, roots_dev.ptr(), stream) }?;
+        done.record(stream)?;
+        let (jobs_ptr, roots_ptr) = (jobs_dev.release(), roots_dev.release());
+        Ok(PendingCheck::new(
+            self.device,
+            own,
+            Some(jobs_ptr),
+            Some(roots_ptr),
+            roots_host,
+            done,
+            total,
+        ))
+    }
+
+    /// The kernel's job table for these buffers: (jobs, regions in all, most leaves per region).
+    fn job_table(&self, items: &[(&DeviceBuf, TreeLayout)]) -> Result<(Vec<LvkJob>, u64, u32)> {
         let mut jobs = Vec::with_capacity(items.len());
         let mut total: u64 = 0;
         let mut max_leaves: u32 = 1;
@@ -530,6 +583,18 @@ impl CudaBackend {
             });
             total += layout.regions();
         }
+        Ok((jobs, total, max_leaves))
+    }
+
+    /// Region roots of every buffer, in order, from one kernel launch; `meanwhile` runs on the
+    /// host while the kernel does.
+    fn region_roots(
+        &self,
+        items: &[(&DeviceBuf, TreeLayout)],
+        stream: &Stream,
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<Vec<Hash>> {
+        let (jobs, total, max_leaves) = self.job_table(items)?;
         let mut fresh = zeroed_level(total)?;
         if jobs.is_empty() {
             meanwhile();
@@ -556,6 +621,99 @@ impl CudaBackend {
         unsafe { copy_to_host(fresh.as_flattened_mut(), roots_dev.ptr(), stream) }?;
         stream.sync()?;
         Ok(fresh)
+    }
+}
+
+/// Each job's damage: the fresh region roots (all jobs', in order) against its kept level,
+/// compared in constant time.
+pub fn compare(jobs: &[CheckJob<'_>], fresh: &[Hash]) -> Vec<Damage> {
+    let mut damage = vec![Damage::default(); jobs.len()];
+    let mut at = 0usize;
+    for (job, d) in jobs.iter().zip(damage.iter_mut()) {
+        for (r, expected) in job.level.iter().enumerate() {
+            let same = fresh.get(at + r).is_some_and(|f| hash_eq(f, expected));
+            if !same {
+                d.add(r as u64);
+            }
+        }
+        at += job.level.len();
+    }
+    damage
+}
+
+/// A batch check queued by [`CudaBackend::check_async`]: the device memory it uses, the
+/// page-locked roots it fills, and the event recorded after them.
+pub struct PendingCheck {
+    device: i32,
+    /// libvram's own stream when the caller gave none (kept until the check is dropped).
+    _own: Option<Stream>,
+    jobs_dev: Option<*mut u8>,
+    roots_dev: Option<*mut u8>,
+    roots_host: PinnedHost,
+    done: Event,
+    total: u64,
+}
+
+// SAFETY: device addresses, page-locked memory, events and streams are process-wide CUDA
+// resources usable from any thread; the roots are read only after the event has passed.
+unsafe impl Send for PendingCheck {}
+// SAFETY: as for Send; every method takes `&self` and only reads after the event.
+unsafe impl Sync for PendingCheck {}
+
+impl PendingCheck {
+    fn new(
+        device: i32,
+        own: Option<Stream>,
+        jobs_dev: Option<*mut u8>,
+        roots_dev: Option<*mut u8>,
+        roots_host: PinnedHost,
+        done: Event,
+        total: u64,
+    ) -> Self {
+        Self {
+            device,
+            _own: own,
+            jobs_dev,
+            roots_dev,
+            roots_host,
+            done,
+            total,
+        }
+    }
+
+    pub fn is_done(&self) -> Result<bool> {
+        self.done.query()
+    }
+
+    /// Waits for the device, then every region root, in order.
+    pub fn fresh(&self) -> Result<&[Hash]> {
+        self.done.sync()?;
+        // SAFETY: the page-locked roots hold `total` roots, all written once the event has
+        // passed; `Hash` is a byte array, so any alignment will do.
+        Ok(unsafe {
+            std::slice::from_raw_parts(self.roots_host.ptr().cast::<Hash>(), self.total as usize)
+        })
+    }
+}
+
+impl Drop for PendingCheck {
+    fn drop(&mut self) {
+        // The kernel and the copy may still run: wait for them before freeing what they use.
+        let _ = self.done.sync();
+        let Ok(_scope) = DeviceScope::enter(self.device) else {
+            return;
+        };
+        if let Ok(stream) = Stream::new() {
+            for p in [self.jobs_dev.take(), self.roots_dev.take()]
+                .into_iter()
+                .flatten()
+            {
+                // SAFETY: memory from lvk_malloc_async, no longer used (the event passed),
+                // freed once.
+                unsafe { ffi::lvk_free_async(p.cast(), stream.raw()) };
+            }
+            let _ = stream.sync();
+        }
     }
 }
 
