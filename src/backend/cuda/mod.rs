@@ -524,21 +524,9 @@ impl CudaBackend {
                 total,
             ));
         }
-        let jobs_dev = upload_jobs(&jobs, stream)?;
-        let roots_dev = DeviceAlloc::new(to_usize(32 * total)?, stream, "region roots")?;
-        // SAFETY: the job table and the roots were allocated above for these jobs and regions;
-        // the buffers belong to shards the caller keeps alive until the check is dropped, and
-        // the drop waits for the event recorded below before anything is freed.
-        unsafe {
-            launch(
-                jobs_dev.ptr().cast(),
-                jobs.len() as u32,
-                total,
-                max_leaves,
-                roots_dev.ptr(),
-                stream,
-            )
-        }?;
+        // SAFETY: the buffers belong to shards the caller keeps alive until the check is
+        // dropped, and the drop waits for the event recorded below before anything is freed.
+        let (jobs_dev, roots_dev) = unsafe { queue_roots(&jobs, total, max_leaves, stream) }?;
         // SAFETY: the page-locked destination holds 32 × total bytes and is owned by the
         // pending check, which outlives the copy (its drop waits for the event).
         let host = unsafe { std::slice::from_raw_parts_mut(roots_host.ptr(), 32 * total as usize) };
@@ -600,21 +588,9 @@ impl CudaBackend {
             meanwhile();
             return Ok(fresh);
         }
-        let jobs_dev = upload_jobs(&jobs, stream)?;
-        let roots_dev = DeviceAlloc::new(to_usize(32 * total)?, stream, "region roots")?;
-        // SAFETY: the job table and the roots were allocated above for these jobs and regions;
-        // the shards' buffers are alive (their handles are borrowed for the call), and the
-        // stream is synchronised below before any of them can go.
-        unsafe {
-            launch(
-                jobs_dev.ptr().cast(),
-                jobs.len() as u32,
-                total,
-                max_leaves,
-                roots_dev.ptr(),
-                stream,
-            )
-        }?;
+        // SAFETY: the shards' buffers are alive (their handles are borrowed for the call), and
+        // the stream is synchronised below before any of them can go.
+        let (_jobs_dev, roots_dev) = unsafe { queue_roots(&jobs, total, max_leaves, stream) }?;
         // The launch returned at once; the host work overlaps the kernel.
         meanwhile();
         // SAFETY: the source was allocated above with the destination's length, and both outlive the synchronisation of the stream.
@@ -715,6 +691,35 @@ impl Drop for PendingCheck {
             let _ = stream.sync();
         }
     }
+}
+
+/// Uploads the job table, allocates the roots (32 bytes per region) and queues the Merkle
+/// kernel over every job on `stream`; returns the table and the roots, which must outlive it.
+///
+/// # Safety
+/// Every job's buffer must hold its `len` bytes and stay allocated until the stream has run
+/// the kernel.
+unsafe fn queue_roots<'s>(
+    jobs: &[LvkJob],
+    total: u64,
+    max_leaves: u32,
+    stream: &'s Stream,
+) -> Result<(DeviceAlloc<'s>, DeviceAlloc<'s>)> {
+    let jobs_dev = upload_jobs(jobs, stream)?;
+    let roots_dev = DeviceAlloc::new(to_usize(32 * total)?, stream, "region roots")?;
+    // SAFETY: the job table and the roots were allocated above for these jobs and regions; the
+    // buffers are the caller's contract.
+    unsafe {
+        launch(
+            jobs_dev.ptr().cast(),
+            jobs.len() as u32,
+            total,
+            max_leaves,
+            roots_dev.ptr(),
+            stream,
+        )
+    }?;
+    Ok((jobs_dev, roots_dev))
 }
 
 /// Queues the Merkle kernel over `n` jobs whose `regions` region roots go to `roots`.
