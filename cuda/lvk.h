@@ -83,6 +83,15 @@ typedef struct lvk_job {
 int lvk_region_roots(const lvk_job *jobs, uint32_t n_jobs, uint64_t total_regions,
                      uint32_t max_region_leaves, uint8_t *roots, void *stream);
 
+/* The scrubber's fast tier (cuda/scrub.cu): one keyed polynomial digest per 1 MiB region of
+ * every job (`data` at the job's first region, `len` its bytes; leaf fields unused), into
+ * `digests` (8 bytes per region, batch order), from a grid of at most `blocks` blocks (so at most
+ * that many SMs). `powers` is a device copy of src/scrub/digest.rs's PowerTable. */
+int lvk_fast_digests(const lvk_job *jobs, uint32_t n_jobs, uint64_t total_regions,
+                     const uint64_t *powers, uint64_t *digests, uint32_t blocks, void *stream);
+/* Multiprocessors of the current device. */
+int lvk_sm_count(int *count);
+
 /* Interval bound propagation (cuda/ibp.cu). Bounds between layers are f64 pairs, item-major
  * ([batch][features]); every operation rounds outward. */
 /* Also sets *first_bad to all ones first (stream-ordered), then to the first bad index, if any. */

@@ -49,6 +49,11 @@
 #define VRAM_MAX_ERROR_MESSAGE 1024
 
 /**
+ * ::vram_scrubber_options flag: create the scrubber paused (vram_scrubber_resume() starts it).
+ */
+#define VRAM_SCRUB_START_PAUSED 1
+
+/**
  * A ::vram_ctx_options flag: vram_debug_flip_bit() and ibp_model_debug_flip_bit() may change
  * this context's shards. Without it they return ::VRAM_ERR_POLICY: in production no code in
  * the process can change sealed weights through libvram.
@@ -213,6 +218,12 @@ typedef struct vram_manifest vram_manifest;
  * Owns its tensors' shards (borrowed by vram_model_tensor()) until vram_model_free().
  */
 typedef struct vram_model vram_model;
+
+/**
+ * A running scrubber (vram_scrubber_new()); freed with vram_scrubber_free(). Safe to use from
+ * many threads at once.
+ */
+typedef struct vram_scrubber vram_scrubber;
 
 /**
  * A sealed shard: immutable bytes in GPU (or, on the host backend, host) memory with their
@@ -708,6 +719,132 @@ typedef struct vram_record_info {
    */
   char shard_id[257];
 } vram_record_info;
+
+/**
+ * Called from the scrubber's own thread when a shard's damage is confirmed by its seal
+ * (SHA-256), once per change of its set of damaged regions (a shard found intact again, e.g.
+ * after vram_shard_restore(), is re-armed).
+ *
+ * - `shard`: a handle to the damaged shard, valid only during the call (it refers to the same
+ *   shard as the handle given to the scrubber, not the same pointer: pass it to
+ *   vram_shard_restore() or vram_verify_regions()). Do not free it.
+ * - `shard_id`: the shard's identity from its seal, NUL-terminated, valid only during the call.
+ * - `region_offsets`: the byte offset of every damaged region (1 MiB each), ascending;
+ *   `n_regions` of them, valid only during the call.
+ *
+ * The callback may call any libvram function, including vram_scrubber_pause(),
+ * vram_scrubber_stats() and vram_scrubber_remove() on its own scrubber, and
+ * vram_scrubber_free() (the scrubber then stops once the callback returns). While it runs, the
+ * scrubber does not scrub.
+ */
+typedef void (*vram_damage_callback)(void *userdata,
+                                     const struct vram_shard *shard,
+                                     const char *shard_id,
+                                     const uint64_t *region_offsets,
+                                     size_t n_regions);
+
+/**
+ * Options for vram_scrubber_new(). Zero-initialise, then set `struct_size`; all zeros is a
+ * valid choice (2 SMs or 1 thread, no rate cap, passes back to back, no callback).
+ */
+typedef struct vram_scrubber_options {
+  /**
+   * Must be `sizeof(vram_scrubber_options)`.
+   */
+  uint32_t struct_size;
+  /**
+   * CUDA backend: the scrub kernel's persistent grid has this many blocks, so it occupies at
+   * most this many SMs and the serving kernels keep the rest; 0 = 2; more than the GPU has =
+   * all of them.
+   */
+  uint32_t max_sms;
+  /**
+   * Host backend: at most this many threads hash (0 = 1).
+   */
+  uint32_t max_threads;
+  /**
+   * ::VRAM_SCRUB_START_PAUSED, or 0.
+   */
+  uint32_t flags;
+  /**
+   * At most this many bytes hashed per second (the scrubber's thread sleeps between steps
+   * of 256 MiB to keep the rate); 0 = no cap.
+   */
+  uint64_t max_bytes_per_second;
+  /**
+   * Target pass period in nanoseconds: a pass starts at most this often (the scrubber waits
+   * after a faster pass); 0 = passes back to back.
+   */
+  uint64_t pass_period_ns;
+  /**
+   * NULL (damage is then only counted and logged as `vram.scrub.damage`), or the damage
+   * callback (see ::vram_damage_callback).
+   */
+  vram_damage_callback on_damage;
+  /**
+   * Passed back to `on_damage`; must be usable from the scrubber's thread.
+   */
+  void *userdata;
+} vram_scrubber_options;
+
+/**
+ * What a scrubber has done (vram_scrubber_stats()). Zero-initialise, then set `struct_size`.
+ */
+typedef struct vram_scrub_stats {
+  /**
+   * Must be `sizeof(vram_scrub_stats)`.
+   */
+  uint32_t struct_size;
+  /**
+   * SMs (CUDA backend) or threads (host backend) the scrubber may use.
+   */
+  uint32_t budget;
+  /**
+   * Full passes over every shard completed.
+   */
+  uint64_t passes;
+  /**
+   * Wall time of the last full pass, in nanoseconds (pacing and pauses included).
+   */
+  uint64_t last_pass_ns;
+  /**
+   * Bytes of the last full pass.
+   */
+  uint64_t bytes_per_pass;
+  /**
+   * Bytes hashed per second over the last full pass.
+   */
+  uint64_t bytes_per_second;
+  /**
+   * Shards scrubbed now.
+   */
+  uint64_t shards;
+  /**
+   * Damage callbacks made so far.
+   */
+  uint64_t damage_reports;
+  /**
+   * Damaged regions named by those callbacks.
+   */
+  uint64_t damaged_regions;
+  /**
+   * Fast-check mismatches that the seal found intact (the shard's fast digests were taken
+   * again; expected only when bytes changed and changed back while the shard was added).
+   */
+  uint64_t stale_digests;
+  /**
+   * Steps that failed (e.g. a GPU error); the scrubber carries on.
+   */
+  uint64_t errors;
+  /**
+   * The last such error's ::vram_status (::VRAM_OK when none).
+   */
+  vram_status last_error;
+  /**
+   * 1 while paused.
+   */
+  uint32_t paused;
+} vram_scrub_stats;
 
 /**
  * Options for vram_seal_ex(). Zero-initialise, then set `struct_size = sizeof(vram_seal_options)`.
@@ -1323,6 +1460,82 @@ vram_status vram_seal_device_expect(struct vram_ctx *ctx,
                                     size_t len,
                                     const uint8_t *expected_root,
                                     struct vram_shard **out);
+
+/**
+ * Starts a scrubber over `n` shards of `ctx`: a thread of its own (and, on the CUDA backend,
+ * a stream of its own) sweeps them continuously within the options' budget, checking every
+ * 1 MiB region with a keyed fast hash (docs/threat-model.md: a random 61-bit key per scrubber,
+ * never stored) and confirming every mismatch with a SHA-256 verify against the seal before
+ * the damage callback hears of it.
+ *
+ * Before it starts, each shard's fast digests are taken and the shard is verified against
+ * its seal: a damaged shard → ::VRAM_ERR_INTEGRITY, a seal that does not authenticate →
+ * ::VRAM_ERR_BAD_SEAL (restore first; nothing starts).
+ *
+ * - `ctx`: borrowed; the scrubber keeps what it needs alive (the context may be freed first).
+ * - `shards`: `n` shard handles of `ctx`'s backend and device (NULL only when `n` is 0; a
+ *   scrubber may start empty and get shards with vram_scrubber_add()); each shard is kept alive
+ *   by the scrubber until removed or the scrubber is freed. A shard listed twice →
+ *   ::VRAM_ERR_INVALID_ARGUMENT; one of another backend or device → ::VRAM_ERR_POLICY.
+ * - `opts`: NULL for the defaults, or options with `struct_size` set.
+ * - `out`: receives the scrubber, owned by the caller; written only on success.
+ *
+ * The scrubber never waits on or synchronises the caller's streams or the device: it waits
+ * only for its own stream. Errors: ::VRAM_ERR_NULL_ARGUMENT, ::VRAM_ERR_INVALID_ARGUMENT,
+ * ::VRAM_ERR_POLICY, ::VRAM_ERR_INTEGRITY, ::VRAM_ERR_BAD_SEAL, ::VRAM_ERR_OUT_OF_MEMORY,
+ * ::VRAM_ERR_DEVICE. Thread-safe.
+ */
+vram_status vram_scrubber_new(const struct vram_ctx *ctx,
+                              const struct vram_shard *const *shards,
+                              size_t n,
+                              const struct vram_scrubber_options *opts,
+                              struct vram_scrubber **out);
+
+/**
+ * Adds a shard to a running scrubber: its fast digests are taken and it is verified against
+ * its seal first (as in vram_scrubber_new()); it is swept from the next pass. The scrubber
+ * keeps it alive until removed. Already scrubbed → ::VRAM_ERR_INVALID_ARGUMENT; NULL →
+ * ::VRAM_ERR_NULL_ARGUMENT; other errors as vram_scrubber_new(). Thread-safe.
+ */
+vram_status vram_scrubber_add(const struct vram_scrubber *scrubber, const struct vram_shard *shard);
+
+/**
+ * Stops scrubbing a shard (any handle to it) and releases the scrubber's hold on it. No
+ * damage callback for it starts after this returns (one already running may finish). Not
+ * scrubbed → ::VRAM_ERR_INVALID_ARGUMENT; NULL → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
+ */
+vram_status vram_scrubber_remove(const struct vram_scrubber *scrubber,
+                                 const struct vram_shard *shard);
+
+/**
+ * Pauses a scrubber (e.g. for a latency-critical phase): returns once none of its work is on
+ * the device (at most one step of 256 MiB), and none starts until vram_scrubber_resume().
+ * Called from the damage callback it returns at once. NULL → ::VRAM_ERR_NULL_ARGUMENT.
+ * Thread-safe.
+ */
+vram_status vram_scrubber_pause(const struct vram_scrubber *scrubber);
+
+/**
+ * Resumes a paused scrubber (no-op when running). NULL → ::VRAM_ERR_NULL_ARGUMENT.
+ * Thread-safe.
+ */
+vram_status vram_scrubber_resume(const struct vram_scrubber *scrubber);
+
+/**
+ * Writes what the scrubber has done so far into `stats` (caller-owned, `struct_size` set;
+ * written only on success). NULL → ::VRAM_ERR_NULL_ARGUMENT; a wrong `struct_size` →
+ * ::VRAM_ERR_INVALID_ARGUMENT. Thread-safe.
+ */
+vram_status vram_scrubber_stats(const struct vram_scrubber *scrubber,
+                                struct vram_scrub_stats *stats);
+
+/**
+ * Stops a scrubber and frees it: waits for its current step (at most 256 MiB of hashing) and
+ * joins its thread, then releases its shards. Called from its own damage callback, it stops
+ * the scrubber without waiting (the thread ends when the callback returns). NULL is a no-op.
+ * The caller must ensure no other thread uses `scrubber` during or after this call.
+ */
+void vram_scrubber_free(struct vram_scrubber *scrubber);
 
 /**
  * Copies `len` bytes from `data` into the context's backend and seals them.

@@ -38,6 +38,8 @@ pub mod names {
     pub const FAULT_DRILL: &str = "vram.fault_drill";
     pub const BACKEND_FALLBACK: &str = "vram.backend.fallback";
     pub const RESTORED: &str = "vram.restored";
+    pub const SCRUB_DAMAGE: &str = "vram.scrub.damage";
+    pub const SCRUB_ERROR: &str = "vram.scrub.error";
 }
 
 type SinkFn = Box<dyn Fn(Level, &str, &str) + Send + Sync>;

@@ -4,6 +4,7 @@
 //! - [`backend`]: where a shard's bytes live (host memory, or a CUDA device) and how they are
 //!   hashed there.
 //! - [`context`] and [`shard`]: sealing and verification on top of a backend.
+//! - [`scrub`]: the background scrubber that keeps checking resident shards within a budget.
 //! - [`capi`]: the C ABI (`include/vram.h`), the only module that touches C types.
 
 /// cbindgen:ignore
@@ -27,6 +28,8 @@ pub mod manifest;
 pub mod model_signing;
 /// cbindgen:ignore
 pub mod parallel;
+/// cbindgen:ignore
+pub mod scrub;
 /// cbindgen:ignore
 pub mod seal;
 /// cbindgen:ignore

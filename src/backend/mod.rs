@@ -12,6 +12,7 @@ pub mod cuda;
 pub mod host;
 pub mod ingest;
 pub mod page_buf;
+pub mod scrub;
 
 use crate::error::{ErrorKind, Result, VramError};
 use crate::seal::merkle::{Hash, TreeLayout};

@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod misc;
 pub mod model;
 pub mod record;
+pub mod scrubber;
 pub mod shard;
 pub mod types;
 
@@ -27,5 +28,6 @@ pub use manifest::*;
 pub use misc::*;
 pub use model::*;
 pub use record::*;
+pub use scrubber::*;
 pub use shard::*;
 pub use types::*;

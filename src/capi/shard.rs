@@ -402,7 +402,7 @@ pub extern "C" fn vram_verify_ticket_free(ticket: *mut vram_verify_ticket) {
 
 /// The shards of a C array (`n` > 0 non-NULL pointers; NULL array only when `n` is 0),
 /// shared.
-fn shard_list(
+pub(crate) fn shard_list(
     shards: *const *const vram_shard,
     n: usize,
 ) -> Result<Vec<crate::shard::SharedShard>> {

@@ -181,6 +181,16 @@ unsafe extern "C" {
         roots: *mut u8,
         stream: *mut c_void,
     ) -> c_int;
+    pub fn lvk_fast_digests(
+        jobs: *const LvkJob,
+        n_jobs: u32,
+        total_regions: u64,
+        powers: *const u64,
+        digests: *mut u64,
+        blocks: u32,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_sm_count(count: *mut c_int) -> c_int;
 }
 
 /// `cudaErrorMemoryAllocation`

@@ -10,6 +10,7 @@
 pub(crate) mod ffi;
 pub(crate) mod pipeline;
 pub(crate) mod runtime;
+pub(crate) mod scrub;
 
 use std::ffi::{c_int, c_void};
 use std::sync::Mutex;
