@@ -21,6 +21,15 @@ export LD_LIBRARY_PATH="$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cat "$OUT/gpu.txt"
 
 failed=0
+# VRAM_GPU_RUN=scrub-clean: only the scrubber's long clean run with the serving workload
+# (a separate call: it takes most of a device call's 10 minutes).
+if [ "${VRAM_GPU_RUN:-all}" = scrub-clean ]; then
+  .gpu/scrub_serving --gib 64 --seconds 6 --sms "" --flips 0 --clean-seconds "${VRAM_SCRUB_CLEAN_SECONDS:-520}" \
+    --clean-sms "${VRAM_SCRUB_SMS:-2}" > "$OUT/bench-scrub_clean.md" 2>&1 || failed=1
+  cat "$OUT/bench-scrub_clean.md"
+  echo "gpu-run: $failed failure(s)"
+  exit "$failed"
+fi
 # The seeded builder fuzz runs its full 10^5 cases on the CPU in CI; on the GPU a fifth of
 # them (each accepted network is propagated there too) keeps the run short.
 export VRAM_FUZZ_BUILDER=${VRAM_FUZZ_BUILDER:-20000}
@@ -45,7 +54,7 @@ for t in .gpu/tests/ibp_*; do
     echo "FAILED: $name (SIMT only)" | tee -a "$log"; failed=$((failed + 1))
   fi
 done
-for ex in seal_verify ibp_certify header_two_tu stress load_model seal_verify_cpp hpp_test hpp_noexcept; do
+for ex in seal_verify ibp_certify header_two_tu stress scrub load_model seal_verify_cpp hpp_test hpp_noexcept; do
   echo "== $ex" | tee -a "$log"
   if ".gpu/$ex" >> "$log" 2>&1; then echo "ok"; else echo "FAILED: $ex" | tee -a "$log"; failed=$((failed + 1)); fi
 done
@@ -70,6 +79,10 @@ for b in .gpu/bench/*; do
     cat "$OUT/bench-ibp_pytorch.md"
   fi
 done
+echo "== bench scrub_serving (bench/serving/scrub_serving.cu)"
+.gpu/scrub_serving --gib 64 --seconds 5 --sms "${VRAM_SCRUB_BUDGETS:-1,2,3,4,8,16,16:250}" \
+  --flip-sms "${VRAM_SCRUB_SMS:-2}" --flips 100 > "$OUT/bench-scrub_serving.md" 2>&1 || { echo "FAILED: scrub_serving"; failed=$((failed + 1)); }
+cat "$OUT/bench-scrub_serving.md"
 # The Python package over the staged libvram.so: its tests (the torch cases run here), then a
 # CUDA torch model of 1 GiB sealed in place.
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" VRAM_LIBRARY="$PWD/.gpu/lib/libvram.so"

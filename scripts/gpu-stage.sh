@@ -38,6 +38,9 @@ for src in bench/*.cu; do
   "$NVCC" -O3 -std=c++17 -arch=sm_90 -Icuda -ftz=false -prec-div=true -prec-sqrt=true \
     -L"$cuda_lib" "$src" -o ".gpu/studies/$(basename "${src%.cu}")"
 done
+# The scrubber's serving-overhead benchmark (bench/serving/): links libvram.
+"$NVCC" -O3 -std=c++17 -arch=sm_90 -Iinclude bench/serving/scrub_serving.cu -Lbuild/lib -lvram \
+  -L"$cuda_lib" -o .gpu/scrub_serving
 # A few ACAS Xu networks for the GPU tests and benchmark (the data stays outside the repository;
 # .gpu/ is ignored and only travels to the GPU machine).
 acas="${VRAM_ACASXU_DIR:-$VRAM_ROOT/../shared/data/acasxu}"
@@ -47,7 +50,8 @@ if [ -d "$acas/nnet" ]; then
 else
   echo "ACAS Xu data not found at $acas: the GPU run will skip it"
 fi
-strip .gpu/tests/* .gpu/bench/* .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu .gpu/stress .gpu/load_model
+cp build/scrub .gpu/
+strip .gpu/tests/* .gpu/bench/* .gpu/scrub .gpu/scrub_serving .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu .gpu/stress .gpu/load_model
 du -sh .gpu
 # The device runner carries at most 64 MiB: ship one compressed archive (unpack there with
 #   tar -xJf .gpu.tar.xz).

@@ -394,6 +394,115 @@ mod on_gpu {
         drop(shard);
     }
 
+    type Reports = std::sync::Mutex<Vec<(String, Vec<u64>)>>;
+
+    extern "C" fn record_damage(
+        userdata: *mut c_void,
+        _shard: *const vram_shard,
+        id: *const std::ffi::c_char,
+        offsets: *const u64,
+        n: usize,
+    ) {
+        // SAFETY: userdata is the test's Reports, alive until the scrubber is freed; id and
+        // offsets are valid during the call (the callback's contract).
+        let (reports, id, offsets) = unsafe {
+            (
+                &*(userdata as *const Reports),
+                std::ffi::CStr::from_ptr(id).to_string_lossy().into_owned(),
+                std::slice::from_raw_parts(offsets, n).to_vec(),
+            )
+        };
+        reports.lock().unwrap().push((id, offsets));
+    }
+
+    fn scrub_stats(s: *const vram_scrubber) -> vram_scrub_stats {
+        // SAFETY: all-zero is a valid vram_scrub_stats.
+        let mut st: vram_scrub_stats = unsafe { std::mem::zeroed() };
+        st.struct_size = size_of::<vram_scrub_stats>() as u32;
+        assert_eq!(vram_scrubber_stats(s, &mut st), vram_status::VRAM_OK);
+        st
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed().as_secs() < 30,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// The scrubber on the GPU: shards sealed in place (one at an odd address), damage written
+    /// with cudaMemcpy reaches the callback naming the shard and region, restore puts the bytes
+    /// back at the same address and the next passes are clean; the budget is the SMs asked for.
+    #[test]
+    fn scrubber_finds_cudamemcpy_damage_and_restore_clears_it() {
+        if !have_gpu("scrubber_finds_cudamemcpy_damage_and_restore_clears_it") {
+            return;
+        }
+        let ctx = cuda_ctx();
+        let len = 9 * MIB + 77;
+        let a = bytes(len, 5);
+        let b = bytes(len, 6);
+        let dev = DevMem::new(2 * len + 64);
+        dev.upload(0, &a);
+        dev.upload(len + 3, &b);
+        let sa = seal_device(&ctx, "scrub.a", dev.0, len).unwrap();
+        // SAFETY: inside the allocation (len + 3 + len < 2 len + 64).
+        let sb = seal_device(&ctx, "scrub.b", unsafe { dev.0.add(len + 3) }, len).unwrap();
+        let reports = Reports::default();
+        // SAFETY: all-zero is a valid vram_scrubber_options.
+        let mut o: vram_scrubber_options = unsafe { std::mem::zeroed() };
+        o.struct_size = size_of::<vram_scrubber_options>() as u32;
+        o.max_sms = 3;
+        o.on_damage = Some(record_damage);
+        o.userdata = (&reports as *const Reports).cast_mut().cast();
+        let list = [sa.0.cast_const(), sb.0.cast_const()];
+        let mut s = ptr::null_mut();
+        assert_eq!(
+            vram_scrubber_new(ctx.0, list.as_ptr(), 2, &o, &mut s),
+            vram_status::VRAM_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(scrub_stats(s).budget, 3);
+        let p = scrub_stats(s).passes;
+        wait_for("two clean passes", || scrub_stats(s).passes >= p + 2);
+        assert!(reports.lock().unwrap().is_empty());
+        // One bit in region 7 of the odd-address shard, with cudaMemcpy.
+        let at = len + 3 + 7 * MIB + 12345;
+        dev.upload(at, &[b[7 * MIB + 12345] ^ 0x04]);
+        wait_for("the damage callback", || {
+            !reports.lock().unwrap().is_empty()
+        });
+        assert_eq!(
+            reports.lock().unwrap()[0],
+            ("scrub.b".to_string(), vec![7 * MIB as u64])
+        );
+        assert_eq!(
+            vram_shard_restore(ctx.0, sb.0, b.as_ptr().cast(), len),
+            vram_status::VRAM_OK
+        );
+        // SAFETY: as above.
+        assert_eq!(
+            vram_shard_device_ptr(sb.0),
+            unsafe { dev.0.add(len + 3) }.cast_const().cast()
+        );
+        let p = scrub_stats(s).passes;
+        wait_for("two passes after the restore", || {
+            scrub_stats(s).passes >= p + 2
+        });
+        let st = scrub_stats(s);
+        assert_eq!((st.damage_reports, st.errors, st.stale_digests), (1, 0, 0));
+        assert_eq!(reports.lock().unwrap().len(), 1);
+        assert_eq!(vram_scrubber_pause(s), vram_status::VRAM_OK);
+        assert_eq!(vram_scrubber_resume(s), vram_status::VRAM_OK);
+        vram_scrubber_free(s);
+        drop((sa, sb));
+    }
+
     #[test]
     fn seal_device_expect_keeps_only_the_expected_bytes() {
         if !have_gpu("seal_device_expect_keeps_only_the_expected_bytes") {

@@ -151,3 +151,74 @@ impl Drop for FastScrub {
         let _ = self.stream.sync();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendChoice, Storage};
+    use crate::context::{Context, ContextOptions};
+    use crate::scrub::digest::FastKey;
+
+    /// The kernel's digests equal the CPU reference (Horner) for whole, partial and tiny last
+    /// regions, at several grid sizes. Skipped (with a message) without a GPU.
+    #[test]
+    fn gpu_digests_equal_the_reference() {
+        if super::super::device_count() == 0 {
+            println!("SKIPPED gpu_digests_equal_the_reference: no GPU on this machine");
+            return;
+        }
+        let ctx = Context::new(&ContextOptions {
+            secret: &[7u8; 32],
+            backend: BackendChoice::Cuda,
+            device: 0,
+            capacity_bytes: 0,
+            allow_fault_drills: false,
+            max_threads: 0,
+        })
+        .unwrap();
+        let key = FastKey::random().unwrap();
+        let engine = FastScrub::new(0, &key.power_table()).unwrap();
+        for (n, len) in [
+            (0u64, 1usize),
+            (1, 4095),
+            (2, (3 << 20) + 4096 + 5),
+            (3, 5 << 20),
+        ] {
+            let mut x = n + 1;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (x >> 56) as u8
+                })
+                .collect();
+            let shard = ctx
+                .seal(format!("digest.{n}").as_bytes(), &data, None)
+                .unwrap();
+            let Storage::Cuda(buf) = shard.storage() else {
+                panic!("not on the GPU")
+            };
+            let regions = shard.layout().regions();
+            let want: Vec<u64> = data.chunks(1 << 20).map(|r| key.digest(r)).collect();
+            for blocks in [1, 3, 264] {
+                let piece = Piece {
+                    buf,
+                    len: len as u64,
+                    first_region: 0,
+                    regions,
+                };
+                assert_eq!(engine.digests(&[piece], blocks).unwrap(), want, "len {len}");
+            }
+            if regions > 1 {
+                let tail = Piece {
+                    buf,
+                    len: len as u64,
+                    first_region: 1,
+                    regions: regions - 1,
+                };
+                assert_eq!(engine.digests(&[tail], 2).unwrap(), want[1..].to_vec());
+            }
+        }
+    }
+}
