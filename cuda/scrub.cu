@@ -14,7 +14,11 @@ constexpr uint64_t P = (1ull << 61) - 1;
 constexpr uint32_t CHUNK = 4096;
 constexpr uint32_t REGION = 1u << 20;
 constexpr int LANE_POWERS = 129;
-constexpr int WARPS = 16;
+// A block fills an SM (1024 threads at 64 registers: the whole register file), so `blocks`
+// blocks occupy at most that many SMs, and the scrub keeps as many loads in flight per SM as
+// it can: it is bound by memory latency, not arithmetic (512 threads per block gave 12–25 GB/s
+// per SM beside a GEMV on an H200, bench/results/).
+constexpr int WARPS = 32;
 
 __device__ __forceinline__ uint64_t fold(uint64_t lo, uint64_t hi) {
     // hi·2^64 + lo with hi < 2^58: 2^64 ≡ 8 (mod p).
@@ -66,7 +70,7 @@ __device__ __forceinline__ uint4 load_chunk_word4(const uint8_t *chunk, uint32_t
     return load_bytes(chunk, off, valid);
 }
 
-__global__ void __launch_bounds__(32 * WARPS, 2)
+__global__ void __launch_bounds__(32 * WARPS, 1)
 fast_digest_kernel(const lvk_job *jobs, uint32_t n_jobs, uint64_t total, const uint64_t *powers,
                    uint64_t *digests) {
     __shared__ uint64_t warp_sum[WARPS];

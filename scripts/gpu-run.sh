@@ -25,7 +25,7 @@ failed=0
 # (a separate call: it takes most of a device call's 10 minutes).
 if [ "${VRAM_GPU_RUN:-all}" = scrub-clean ]; then
   .gpu/scrub_serving --gib 64 --seconds 6 --sms "" --flips 0 --clean-seconds "${VRAM_SCRUB_CLEAN_SECONDS:-520}" \
-    --clean-sms "${VRAM_SCRUB_SMS:-2}" > "$OUT/bench-scrub_clean.md" 2>&1 || failed=1
+    --clean-sms "${VRAM_SCRUB_SMS:-4:0:50}" > "$OUT/bench-scrub_clean.md" 2>&1 || failed=1
   cat "$OUT/bench-scrub_clean.md"
   echo "gpu-run: $failed failure(s)"
   exit "$failed"
@@ -80,8 +80,10 @@ for b in .gpu/bench/*; do
   fi
 done
 echo "== bench scrub_serving (bench/serving/scrub_serving.cu)"
-.gpu/scrub_serving --gib 64 --seconds 5 --sms "${VRAM_SCRUB_BUDGETS:-1,2,3,4,8,16,16:250}" \
-  --flip-sms "${VRAM_SCRUB_SMS:-2}" --flips 100 > "$OUT/bench-scrub_serving.md" 2>&1 || { echo "FAILED: scrub_serving"; failed=$((failed + 1)); }
+# Budgets are SMs[:target period ms[:byte rate cap GB/s]]; the flips and the clean tail use one.
+.gpu/scrub_serving --gib 64 --seconds 5 --sms "${VRAM_SCRUB_BUDGETS:-1,2,4,8,16,32,4:0:50,32:250}" \
+  --flip-sms "${VRAM_SCRUB_SMS:-4:0:50}" --flips 100 --clean-sms "${VRAM_SCRUB_SMS:-4:0:50}" \
+  --clean-seconds "${VRAM_SCRUB_CLEAN_IN_RUN:-60}" > "$OUT/bench-scrub_serving.md" 2>&1 || { echo "FAILED: scrub_serving"; failed=$((failed + 1)); }
 cat "$OUT/bench-scrub_serving.md"
 # The Python package over the staged libvram.so: its tests (the torch cases run here), then a
 # CUDA torch model of 1 GiB sealed in place.

@@ -36,13 +36,13 @@ impl FastEngine {
         }
     }
 
-    /// Units of budget at full speed: the GPU's SMs (two blocks fit on each), or the cores.
+    /// Units of budget at full speed: the GPU's SMs (one block fills one), or the cores.
     pub fn full_budget(&self) -> u32 {
         match self {
             FastEngine::Host => std::thread::available_parallelism()
                 .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
             #[cfg(vram_cuda)]
-            FastEngine::Cuda(c) => 2 * c.sm_count(),
+            FastEngine::Cuda(c) => c.sm_count(),
         }
     }
 
