@@ -15,9 +15,9 @@ constexpr uint32_t CHUNK = 4096;
 constexpr uint32_t REGION = 1u << 20;
 constexpr int LANE_POWERS = 129;
 // A block fills an SM (1024 threads at 64 registers: the whole register file), so `blocks`
-// blocks occupy at most that many SMs, and the scrub keeps as many loads in flight per SM as
-// it can: it is bound by memory latency, not arithmetic (512 threads per block gave 12–25 GB/s
-// per SM beside a GEMV on an H200, bench/results/).
+// blocks occupy at most that many SMs. Beside a GEMV on an H200 one block hashes about
+// 17 GB/s (bench/results/gpu-h200-2026-11-29-scrubber/), about as fast as 512 threads did:
+// the 64-bit multiplies, not memory latency, bound it.
 constexpr int WARPS = 32;
 
 __device__ __forceinline__ uint64_t fold(uint64_t lo, uint64_t hi) {

@@ -688,6 +688,112 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
 #endif
 };
 
+/// Damage a scrubber's seal check confirmed (see vram_damage_callback): `shard` is valid only
+/// during the callback (pass it to context::try_restore through a vram::shard you hold, or to
+/// the C API directly).
+struct damage {
+    const vram_shard *shard;
+    std::string shard_id;
+    std::vector<std::uint64_t> region_offsets;
+};
+
+/// How hard a scrubber may work (see vram_scrubber_options).
+struct scrubber_options {
+    std::uint32_t max_sms = 0;     ///< CUDA: SMs of the persistent grid (0 = 2).
+    std::uint32_t max_threads = 0; ///< Host backend: threads (0 = 1).
+    std::uint64_t max_bytes_per_second = 0; ///< 0 = no rate cap.
+    std::uint64_t pass_period_ns = 0;       ///< A pass starts at most this often (0 = back to back).
+    bool start_paused = false;
+    /// Called on the scrubber's thread; exceptions it throws are swallowed (they must not
+    /// reach libvram's thread).
+    std::function<void(const damage &)> on_damage;
+};
+
+/// A background scrubber (C: vram_scrubber): sweeps its shards until destroyed, which stops
+/// and joins it before its callback goes.
+class scrubber {
+  public:
+    scrubber() noexcept = default;
+
+    /// Starts scrubbing `shards` of `ctx` (each verified first; a damaged one is refused).
+    static result<scrubber> try_start(const context &ctx, span<const shard *const> shards,
+                                      scrubber_options o = {}) {
+        scrubber out;
+        out.state_ = std::make_unique<state>();
+        out.state_->on_damage = std::move(o.on_damage);
+        vram_scrubber_options opts{};
+        opts.struct_size = sizeof opts;
+        opts.max_sms = o.max_sms;
+        opts.max_threads = o.max_threads;
+        opts.max_bytes_per_second = o.max_bytes_per_second;
+        opts.pass_period_ns = o.pass_period_ns;
+        opts.flags = o.start_paused ? VRAM_SCRUB_START_PAUSED : 0u;
+        if (out.state_->on_damage) {
+            opts.on_damage = &scrubber::trampoline;
+            opts.userdata = out.state_.get();
+        }
+        std::vector<const vram_shard *> raw;
+        raw.reserve(shards.size());
+        for (const shard *sh : shards) raw.push_back(sh ? sh->get() : nullptr);
+        vram_scrubber *p = nullptr;
+        const vram_status s = vram_scrubber_new(ctx.get(), raw.data(), raw.size(), &opts, &p);
+        if (s != VRAM_OK) return detail::fail<scrubber>(s);
+        out.h_ = detail::handle<vram_scrubber, vram_scrubber_free>(p);
+        return out;
+    }
+    result<void> try_add(const shard &sh) const { return done(vram_scrubber_add(h_.get(), sh.get())); }
+    result<void> try_remove(const shard &sh) const {
+        return done(vram_scrubber_remove(h_.get(), sh.get()));
+    }
+    /// Returns once none of the scrubber's work is on the device.
+    result<void> try_pause() const { return done(vram_scrubber_pause(h_.get())); }
+    result<void> try_resume() const { return done(vram_scrubber_resume(h_.get())); }
+    result<vram_scrub_stats> try_stats() const {
+        vram_scrub_stats st{};
+        st.struct_size = sizeof st;
+        const vram_status s = vram_scrubber_stats(h_.get(), &st);
+        if (s != VRAM_OK) return detail::fail<vram_scrub_stats>(s);
+        return st;
+    }
+#if VRAM_HPP_EXCEPTIONS
+    static scrubber start(const context &ctx, span<const shard *const> shards,
+                          scrubber_options o = {}) {
+        return value_or_throw(try_start(ctx, shards, std::move(o)));
+    }
+    void add(const shard &sh) const { value_or_throw(try_add(sh)); }
+    void remove(const shard &sh) const { value_or_throw(try_remove(sh)); }
+    void pause() const { value_or_throw(try_pause()); }
+    void resume() const { value_or_throw(try_resume()); }
+    vram_scrub_stats stats() const { return value_or_throw(try_stats()); }
+#endif
+    vram_scrubber *get() const noexcept { return h_.get(); }
+    explicit operator bool() const noexcept { return static_cast<bool>(h_); }
+
+  private:
+    struct state {
+        std::function<void(const damage &)> on_damage;
+    };
+    static result<void> done(vram_status s) {
+        return s == VRAM_OK ? result<void>() : detail::fail<void>(s);
+    }
+    static void trampoline(void *userdata, const vram_shard *sh, const char *id,
+                           const std::uint64_t *offsets, std::size_t n) {
+        auto *st = static_cast<state *>(userdata);
+#if VRAM_HPP_EXCEPTIONS
+        try {
+            st->on_damage(damage{sh, id, std::vector<std::uint64_t>(offsets, offsets + n)});
+        } catch (...) {
+        }
+#else
+        st->on_damage(damage{sh, id, std::vector<std::uint64_t>(offsets, offsets + n)});
+#endif
+    }
+    // Declared before the handle, so destroyed after it: the scrubber is stopped and joined
+    // before the callback it calls goes away.
+    std::unique_ptr<state> state_;
+    detail::handle<vram_scrubber, vram_scrubber_free> h_;
+};
+
 inline result<builder> builder::try_create(const context &ctx, const std::string &name,
                                            span<const std::uint64_t> input_shape) {
     ::ibp_builder *b = nullptr;

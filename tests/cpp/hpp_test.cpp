@@ -9,6 +9,9 @@
 #include <fstream>
 #include <string>
 #include <vector>
+#include <thread>
+#include <chrono>
+#include <mutex>
 
 static int failures = 0;
 #define CHECK(cond)                                                                          \
@@ -105,6 +108,36 @@ int main() {
         ctx.restore(moved, vram::as_bytes(data));
         CHECK(ctx.verify(moved).intact && moved.data() == before);
         CHECK(ctx.damaged_regions(again).empty());
+
+        // A scrubber: damage reaches the callback (on the scrubber's thread), restore clears it.
+        std::mutex m;
+        std::vector<vram::damage> seen;
+        vram::scrubber_options so;
+        so.on_damage = [&](const vram::damage &d) {
+            std::lock_guard<std::mutex> g(m);
+            seen.push_back(d);
+        };
+        auto sc = vram::scrubber::start(ctx, both, so);
+        CHECK(status_of([&] { sc.add(moved); }) == VRAM_ERR_INVALID_ARGUMENT);
+        CHECK(moved.try_debug_flip_bit(8ull * 1'100'000 + 3).ok());
+        for (int i = 0; i < 3000; ++i) {
+            {
+                std::lock_guard<std::mutex> g(m);
+                if (!seen.empty()) break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        {
+            std::lock_guard<std::mutex> g(m);
+            CHECK(seen.size() == 1 && seen[0].shard_id == "t.weight" &&
+                  seen[0].region_offsets == std::vector<std::uint64_t>{1u << 20});
+        }
+        ctx.restore(moved, vram::as_bytes(data));
+        sc.pause();
+        CHECK(sc.stats().paused == 1 && sc.stats().damage_reports == 1 && sc.stats().shards == 2);
+        sc.resume();
+        sc.remove(again);
+        CHECK(sc.stats().shards == 1);
     }
     auto [used, cap] = ctx.usage();
     CHECK(used == 0);
