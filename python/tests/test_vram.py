@@ -66,6 +66,48 @@ def test_a_flipped_bit_is_located(ctx):
     assert ticket.done() and [r.intact for r in results] == [False, True]
 
 
+def test_scrubber_reports_damage_once_and_restore_clears_it(ctx):
+    import threading
+    import time
+
+    good = np.arange(3 << 18, dtype=np.float32)  # 3 MiB: three regions
+    shard = ctx.seal("layers.1.weight", good)
+    other = ctx.seal("layers.2.weight", b"other bytes" * 1000)
+    seen, lock = [], threading.Lock()
+
+    def on_damage(name, offsets):
+        with lock:
+            seen.append((name, offsets))
+
+    with ctx.scrubber([shard], on_damage=on_damage, max_threads=2, pass_period=0.002) as s:
+        s.add(other)
+        with pytest.raises(vram.Error) as e:
+            s.add(other)
+        assert e.value.status == 2
+        shard.debug_flip_bit(8 * (2 << 20) + 9)
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [("layers.1.weight", [2 << 20])]
+        ctx.restore(shard, good)
+        passes = s.stats()["passes"]
+        while s.stats()["passes"] < passes + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        st = s.stats()
+        assert st["damage_reports"] == 1 and st["errors"] == 0 and st["shards"] == 2 and st["budget"] >= 1
+        s.pause()
+        assert s.stats()["paused"]
+        s.resume()
+        s.remove(other)
+        assert s.stats()["shards"] == 1
+    assert len(seen) == 1
+    # A damaged shard is refused: nothing starts.
+    shard.debug_flip_bit(5)
+    with pytest.raises(vram.Error) as e:
+        ctx.scrubber([shard])
+    assert e.value.status == 6
+
+
 def test_records_open_in_another_context_and_forgeries_do_not(ctx):
     data = np.random.default_rng(1).integers(0, 255, 100_000, dtype=np.uint8)
     shard = ctx.seal("layers.0.weight", data)

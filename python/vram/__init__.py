@@ -20,7 +20,7 @@ from . import _lib
 
 __all__ = [
     "Error", "Context", "Shard", "Model", "Manifest", "Network", "VerifyResult", "RecordInfo",
-    "SealedModule", "Ticket", "seal_module", "build_info", "set_log_callback", "version",
+    "SealedModule", "Scrubber", "Ticket", "seal_module", "build_info", "set_log_callback", "version",
 ]
 
 _C = _lib.load()
@@ -270,6 +270,61 @@ class Ticket(_Handle):
         if s not in (_OK, _INTEGRITY, 7):
             _check(s)
         return [_verify_result(r, r.status) for r in reports[: self._n]]
+
+
+class Scrubber(_Handle):
+    """A background scrubber (:meth:`Context.scrubber`): sweeps its shards on a thread of its
+    own until closed; damage its SHA-256 check confirms goes to ``on_damage(shard_name,
+    region_offsets)``, called on that thread (exceptions it raises are printed and dropped)."""
+
+    _free = staticmethod(lambda h: _C.vram_scrubber_free(h))
+
+    def __init__(self, handle: int, keep: Any, shards: Sequence["Shard"]):
+        super().__init__(handle)
+        self._keep = keep  # the C callback: freed only after the scrubber (see close)
+        self._shards = {id(s): s for s in shards}
+
+    def close(self) -> None:
+        """Stops the scrubber and joins its thread (then its callback may go)."""
+        super().close()
+        self._keep = None
+
+    def add(self, shard: "Shard") -> None:
+        """Scrubs ``shard`` too (verified against its seal first)."""
+        _check(_C.vram_scrubber_add(self._live(), shard._live()))
+        self._shards[id(shard)] = shard
+
+    def remove(self, shard: "Shard") -> None:
+        _check(_C.vram_scrubber_remove(self._live(), shard._live()))
+        self._shards.pop(id(shard), None)
+
+    def pause(self) -> None:
+        """Returns once none of the scrubber's work is on the device."""
+        _check(_C.vram_scrubber_pause(self._live()))
+
+    def resume(self) -> None:
+        _check(_C.vram_scrubber_resume(self._live()))
+
+    def stats(self) -> dict:
+        """Passes, last pass duration (s), bytes per pass and per second, budget (SMs or
+        threads), shards, damage reports and regions, stale digests, errors, paused."""
+        st = _lib.ScrubStats()
+        st.struct_size = ctypes.sizeof(st)
+        _check(_C.vram_scrubber_stats(self._live(), ctypes.byref(st)))
+        return {
+            "passes": st.passes,
+            "last_pass_s": st.last_pass_ns / 1e9,
+            "bytes_per_pass": st.bytes_per_pass,
+            "bytes_per_second": st.bytes_per_second,
+            "budget": st.budget,
+            "shards": st.shards,
+            "damage_reports": st.damage_reports,
+            "damaged_regions": st.damaged_regions,
+            "stale_digests": st.stale_digests,
+            "errors": st.errors,
+            "last_error": st.last_error,
+            "paused": bool(st.paused),
+        }
 
 
 @dataclass(frozen=True)
@@ -536,6 +591,38 @@ class Context(_Handle):
                                          ctypes.c_void_p(stream) if stream else None,
                                          ctypes.byref(out)))
         return Ticket(out.value, len(shards))
+
+    def scrubber(self, shards: Sequence[Shard], on_damage: Callable[[str, list[int]], None] | None = None,
+                 max_sms: int = 0, max_threads: int = 0, max_bytes_per_second: int = 0,
+                 pass_period: float = 0.0, start_paused: bool = False) -> Scrubber:
+        """Starts scrubbing ``shards`` in the background within a budget: at most ``max_sms``
+        SMs (CUDA; 0 = 2) or ``max_threads`` threads (host; 0 = 1), at most
+        ``max_bytes_per_second`` (0 = no cap), a pass at most every ``pass_period`` seconds
+        (0 = back to back). Each shard is verified first: a damaged one raises Error
+        (VRAM_ERR_INTEGRITY). See vram_scrubber_new()."""
+        keep = None
+        opts = _lib.ScrubberOptions()
+        opts.struct_size = ctypes.sizeof(opts)
+        opts.max_sms = max_sms
+        opts.max_threads = max_threads
+        opts.max_bytes_per_second = max_bytes_per_second
+        opts.pass_period_ns = int(pass_period * 1e9)
+        opts.flags = 1 if start_paused else 0
+        if on_damage is not None:
+            def trampoline(_userdata, _shard, shard_id, offsets, n):
+                try:
+                    on_damage(shard_id.decode("utf-8", "replace"), [offsets[i] for i in range(n)])
+                except Exception:  # noqa: BLE001 - must not break libvram's thread
+                    import traceback
+
+                    traceback.print_exc()
+
+            keep = _lib.DAMAGE(trampoline)
+            opts.on_damage = keep
+        arr = (ctypes.c_void_p * max(len(shards), 1))(*[s._live().value for s in shards])
+        out = ctypes.c_void_p()
+        _check(_C.vram_scrubber_new(self._live(), arr, len(shards), ctypes.byref(opts), ctypes.byref(out)))
+        return Scrubber(out.value, keep, shards)
 
     def verify_many(self, shards: Sequence[Shard]) -> list[VerifyResult]:
         """Re-hashes every shard in one batch (one kernel launch on the GPU)."""

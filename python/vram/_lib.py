@@ -99,6 +99,39 @@ class ManifestTensorInfo(ctypes.Structure):
 
 PROGRESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
 LOG = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_char_p)
+DAMAGE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p,
+                          ctypes.POINTER(ctypes.c_uint64), ctypes.c_size_t)
+
+
+class ScrubberOptions(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("max_sms", ctypes.c_uint32),
+        ("max_threads", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("max_bytes_per_second", ctypes.c_uint64),
+        ("pass_period_ns", ctypes.c_uint64),
+        ("on_damage", DAMAGE),
+        ("userdata", ctypes.c_void_p),
+    ]
+
+
+class ScrubStats(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("budget", ctypes.c_uint32),
+        ("passes", ctypes.c_uint64),
+        ("last_pass_ns", ctypes.c_uint64),
+        ("bytes_per_pass", ctypes.c_uint64),
+        ("bytes_per_second", ctypes.c_uint64),
+        ("shards", ctypes.c_uint64),
+        ("damage_reports", ctypes.c_uint64),
+        ("damaged_regions", ctypes.c_uint64),
+        ("stale_digests", ctypes.c_uint64),
+        ("errors", ctypes.c_uint64),
+        ("last_error", ctypes.c_uint32),
+        ("paused", ctypes.c_uint32),
+    ]
 
 
 class LoadOptions(ctypes.Structure):
@@ -223,6 +256,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         "vram_model_verify": (st, [vp, vp, ctypes.POINTER(TensorReport), ctypes.POINTER(ManifestSummary)]),
         "vram_model_free": (None, [vp]),
         "vram_set_log_callback": (None, [LOG, vp, ctypes.c_uint32]),
+        "vram_scrubber_new": (st, [vp, ctypes.POINTER(vp), sz, ctypes.POINTER(ScrubberOptions), ctypes.POINTER(vp)]),
+        "vram_scrubber_add": (st, [vp, vp]),
+        "vram_scrubber_remove": (st, [vp, vp]),
+        "vram_scrubber_pause": (st, [vp]),
+        "vram_scrubber_resume": (st, [vp]),
+        "vram_scrubber_stats": (st, [vp, ctypes.POINTER(ScrubStats)]),
+        "vram_scrubber_free": (None, [vp]),
         "ibp_model_from_nnet": (st, [vp, cp, ctypes.POINTER(vp)]),
         "ibp_model_input_size": (sz, [vp]),
         "ibp_model_output_size": (sz, [vp]),
