@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "vram.h"
+#include "expect.h"
 
 #define THREADS 16
 #define ROUNDS 12
@@ -17,24 +18,6 @@
 static vram_ctx *g_ctx;
 static ibp_model *g_model;
 static const vram_shard *g_shared[4];
-static int g_failures;
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void fail(const char *what, vram_status s) {
-    char m[VRAM_MAX_ERROR_MESSAGE + 1];
-    vram_last_error_message(m, sizeof m);
-    pthread_mutex_lock(&g_lock);
-    fprintf(stderr, "FAILED: %s -> %s: %s\n", what, vram_status_str(s), m);
-    g_failures++;
-    pthread_mutex_unlock(&g_lock);
-}
-
-#define EXPECT(call, want)                  \
-    do {                                    \
-        vram_status s_ = (call);            \
-        if (s_ != (want)) fail(#call, s_);  \
-    } while (0)
-
 /* A log callback that calls back into libvram: events of the nested call are not delivered
  * to it again, and nothing deadlocks. */
 static void on_event(void *userdata, uint32_t level, const char *target, const char *message) {
