@@ -32,6 +32,8 @@ use digest::FastKey;
 pub const STEP_REGIONS: u64 = 256;
 /// SMs when the caller sets no budget.
 pub const DEFAULT_SMS: u32 = 2;
+/// Wait after a failed step before the next one.
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How hard the scrubber may work.
 #[derive(Debug, Clone, Copy, Default)]
@@ -103,6 +105,8 @@ struct Shared {
     sink: DamageSink,
     state: Mutex<State>,
     wake: Condvar,
+    /// Held while the damage callback runs (see [`Scrubber::remove`]).
+    calling: Mutex<()>,
 }
 
 /// A running scrubber; dropping it stops and joins its thread.
@@ -155,6 +159,7 @@ impl Scrubber {
                 },
             }),
             wake: Condvar::new(),
+            calling: Mutex::new(()),
         });
         for (i, s) in shards.iter().enumerate() {
             if shards[..i].iter().any(|t| Arc::ptr_eq(s, t)) {
@@ -220,19 +225,26 @@ impl Scrubber {
         Ok(())
     }
 
-    /// Stops scrubbing a shard: no damage callback starts for it after this returns (one
-    /// already running may finish). `InvalidArgument` when it is not scrubbed.
+    /// Stops scrubbing a shard. Called outside the damage callback, it also waits for a
+    /// callback in progress, so no callback for the shard runs after it returns. From the
+    /// callback it returns at once (the running callback is the caller's own).
+    /// `InvalidArgument` when it is not scrubbed.
     pub fn remove(&self, shard: &SharedShard) -> Result<()> {
-        let mut st = lock(&self.shared.state);
-        let before = st.entries.len();
-        st.entries.retain(|e| !Arc::ptr_eq(&e.shard, shard));
-        if st.entries.len() == before {
-            return Err(VramError::invalid(
-                "shard",
-                format!("shard '{}' is not scrubbed by this scrubber", shard.id()),
-            ));
+        {
+            let mut st = lock(&self.shared.state);
+            let before = st.entries.len();
+            st.entries.retain(|e| !Arc::ptr_eq(&e.shard, shard));
+            if st.entries.len() == before {
+                return Err(VramError::invalid(
+                    "shard",
+                    format!("shard '{}' is not scrubbed by this scrubber", shard.id()),
+                ));
+            }
+            st.stats.shards = st.entries.len() as u64;
         }
-        st.stats.shards = st.entries.len() as u64;
+        if Some(std::thread::current().id()) != self.thread_id {
+            drop(lock(&self.shared.calling));
+        }
         Ok(())
     }
 
@@ -359,6 +371,23 @@ impl Shared {
         }
     }
 
+    /// Calls the damage callback unless the scrubber stopped (false) or the shard was removed
+    /// meanwhile. Holds `calling` throughout, which `remove` waits for.
+    fn report(&self, shard: &SharedShard, offsets: &[u64]) -> bool {
+        let _calling = lock(&self.calling);
+        {
+            let st = lock(&self.state);
+            if st.stop {
+                return false;
+            }
+            if !st.entries.iter().any(|e| Arc::ptr_eq(&e.shard, shard)) {
+                return true;
+            }
+        }
+        (self.sink)(shard, offsets);
+        true
+    }
+
     /// Waits (paused, or until `at`); false when stopped.
     fn sleep_until(&self, at: Instant) -> bool {
         let mut st = lock(&self.state);
@@ -426,6 +455,10 @@ impl Shared {
                     self.end_step();
                     self.record_error(&e);
                     complete = false;
+                    // A failing device must not turn the thread into a busy loop of errors.
+                    if !self.sleep_until(Instant::now() + ERROR_BACKOFF) {
+                        return None;
+                    }
                     continue;
                 }
             };
@@ -451,7 +484,9 @@ impl Shared {
             self.end_step();
             // Not under the lock nor while busy: the callback may call the scrubber.
             for (i, offsets) in confirmed {
-                (self.sink)(&snapshot[i].0, &offsets);
+                if !self.report(&snapshot[i].0, &offsets) {
+                    return None;
+                }
             }
             if self.rate > 0 {
                 let due = start + Duration::from_secs_f64(bytes as f64 / self.rate as f64);
