@@ -1500,9 +1500,8 @@ vram_status vram_scrubber_new(const struct vram_ctx *ctx,
 vram_status vram_scrubber_add(const struct vram_scrubber *scrubber, const struct vram_shard *shard);
 
 /**
- * Stops scrubbing a shard (any handle to it) and releases the scrubber's hold on it. Called
- * outside the damage callback, it waits for a callback in progress to return, so no damage
- * callback for the shard runs after it returns; from the callback it returns at once. Not
+ * Stops scrubbing a shard (any handle to it) and releases the scrubber's hold on it. No
+ * damage callback for it starts after this returns (one already running may finish). Not
  * scrubbed → ::VRAM_ERR_INVALID_ARGUMENT; NULL → ::VRAM_ERR_NULL_ARGUMENT. Thread-safe.
  */
 vram_status vram_scrubber_remove(const struct vram_scrubber *scrubber,

@@ -105,8 +105,6 @@ struct Shared {
     sink: DamageSink,
     state: Mutex<State>,
     wake: Condvar,
-    /// Held while the damage callback runs (see [`Scrubber::remove`]).
-    calling: Mutex<()>,
 }
 
 /// A running scrubber; dropping it stops and joins its thread.
@@ -159,7 +157,6 @@ impl Scrubber {
                 },
             }),
             wake: Condvar::new(),
-            calling: Mutex::new(()),
         });
         for (i, s) in shards.iter().enumerate() {
             if shards[..i].iter().any(|t| Arc::ptr_eq(s, t)) {
@@ -225,26 +222,19 @@ impl Scrubber {
         Ok(())
     }
 
-    /// Stops scrubbing a shard. Called outside the damage callback, it also waits for a
-    /// callback in progress, so no callback for the shard runs after it returns. From the
-    /// callback it returns at once (the running callback is the caller's own).
-    /// `InvalidArgument` when it is not scrubbed.
+    /// Stops scrubbing a shard: no damage callback starts for it after this returns (one
+    /// already running may finish). `InvalidArgument` when it is not scrubbed.
     pub fn remove(&self, shard: &SharedShard) -> Result<()> {
-        {
-            let mut st = lock(&self.shared.state);
-            let before = st.entries.len();
-            st.entries.retain(|e| !Arc::ptr_eq(&e.shard, shard));
-            if st.entries.len() == before {
-                return Err(VramError::invalid(
-                    "shard",
-                    format!("shard '{}' is not scrubbed by this scrubber", shard.id()),
-                ));
-            }
-            st.stats.shards = st.entries.len() as u64;
+        let mut st = lock(&self.shared.state);
+        let before = st.entries.len();
+        st.entries.retain(|e| !Arc::ptr_eq(&e.shard, shard));
+        if st.entries.len() == before {
+            return Err(VramError::invalid(
+                "shard",
+                format!("shard '{}' is not scrubbed by this scrubber", shard.id()),
+            ));
         }
-        if Some(std::thread::current().id()) != self.thread_id {
-            drop(lock(&self.shared.calling));
-        }
+        st.stats.shards = st.entries.len() as u64;
         Ok(())
     }
 
@@ -372,9 +362,8 @@ impl Shared {
     }
 
     /// Calls the damage callback unless the scrubber stopped (false) or the shard was removed
-    /// meanwhile. Holds `calling` throughout, which `remove` waits for.
+    /// meanwhile.
     fn report(&self, shard: &SharedShard, offsets: &[u64]) -> bool {
-        let _calling = lock(&self.calling);
         {
             let st = lock(&self.state);
             if st.stop {
