@@ -55,6 +55,8 @@ pub fn add(a: u64, b: u64) -> u64 {
 #[derive(Clone, Copy)]
 pub struct FastKey {
     r: u64,
+    /// r^0 … r^8: the weights of a 32-byte block and the step between blocks.
+    block: [u64; 9],
 }
 
 impl std::fmt::Debug for FastKey {
@@ -78,28 +80,57 @@ impl FastKey {
             }
             // Uniform on [0, 2^61) by masking; rejecting 0 and values ≥ p leaves it uniform on
             // [1, p − 1].
-            let r = u64::from_le_bytes(b) & P;
-            if r != 0 && r < P {
-                return Ok(Self { r });
+            if let Some(key) = Self::from_point(u64::from_le_bytes(b) & P) {
+                return Ok(key);
             }
         }
     }
 
     /// A fixed key, for tests and reference computations.
     pub fn from_point(r: u64) -> Option<Self> {
-        (r != 0 && r < P).then_some(Self { r })
+        if r == 0 || r >= P {
+            return None;
+        }
+        let mut key = Self { r, block: [1; 9] };
+        for k in 1..9 {
+            key.block[k] = mul(key.block[k - 1], r);
+        }
+        Some(key)
     }
 
-    /// The digest of one region (or any byte string), by Horner's rule.
+    /// The digest of one region (or any byte string). Horner's rule over 32-byte blocks: the
+    /// 8 words of a block are weighted independently (r^8 … r^1) and only the step between
+    /// blocks (× r^8) is a chain, which a CPU runs several times faster than one multiply per
+    /// word. Equal to [`FastKey::digest_by_words`] (tested).
     pub fn digest(&self, bytes: &[u8]) -> u64 {
         let mut acc = 0u64;
+        let mut blocks = bytes.chunks_exact(32);
+        for b in &mut blocks {
+            let mut v = 0u128;
+            for (q, w) in b.chunks_exact(4).enumerate() {
+                let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                v += u128::from(w) * u128::from(self.block[8 - q]);
+            }
+            acc = add(mul(acc, self.block[8]), reduce(v));
+        }
+        self.finish(acc, blocks.remainder(), bytes.len() / 32 * 8)
+    }
+
+    /// The digest by the definition's Horner rule, one word at a time (the reference).
+    pub fn digest_by_words(&self, bytes: &[u8]) -> u64 {
+        self.finish(0, bytes, 0)
+    }
+
+    /// Continues Horner's rule from `acc` (over `done` words) with the words of `bytes`, then
+    /// pads with zero words to the chunk boundary.
+    fn finish(&self, mut acc: u64, bytes: &[u8], done: usize) -> u64 {
         let mut words = bytes.chunks_exact(4);
         for w in &mut words {
             let w = u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
             acc = mul(add(acc, w), self.r);
         }
         let tail = words.remainder();
-        let mut n = bytes.len() / 4;
+        let mut n = done + bytes.len() / 4;
         if !tail.is_empty() {
             let mut last = [0u8; 4];
             last[..tail.len()].copy_from_slice(tail);
@@ -203,6 +234,15 @@ mod tests {
                 (x >> 56) as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn block_form_equals_word_by_word() {
+        let key = FastKey::random().unwrap();
+        for n in [0, 1, 31, 32, 33, 4095, 4096, 4097, 70_001] {
+            let b = bytes(n, 3 * n as u64);
+            assert_eq!(key.digest(&b), key.digest_by_words(&b), "n = {n}");
+        }
     }
 
     #[test]
