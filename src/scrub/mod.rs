@@ -178,7 +178,16 @@ impl Scrubber {
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("vram-scrubber".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                // A bug must not end scrubbing silently: it shows in the stats and the log.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
+                if run.is_err() {
+                    worker.record_error(&VramError::new(
+                        ErrorKind::Device,
+                        "scrubber: internal error (panic); scrubbing stopped",
+                    ));
+                }
+            })
             .map_err(|e| {
                 VramError::new(
                     ErrorKind::OutOfMemory,
@@ -337,7 +346,7 @@ impl Shared {
                 return;
             };
             let start = Instant::now();
-            next_pass = start + self.period;
+            next_pass = after(start, self.period);
             let (bytes, complete) = match self.pass(&snapshot, start) {
                 Some(v) => v,
                 None => return,
@@ -478,7 +487,8 @@ impl Shared {
                 }
             }
             if self.rate > 0 {
-                let due = start + Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+                let wait = Duration::try_from_secs_f64(bytes as f64 / self.rate as f64);
+                let due = after(start, wait.unwrap_or(Duration::MAX));
                 if !self.sleep_until(due) {
                     return None;
                 }
@@ -595,6 +605,15 @@ impl Shared {
             }
         }
     }
+}
+
+/// `start + d`, or a century later when that is past what an `Instant` can hold (a caller's
+/// period or rate may ask for any wait).
+fn after(start: Instant, d: Duration) -> Instant {
+    start
+        .checked_add(d)
+        .or_else(|| start.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(start)
 }
 
 /// Every region of a shard.

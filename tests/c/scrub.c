@@ -148,9 +148,19 @@ int main(void) {
     EXPECT(vram_scrubber_new(g_ctx, list, SHARED, &so, &none), VRAM_ERR_INTEGRITY);
     EXPECT(vram_debug_flip_bit(shared[1], 12345), VRAM_OK);
     if (none != NULL) fail("out written on error", VRAM_OK);
+    none = NULL;
     EXPECT(vram_scrubber_pause(NULL), VRAM_ERR_NULL_ARGUMENT);
     EXPECT(vram_scrubber_stats(NULL, NULL), VRAM_ERR_NULL_ARGUMENT);
     vram_scrubber_free(NULL);
+
+    /* Extreme pacing is accepted and stops promptly: a period and a rate that no pass can
+     * meet. */
+    so.pass_period_ns = UINT64_MAX;
+    so.max_bytes_per_second = 1;
+    EXPECT(vram_scrubber_new(g_ctx, list, SHARED, &so, &none), VRAM_OK);
+    EXPECT(vram_scrubber_pause(none), VRAM_OK);
+    vram_scrubber_free(none);
+    so.max_bytes_per_second = 0;
 
     so.pass_period_ns = 2 * 1000 * 1000; /* 2 ms */
     EXPECT(vram_scrubber_new(g_ctx, list, SHARED, &so, &g_scrubber), VRAM_OK);
