@@ -11,6 +11,8 @@
 pub mod backend;
 pub mod capi;
 /// cbindgen:ignore
+pub mod certify;
+/// cbindgen:ignore
 pub mod context;
 /// cbindgen:ignore
 pub mod error;
