@@ -79,7 +79,8 @@ def test_scrubber_reports_damage_once_and_restore_clears_it(ctx):
         with lock:
             seen.append((name, offsets))
 
-    with ctx.scrubber([shard], on_damage=on_damage, max_threads=2, pass_period=0.002) as s:
+    with ctx.scrubber([shard], on_damage=on_damage, max_threads=2, pass_period=0.002,
+                      max_bytes_per_second=50e9) as s:
         s.add(other)
         with pytest.raises(vram.Error) as e:
             s.add(other)
@@ -101,6 +102,8 @@ def test_scrubber_reports_damage_once_and_restore_clears_it(ctx):
         s.remove(other)
         assert s.stats()["shards"] == 1
     assert len(seen) == 1
+    with pytest.raises(ValueError, match="pass_period"):
+        ctx.scrubber([shard], pass_period=-1)
     # A damaged shard is refused: nothing starts.
     shard.debug_flip_bit(5)
     with pytest.raises(vram.Error) as e:

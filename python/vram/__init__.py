@@ -600,12 +600,16 @@ class Context(_Handle):
         ``max_bytes_per_second`` (0 = no cap), a pass at most every ``pass_period`` seconds
         (0 = back to back). Each shard is verified first: a damaged one raises Error
         (VRAM_ERR_INTEGRITY). See vram_scrubber_new()."""
+        for name, v in (("max_sms", max_sms), ("max_threads", max_threads),
+                        ("max_bytes_per_second", max_bytes_per_second), ("pass_period", pass_period)):
+            if v < 0:
+                raise ValueError(f"{name} must not be negative, got {v}")
         keep = None
         opts = _lib.ScrubberOptions()
         opts.struct_size = ctypes.sizeof(opts)
-        opts.max_sms = max_sms
-        opts.max_threads = max_threads
-        opts.max_bytes_per_second = max_bytes_per_second
+        opts.max_sms = int(max_sms)
+        opts.max_threads = int(max_threads)
+        opts.max_bytes_per_second = int(max_bytes_per_second)
         opts.pass_period_ns = int(pass_period * 1e9)
         opts.flags = 1 if start_paused else 0
         if on_damage is not None:
