@@ -118,6 +118,67 @@ pub struct OutputConstraint {
     pub bound: Constant,
 }
 
+/// `[lo, hi]` of a product of two intervals, each end one ulp outward (a product rounded to
+/// nearest is within half an ulp); 0 · ∞ and other undefined ends give the whole line.
+fn mul_bounds(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
+    if (a.0 == 0.0 && a.1 == 0.0) || (b.0 == 0.0 && b.1 == 0.0) {
+        return (0.0, 0.0);
+    }
+    let p = [a.0 * b.0, a.0 * b.1, a.1 * b.0, a.1 * b.1];
+    if p.iter().any(|x| x.is_nan()) {
+        return (f64::NEG_INFINITY, f64::INFINITY);
+    }
+    let lo = p.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo.next_down(), hi.next_up())
+}
+
+/// `a + b` rounded down / up (∞ − ∞ gives −∞ / +∞).
+fn add_down(a: f64, b: f64) -> f64 {
+    let s = (a + b).next_down();
+    if s.is_nan() { f64::NEG_INFINITY } else { s }
+}
+
+fn add_up(a: f64, b: f64) -> f64 {
+    let s = (a + b).next_up();
+    if s.is_nan() { f64::INFINITY } else { s }
+}
+
+impl OutputConstraint {
+    /// Sound bounds `[lo, hi]` of `Σ c_j · Y_j − d` over every output in the box
+    /// `[y_lo, y_hi]` and every value of the constants' intervals. `lo > 0`: no output in the
+    /// box satisfies the constraint; `hi ≤ 0`: every output in it does. `None` when the box
+    /// has fewer outputs than the constraint names.
+    pub fn slack(&self, y_lo: &[f64], y_hi: &[f64]) -> Option<(f64, f64)> {
+        let (mut lo, mut hi) = (-self.bound.hi, -self.bound.lo);
+        for (j, c) in &self.coeffs {
+            let y = (*y_lo.get(*j)?, *y_hi.get(*j)?);
+            let (pl, ph) = mul_bounds((c.lo, c.hi), y);
+            lo = add_down(lo, pl);
+            hi = add_up(hi, ph);
+        }
+        Some((lo, hi))
+    }
+}
+
+impl Case {
+    /// Whether outputs bounded by `[y_lo, y_hi]` certainly avoid this case's unsafe set: some
+    /// constraint cannot hold anywhere in the box.
+    pub fn excluded_by(&self, y_lo: &[f64], y_hi: &[f64]) -> bool {
+        self.unsafe_if
+            .iter()
+            .any(|c| c.slack(y_lo, y_hi).is_some_and(|(lo, _)| lo > 0.0))
+    }
+
+    /// Whether every output in `[y_lo, y_hi]` is unsafe: all constraints hold everywhere in the
+    /// box (with the enclosure of one concrete input's outputs, a certified counterexample).
+    pub fn surely_unsafe(&self, y_lo: &[f64], y_hi: &[f64]) -> bool {
+        self.unsafe_if
+            .iter()
+            .all(|c| c.slack(y_lo, y_hi).is_some_and(|(_, hi)| hi <= 0.0))
+    }
+}
+
 /// One case of the property: an input box and the output constraints that, all together, make
 /// the network unsafe there.
 #[derive(Debug, Clone, PartialEq)]
@@ -815,6 +876,85 @@ mod tests {
             let e = parse(src).unwrap_err();
             assert!(e.message.contains(want), "{src}: {}", e.message);
             assert_eq!(e.kind, ErrorKind::InvalidArgument, "{src}");
+        }
+    }
+
+    #[test]
+    fn slack_decides_property_1_soundly() {
+        let Some(src) = acasxu(1) else {
+            println!("SKIPPED slack_decides_property_1_soundly: ../shared/data/acasxu not found");
+            return;
+        };
+        let case = &parse(&src).unwrap().cases[0];
+        let y = |y0_lo: f64, y0_hi: f64| {
+            (
+                vec![y0_lo, -1.0, -1.0, -1.0, -1.0],
+                vec![y0_hi, 1.0, 1.0, 1.0, 1.0],
+            )
+        };
+        let (lo, hi) = y(0.0, 3.9);
+        assert!(case.excluded_by(&lo, &hi) && !case.surely_unsafe(&lo, &hi));
+        let (lo, hi) = y(4.0, 5.0);
+        assert!(case.surely_unsafe(&lo, &hi) && !case.excluded_by(&lo, &hi));
+        // The threshold itself, as a double: neither proven safe nor unsafe (the decimal is not
+        // a double, and the verdict must not depend on which side rounding fell).
+        let t = 3.991125645861615;
+        let (lo, hi) = y(t, t);
+        assert!(!case.excluded_by(&lo, &hi) && !case.surely_unsafe(&lo, &hi));
+        let (lo, hi) = y(f64::NEG_INFINITY, f64::INFINITY);
+        assert!(!case.excluded_by(&lo, &hi) && !case.surely_unsafe(&lo, &hi));
+        assert!(case.unsafe_if[0].slack(&[0.0], &[0.0]).is_some());
+        assert!(case.unsafe_if[0].slack(&[], &[]).is_none());
+    }
+
+    /// The slack bounds enclose the exact value Σ c·y − d (rationals) at random points of random
+    /// boxes, with random inexact constants.
+    #[test]
+    fn slack_encloses_exact_arithmetic() {
+        use num_rational::BigRational;
+        use num_traits::FromPrimitive;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let exact = |v: f64| BigRational::from_f64(v).unwrap();
+        for _ in 0..2000 {
+            let n = 3;
+            let coeffs: Vec<(usize, Constant)> = (0..n)
+                .map(|j| {
+                    (
+                        j,
+                        Constant::parse(&format!("{:.9}", 10.0 * next())).unwrap(),
+                    )
+                })
+                .collect();
+            let bound = Constant::parse(&format!("{:.12}", next())).unwrap();
+            let c = OutputConstraint { coeffs, bound };
+            let (lo_b, hi_b): (Vec<f64>, Vec<f64>) = (0..n)
+                .map(|_| {
+                    let (a, b) = (next(), next());
+                    (a.min(b), a.max(b))
+                })
+                .unzip();
+            let (lo, hi) = c.slack(&lo_b, &hi_b).unwrap();
+            for _ in 0..4 {
+                let t: Vec<f64> = (0..n).map(|_| (next() + 1.0) / 2.0).collect();
+                // Points of the box (clamped: the f64 interpolation may round past an end).
+                let y: Vec<f64> = (0..n)
+                    .map(|j| (lo_b[j] + t[j] * (hi_b[j] - lo_b[j])).clamp(lo_b[j], hi_b[j]))
+                    .collect();
+                // The constants' ends (the extremes of a linear form are at corners).
+                for (ck, dk) in [(0, 0), (1, 1), (0, 1), (1, 0)] {
+                    let mut v = -exact(if dk == 0 { c.bound.lo } else { c.bound.hi });
+                    for (j, k) in &c.coeffs {
+                        v += exact(if ck == 0 { k.lo } else { k.hi }) * exact(y[*j]);
+                    }
+                    assert!(exact(lo) <= v && v <= exact(hi));
+                }
+            }
         }
     }
 
