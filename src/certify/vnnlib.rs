@@ -23,6 +23,11 @@ pub const MAX_VARS: usize = 1 << 20;
 pub const MAX_BYTES: usize = 64 << 20;
 /// Nesting deeper than this is refused (the parser recurses).
 const MAX_DEPTH: usize = 64;
+/// At most this many comparisons summed over all cases, and input bounds (cases × inputs):
+/// what the normal form may hold in memory.
+const MAX_CASE_ATOMS: usize = 1 << 22;
+/// Longest token (a name or a decimal literal).
+const MAX_TOKEN: usize = 1100;
 
 /// A decimal constant: the tightest f64 interval holding it, and its text.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +90,14 @@ fn exactly(text: &str, x: f64) -> bool {
     if text.contains(['e', 'E']) {
         return false;
     }
+    // x's exact decimal expansion has as many fractional digits as x has fractional binary
+    // digits: more than the literal's, and they cannot be equal (no long formatting needed).
+    let frac_len = text
+        .split_once('.')
+        .map_or(0, |(_, f)| f.trim_end_matches('0').len());
+    if fractional_bits(x) > frac_len {
+        return false;
+    }
     let norm = |s: &str| -> String {
         let s = s.trim_start_matches(['+', '-']).trim_start_matches('0');
         if s.contains('.') {
@@ -94,6 +107,20 @@ fn exactly(text: &str, x: f64) -> bool {
         }
     };
     norm(text) == norm(&format!("{:.1100}", x.abs()))
+}
+
+/// Binary digits after the point in `x`'s exact value (0 for integers).
+fn fractional_bits(x: f64) -> usize {
+    let bits = x.to_bits();
+    let (mantissa, exp) = match (bits >> 52) & 0x7ff {
+        0 => (bits & ((1 << 52) - 1), -1074i64),
+        e => ((bits & ((1 << 52) - 1)) | (1 << 52), e as i64 - 1075),
+    };
+    if mantissa == 0 {
+        return 0;
+    }
+    let exp = exp + i64::from(mantissa.trailing_zeros());
+    usize::try_from(-exp).unwrap_or(0)
 }
 
 /// A variable of the property.
@@ -106,7 +133,8 @@ pub enum Var {
 /// `Σ coeff · var + constant`, with interval coefficients.
 #[derive(Debug, Clone, PartialEq)]
 struct Linear {
-    terms: Vec<(Var, Constant)>,
+    /// One coefficient per variable (a map, so long sums merge in O(n log n)).
+    terms: std::collections::BTreeMap<Var, Constant>,
     constant: Constant,
 }
 
@@ -260,6 +288,13 @@ fn tokenize(src: &str) -> Result<Vec<Token>> {
                     s.push(c);
                     chars.next();
                     col += 1;
+                    if s.len() > MAX_TOKEN {
+                        return Err(error_at(
+                            l,
+                            k,
+                            format!("a token longer than {MAX_TOKEN} characters"),
+                        ));
+                    }
                 }
                 out.push(Token {
                     tok: Tok::Atom(s),
@@ -362,7 +397,7 @@ fn linear(e: &Sexp, decl: &Declared) -> Result<Linear> {
                     return Err(error_at(*l, *c, format!("'{s}' is not declared")));
                 }
                 return Ok(Linear {
-                    terms: vec![(v, Constant::point(1.0))],
+                    terms: [(v, Constant::point(1.0))].into(),
                     constant: Constant::point(0.0),
                 });
             }
@@ -374,7 +409,7 @@ fn linear(e: &Sexp, decl: &Declared) -> Result<Linear> {
                 )
             })?;
             Ok(Linear {
-                terms: Vec::new(),
+                terms: Default::default(),
                 constant: k,
             })
         }
@@ -427,7 +462,7 @@ fn linear(e: &Sexp, decl: &Declared) -> Result<Linear> {
 }
 
 fn negate(mut x: Linear) -> Linear {
-    for (_, k) in &mut x.terms {
+    for k in x.terms.values_mut() {
         *k = k.neg();
     }
     x.constant = x.constant.neg();
@@ -455,9 +490,11 @@ fn add_const(a: &Constant, b: &Constant) -> Constant {
 
 fn add(mut a: Linear, b: Linear) -> Linear {
     for (v, k) in b.terms {
-        match a.terms.iter_mut().find(|(w, _)| *w == v) {
-            Some((_, existing)) => *existing = add_const(existing, &k),
-            None => a.terms.push((v, k)),
+        match a.terms.get_mut(&v) {
+            Some(existing) => *existing = add_const(existing, &k),
+            None => {
+                a.terms.insert(v, k);
+            }
         }
     }
     a.constant = add_const(&a.constant, &b.constant);
@@ -487,7 +524,7 @@ fn scale(k: &Constant, mut x: Linear) -> Option<Linear> {
             text: format!("({} * {})", k.text, c.text),
         }
     };
-    for (_, c) in &mut x.terms {
+    for c in x.terms.values_mut() {
         *c = mul(c);
     }
     x.constant = mul(&x.constant);
@@ -568,6 +605,13 @@ fn product(
     if a.len().saturating_mul(b.len()) > MAX_CASES {
         return Err(too_many());
     }
+    let atoms = |v: &[Vec<(Linear, usize, usize)>]| v.iter().map(Vec::len).sum::<usize>();
+    let total = atoms(a)
+        .saturating_mul(b.len())
+        .saturating_add(atoms(b).saturating_mul(a.len()));
+    if total > MAX_CASE_ATOMS {
+        return Err(too_many());
+    }
     let mut out = Vec::with_capacity(a.len() * b.len());
     for x in a {
         for y in b {
@@ -582,7 +626,9 @@ fn product(
 fn too_many() -> VramError {
     VramError::new(
         ErrorKind::Unsupported,
-        format!("vnnlib: the property has more than {MAX_CASES} cases in disjunctive normal form"),
+        format!(
+            "vnnlib: the property's disjunctive normal form is too large (more than {MAX_CASES} cases or {MAX_CASE_ATOMS} comparisons and input bounds)"
+        ),
     )
 }
 
@@ -661,7 +707,11 @@ pub fn parse(src: &str) -> Result<Property> {
             "declares no X_i inputs or no Y_j outputs",
         ));
     }
-    let cases = dnf(&Formula::And(asserts))?
+    let conjunctions = dnf(&Formula::And(asserts))?;
+    if conjunctions.len().saturating_mul(decl.inputs) > MAX_CASE_ATOMS {
+        return Err(too_many());
+    }
+    let cases = conjunctions
         .into_iter()
         .map(|conj| case_of(conj, &decl))
         .collect::<Result<Vec<_>>>()?;
@@ -956,6 +1006,76 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Seeded mutations of a property (bytes flipped, dropped, duplicated; tokens spliced in):
+    /// every one parses or is refused with an error, none panics, and each takes bounded
+    /// time. Also a sum over many variables and a long literal.
+    #[test]
+    fn mutated_properties_never_panic() {
+        let base = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n\
+            (declare-const Y_1 Real)\n(assert (or (and (<= X_0 0.5) (>= X_0 -0.25)) \
+            (and (<= X_0 1) (>= X_0 0.75))))\n(assert (<= X_1 0.1))(assert (>= X_1 -0.1))\n\
+            (assert (or (and (<= Y_0 Y_1)) (and (>= (+ Y_0 (* -2 Y_1)) 3.991125645861615))))\n";
+        assert!(parse(base).is_ok());
+        let splices = [
+            "(", ")", "or", "and", "<=", "X_9", "Y_0", "-", "1e308", "(assert", ";", "\u{0}",
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..10_000 {
+            let mut m: Vec<u8> = base.as_bytes().to_vec();
+            for _ in 0..1 + next(4) {
+                let at = next(m.len());
+                match next(4) {
+                    0 => m[at] = (next(95) + 32) as u8,
+                    1 => {
+                        m.remove(at);
+                    }
+                    2 => {
+                        let b = m[at];
+                        m.insert(at, b);
+                    }
+                    _ => {
+                        let s = splices[next(splices.len())];
+                        m.splice(at..at, s.bytes());
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&m);
+            match parse(&text) {
+                Ok(p) => {
+                    ok += 1;
+                    assert!(p.cases.iter().all(|c| c.input_box.len() == p.inputs));
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
+        // A sum over 20 000 declared outputs parses quickly (terms merge in a map).
+        let mut big = String::from("(declare-const X_0 Real)");
+        for j in 0..20_000 {
+            big.push_str(&format!("(declare-const Y_{j} Real)"));
+        }
+        big.push_str("(assert (>= X_0 0))(assert (<= X_0 1))(assert (<= (+");
+        for j in 0..20_000 {
+            big.push_str(&format!(" Y_{j} Y_{j}"));
+        }
+        big.push_str(") 0))");
+        let p = parse(&big).unwrap();
+        assert_eq!(p.cases[0].unsafe_if[0].coeffs.len(), 20_000);
+        assert_eq!(p.cases[0].unsafe_if[0].coeffs[7].1.lo, 2.0);
+        let long = format!(
+            "(declare-const X_0 Real)(assert (<= X_0 0.{}))",
+            "1".repeat(2000)
+        );
+        assert!(parse(&long).unwrap_err().message.contains("longer than"));
     }
 
     #[test]
