@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use vram::*;
 
+#[path = "host_common.rs"]
+mod host_common;
+
 fn stats(s: *const vram_scrubber) -> vram_scrub_stats {
     // SAFETY: all-zero is a valid vram_scrub_stats.
     let mut st: vram_scrub_stats = unsafe { std::mem::zeroed() };
@@ -36,19 +39,7 @@ fn main() {
         })
         .collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let key = [7u8; 32];
-    let opts = vram_ctx_options {
-        struct_size: size_of::<vram_ctx_options>() as u32,
-        backend: vram_backend::VRAM_BACKEND_HOST as u32,
-        device: 0,
-        key: key.as_ptr(),
-        key_len: key.len(),
-        capacity_bytes: 0,
-        flags: 0,
-        max_threads: 0,
-    };
-    let mut ctx = ptr::null_mut();
-    assert_eq!(vram_ctx_new(&opts, &mut ctx), vram_status::VRAM_OK);
+    let ctx = host_common::host_ctx();
     let mut shards = Vec::new();
     for i in 0..shards_n {
         let id = std::ffi::CString::new(format!("t.{i}")).unwrap();

@@ -10,6 +10,9 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use vram::*;
 
+#[path = "host_common.rs"]
+mod host_common;
+
 fn fill(buf: &mut [u8], mut state: u64) {
     for chunk in buf.chunks_mut(8) {
         state ^= state << 13;
@@ -36,19 +39,7 @@ fn main() {
     fill(&mut data, 0x9e37_79b9_7f4a_7c15);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    let key = [7u8; 32];
-    let opts = vram_ctx_options {
-        struct_size: size_of::<vram_ctx_options>() as u32,
-        backend: vram_backend::VRAM_BACKEND_HOST as u32,
-        device: 0,
-        key: key.as_ptr(),
-        key_len: key.len(),
-        capacity_bytes: 0,
-        flags: 0,
-        max_threads: 0,
-    };
-    let mut ctx = ptr::null_mut();
-    assert_eq!(vram_ctx_new(&opts, &mut ctx), vram_status::VRAM_OK);
+    let ctx = host_common::host_ctx();
 
     let runs = 5;
     let mut sha = Vec::new();
