@@ -338,6 +338,25 @@ typedef struct ibp_pool2d_params {
 } ibp_pool2d_params;
 
 /**
+ * Options for ibp_model_from_onnx(). Zero-initialise, then set `struct_size`.
+ */
+typedef struct ibp_onnx_options {
+  /**
+   * Must be `sizeof(ibp_onnx_options)`.
+   */
+  uint32_t struct_size;
+  /**
+   * Reserved: must be 0.
+   */
+  uint32_t flags;
+  /**
+   * NULL (the file's stem), or the model's name: the prefix of its shard ids
+   * (`<name>/<node>/weight|bias|params`). Borrowed for the call.
+   */
+  const char *model_name;
+} ibp_onnx_options;
+
+/**
  * Options for ibp_propagate_ex(). Zero-initialise, then set `struct_size`.
  */
 typedef struct ibp_propagate_options {
@@ -1067,6 +1086,33 @@ void ibp_builder_free(struct ibp_builder *b);
  * ::VRAM_ERR_OUT_OF_MEMORY. Nothing stays sealed on failure. Thread-safe.
  */
 vram_status ibp_model_from_nnet(struct vram_ctx *ctx, const char *path, struct ibp_model **out);
+
+/**
+ * Imports an ONNX network into a model whose weights are sealed in `ctx`, one shard per
+ * weight, bias or batch-norm tensor. The model computes the network the file describes, on
+ * its own input convention (VNN-COMP's ONNX networks take normalised inputs).
+ *
+ * Read: one graph input (float, batch dimension 1 or symbolic), one graph output, and the
+ * operators Gemm, MatMul (a bias Add after it is fused), Conv (2-D), Relu, LeakyRelu, Sigmoid,
+ * Tanh, Flatten and Reshape (flattening ones), Add (of two values, or of a constant), Sub and
+ * Div by constants (input normalisation), BatchNormalization (inference), AveragePool and
+ * MaxPool (2-D), Identity, Dropout and Constant. Weights must be float32 (float64 only where
+ * every value is a float32) inside the file. The file is decoded by prost (lengths checked,
+ * nesting bounded); only a regular file of at most 2 GiB is read.
+ *
+ * `opts` may be NULL (all defaults). `*out` is written only on success; free it with
+ * ibp_model_free().
+ *
+ * Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable file, bytes
+ * that are not an ONNX model, or a malformed graph (the message says what);
+ * ::VRAM_ERR_UNSUPPORTED for an operator, attribute or layout outside the list above (the
+ * message names the node, by index and name, and its operator); ::VRAM_ERR_OUT_OF_MEMORY.
+ * Nothing stays sealed on failure. Thread-safe.
+ */
+vram_status ibp_model_from_onnx(struct vram_ctx *ctx,
+                                const char *path,
+                                const struct ibp_onnx_options *opts,
+                                struct ibp_model **out);
 
 /**
  * Certified bounds: for each of `batch` input boxes `[in_lower, in_upper]` (`batch × input

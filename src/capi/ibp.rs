@@ -494,6 +494,84 @@ pub extern "C" fn ibp_model_from_nnet(
     })
 }
 
+/// Options for ibp_model_from_onnx(). Zero-initialise, then set `struct_size`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ibp_onnx_options {
+    /// Must be `sizeof(ibp_onnx_options)`.
+    pub struct_size: u32,
+    /// Reserved: must be 0.
+    pub flags: u32,
+    /// NULL (the file's stem), or the model's name: the prefix of its shard ids
+    /// (`<name>/<node>/weight|bias|params`). Borrowed for the call.
+    pub model_name: *const c_char,
+}
+
+// SAFETY: repr(C), struct_size first, all-zero valid (integers and a NULL pointer).
+unsafe impl super::boundary::OptionsStruct for ibp_onnx_options {}
+
+/// Imports an ONNX network into a model whose weights are sealed in `ctx`, one shard per
+/// weight, bias or batch-norm tensor. The model computes the network the file describes, on
+/// its own input convention (VNN-COMP's ONNX networks take normalised inputs).
+///
+/// Read: one graph input (float, batch dimension 1 or symbolic), one graph output, and the
+/// operators Gemm, MatMul (a bias Add after it is fused), Conv (2-D), Relu, LeakyRelu, Sigmoid,
+/// Tanh, Flatten and Reshape (flattening ones), Add (of two values, or of a constant), Sub and
+/// Div by constants (input normalisation), BatchNormalization (inference), AveragePool and
+/// MaxPool (2-D), Identity, Dropout and Constant. Weights must be float32 (float64 only where
+/// every value is a float32) inside the file. The file is decoded by prost (lengths checked,
+/// nesting bounded); only a regular file of at most 2 GiB is read.
+///
+/// `opts` may be NULL (all defaults). `*out` is written only on success; free it with
+/// ibp_model_free().
+///
+/// Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable file, bytes
+/// that are not an ONNX model, or a malformed graph (the message says what);
+/// ::VRAM_ERR_UNSUPPORTED for an operator, attribute or layout outside the list above (the
+/// message names the node, by index and name, and its operator); ::VRAM_ERR_OUT_OF_MEMORY.
+/// Nothing stays sealed on failure. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn ibp_model_from_onnx(
+    ctx: *mut vram_ctx,
+    path: *const c_char,
+    opts: *const ibp_onnx_options,
+    out: *mut *mut ibp_model,
+) -> vram_status {
+    guard("ibp_model_from_onnx", || {
+        let ctx = arg_ref(ctx.cast_const(), "ctx")?;
+        let path = arg_cstr(path, 4096, "path")?;
+        let path =
+            std::str::from_utf8(path).map_err(|_| VramError::invalid("path", "is not UTF-8"))?;
+        let opts = if opts.is_null() {
+            None
+        } else {
+            Some(read_options(opts, "opts")?)
+        };
+        if let Some(f) = opts.map(|o| o.flags).filter(|&f| f != 0) {
+            return Err(VramError::invalid(
+                "opts->flags",
+                format!("{f:#x}: must be 0"),
+            ));
+        }
+        let name = match opts.map(|o| o.model_name).filter(|p| !p.is_null()) {
+            None => None,
+            Some(p) => Some(
+                std::str::from_utf8(arg_cstr(p, 4096, "opts->model_name")?)
+                    .map_err(|_| VramError::invalid("opts->model_name", "is not UTF-8"))?
+                    .to_string(),
+            ),
+        };
+        let out = arg_mut(out, "out")?;
+        let model = crate::ibp::onnx::load(
+            std::sync::Arc::clone(&ctx.inner),
+            std::path::Path::new(path),
+            name.as_deref(),
+        )?;
+        *out = Box::into_raw(Box::new(ibp_model { inner: model }));
+        Ok(())
+    })
+}
+
 fn propagate(
     model: *const ibp_model,
     batch: usize,

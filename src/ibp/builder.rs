@@ -170,6 +170,11 @@ impl Builder {
         Ok(self.commit(Vec::new(), |_| op, input, shape))
     }
 
+    /// How many nodes the network has so far (the input included).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// The shape of node `input`.
     pub fn input_shape(&self, input: u32) -> Result<&[u64]> {
         Ok(self.shape(self.resolve(input, "input")?))
@@ -405,15 +410,17 @@ impl Builder {
         self.push(op, input, vec![c, oh, ow])
     }
 
-    /// Input clipping and normalisation (NNet files).
+    /// Clipping to [min, max] then (x − mean) / range, per element: the NNet input
+    /// normalisation, and (with infinite min and max) ONNX's Sub / Div / Add of constants.
     pub fn add_normalize(
         &mut self,
+        input: u32,
         min: Vec<f64>,
         max: Vec<f64>,
         mean: Vec<f64>,
         range: Vec<f64>,
     ) -> Result<u32> {
-        let input = self.nodes.len() - 1;
+        let input = self.resolve(input, "input")?;
         let n = shape_size(self.shape(input)) as usize;
         if [min.len(), max.len(), mean.len(), range.len()]
             .iter()

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod limits;
 pub mod model;
 pub mod nnet;
+pub mod onnx;
 pub mod round;
 pub mod spec;
 
@@ -29,4 +30,26 @@ pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
     // SAFETY: the bytes of initialised f32 values are initialised u8s; u8 has alignment 1, and
     // the byte length `4 * v.len()` is that of the same allocation.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }
+}
+
+/// A model name from a file's stem: ASCII letters, digits and `._-` kept, anything else `_`,
+/// at most 200 characters (shard ids are `<name>/<node>/<tensor>`); `fallback` when empty.
+pub(crate) fn name_from_path(path: &std::path::Path, fallback: &str) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    if name.is_empty() {
+        fallback.to_string()
+    } else {
+        name
+    }
 }

@@ -219,21 +219,9 @@ pub fn parse(ctx: Arc<Context>, text: &str, path: &std::path::Path) -> Result<Mo
     mean.truncate(inputs);
     range.truncate(inputs);
 
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("nnet");
-    let name: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(200)
-        .collect();
-    let name = if name.is_empty() { "nnet".into() } else { name };
+    let name = super::name_from_path(path, "nnet");
     let mut b = Builder::new(ctx, name.as_bytes(), &[inputs as u64])?;
-    b.add_normalize(min, max, mean, range)?;
+    b.add_normalize(PREV, min, max, mean, range)?;
     for l in 0..layers {
         let (fan_in, fan_out) = (sizes[l], sizes[l + 1]);
         let mut weight = try_with_capacity(fan_in * fan_out, "NNet weights")?;
