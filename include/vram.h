@@ -392,6 +392,11 @@ typedef struct ibp_propagate_options {
    * (A struct_size from before this field existed is accepted: the field then reads as 0.)
    */
   uint32_t flags;
+  /**
+   * An ::ibp_method value: how the bounds are computed (0, interval bound propagation, by
+   * default; a struct_size from before this field existed reads as 0).
+   */
+  uint32_t method;
 } ibp_propagate_options;
 
 /**

@@ -410,6 +410,7 @@ fn propagate_can_verify_the_weights_in_the_same_call() {
         spec_c: ptr::null(),
         spec_d: ptr::null(),
         flags: IBP_PROPAGATE_VERIFY_WEIGHTS,
+        method: 0,
     };
     let (lo, hi) = ([0.0f32, 0.0], [1.0f32, 1.0]);
     let (mut ol, mut oh) = ([7.0f32; 2], [7.0f32; 2]);

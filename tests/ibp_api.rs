@@ -263,6 +263,7 @@ fn propagate_rejects_bad_boxes_and_writes_nothing() {
         spec_c: ptr::null(),
         spec_d: ptr::null(),
         flags: 0,
+        method: 0,
     };
     let ok_lo = [0.0f32, 0.0];
     let ok_hi = [1.0f32, 1.0];

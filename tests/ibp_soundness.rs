@@ -385,6 +385,7 @@ fn spec_matrix_is_folded_and_sound() {
         spec_c: c.as_ptr(),
         spec_d: d.as_ptr(),
         flags: 0,
+        method: 0,
     };
     let (mut sl, mut sh) = ([0f32; 2], [0f32; 2]);
     assert_eq!(

@@ -158,6 +158,16 @@ impl Backend {
         ))
     }
 
+    /// Threads a CPU computation of one call may use (the host backend's `max_threads`, or
+    /// one per core).
+    pub fn cpu_threads(&self) -> usize {
+        match self {
+            Backend::Host(h) => h.threads(),
+            #[cfg(vram_cuda)]
+            Backend::Cuda(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
     pub fn residency(&self) -> Residency {
         match self {
             Backend::Host(_) => Residency::Host,

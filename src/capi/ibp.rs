@@ -45,6 +45,24 @@ pub struct ibp_propagate_options {
     /// ::IBP_PROPAGATE_VERIFY_WEIGHTS or 0. Unknown bits → ::VRAM_ERR_INVALID_ARGUMENT.
     /// (A struct_size from before this field existed is accepted: the field then reads as 0.)
     pub flags: u32,
+    /// An ::ibp_method value: how the bounds are computed (0, interval bound propagation, by
+    /// default; a struct_size from before this field existed reads as 0).
+    pub method: u32,
+}
+
+/// How ibp_propagate_ex() computes bounds (the `method` option).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ibp_method {
+    /// Interval bound propagation (the default): the fastest, and the loosest.
+    IBP_METHOD_INTERVAL = 0,
+    /// Linear bounds: a backward linear relaxation (CROWN / DeepPoly family) with the same
+    /// soundness standard (docs/soundness.md), intersected with the interval bounds, so never
+    /// wider on any box. Dense layers, ReLU, LeakyReLU, normalisation, batch norm, flatten and
+    /// residual adds are relaxed linearly; other layers by their interval bounds. Runs on the
+    /// CPU threads (the context's `max_threads`) for a host-backed model; a CUDA-backed model
+    /// → ::VRAM_ERR_UNSUPPORTED (its weights are never copied to the host).
+    IBP_METHOD_LINEAR = 1,
 }
 
 /// An ::ibp_propagate_options flag: before propagating, re-hash every sealed weight of the
@@ -55,7 +73,10 @@ pub const IBP_PROPAGATE_VERIFY_WEIGHTS: u32 = 1;
 
 // SAFETY: repr(C), struct_size first, all-zero valid (integers and NULL pointers).
 unsafe impl super::boundary::OptionsStruct for ibp_propagate_options {
-    const EARLIER_SIZES: &'static [usize] = &[std::mem::offset_of!(ibp_propagate_options, flags)];
+    const EARLIER_SIZES: &'static [usize] = &[
+        std::mem::offset_of!(ibp_propagate_options, flags),
+        std::mem::offset_of!(ibp_propagate_options, method),
+    ];
 }
 
 /// Hyper-parameters of ibp_builder_add_conv2d(). Zero-initialise, then set `struct_size`.
@@ -630,6 +651,23 @@ fn propagate(
         }
         _ => None,
     };
+    let linear = match opts.map_or(0, |o| o.method) {
+        0 => false,
+        1 => true,
+        m => {
+            return Err(VramError::invalid(
+                "opts->method",
+                format!("{m} is not an ibp_method value"),
+            ));
+        }
+    };
+    if linear && (memory == Memory::Device || model.host_network().is_err()) {
+        return Err(VramError::new(
+            ErrorKind::Unsupported,
+            "ibp_propagate_ex: IBP_METHOD_LINEAR runs on the CPU over a host-backed model; \
+             this model's weights live in GPU memory",
+        ));
+    }
     let out_per_item = spec.as_ref().map_or(model.output_size(), |s| s.rows);
     model.check_batch(batch, memory == Memory::Host, out_per_item)?;
     let n_in = batch
@@ -668,13 +706,17 @@ fn propagate(
     // Computed into scratch first: outputs are written only on success.
     let mut tmp_lo = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
     let mut tmp_hi = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
-    crate::ibp::gpu_entry::propagate_host_boxes(
-        model,
-        &req,
-        &mut tmp_lo,
-        &mut tmp_hi,
-        opts.map(|o| o.stream),
-    )?;
+    if linear {
+        model.linear_host(&req, &mut tmp_lo, &mut tmp_hi)?;
+    } else {
+        crate::ibp::gpu_entry::propagate_host_boxes(
+            model,
+            &req,
+            &mut tmp_lo,
+            &mut tmp_hi,
+            opts.map(|o| o.stream),
+        )?;
+    }
     out_lo.copy_from_slice(&tmp_lo);
     out_hi.copy_from_slice(&tmp_hi);
     Ok(())

@@ -25,13 +25,13 @@ pub struct Network<'a> {
 
 /// Bounds of `items` batch items for one node: lower and upper, item-major.
 #[derive(Clone, Default)]
-struct Boxes {
-    lo: Vec<f64>,
-    hi: Vec<f64>,
+pub(crate) struct Boxes {
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
 }
 
 impl Network<'_> {
-    fn param(&self, i: usize) -> &[f32] {
+    pub(crate) fn param(&self, i: usize) -> &[f32] {
         self.params.get(i).copied().unwrap_or(&[])
     }
 
@@ -90,7 +90,16 @@ impl Network<'_> {
         Ok(())
     }
 
-    fn node(&self, node: &Node, values: &[Boxes], x: &Boxes, items: usize, out: &mut Boxes) {
+    /// IBP through one node for `items` boxes: `x` holds the bounds of its input, `values`
+    /// those of every earlier node.
+    pub(crate) fn node(
+        &self,
+        node: &Node,
+        values: &[Boxes],
+        x: &Boxes,
+        items: usize,
+        out: &mut Boxes,
+    ) {
         let n = node.size() as usize;
         match &node.op {
             Op::Input => {}

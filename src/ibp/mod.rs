@@ -6,6 +6,7 @@
 
 pub mod builder;
 pub mod cpu;
+pub mod crown;
 #[cfg(vram_cuda)]
 pub mod gpu;
 pub mod gpu_entry;

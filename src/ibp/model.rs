@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::cpu::Network;
+use super::crown::Crown;
 use super::graph::{Node, Op};
+use super::round::{down32, up32};
 use super::spec::Spec;
 use crate::context::{Context, Outcome, VerifyReport};
 use crate::error::{ErrorKind, Result, VramError};
@@ -141,13 +143,9 @@ impl Model {
         crate::fallible::check_host_bytes(bounds.unwrap_or(u64::MAX), "batch (CPU bounds)")
     }
 
-    /// Bounds for host boxes on the CPU (host backend).
-    pub fn propagate_host(
-        &self,
-        req: &Request<'_>,
-        out_lo: &mut [f32],
-        out_hi: &mut [f32],
-    ) -> Result<()> {
+    /// The network over the host view of its weights (host backend only: weights in GPU
+    /// memory are never copied to the host).
+    pub fn host_network(&self) -> Result<Network<'_>> {
         let params: Option<Vec<&[f32]>> =
             self.params.iter().map(|s| s.storage().host_f32()).collect();
         let Some(params) = params else {
@@ -156,10 +154,73 @@ impl Model {
                 "model: its weights live in GPU memory; the CPU path needs the host backend",
             ));
         };
-        let net = Network {
+        Ok(Network {
             nodes: &self.nodes,
             params,
+        })
+    }
+
+    /// Linear (CROWN-style) bounds for host boxes on the CPU, intersected with IBP's: never
+    /// wider than [`Model::propagate_host`] on any box.
+    pub fn linear_host(
+        &self,
+        req: &Request<'_>,
+        out_lo: &mut [f32],
+        out_hi: &mut [f32],
+    ) -> Result<()> {
+        self.propagate_host(req, out_lo, out_hi)?;
+        let crown = Crown::new(self.host_network()?);
+        let (n_in, n_y) = (self.input_size(), self.output_size());
+        // Rows: C (or the identity), then −C for the upper bounds.
+        let (rows, c, d): (usize, Vec<f64>, Vec<f64>) = match req.spec {
+            Some(s) => (
+                s.rows,
+                s.c.iter().map(|&v| f64::from(v)).collect(),
+                s.d.iter().map(|&v| f64::from(v)).collect(),
+            ),
+            None => {
+                let mut c = crate::fallible::try_vec(n_y * n_y, 0.0, "linear bounds")?;
+                for j in 0..n_y {
+                    c[j * n_y + j] = 1.0;
+                }
+                (n_y, c, vec![0.0; n_y])
+            }
         };
+        let mut lam = crate::fallible::try_with_capacity(2 * c.len(), "linear bounds")?;
+        lam.extend(c.iter().copied());
+        lam.extend(c.iter().map(|v| -v));
+        let items = out_lo
+            .chunks_mut(rows)
+            .zip(out_hi.chunks_mut(rows))
+            .zip(req.in_lo.chunks(n_in).zip(req.in_hi.chunks(n_in)));
+        crate::parallel::for_each(
+            items,
+            self.ctx.backend().cpu_threads(),
+            |((ol, oh), (l, h))| {
+                let l: Vec<f64> = l.iter().map(|&v| f64::from(v)).collect();
+                let h: Vec<f64> = h.iter().map(|&v| f64::from(v)).collect();
+                let b = crown.bound(&l, &h, &lam, 2 * rows)?;
+                for r in 0..rows {
+                    let dr = d.get(r).copied().unwrap_or(0.0);
+                    // One rounded addition each: one step outward covers it.
+                    let lo = down32((b.lower[r] + dr).next_down());
+                    let hi = up32((-b.lower[rows + r] + dr).next_up());
+                    ol[r] = ol[r].max(lo);
+                    oh[r] = oh[r].min(hi);
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Bounds for host boxes on the CPU (host backend).
+    pub fn propagate_host(
+        &self,
+        req: &Request<'_>,
+        out_lo: &mut [f32],
+        out_hi: &mut [f32],
+    ) -> Result<()> {
+        let net = self.host_network()?;
         let (n_in, n_out) = (
             self.input_size(),
             req.spec.map_or(self.output_size(), |s| s.rows),

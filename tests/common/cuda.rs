@@ -282,6 +282,7 @@ pub fn device_options(stream: *mut c_void) -> vram::ibp_propagate_options {
         spec_c: std::ptr::null(),
         spec_d: std::ptr::null(),
         flags: 0,
+        method: 0,
     }
 }
 

@@ -1,0 +1,452 @@
+//! Sound linear bounds: a backward linear relaxation (CROWN / DeepPoly family) on the CPU,
+//! one box at a time, intersected with IBP at every node it tightens.
+//!
+//! A lower bound of `λ·y` is carried backwards as `Σ_k Λ_k·z_k + c`: coefficients `Λ_k` on
+//! the values of node `k` and a constant `c`. Each node replaces the coefficients on its output
+//! by coefficients on its input, through its exact affine form or a linear relaxation that
+//! holds on the input's (already computed) bounds. The coefficients are ordinary f64 numbers:
+//! any choice of them gives a valid bound as long as each step's inequality holds exactly for
+//! the numbers actually used. So every rounded quantity is either rounded in the direction
+//! that keeps its inequality true (slopes of relaxations), or its rounding error is bounded
+//! and charged to `c` through the bounds of the value it multiplies (matrix products, sums of
+//! coefficients). `c` is accumulated by [`SoundAcc`]. docs/soundness.md gives the argument
+//! per step.
+//!
+//! Intermediate bounds (the inputs of ReLU and LeakyReLU, which choose the relaxations) are
+//! themselves computed this way, only for the neurons IBP leaves unstable, and intersected
+//! with IBP. Ops without a linear form here (sigmoid, tanh, convolution, pooling) are relaxed
+//! by their IBP bounds (slope 0): sound, and no looser than IBP.
+
+use super::cpu::{Boxes, Network};
+use super::graph::Op;
+use super::round::{SoundAcc, gamma};
+use crate::error::{Result, VramError};
+use crate::fallible::try_vec;
+
+const U: f64 = f64::EPSILON / 2.0;
+/// Slack on error terms whose own evaluation rounds a few times.
+const INFLATE: f64 = 1.0 + 1e-9;
+
+pub struct Crown<'a> {
+    net: Network<'a>,
+    /// Per Linear node: max over outputs `o` of `|W[o][j]|`, per input `j`.
+    colmax: Vec<Vec<f64>>,
+    /// Nodes whose bounds choose a relaxation (the inputs of ReLU and LeakyReLU).
+    pre_act: Vec<bool>,
+}
+
+/// Linear lower bounds of some rows `λ_r · y` of the network's output over one box.
+#[derive(Debug, Clone)]
+pub struct RowBounds {
+    /// A lower bound of each row over the box: the larger of the linear and the IBP bound.
+    pub lower: Vec<f64>,
+    /// The linear bound's coefficients on the input, `rows × input size`: where the bound
+    /// is most sensitive (used to choose which input to split).
+    pub input_coeffs: Vec<f64>,
+    /// Sound bounds of the outputs over the box (IBP, with tightened intermediate bounds).
+    pub out_lo: Vec<f64>,
+    pub out_hi: Vec<f64>,
+}
+
+/// One backward pass: the coefficients reaching each node, and each row's constant.
+struct Pass {
+    rows: usize,
+    lams: Vec<Option<Vec<f64>>>,
+    acc: Vec<SoundAcc>,
+}
+
+fn magnitude(l: f64, u: f64) -> f64 {
+    l.abs().max(u.abs())
+}
+
+impl Pass {
+    /// Adds coefficients on node `k` (whose bounds are `b`) to those already there; the
+    /// rounding of each sum is charged to the row's constant.
+    fn add_into(&mut self, k: usize, next: Vec<f64>, b: &Boxes) {
+        let Some(slot) = self.lams.get_mut(k) else {
+            return;
+        };
+        match slot {
+            None => *slot = Some(next),
+            Some(have) => {
+                let n = b.lo.len();
+                for (r, acc) in self.acc.iter_mut().enumerate() {
+                    let mut err = 0.0;
+                    for j in 0..n {
+                        let s = have[r * n + j] + next[r * n + j];
+                        have[r * n + j] = s;
+                        if s != 0.0 {
+                            err += s.abs() * magnitude(b.lo[j], b.hi[j]);
+                        }
+                    }
+                    if err != 0.0 {
+                        acc.error(err * U * 1.001 * INFLATE);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Crown<'a> {
+    pub fn new(net: Network<'a>) -> Self {
+        let mut pre_act = vec![false; net.nodes.len()];
+        let mut colmax = vec![Vec::new(); net.nodes.len()];
+        for (k, node) in net.nodes.iter().enumerate() {
+            match node.op {
+                Op::Relu | Op::LeakyRelu { .. } => {
+                    if let Some(p) = pre_act.get_mut(node.input) {
+                        *p = node.input != 0;
+                    }
+                }
+                Op::Linear {
+                    in_features,
+                    weight,
+                    ..
+                } => {
+                    let fi = in_features as usize;
+                    let mut m = vec![0.0f64; fi];
+                    for row in net.param(weight).chunks_exact(fi.max(1)) {
+                        for (c, &w) in m.iter_mut().zip(row) {
+                            *c = c.max(f64::from(w).abs());
+                        }
+                    }
+                    colmax[k] = m;
+                }
+                _ => {}
+            }
+        }
+        Self {
+            net,
+            colmax,
+            pre_act,
+        }
+    }
+
+    fn input_size(&self) -> usize {
+        self.net.nodes.first().map_or(0, |n| n.size() as usize)
+    }
+
+    pub fn output_size(&self) -> usize {
+        self.net.nodes.last().map_or(0, |n| n.size() as usize)
+    }
+
+    /// Lower bounds of the `rows` rows of `lam` (`rows × output size`, row-major) times the
+    /// output, over the box `[lo, hi]` (f64, one value per input).
+    pub fn bound(&self, lo: &[f64], hi: &[f64], lam: &[f64], rows: usize) -> Result<RowBounds> {
+        let n_in = self.input_size();
+        if lo.len() != n_in || hi.len() != n_in || lam.len() != rows * self.output_size() {
+            return Err(VramError::invalid("box", "sizes do not match the network"));
+        }
+        let vals = self.intermediate(lo, hi)?;
+        let last = self.net.nodes.len() - 1;
+        let (mut lower, input_coeffs) = self.backward(last, lam.to_vec(), rows, &vals)?;
+        let y = &vals[last];
+        let n_out = self.output_size();
+        for (r, l) in lower.iter_mut().enumerate() {
+            let mut acc = SoundAcc::default();
+            for j in 0..n_out {
+                acc.term(lam[r * n_out + j], y.lo[j], y.hi[j]);
+            }
+            *l = l.max(acc.finish64().0);
+        }
+        Ok(RowBounds {
+            lower,
+            input_coeffs,
+            out_lo: y.lo.clone(),
+            out_hi: y.hi.clone(),
+        })
+    }
+
+    /// Bounds of every node over the box: IBP, tightened by linear bounds at the inputs of
+    /// ReLU and LeakyReLU (for the neurons IBP leaves unstable).
+    fn intermediate(&self, lo: &[f64], hi: &[f64]) -> Result<Vec<Boxes>> {
+        let nodes = self.net.nodes;
+        let mut vals: Vec<Boxes> = Vec::with_capacity(nodes.len());
+        vals.push(Boxes {
+            lo: lo.to_vec(),
+            hi: hi.to_vec(),
+        });
+        for (k, node) in nodes.iter().enumerate().skip(1) {
+            let n = node.size() as usize;
+            let mut out = Boxes {
+                lo: try_vec(n, 0.0, "linear bounds")?,
+                hi: try_vec(n, 0.0, "linear bounds")?,
+            };
+            let x = &vals[node.input];
+            self.net.node(node, &vals, x, 1, &mut out);
+            vals.push(out);
+            if !self.pre_act[k] {
+                continue;
+            }
+            let b = &vals[k];
+            let unstable: Vec<usize> = (0..n).filter(|&j| b.lo[j] < 0.0 && b.hi[j] > 0.0).collect();
+            if unstable.is_empty() {
+                continue;
+            }
+            let m = unstable.len();
+            let mut lam = try_vec(2 * m * n, 0.0, "linear bounds")?;
+            for (r, &j) in unstable.iter().enumerate() {
+                lam[r * n + j] = 1.0;
+                lam[(m + r) * n + j] = -1.0;
+            }
+            let (lower, _) = self.backward(k, lam, 2 * m, &vals)?;
+            let b = &mut vals[k];
+            for (r, &j) in unstable.iter().enumerate() {
+                b.lo[j] = b.lo[j].max(lower[r]);
+                b.hi[j] = b.hi[j].min(-lower[m + r]);
+            }
+        }
+        Ok(vals)
+    }
+
+    /// Lower bounds of `lam · z_start` (`rows × size of node start`), and the coefficients
+    /// that reach the input.
+    fn backward(
+        &self,
+        start: usize,
+        lam: Vec<f64>,
+        rows: usize,
+        vals: &[Boxes],
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
+        let mut pass = Pass {
+            rows,
+            lams: vec![None; start + 1],
+            acc: vec![SoundAcc::default(); rows],
+        };
+        pass.lams[start] = Some(lam);
+        for k in (1..=start).rev() {
+            let Some(lam) = pass.lams[k].take() else {
+                continue;
+            };
+            self.step(k, lam, &mut pass, vals)?;
+        }
+        let n_in = self.input_size();
+        let input = pass.lams[0].take().unwrap_or_default();
+        let b = &vals[0];
+        let lower = pass
+            .acc
+            .iter_mut()
+            .enumerate()
+            .map(|(r, acc)| {
+                if let Some(lr) = input.get(r * n_in..(r + 1) * n_in) {
+                    for ((&l, &xl), &xu) in lr.iter().zip(&b.lo).zip(&b.hi) {
+                        acc.term(l, xl, xu);
+                    }
+                }
+                acc.finish64().0
+            })
+            .collect();
+        let coeffs = if input.is_empty() {
+            try_vec(rows * n_in, 0.0, "linear bounds")?
+        } else {
+            input
+        };
+        Ok((lower, coeffs))
+    }
+
+    /// Moves the coefficients on node `k`'s output to its input(s).
+    fn step(&self, k: usize, lam: Vec<f64>, pass: &mut Pass, vals: &[Boxes]) -> Result<()> {
+        let node = &self.net.nodes[k];
+        let x = node.input;
+        let (xb, zb) = (&vals[x], &vals[k]);
+        let n = node.size() as usize;
+        let rows = pass.rows;
+        match &node.op {
+            Op::Linear {
+                in_features,
+                out_features,
+                weight,
+                bias,
+            } => {
+                let (fi, fo) = (*in_features as usize, *out_features as usize);
+                let w = self.net.param(*weight);
+                let bias = bias.map(|b| self.net.param(b));
+                let colmax = &self.colmax[k];
+                let mut mag = 0.0;
+                for ((&c, &xl), &xu) in colmax.iter().zip(&xb.lo).zip(&xb.hi) {
+                    if c != 0.0 {
+                        mag += c * magnitude(xl, xu);
+                    }
+                }
+                let g = gamma(fo as u64 + 2);
+                let slack = 1.0 + 2.0 * gamma((fo + fi) as u64 + 8) + 1e-12;
+                let mut next = try_vec(rows * fi, 0.0, "linear bounds")?;
+                for r in 0..rows {
+                    let lr = &lam[r * fo..(r + 1) * fo];
+                    let nr = &mut next[r * fi..(r + 1) * fi];
+                    let mut s = 0.0;
+                    for (o, &l) in lr.iter().enumerate() {
+                        if l == 0.0 {
+                            continue;
+                        }
+                        s += l.abs();
+                        for (acc_j, &wj) in nr.iter_mut().zip(&w[o * fi..(o + 1) * fi]) {
+                            *acc_j += l * f64::from(wj);
+                        }
+                        if let Some(b) = bias {
+                            let bo = f64::from(b[o]);
+                            pass.acc[r].term(l, bo, bo);
+                        }
+                    }
+                    if s != 0.0 && mag != 0.0 {
+                        // |fl(Σ_o λ_o W_oj) − Σ_o λ_o W_oj| ≤ γ·Σ_o |λ_o|·|W_oj|.
+                        pass.acc[r].error(g * s * mag * slack);
+                    }
+                }
+                pass.add_into(x, next, xb);
+            }
+            Op::Relu | Op::LeakyRelu { .. } => {
+                let a = match node.op {
+                    Op::LeakyRelu { alpha } => f64::from(alpha),
+                    _ => 0.0,
+                };
+                let mut next = try_vec(rows * n, 0.0, "linear bounds")?;
+                for r in 0..rows {
+                    let mut err = 0.0;
+                    for j in 0..n {
+                        let l = lam[r * n + j];
+                        if l == 0.0 {
+                            continue;
+                        }
+                        let (xl, xu) = (xb.lo[j], xb.hi[j]);
+                        let acc = &mut pass.acc[r];
+                        next[r * n + j] = if xl >= 0.0 {
+                            l
+                        } else if xu <= 0.0 {
+                            if a == 0.0 {
+                                0.0
+                            } else {
+                                let mu = l * a;
+                                err += mu.abs() * magnitude(xl, xu);
+                                mu
+                            }
+                        } else if !(xl.is_finite() && xu.is_finite()) {
+                            acc.term(l, zb.lo[j], zb.hi[j]);
+                            0.0
+                        } else if l > 0.0 {
+                            relu_lower(l, a, xl, xu)
+                        } else {
+                            relu_upper(l, a, xl, xu, acc)
+                        };
+                    }
+                    if err != 0.0 {
+                        pass.acc[r].error(err * U * 1.001 * INFLATE);
+                    }
+                }
+                pass.add_into(x, next, xb);
+            }
+            Op::Normalize {
+                min,
+                max,
+                mean,
+                range,
+            } => {
+                let mut next = try_vec(rows * n, 0.0, "linear bounds")?;
+                for r in 0..rows {
+                    let mut err = 0.0;
+                    for j in 0..n {
+                        let l = lam[r * n + j];
+                        if l == 0.0 {
+                            continue;
+                        }
+                        let (xl, xu) = (xb.lo[j], xb.hi[j]);
+                        if xl >= min[j] && xu <= max[j] {
+                            // z = (x − m) / r exactly; μ = fl(λ / r).
+                            let mu = l / range[j];
+                            pass.acc[r].term(-mu, mean[j], mean[j]);
+                            err += mu.abs() * (magnitude(xl, xu) + mean[j].abs());
+                            next[r * n + j] = mu;
+                        } else {
+                            pass.acc[r].term(l, zb.lo[j], zb.hi[j]);
+                        }
+                    }
+                    if err != 0.0 {
+                        pass.acc[r].error(err * U * 1.001 * INFLATE);
+                    }
+                }
+                pass.add_into(x, next, xb);
+            }
+            Op::BatchNorm { params, eps } => {
+                let p = self.net.param(*params);
+                let channels = node.shape.first().copied().unwrap_or(1) as usize;
+                let per = n / channels.max(1);
+                let mut next = try_vec(rows * n, 0.0, "linear bounds")?;
+                for ch in 0..channels {
+                    let (gm, bt, mn, var) = (
+                        f64::from(p[ch]),
+                        f64::from(p[channels + ch]),
+                        f64::from(p[2 * channels + ch]),
+                        f64::from(p[3 * channels + ch]),
+                    );
+                    // g carries three roundings (add, sqrt, divide): within 4u|g| of exact.
+                    let g = gm / (var + eps).sqrt();
+                    for r in 0..rows {
+                        let mut err = 0.0;
+                        for j in ch * per..(ch + 1) * per {
+                            let l = lam[r * n + j];
+                            if l == 0.0 {
+                                continue;
+                            }
+                            let mu = l * g;
+                            pass.acc[r].term(-mu, mn, mn);
+                            pass.acc[r].term(l, bt, bt);
+                            let m = magnitude(xb.lo[j], xb.hi[j]) + mn.abs();
+                            err += (1.001 * mu.abs() + 4.001 * (l * g).abs()) * m;
+                            next[r * n + j] = mu;
+                        }
+                        if err != 0.0 {
+                            pass.acc[r].error(err * U * INFLATE * 1.001);
+                        }
+                    }
+                }
+                pass.add_into(x, next, xb);
+            }
+            Op::Flatten => pass.add_into(x, lam, xb),
+            Op::Add { other } => {
+                let ob = &vals[*other];
+                pass.add_into(x, lam.clone(), xb);
+                pass.add_into(*other, lam, ob);
+            }
+            Op::Input => {}
+            Op::Sigmoid | Op::Tanh | Op::Conv2d { .. } | Op::AvgPool2d(_) | Op::MaxPool2d(_) => {
+                // Relaxed by the node's own bounds: λ·z ≥ Σ min(λ·lo, λ·hi).
+                for r in 0..rows {
+                    for j in 0..n {
+                        pass.acc[r].term(lam[r * n + j], zb.lo[j], zb.hi[j]);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// λ > 0 on an unstable leaky ReLU z = max(x, a·x) (a < 1): z ≥ β·x for any β in [a, 1];
+/// β = 1 when the upper side dominates (CROWN's adaptive choice), else a. Returns λβ' with
+/// β' = μ/λ kept in [a, 1] despite rounding.
+fn relu_lower(l: f64, a: f64, xl: f64, xu: f64) -> f64 {
+    if xu >= -xl || a >= 1.0 {
+        l
+    } else if a == 0.0 {
+        0.0
+    } else {
+        (l * a).next_up().min(l)
+    }
+}
+
+/// λ < 0 on an unstable leaky ReLU: z ≤ a·l + s·(x − l) with s ≥ (u − a·l)/(u − l) (any
+/// steeper line through (l, a·l) stays above the chord on [l, u]). Adds λ·a·l − μ·l to the
+/// row's constant and returns μ = λ·s'' with s'' ≥ s exactly.
+fn relu_upper(l: f64, a: f64, xl: f64, xu: f64, acc: &mut SoundAcc) -> f64 {
+    let al = a * xl; // ≤ 0, within one rounding of a·xl
+    let num = (xu - al.next_down()).next_up(); // ≥ u − a·l
+    let den = (xu - xl).next_down(); // ≤ u − l, > 0
+    let s = (num / den).next_up();
+    let mu = (l * s).next_down(); // ≤ λ·s: μ/λ ≥ s
+    acc.term(-mu, xl, xl);
+    if a != 0.0 {
+        acc.term(l, al.next_down(), al.next_up());
+    }
+    mu
+}

@@ -1,0 +1,421 @@
+//! Linear bounds (IBP_METHOD_LINEAR) through the C ABI: sound against exact rational
+//! evaluation, never wider than IBP, as tight as a plain float64 CROWN to within its error
+//! terms, and exact (to rounding) where the network is affine on the box.
+
+mod common;
+#[path = "common/ibp.rs"]
+mod ibp;
+
+use std::ptr;
+
+use common::*;
+use ibp::{Layer, Net, Q, build, exact, q, to_f64};
+use vram::*;
+
+fn opts(method: ibp_method) -> ibp_propagate_options {
+    ibp_propagate_options {
+        struct_size: size_of::<ibp_propagate_options>() as u32,
+        memory: 0,
+        stream: ptr::null_mut(),
+        spec_rows: 0,
+        spec_c: ptr::null(),
+        spec_d: ptr::null(),
+        flags: 0,
+        method: method as u32,
+    }
+}
+
+fn run(
+    m: *const ibp_model,
+    o: &ibp_propagate_options,
+    lo: &[f32],
+    hi: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let batch = lo.len() / ibp_model_input_size(m);
+    let rows = if o.spec_rows > 0 {
+        o.spec_rows
+    } else {
+        ibp_model_output_size(m)
+    };
+    let (mut ol, mut oh) = (vec![0f32; rows * batch], vec![0f32; rows * batch]);
+    let s = ibp_propagate_ex(
+        m,
+        batch,
+        lo.as_ptr(),
+        hi.as_ptr(),
+        ol.as_mut_ptr(),
+        oh.as_mut_ptr(),
+        o,
+    );
+    assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+    (ol, oh)
+}
+
+fn mlp(r: &mut Rng, dims: &[usize], scale: f32, leaky: bool) -> Net {
+    let mut layers = Vec::new();
+    for k in 0..dims.len() - 1 {
+        let (i, o) = (dims[k], dims[k + 1]);
+        layers.push(Layer::Linear {
+            out: o,
+            w: r.vec(i * o, scale),
+            b: r.vec(o, scale),
+        });
+        if k + 2 < dims.len() {
+            layers.push(if leaky && k % 2 == 1 {
+                Layer::Leaky(0.1)
+            } else {
+                Layer::Relu
+            });
+        }
+    }
+    Net {
+        input: vec![dims[0] as u64],
+        layers,
+    }
+}
+
+/// A residual network: linear, ReLU, add the linear layer's output back, leaky ReLU, linear.
+fn residual(r: &mut Rng) -> Net {
+    Net {
+        input: vec![4],
+        layers: vec![
+            Layer::Linear {
+                out: 6,
+                w: r.vec(24, 0.8),
+                b: r.vec(6, 0.3),
+            },
+            Layer::Relu,
+            Layer::Add(1),
+            Layer::Leaky(0.2),
+            Layer::Linear {
+                out: 6,
+                w: r.vec(36, 0.8),
+                b: r.vec(6, 0.3),
+            },
+            Layer::Relu,
+            Layer::Linear {
+                out: 3,
+                w: r.vec(18, 0.8),
+                b: r.vec(3, 0.3),
+            },
+        ],
+    }
+}
+
+/// The exact output at a point (rationals).
+fn exact_at(net: &Net, x: &[f32]) -> Vec<Q> {
+    exact(net, x, x).0
+}
+
+#[test]
+fn linear_bounds_enclose_exact_outputs_and_never_exceed_ibp() {
+    let ctx = Ctx::new();
+    let mut r = Rng(0x11ea_0001);
+    let mut nets = vec![residual(&mut r)];
+    for k in 0..6 {
+        nets.push(mlp(&mut r, &[3 + k % 3, 8, 8, 6, 4], 0.7, k % 2 == 0));
+    }
+    let (mut ibp_w, mut lin_w) = (0.0f64, 0.0f64);
+    for (i, net) in nets.iter().enumerate() {
+        let m = build(ctx.0, &format!("lin{i}"), net);
+        let n = ibp_model_input_size(m);
+        for _ in 0..12 {
+            let c = r.vec(n, 1.0);
+            let rad = 0.02 + 0.3 * r.unit().abs();
+            let lo: Vec<f32> = c.iter().map(|v| v - rad).collect();
+            let hi: Vec<f32> = c.iter().map(|v| v + rad).collect();
+            let (il, ih) = run(m, &opts(ibp_method::IBP_METHOD_INTERVAL), &lo, &hi);
+            let (ll, lh) = run(m, &opts(ibp_method::IBP_METHOD_LINEAR), &lo, &hi);
+            for o in 0..il.len() {
+                assert!(ll[o] >= il[o] && lh[o] <= ih[o], "net {i}: wider than IBP");
+                assert!(ll[o] <= lh[o]);
+                ibp_w += f64::from(ih[o] - il[o]);
+                lin_w += f64::from(lh[o] - ll[o]);
+            }
+            // Corners and random points of the box, evaluated exactly.
+            for s in 0..24 {
+                let x: Vec<f32> = (0..n)
+                    .map(|j| {
+                        let t = if s < 8 {
+                            ((s >> (j % 3)) & 1) as f32
+                        } else {
+                            (r.unit() + 1.0) / 2.0
+                        };
+                        (lo[j] + t * (hi[j] - lo[j])).clamp(lo[j], hi[j])
+                    })
+                    .collect();
+                for (o, y) in exact_at(net, &x).iter().enumerate() {
+                    assert!(
+                        q(ll[o]) <= *y && *y <= q(lh[o]),
+                        "net {i}: output {o}: {} ∉ [{}, {}]",
+                        to_f64(y),
+                        ll[o],
+                        lh[o]
+                    );
+                }
+            }
+        }
+        ibp_model_free(m);
+    }
+    println!("mean width: IBP {ibp_w:.4}, linear {lin_w:.4}");
+    assert!(
+        lin_w < 0.8 * ibp_w,
+        "linear bounds are not tighter than IBP overall"
+    );
+    assert_eq!(ctx.used(), 0);
+}
+
+/// Where every ReLU is stable on the box the network is affine there: its exact minimum and
+/// maximum are at corners, and the linear bounds must enclose them within rounding.
+#[test]
+fn affine_regions_are_bounded_exactly_up_to_rounding() {
+    let ctx = Ctx::new();
+    let mut r = Rng(0xaff1_e000);
+    let mut checked = 0;
+    for i in 0..8 {
+        let net = mlp(&mut r, &[4, 10, 10, 3], 0.6, i % 2 == 1);
+        let m = build(ctx.0, &format!("aff{i}"), &net);
+        for _ in 0..10 {
+            let c = r.vec(4, 1.0);
+            let rad = 1e-4f32;
+            let lo: Vec<f32> = c.iter().map(|v| v - rad).collect();
+            let hi: Vec<f32> = c.iter().map(|v| v + rad).collect();
+            // Stable everywhere on the box iff exact IBP keeps every pre-activation's sign:
+            // then the IBP bounds of the last layer differ from the corners' extremes, but the
+            // corners give the exact range.
+            let corners: Vec<Vec<Q>> = (0..16)
+                .map(|s| {
+                    let x: Vec<f32> = (0..4)
+                        .map(|j| if (s >> j) & 1 == 1 { hi[j] } else { lo[j] })
+                        .collect();
+                    exact_at(&net, &x)
+                })
+                .collect();
+            let (ll, lh) = run(m, &opts(ibp_method::IBP_METHOD_LINEAR), &lo, &hi);
+            let affine = stable(&net, &lo, &hi);
+            for o in 0..3 {
+                let min = corners.iter().map(|c| c[o].clone()).min().unwrap();
+                let max = corners.iter().map(|c| c[o].clone()).max().unwrap();
+                assert!(
+                    q(ll[o]) <= min && max <= q(lh[o]),
+                    "net {i}: corners outside"
+                );
+                if affine {
+                    let slack = 1e-5 * (1.0 + to_f64(&max).abs());
+                    assert!(
+                        to_f64(&min) - f64::from(ll[o]) <= slack,
+                        "net {i}: lower {} vs exact {}",
+                        ll[o],
+                        to_f64(&min)
+                    );
+                    assert!(
+                        f64::from(lh[o]) - to_f64(&max) <= slack,
+                        "net {i}: upper {} vs exact {}",
+                        lh[o],
+                        to_f64(&max)
+                    );
+                }
+            }
+            checked += usize::from(affine);
+        }
+        ibp_model_free(m);
+    }
+    assert!(checked > 40, "only {checked} affine boxes");
+}
+
+/// Whether exact IBP keeps every ReLU's input sign fixed on the box.
+fn stable(net: &Net, lo: &[f32], hi: &[f32]) -> bool {
+    for cut in 1..net.layers.len() {
+        if !matches!(net.layers[cut], Layer::Relu | Layer::Leaky(_)) {
+            continue;
+        }
+        let head = Net {
+            input: net.input.clone(),
+            layers: net.layers[..cut].to_vec(),
+        };
+        let (l, u) = exact(&head, lo, hi);
+        let zero = Q::from_integer(0.into());
+        if l.iter().zip(&u).any(|(a, b)| *a < zero && *b > zero) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A plain float64 CROWN (no rounding control) for Linear/ReLU chains: the library's bounds
+/// must match it to within its rounding-error terms, which are tiny.
+fn plain_crown(net: &Net, lo: &[f64], hi: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let linears: Vec<(usize, &Vec<f32>, &Vec<f32>)> = net
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            Layer::Linear { out, w, b } => Some((*out, w, b)),
+            _ => None,
+        })
+        .collect();
+    // pre[k]: bounds of the k-th linear layer's output.
+    let mut pre: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    let back = |pre: &Vec<(Vec<f64>, Vec<f64>)>, k: usize, lam0: Vec<f64>| -> f64 {
+        let mut lam = lam0;
+        let mut c = 0.0;
+        for layer in (0..=k).rev() {
+            let (out, w, b) = linears[layer];
+            let fi = w.len() / out;
+            c += (0..out).map(|o| lam[o] * f64::from(b[o])).sum::<f64>();
+            let mut next = vec![0.0; fi];
+            for o in 0..out {
+                for j in 0..fi {
+                    next[j] += lam[o] * f64::from(w[o * fi + j]);
+                }
+            }
+            if layer == 0 {
+                return c
+                    + (0..fi)
+                        .map(|j| {
+                            if next[j] > 0.0 {
+                                next[j] * lo[j]
+                            } else {
+                                next[j] * hi[j]
+                            }
+                        })
+                        .sum::<f64>();
+            }
+            let (l, u) = &pre[layer - 1];
+            for j in 0..fi {
+                let (xl, xu) = (l[j], u[j]);
+                if xl >= 0.0 {
+                } else if xu <= 0.0 {
+                    next[j] = 0.0;
+                } else if next[j] > 0.0 {
+                    if xu < -xl {
+                        next[j] = 0.0;
+                    }
+                } else {
+                    let s = xu / (xu - xl);
+                    c -= next[j] * s * xl;
+                    next[j] *= s;
+                }
+            }
+            lam = next;
+        }
+        c
+    };
+    for k in 0..linears.len() {
+        let out = linears[k].0;
+        // IBP first, as the library does, then linear bounds for the unstable neurons.
+        let (l_in, u_in): (Vec<f64>, Vec<f64>) = if k == 0 {
+            (lo.to_vec(), hi.to_vec())
+        } else {
+            (
+                pre[k - 1].0.iter().map(|v| v.max(0.0)).collect(),
+                pre[k - 1].1.iter().map(|v| v.max(0.0)).collect(),
+            )
+        };
+        let (_, w, b) = linears[k];
+        let fi = w.len() / out;
+        let mut l = vec![0.0; out];
+        let mut u = vec![0.0; out];
+        for o in 0..out {
+            let (mut a, mut bb) = (f64::from(b[o]), f64::from(b[o]));
+            for j in 0..fi {
+                let wv = f64::from(w[o * fi + j]);
+                a += (wv * l_in[j]).min(wv * u_in[j]);
+                bb += (wv * l_in[j]).max(wv * u_in[j]);
+            }
+            l[o] = a;
+            u[o] = bb;
+        }
+        let last = k + 1 == linears.len();
+        for o in 0..out {
+            if last || (l[o] < 0.0 && u[o] > 0.0) {
+                let mut e = vec![0.0; out];
+                e[o] = 1.0;
+                l[o] = l[o].max(back(&pre, k, e.clone()));
+                e[o] = -1.0;
+                u[o] = u[o].min(-back(&pre, k, e));
+            }
+        }
+        pre.push((l, u));
+    }
+    pre.pop().unwrap()
+}
+
+#[test]
+fn linear_bounds_match_plain_float64_crown() {
+    let ctx = Ctx::new();
+    let mut r = Rng(0xc0de_c0de);
+    for i in 0..6 {
+        let net = mlp(&mut r, &[5, 16, 16, 16, 5], 0.5, false);
+        let m = build(ctx.0, &format!("crown{i}"), &net);
+        for _ in 0..10 {
+            let c = r.vec(5, 1.0);
+            let lo: Vec<f32> = c.iter().map(|v| v - 0.1).collect();
+            let hi: Vec<f32> = c.iter().map(|v| v + 0.1).collect();
+            let (ll, lh) = run(m, &opts(ibp_method::IBP_METHOD_LINEAR), &lo, &hi);
+            let lo64: Vec<f64> = lo.iter().map(|&v| f64::from(v)).collect();
+            let hi64: Vec<f64> = hi.iter().map(|&v| f64::from(v)).collect();
+            let (pl, ph) = plain_crown(&net, &lo64, &hi64);
+            for o in 0..5 {
+                let tol = 1e-6 * (1.0 + pl[o].abs() + ph[o].abs());
+                assert!(
+                    (f64::from(ll[o]) - pl[o]).abs() <= tol,
+                    "net {i} out {o}: lower {} vs plain {}",
+                    ll[o],
+                    pl[o]
+                );
+                assert!(
+                    (f64::from(lh[o]) - ph[o]).abs() <= tol,
+                    "net {i} out {o}: upper {} vs plain {}",
+                    lh[o],
+                    ph[o]
+                );
+            }
+        }
+        ibp_model_free(m);
+    }
+}
+
+#[test]
+fn linear_bounds_of_a_spec_and_bad_methods() {
+    let ctx = Ctx::new();
+    let mut r = Rng(0x5bec_0001);
+    let net = mlp(&mut r, &[3, 8, 8, 2], 0.7, false);
+    let m = build(ctx.0, "spec", &net);
+    let c = [1.0f32, -1.0];
+    let d = [0.25f32];
+    let mut o = opts(ibp_method::IBP_METHOD_LINEAR);
+    o.spec_rows = 1;
+    o.spec_c = c.as_ptr();
+    o.spec_d = d.as_ptr();
+    let lo = [-0.2f32, 0.1, 0.3];
+    let hi = [0.1f32, 0.2, 0.5];
+    let (sl, sh) = run(m, &o, &lo, &hi);
+    let mut oi = o;
+    oi.method = 0;
+    let (il, ih) = run(m, &oi, &lo, &hi);
+    assert!(sl[0] >= il[0] && sh[0] <= ih[0]);
+    for s in 0..50 {
+        let x: Vec<f32> = (0..3)
+            .map(|j| lo[j] + (r.unit() + 1.0) / 2.0 * (hi[j] - lo[j]))
+            .collect();
+        let y = exact_at(&net, &x);
+        let v = &y[0] - &y[1] + q(0.25);
+        assert!(q(sl[0]) <= v && v <= q(sh[0]), "sample {s}");
+    }
+    o.method = 7;
+    let (mut a, mut b) = ([0f32; 1], [0f32; 1]);
+    assert_eq!(
+        ibp_propagate_ex(
+            m,
+            1,
+            lo.as_ptr(),
+            hi.as_ptr(),
+            a.as_mut_ptr(),
+            b.as_mut_ptr(),
+            &o
+        ),
+        vram_status::VRAM_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("method"));
+    ibp_model_free(m);
+}
