@@ -20,6 +20,8 @@ use vram::load::{LoadOptions, LoadedModel};
 use vram::seal::SealRecord;
 use vram::seal::manifest::{Manifest, TensorEntry};
 
+mod certify;
+
 const EXIT_DIFFERS: u8 = 6;
 const EXIT_NOT_AUTHENTIC: u8 = 7;
 const EXIT_BAD_INPUT: u8 = 2;
@@ -28,7 +30,7 @@ const EXIT_BAD_INPUT: u8 = 2;
 #[command(
     name = "vram",
     version,
-    about = "Sealed model weights: seal, verify, inspect"
+    about = "Sealed model weights: seal, verify, inspect; certified verdicts: certify"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -76,6 +78,36 @@ enum Command {
         model_signing: Option<PathBuf>,
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// Decide a VNN-LIB property over an ONNX (or NNet) network: prints `holds`, `violated`
+    /// with a counterexample checked by sound bounds, or `unknown` at the time limit. The
+    /// weights are sealed, verified before and after the search, and named by their root.
+    /// Exit 0 with a verdict (any of the three), 6 if the weights changed during the run, 2
+    /// for bad input.
+    Certify {
+        /// The network: `.onnx` (its own input convention) or `.nnet` (physical inputs,
+        /// clipped to the file's range: a different function where the box leaves it).
+        network: PathBuf,
+        /// The property (VNN-LIB).
+        property: PathBuf,
+        /// Seconds before giving up with `unknown`.
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+        /// Where the weights are sealed. The search runs on the CPU, so it needs `host`.
+        #[arg(long, value_enum, default_value = "host")]
+        backend: Backend,
+        /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Also write the result in VNN-COMP's format (`unsat`, `sat` + witness, `timeout`).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Seed of the counterexample search.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// A seal key file (default: a fresh random key; roots do not depend on it).
+        #[arg(long, env = "VRAM_KEY_FILE")]
+        key_file: Option<PathBuf>,
     },
     /// Show a manifest or a seal record; with a key, authenticate it first (exit 7 if not).
     Inspect {
@@ -456,6 +488,33 @@ fn main() -> ExitCode {
             json,
             path,
         } => inspect(key_file.as_deref(), *json, path),
+        Command::Certify {
+            network,
+            property,
+            timeout,
+            backend,
+            threads,
+            output,
+            seed,
+            key_file,
+        } => certify::run(&certify::Args {
+            network,
+            property,
+            timeout: *timeout,
+            backend: match backend {
+                Backend::Auto => BackendChoice::Auto,
+                Backend::Cuda => BackendChoice::Cuda,
+                Backend::Host => BackendChoice::Host,
+            },
+            threads: *threads,
+            output: output.as_deref(),
+            seed: *seed,
+            key_file: key_file.as_deref(),
+        })
+        .map_err(|e| match e {
+            certify::Error::Lib(e) => Fail::from(e),
+            certify::Error::Io(m) => Fail(EXIT_BAD_INPUT, m),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -211,8 +211,12 @@ impl Case {
 /// the network unsafe there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Case {
-    /// `[lo, hi]` per input, rounded outward.
+    /// `[lo, hi]` per input, rounded outward: every input the property allows is inside.
     pub input_box: Vec<(f64, f64)>,
+    /// `[lo, hi]` per input, rounded inward: every input inside is allowed by the property
+    /// (where a bound is not a double, one ulp inside the outward box). Counterexamples are
+    /// taken from here.
+    pub inner_box: Vec<(f64, f64)>,
     pub unsafe_if: Vec<OutputConstraint>,
 }
 
@@ -727,6 +731,7 @@ pub fn parse(src: &str) -> Result<Property> {
 /// refused.
 fn case_of(conj: Vec<(Linear, usize, usize)>, decl: &Declared) -> Result<Case> {
     let mut input_box = vec![(f64::NEG_INFINITY, f64::INFINITY); decl.inputs];
+    let mut inner_box = input_box.clone();
     let mut unsafe_if = Vec::new();
     for (x, l, c) in conj {
         let inputs: Vec<_> = x
@@ -768,10 +773,15 @@ fn case_of(conj: Vec<(Linear, usize, usize)>, decl: &Declared) -> Result<Case> {
             .get_mut(*i)
             .ok_or_else(|| error_at(l, c, "input out of range"))?;
         let b = &x.constant;
+        let inner = inner_box
+            .get_mut(*i)
+            .ok_or_else(|| error_at(l, c, "input out of range"))?;
         if k.lo == 1.0 && k.hi == 1.0 {
             slot.1 = slot.1.min(-b.lo); // X_i ≤ −b: the largest −b, outward
+            inner.1 = inner.1.min(-b.hi); // and the smallest, inward
         } else if k.lo == -1.0 && k.hi == -1.0 {
             slot.0 = slot.0.max(b.lo); // X_i ≥ b: the smallest b, outward
+            inner.0 = inner.0.max(b.hi);
         } else {
             return Err(error_at(
                 l,
@@ -790,6 +800,7 @@ fn case_of(conj: Vec<(Linear, usize, usize)>, decl: &Declared) -> Result<Case> {
     }
     Ok(Case {
         input_box,
+        inner_box,
         unsafe_if,
     })
 }

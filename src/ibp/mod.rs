@@ -5,6 +5,7 @@
 //! input in the box, despite floating-point rounding (docs/soundness.md).
 
 pub mod builder;
+pub mod concrete;
 pub mod cpu;
 pub mod crown;
 #[cfg(vram_cuda)]
