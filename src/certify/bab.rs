@@ -8,14 +8,14 @@
 //! closest-to-proven constraint (the coefficient of the linear bound times the width). Boxes
 //! are taken last-in first-out, a batch at a time, bounded in parallel.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::attack::{Rng, Search, Witness};
 use super::vnnlib::{Case, Property};
 use crate::error::{Result, VramError};
-use crate::ibp::cpu::Network;
-use crate::ibp::crown::Crown;
+use crate::ibp::cpu::{Boxes, Network};
+use crate::ibp::crown::{Crown, RowBounds};
 
 /// Where a run stands, for the progress callback.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,12 +61,16 @@ struct SubBox {
     hi: Vec<f64>,
     /// Fraction of the case's box.
     frac: f64,
+    /// Node bounds of the box this one was split from (valid here too).
+    outer: Option<Arc<Vec<Boxes>>>,
+    /// This box's own bounds, when already computed (while choosing the split).
+    bounds: Option<RowBounds>,
 }
 
 enum Step {
     Proven,
     Found(Witness),
-    Split(SubBox, SubBox),
+    Split(Box<(SubBox, SubBox)>),
     /// Cannot be bisected further (every side is one double wide) and not proven.
     Stuck,
 }
@@ -99,21 +103,55 @@ struct Decider<'a> {
     n_out: usize,
 }
 
+/// How far a box is from being proven: the best constraint's lower bound minus its threshold
+/// (> 0: proven), or +∞ when the output bounds alone exclude the case.
+fn margin(case: &Case, which: &[usize], r: &RowBounds) -> f64 {
+    if case.excluded_by(&r.out_lo, &r.out_hi) {
+        return f64::INFINITY;
+    }
+    which
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| r.lower[k] - case.unsafe_if[i].bound.hi)
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// The case being decided, and what every box of it needs.
+struct CaseRun<'a> {
+    case: &'a Case,
+    search: Search<'a>,
+    rows: Vec<f64>,
+    which: Vec<usize>,
+}
+
+impl CaseRun<'_> {
+    /// The case box's width along input `j` (never 0).
+    fn case_width(&self, j: usize) -> f64 {
+        self.case
+            .input_box
+            .get(j)
+            .map_or(1.0, |(l, h)| (h - l).max(f64::MIN_POSITIVE))
+    }
+}
+
 impl Decider<'_> {
-    fn step(
+    fn bound(
         &self,
-        case: &Case,
-        search: &Search<'_>,
-        rows: &[f64],
-        which: &[usize],
-        b: SubBox,
-    ) -> Result<Step> {
-        let m = which.len();
-        let r = self.crown.bound(&b.lo, &b.hi, rows, m)?;
-        let margin = |k: usize| r.lower[k] - case.unsafe_if[which[k]].bound.hi;
-        if (0..m).any(|k| r.lower[k] > case.unsafe_if[which[k]].bound.hi)
-            || case.excluded_by(&r.out_lo, &r.out_hi)
-        {
+        c: &CaseRun<'_>,
+        lo: &[f64],
+        hi: &[f64],
+        outer: Option<&[Boxes]>,
+    ) -> Result<RowBounds> {
+        self.crown
+            .bound_within(lo, hi, &c.rows, c.which.len(), outer)
+    }
+
+    fn step(&self, c: &CaseRun<'_>, b: SubBox) -> Result<Step> {
+        let r = match b.bounds {
+            Some(r) => r,
+            None => self.bound(c, &b.lo, &b.hi, b.outer.as_deref().map(|v| v.as_slice()))?,
+        };
+        if margin(c.case, &c.which, &r) > 0.0 {
             return Ok(Step::Proven);
         }
         let centre: Vec<f64> =
@@ -121,45 +159,76 @@ impl Decider<'_> {
                 .zip(&b.hi)
                 .map(|(l, h)| 0.5 * l + 0.5 * h)
                 .collect();
-        if let Some(w) = search.descend(centre, &b.lo, &b.hi, 4) {
+        if let Some(w) = c.search.descend(centre, &b.lo, &b.hi, 4) {
             return Ok(Step::Found(w));
         }
+        // Candidate inputs to bisect: the two the linear bound is most sensitive to (its
+        // coefficient times the width, for the constraint closest to proven) and the widest
+        // (relative to the case's box); each is tried, and the one whose worse half comes
+        // closest to proven wins. The coefficients alone say how much an input moves the
+        // bound, not how much its width loosens the relaxations, and can starve an input
+        // forever; the trial costs two bounds per extra candidate and keeps both halves'.
         let n = b.lo.len();
-        let best = (0..m).max_by(|&a, &c| margin(a).total_cmp(&margin(c)));
-        let weight = |j: usize| {
-            let w = b.hi[j] - b.lo[j];
-            let c = best.map_or(1.0, |k| r.input_coeffs[k * n + j].abs());
-            (c * w, w)
-        };
-        let splittable = |j: usize| {
-            let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
-            mid > b.lo[j] && mid < b.hi[j]
-        };
-        let dim = (0..n).filter(|&j| splittable(j)).max_by(|&a, &c| {
-            weight(a)
-                .partial_cmp(&weight(c))
-                .unwrap_or(std::cmp::Ordering::Equal)
+        let best_row = (0..c.which.len()).max_by(|&a, &d| {
+            let m = |k: usize| r.lower[k] - c.case.unsafe_if[c.which[k]].bound.hi;
+            m(a).total_cmp(&m(d))
         });
-        let Some(j) = dim else {
-            return Ok(Step::Stuck);
+        let splittable: Vec<usize> = (0..n)
+            .filter(|&j| {
+                let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
+                mid > b.lo[j] && mid < b.hi[j]
+            })
+            .collect();
+        let smear = |j: usize| {
+            let coeff = best_row.map_or(1.0, |k| r.input_coeffs[k * n + j].abs());
+            coeff * (b.hi[j] - b.lo[j])
         };
-        let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
-        let (mut lo2, mut hi1) = (b.lo.clone(), b.hi.clone());
-        lo2[j] = mid;
-        hi1[j] = mid;
-        let half = b.frac / 2.0;
-        Ok(Step::Split(
-            SubBox {
-                lo: b.lo,
-                hi: hi1,
-                frac: half,
-            },
-            SubBox {
-                lo: lo2,
-                hi: b.hi,
-                frac: half,
-            },
-        ))
+        let rel = |j: usize| (b.hi[j] - b.lo[j]) / c.case_width(j);
+        let mut by_smear = splittable.clone();
+        by_smear.sort_by(|&a, &d| smear(d).total_cmp(&smear(a)));
+        let mut candidates: Vec<usize> = by_smear.iter().copied().take(2).collect();
+        if let Some(w) = splittable
+            .iter()
+            .copied()
+            .max_by(|&a, &d| rel(a).total_cmp(&rel(d)))
+        {
+            if !candidates.contains(&w) {
+                candidates.push(w);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(Step::Stuck);
+        }
+        let outer = Some(r.nodes.as_slice());
+        let mut chosen: Option<(f64, SubBox, SubBox)> = None;
+        for j in candidates {
+            let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
+            let (mut lo2, mut hi1) = (b.lo.clone(), b.hi.clone());
+            lo2[j] = mid;
+            hi1[j] = mid;
+            let ra = self.bound(c, &b.lo, &hi1, outer)?;
+            let rb = self.bound(c, &lo2, &b.hi, outer)?;
+            let score = margin(c.case, &c.which, &ra).min(margin(c.case, &c.which, &rb));
+            if chosen.as_ref().is_none_or(|(s, _, _)| score > *s) {
+                let half = b.frac / 2.0;
+                let sub = |lo: Vec<f64>, hi: Vec<f64>, bounds: RowBounds| SubBox {
+                    lo,
+                    hi,
+                    frac: half,
+                    outer: Some(Arc::clone(&r.nodes)),
+                    bounds: Some(bounds),
+                };
+                chosen = Some((
+                    score,
+                    sub(b.lo.clone(), hi1, ra),
+                    sub(lo2, b.hi.clone(), rb),
+                ));
+            }
+        }
+        match chosen {
+            Some((_, a, d)) => Ok(Step::Split(Box::new((a, d)))),
+            None => Ok(Step::Stuck),
+        }
     }
 }
 
@@ -197,13 +266,19 @@ pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<
         elapsed: start.elapsed(),
     };
     for (ci, case) in prop.cases.iter().enumerate() {
-        let search = Search {
-            net: d.net,
-            crown: &d.crown,
-            case,
-            case_index: ci,
-        };
         let (rows, which) = rows_of(case, d.n_out);
+        let run = CaseRun {
+            case,
+            search: Search {
+                net: d.net,
+                crown: &d.crown,
+                case,
+                case_index: ci,
+            },
+            rows,
+            which,
+        };
+        let search = &run.search;
         let (lo, hi): (Vec<f64>, Vec<f64>) = case.input_box.iter().copied().unzip();
         let sample_box: (Vec<f64>, Vec<f64>) = if case.inner_box.iter().all(|(l, h)| l <= h) {
             case.inner_box.iter().copied().unzip()
@@ -211,16 +286,24 @@ pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<
             (lo.clone(), hi.clone())
         };
         if let Some(w) = search.sample(&sample_box.0, &sample_box.1, 256, 8, &mut rng) {
-            return Ok(outcome(Verdict::Violated(w), boxes, proven));
+            return Ok(outcome(Verdict::Violated(w), boxes, proven / cases));
         }
-        let mut stack = vec![SubBox { lo, hi, frac: 1.0 }];
+        let mut stack = vec![SubBox {
+            lo,
+            hi,
+            frac: 1.0,
+            outer: None,
+            bounds: None,
+        }];
         let mut case_stuck = 0.0;
         while !stack.is_empty() {
             if start.elapsed() >= opts.timeout {
+                let open: f64 = stack.iter().map(|b| b.frac).sum();
+                let here = (1.0 - open - case_stuck).max(0.0);
                 return Ok(outcome(
                     Verdict::Unknown("time limit reached".into()),
                     boxes,
-                    proven,
+                    (proven + here) / cases,
                 ));
             }
             let take = stack.len().min(opts.batch.max(1));
@@ -230,7 +313,7 @@ pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<
                 (0..take).map(|_| Mutex::new(None)).collect();
             let parts = batch.into_iter().zip(&results);
             crate::parallel::for_each(parts, opts.threads, |(b, slot)| {
-                let r = d.step(case, &search, &rows, &which, b);
+                let r = d.step(&run, b);
                 *slot
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
@@ -244,9 +327,10 @@ pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<
                 match r.transpose()? {
                     Some(Step::Proven) => {}
                     Some(Step::Found(w)) => {
-                        return Ok(outcome(Verdict::Violated(w), boxes, proven));
+                        return Ok(outcome(Verdict::Violated(w), boxes, proven / cases));
                     }
-                    Some(Step::Split(a, b)) => {
+                    Some(Step::Split(halves)) => {
+                        let (a, b) = *halves;
                         stack.push(a);
                         stack.push(b);
                     }

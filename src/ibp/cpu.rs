@@ -24,8 +24,8 @@ pub struct Network<'a> {
 }
 
 /// Bounds of `items` batch items for one node: lower and upper, item-major.
-#[derive(Clone, Default)]
-pub(crate) struct Boxes {
+#[derive(Debug, Clone, Default)]
+pub struct Boxes {
     pub lo: Vec<f64>,
     pub hi: Vec<f64>,
 }

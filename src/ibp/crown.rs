@@ -17,6 +17,8 @@
 //! with IBP. Ops without a linear form here (sigmoid, tanh, convolution, pooling) are relaxed
 //! by their IBP bounds (slope 0): sound, and no looser than IBP.
 
+use std::sync::Arc;
+
 use super::cpu::{Boxes, Network};
 use super::graph::Op;
 use super::round::{SoundAcc, gamma};
@@ -46,6 +48,9 @@ pub struct RowBounds {
     /// Sound bounds of the outputs over the box (IBP, with tightened intermediate bounds).
     pub out_lo: Vec<f64>,
     pub out_hi: Vec<f64>,
+    /// Every node's bounds over the box: valid for any box inside it, so a sub-box can start
+    /// from them ([`Crown::bound_within`]).
+    pub nodes: Arc<Vec<Boxes>>,
 }
 
 /// One backward pass: the coefficients reaching each node, and each row's constant.
@@ -134,11 +139,26 @@ impl<'a> Crown<'a> {
     /// Lower bounds of the `rows` rows of `lam` (`rows × output size`, row-major) times the
     /// output, over the box `[lo, hi]` (f64, one value per input).
     pub fn bound(&self, lo: &[f64], hi: &[f64], lam: &[f64], rows: usize) -> Result<RowBounds> {
+        self.bound_within(lo, hi, lam, rows, None)
+    }
+
+    /// [`Crown::bound`] for a box inside one already bounded: every node's bounds start from
+    /// the outer box's (`outer`, from its [`RowBounds::nodes`]), which hold on any box inside
+    /// it, so neurons already stable there are not bounded again.
+    pub fn bound_within(
+        &self,
+        lo: &[f64],
+        hi: &[f64],
+        lam: &[f64],
+        rows: usize,
+        outer: Option<&[Boxes]>,
+    ) -> Result<RowBounds> {
         let n_in = self.input_size();
         if lo.len() != n_in || hi.len() != n_in || lam.len() != rows * self.output_size() {
             return Err(VramError::invalid("box", "sizes do not match the network"));
         }
-        let vals = self.intermediate(lo, hi)?;
+        let outer = outer.filter(|o| o.len() == self.net.nodes.len());
+        let vals = self.intermediate(lo, hi, outer)?;
         let last = self.net.nodes.len() - 1;
         let (mut lower, input_coeffs) = self.backward(last, lam.to_vec(), rows, &vals)?;
         let y = &vals[last];
@@ -155,12 +175,13 @@ impl<'a> Crown<'a> {
             input_coeffs,
             out_lo: y.lo.clone(),
             out_hi: y.hi.clone(),
+            nodes: Arc::new(vals),
         })
     }
 
     /// Bounds of every node over the box: IBP, tightened by linear bounds at the inputs of
     /// ReLU and LeakyReLU (for the neurons IBP leaves unstable).
-    fn intermediate(&self, lo: &[f64], hi: &[f64]) -> Result<Vec<Boxes>> {
+    fn intermediate(&self, lo: &[f64], hi: &[f64], outer: Option<&[Boxes]>) -> Result<Vec<Boxes>> {
         let nodes = self.net.nodes;
         let mut vals: Vec<Boxes> = Vec::with_capacity(nodes.len());
         vals.push(Boxes {
@@ -175,6 +196,12 @@ impl<'a> Crown<'a> {
             };
             let x = &vals[node.input];
             self.net.node(node, &vals, x, 1, &mut out);
+            if let Some(o) = outer.and_then(|o| o.get(k)) {
+                for j in 0..n.min(o.lo.len()) {
+                    out.lo[j] = out.lo[j].max(o.lo[j]);
+                    out.hi[j] = out.hi[j].min(o.hi[j]);
+                }
+            }
             vals.push(out);
             if !self.pre_act[k] {
                 continue;
