@@ -201,6 +201,12 @@ typedef struct ibp_builder ibp_builder;
 typedef struct ibp_model ibp_model;
 
 /**
+ * A parsed VNN-LIB property (ibp_spec_from_vnnlib()): immutable, safe to use from many
+ * threads at once. Freed with ibp_spec_free().
+ */
+typedef struct ibp_spec ibp_spec;
+
+/**
  * A libvram context: one backend, one seal key, one capacity budget.
  *
  * Created by vram_ctx_new(), freed by vram_ctx_free(). Safe to use from many threads at once.
@@ -237,6 +243,94 @@ typedef struct vram_shard vram_shard;
  * vram_verify_ticket_free(). Safe to query from many threads at once.
  */
 typedef struct vram_verify_ticket vram_verify_ticket;
+
+/**
+ * A progress callback of ibp_certify(): `boxes` sub-boxes bounded so far, `proven` the
+ * fraction (0 to 1) of the property's input region proven safe. Return 0 to go on, anything
+ * else to cancel (ibp_certify() then returns ::VRAM_ERR_CANCELLED, nothing written). Called
+ * on the calling thread between rounds of the search.
+ */
+typedef int (*ibp_certify_progress)(void *userdata, uint64_t boxes, double proven);
+
+/**
+ * Options for ibp_certify(). Zero-initialise, then set `struct_size`.
+ */
+typedef struct ibp_certify_options {
+  /**
+   * Must be `sizeof(ibp_certify_options)`.
+   */
+  uint32_t struct_size;
+  /**
+   * Reserved: must be 0.
+   */
+  uint32_t flags;
+  /**
+   * Time limit in seconds (> 0; 0 = 300).
+   */
+  double timeout_seconds;
+  /**
+   * Seed of the counterexample search (the run is reproducible for one seed and thread
+   * count, up to the time limit).
+   */
+  uint64_t seed;
+  /**
+   * NULL, or called between rounds (see ::ibp_certify_progress).
+   */
+  ibp_certify_progress progress;
+  /**
+   * Passed back to `progress`.
+   */
+  void *userdata;
+} ibp_certify_options;
+
+/**
+ * What ibp_certify() found. Set `struct_size`, and (optionally) the three counterexample
+ * buffers; the call fills in the rest on success.
+ */
+typedef struct ibp_certify_result {
+  /**
+   * Must be `sizeof(ibp_certify_result)`.
+   */
+  uint32_t struct_size;
+  /**
+   * An ::ibp_verdict value.
+   */
+  uint32_t verdict;
+  /**
+   * Sub-boxes bounded.
+   */
+  uint64_t boxes;
+  /**
+   * Fraction of the property's input region proven safe (1 when the verdict is holds).
+   */
+  double proven_fraction;
+  /**
+   * Wall time of the search, in seconds.
+   */
+  double seconds;
+  /**
+   * The model's weights root: SHA-256 over "libvram model weights v1\n" and, per sealed
+   * tensor in order, its id's length (u32 little-endian), its id and its Merkle root. The
+   * weights were verified where they live against their seals before and after the search.
+   */
+  uint8_t weights_root[32];
+  /**
+   * Violated: the property's case (0-based, in its disjunctive normal form) the
+   * counterexample falls in.
+   */
+  uint32_t case_index;
+  /**
+   * Caller's buffer of input-size doubles, or NULL: the counterexample input when the
+   * verdict is violated (inside the property's box; float32 values where the box has one).
+   */
+  double *counterexample;
+  /**
+   * Caller's buffers of output-size doubles, or NULL: sound bounds of the network's
+   * outputs at the counterexample.
+   */
+  double *counterexample_out_lower;
+  double *counterexample_out_upper;
+} ibp_certify_result;
 
 /**
  * Options for vram_ctx_new(). Zero-initialise, then set `struct_size = sizeof(vram_ctx_options)`.
@@ -887,6 +981,67 @@ typedef struct vram_seal_options {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Reads a VNN-LIB property file (the subset VNN-COMP uses: declare-const of X_i and Y_j,
+ * asserts of linear comparisons combined with and / or). Constants are kept exactly or
+ * rounded outward in float64; input boxes are taken outward.
+ *
+ * `*out` is written only on success; free it with ibp_spec_free(). Errors:
+ * ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable file or text
+ * outside the subset (the message gives line and column); ::VRAM_ERR_UNSUPPORTED for a
+ * property too large (more than 65 536 cases, or 2^22 comparisons). Thread-safe.
+ */
+vram_status ibp_spec_from_vnnlib(const char *path, struct ibp_spec **out);
+
+/**
+ * Frees a property. NULL is a no-op.
+ */
+void ibp_spec_free(struct ibp_spec *spec);
+
+/**
+ * The number of inputs (X_i) a property declares; 0 for NULL.
+ */
+size_t ibp_spec_input_count(const struct ibp_spec *spec);
+
+/**
+ * The number of outputs (Y_j) a property declares; 0 for NULL.
+ */
+size_t ibp_spec_output_count(const struct ibp_spec *spec);
+
+/**
+ * The number of cases (input box + conjunction of output constraints) of the property's
+ * disjunctive normal form; 0 for NULL.
+ */
+size_t ibp_spec_case_count(const struct ibp_spec *spec);
+
+/**
+ * Decides a property over a model: `HOLDS` when every input in the property's region is
+ * proven safe by sound bounds (linear bounds, the same soundness standard as ibp_propagate()),
+ * `VIOLATED` with a counterexample that a sound evaluation of the network at that input
+ * confirms, `UNKNOWN` at the time limit. The search splits the input region into sub-boxes
+ * (branch and bound) and looks for counterexamples with gradient steps on the concrete
+ * network alongside; it runs on the CPU, on the context's threads (`max_threads`).
+ *
+ * The verdict is about the sealed network: its weights are verified where they live before
+ * and after the search, and a weight that differs (or a seal that is not authentic) makes the
+ * call fail with ::VRAM_ERR_INTEGRITY (::VRAM_ERR_BAD_SEAL), never report a verdict. The
+ * result names the weights by their combined root.
+ *
+ * `opts` may be NULL (defaults: 300 s, seed 0). `result` must have `struct_size` set; its
+ * counterexample buffers may be NULL. Everything in `*result` is written only on success.
+ *
+ * Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT (a property whose input or
+ * output count differs from the model's, a bad option); ::VRAM_ERR_UNSUPPORTED for a model
+ * whose weights live in GPU memory (the search needs a host-backed model; weights are never
+ * copied to the host); ::VRAM_ERR_INTEGRITY / ::VRAM_ERR_BAD_SEAL as above;
+ * ::VRAM_ERR_CANCELLED when the progress callback asked; ::VRAM_ERR_OUT_OF_MEMORY.
+ * Thread-safe: many calls may run at once on one model.
+ */
+vram_status ibp_certify(const struct ibp_model *model,
+                        const struct ibp_spec *spec,
+                        const struct ibp_certify_options *opts,
+                        struct ibp_certify_result *result);
 
 /**
  * Creates a context.

@@ -10,6 +10,7 @@
 #![allow(non_camel_case_types)]
 
 mod boundary;
+pub mod certify;
 pub mod ctx;
 pub mod ibp;
 pub mod log;
@@ -21,6 +22,7 @@ pub mod scrubber;
 pub mod shard;
 pub mod types;
 
+pub use certify::*;
 pub use ctx::*;
 pub use ibp::*;
 pub use log::*;
