@@ -384,9 +384,9 @@ fn acasxu_instances_settled_by_proof_or_checked_witness() {
             // NNet file's weights, independently of libvram.
             let y = acas_eval(&dir.join(format!("nnet/{name}.nnet")), &f.x);
             assert!((1..5).all(|j| y[0] >= y[j]), "{net}: witness outputs {y:?}");
-            for j in 0..5 {
+            for (j, yj) in y.iter().enumerate() {
                 assert!(
-                    (f.y_lo[j] - 1e-9..=f.y_hi[j] + 1e-9).contains(&y[j]),
+                    (f.y_lo[j] - 1e-9..=f.y_hi[j] + 1e-9).contains(yj),
                     "{net}: y{j}"
                 );
             }
