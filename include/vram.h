@@ -189,6 +189,65 @@ typedef uint32_t ibp_memory;
 #endif // __cplusplus
 
 /**
+ * How ibp_propagate_ex() computes bounds (the `method` option).
+ */
+enum ibp_method
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Interval bound propagation (the default): the fastest, and the loosest.
+   */
+  IBP_METHOD_INTERVAL = 0,
+  /**
+   * Linear bounds: a backward linear relaxation (CROWN / DeepPoly family) with the same
+   * soundness standard (docs/soundness.md), intersected with the interval bounds, so never
+   * wider on any box. Dense layers, ReLU, LeakyReLU, normalisation, batch norm, flatten and
+   * residual adds are relaxed linearly; other layers by their interval bounds. Runs on the
+   * CPU threads (the context's `max_threads`) for a host-backed model; a CUDA-backed model
+   * → ::VRAM_ERR_UNSUPPORTED (its weights are never copied to the host).
+   */
+  IBP_METHOD_LINEAR = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ibp_method ibp_method;
+#else
+typedef uint32_t ibp_method;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * A verdict of ibp_certify().
+ */
+enum ibp_verdict
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Every input the property allows is proven safe (VNN-COMP: `unsat`).
+   */
+  IBP_VERDICT_HOLDS = 1,
+  /**
+   * A counterexample was found and confirmed by sound bounds (VNN-COMP: `sat`).
+   */
+  IBP_VERDICT_VIOLATED = 2,
+  /**
+   * Neither before the time limit (VNN-COMP: `timeout`).
+   */
+  IBP_VERDICT_UNKNOWN = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum ibp_verdict ibp_verdict;
+#else
+typedef uint32_t ibp_verdict;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A network under construction (ibp_builder_new()); each add_* call seals that layer's
  * weights into the context. Not thread-safe: use one builder from one thread at a time.
  */

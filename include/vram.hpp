@@ -19,10 +19,12 @@
 
 #include <vram.h>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -325,10 +327,80 @@ class model : public detail::handle<vram_model, vram_model_free> {
 #endif
 };
 
+/// A VNN-LIB property (C: ibp_spec): frees itself.
+class spec : public detail::handle<::ibp_spec, ::ibp_spec_free> {
+  public:
+    using handle::handle;
+
+    /// Reads a VNN-LIB file (the subset VNN-COMP uses); errors name line and column.
+    static result<spec> try_from_vnnlib(const std::string &path) {
+        ::ibp_spec *out = nullptr;
+        const vram_status s = ibp_spec_from_vnnlib(path.c_str(), &out);
+        if (s != VRAM_OK) return detail::fail<spec>(s);
+        return spec(out);
+    }
+#if VRAM_HPP_EXCEPTIONS
+    static spec from_vnnlib(const std::string &path) { return value_or_throw(try_from_vnnlib(path)); }
+#endif
+    std::size_t input_count() const noexcept { return ibp_spec_input_count(p_); }
+    std::size_t output_count() const noexcept { return ibp_spec_output_count(p_); }
+    std::size_t case_count() const noexcept { return ibp_spec_case_count(p_); }
+};
+
+/// What network::try_certify found (see ibp_certify_result).
+struct verdict {
+    ibp_verdict kind = IBP_VERDICT_UNKNOWN;
+    std::uint64_t boxes = 0;
+    double proven_fraction = 0.0;
+    double seconds = 0.0;
+    std::array<std::uint8_t, 32> weights_root{};
+    /// Violated: the counterexample and sound bounds of the outputs there.
+    std::uint32_t case_index = 0;
+    std::vector<double> counterexample, out_lower, out_upper;
+    bool holds() const noexcept { return kind == IBP_VERDICT_HOLDS; }
+    bool violated() const noexcept { return kind == IBP_VERDICT_VIOLATED; }
+};
+
 /// A certified-bounds network whose weights are sealed shards (C: ibp_model): frees itself.
 class network : public detail::handle<::ibp_model, ::ibp_model_free> {
   public:
     using handle::handle;
+
+    /// Decides `property` over this network (ibp_certify): holds, violated with a soundly
+    /// checked counterexample, or unknown at `timeout_seconds`. Weights are verified before
+    /// and after; a changed weight is VRAM_ERR_INTEGRITY, never a verdict.
+    result<verdict> try_certify(const spec &property, double timeout_seconds = 300.0,
+                                std::uint64_t seed = 0) const {
+        verdict v;
+        v.counterexample.resize(input_size());
+        v.out_lower.resize(output_size());
+        v.out_upper.resize(output_size());
+        ibp_certify_options o{};
+        o.struct_size = sizeof o;
+        o.timeout_seconds = timeout_seconds;
+        o.seed = seed;
+        ibp_certify_result r{};
+        r.struct_size = sizeof r;
+        r.counterexample = v.counterexample.data();
+        r.counterexample_out_lower = v.out_lower.data();
+        r.counterexample_out_upper = v.out_upper.data();
+        const vram_status s = ibp_certify(p_, property.get(), &o, &r);
+        if (s != VRAM_OK) return detail::fail<verdict>(s);
+        v.kind = static_cast<ibp_verdict>(r.verdict);
+        v.boxes = r.boxes;
+        v.proven_fraction = r.proven_fraction;
+        v.seconds = r.seconds;
+        std::copy(std::begin(r.weights_root), std::end(r.weights_root), v.weights_root.begin());
+        v.case_index = r.case_index;
+        if (!v.violated()) v.counterexample.clear(), v.out_lower.clear(), v.out_upper.clear();
+        return v;
+    }
+#if VRAM_HPP_EXCEPTIONS
+    verdict certify(const spec &property, double timeout_seconds = 300.0,
+                    std::uint64_t seed = 0) const {
+        return value_or_throw(try_certify(property, timeout_seconds, seed));
+    }
+#endif
 
     std::size_t input_size() const noexcept { return ibp_model_input_size(p_); }
     std::size_t output_size() const noexcept { return ibp_model_output_size(p_); }
@@ -643,6 +715,13 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
         if (s != VRAM_OK) return detail::fail<network>(s);
         return network(out);
     }
+    /// A network read from an ONNX file, its weights sealed in this context.
+    result<network> try_network_from_onnx(const std::string &path) const {
+        ::ibp_model *out = nullptr;
+        const vram_status s = ibp_model_from_onnx(p_, path.c_str(), nullptr, &out);
+        if (s != VRAM_OK) return detail::fail<network>(s);
+        return network(out);
+    }
     /// The backend in use: VRAM_BACKEND_CUDA or VRAM_BACKEND_HOST (what AUTO chose).
     vram_backend backend() const noexcept { return static_cast<vram_backend>(vram_ctx_backend(p_)); }
     /// Bytes held by this context's shards, and its capacity.
@@ -684,6 +763,9 @@ class context : public detail::handle<vram_ctx, vram_ctx_free> {
     }
     network network_from_nnet(const std::string &path) const {
         return value_or_throw(try_network_from_nnet(path));
+    }
+    network network_from_onnx(const std::string &path) const {
+        return value_or_throw(try_network_from_onnx(path));
     }
 #endif
 };

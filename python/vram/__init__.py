@@ -14,13 +14,14 @@ from __future__ import annotations
 import ctypes
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from . import _lib
 
 __all__ = [
     "Error", "Context", "Shard", "Model", "Manifest", "Network", "VerifyResult", "RecordInfo",
-    "SealedModule", "Scrubber", "Ticket", "seal_module", "build_info", "set_log_callback", "version",
+    "SealedModule", "Scrubber", "Ticket", "Spec", "Verdict", "certify", "seal_module", "build_info",
+    "set_log_callback", "version",
 ]
 
 _C = _lib.load()
@@ -449,6 +450,91 @@ class Network(_Handle):
         return (olo[0], ohi[0]) if single else (olo, ohi)
 
 
+    def certify(self, spec: "Spec", timeout: float = 300.0, seed: int = 0,
+                progress: Optional[Callable[[int, float], bool]] = None) -> "Verdict":
+        """Decides a VNN-LIB property over this network (``ibp_certify``): ``holds``,
+        ``violated`` (with a counterexample confirmed by sound bounds) or ``unknown`` at the time
+        limit. ``progress(boxes, proven_fraction)`` may return False to cancel (raises Error
+        with VRAM_ERR_CANCELLED). Weights are verified before and after: a weight changed
+        since sealing raises Error (VRAM_ERR_INTEGRITY), never a verdict."""
+        n_in, n_out = self.input_size, self.output_size
+        x = (ctypes.c_double * n_in)()
+        lo, hi = (ctypes.c_double * n_out)(), (ctypes.c_double * n_out)()
+        errors: list = []
+
+        def on_progress(_userdata: Any, boxes: int, proven: float) -> int:
+            try:
+                return 0 if progress is None or progress(boxes, proven) is not False else 1
+            except BaseException as e:  # never let an exception cross the C boundary
+                errors.append(e)
+                return 1
+
+        cb = _lib.CERTIFY_PROGRESS(on_progress)
+        opts = _lib.CertifyOptions(ctypes.sizeof(_lib.CertifyOptions), 0, float(timeout), int(seed),
+                                   cb, None)
+        r = _lib.CertifyResult()
+        r.struct_size = ctypes.sizeof(_lib.CertifyResult)
+        r.counterexample = ctypes.cast(x, ctypes.POINTER(ctypes.c_double))
+        r.counterexample_out_lower = ctypes.cast(lo, ctypes.POINTER(ctypes.c_double))
+        r.counterexample_out_upper = ctypes.cast(hi, ctypes.POINTER(ctypes.c_double))
+        status = _C.ibp_certify(self._live(), spec._live(), ctypes.byref(opts), ctypes.byref(r))
+        if errors:
+            raise errors[0]
+        _check(status)
+        kind = {1: "holds", 2: "violated"}.get(r.verdict, "unknown")
+        violated = kind == "violated"
+        return Verdict(
+            kind=kind,
+            boxes=r.boxes,
+            proven_fraction=r.proven_fraction,
+            seconds=r.seconds,
+            weights_root=bytes(r.weights_root),
+            case_index=r.case_index if violated else None,
+            counterexample=list(x) if violated else None,
+            out_lower=list(lo) if violated else None,
+            out_upper=list(hi) if violated else None,
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :meth:`Network.certify` found."""
+
+    kind: str  # "holds", "violated" or "unknown"
+    boxes: int
+    proven_fraction: float
+    seconds: float
+    weights_root: bytes
+    case_index: Optional[int]
+    counterexample: Optional[list]
+    out_lower: Optional[list]
+    out_upper: Optional[list]
+
+
+class Spec(_Handle):
+    """A VNN-LIB property (the subset VNN-COMP uses); errors name line and column."""
+
+    _free = staticmethod(lambda h: _C.ibp_spec_free(h))
+
+    @classmethod
+    def from_vnnlib(cls, path: str) -> "Spec":
+        out = ctypes.c_void_p()
+        _check(_C.ibp_spec_from_vnnlib(str(path).encode(), ctypes.byref(out)))
+        return cls(out.value)
+
+    @property
+    def input_count(self) -> int:
+        return _C.ibp_spec_input_count(self._live())
+
+    @property
+    def output_count(self) -> int:
+        return _C.ibp_spec_output_count(self._live())
+
+    @property
+    def case_count(self) -> int:
+        return _C.ibp_spec_case_count(self._live())
+
+
 def _outward_f32(x: Any, direction: Callable) -> Any:
     """``x`` as a C-contiguous float32 array whose every value is on the safe side of x's
     (rounded toward ``direction``: np.floor for lower bounds, np.ceil for upper)."""
@@ -697,6 +783,13 @@ class Context(_Handle):
         _check(_C.ibp_model_from_nnet(self._live(), str(path).encode(), ctypes.byref(out)))
         return Network(out.value)
 
+    def network_from_onnx(self, path: str) -> Network:
+        """A network read from an ONNX file (ibp_model_from_onnx), its weights sealed in
+        this context; an operator libvram does not support raises Error naming it."""
+        out = ctypes.c_void_p()
+        _check(_C.ibp_model_from_onnx(self._live(), str(path).encode(), None, ctypes.byref(out)))
+        return Network(out.value)
+
 
 class SealedModule:
     """Every parameter and buffer of a torch module, sealed under its name."""
@@ -738,3 +831,22 @@ def seal_module(ctx: Context, module: Any, prefix: str = "") -> SealedModule:
             s.close()
         raise
     return SealedModule(ctx, shards)
+
+
+def certify(network: str, prop: str, timeout: float = 300.0, seed: int = 0,
+            progress: Optional[Callable[[int, float], bool]] = None) -> Verdict:
+    """``vram certify NET.onnx PROP.vnnlib`` from Python: seals the ONNX network in a fresh
+    host-backend context (a random key: roots do not depend on it), reads the VNN-LIB property
+    and decides it (see :meth:`Network.certify`)."""
+    import os
+
+    with Context(os.urandom(32), backend="host") as ctx:
+        net = ctx.network_from_onnx(network)
+        try:
+            spec = Spec.from_vnnlib(prop)
+            try:
+                return net.certify(spec, timeout=timeout, seed=seed, progress=progress)
+            finally:
+                spec.close()
+        finally:
+            net.close()

@@ -116,6 +116,35 @@ class ScrubberOptions(ctypes.Structure):
     ]
 
 
+CERTIFY_PROGRESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_double)
+
+
+class CertifyOptions(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("timeout_seconds", ctypes.c_double),
+        ("seed", ctypes.c_uint64),
+        ("progress", CERTIFY_PROGRESS),
+        ("userdata", ctypes.c_void_p),
+    ]
+
+
+class CertifyResult(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("verdict", ctypes.c_uint32),
+        ("boxes", ctypes.c_uint64),
+        ("proven_fraction", ctypes.c_double),
+        ("seconds", ctypes.c_double),
+        ("weights_root", ctypes.c_uint8 * 32),
+        ("case_index", ctypes.c_uint32),
+        ("counterexample", ctypes.POINTER(ctypes.c_double)),
+        ("counterexample_out_lower", ctypes.POINTER(ctypes.c_double)),
+        ("counterexample_out_upper", ctypes.POINTER(ctypes.c_double)),
+    ]
+
+
 class ScrubStats(ctypes.Structure):
     _fields_ = [
         ("struct_size", ctypes.c_uint32),
@@ -264,6 +293,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         "vram_scrubber_stats": (st, [vp, ctypes.POINTER(ScrubStats)]),
         "vram_scrubber_free": (None, [vp]),
         "ibp_model_from_nnet": (st, [vp, cp, ctypes.POINTER(vp)]),
+        "ibp_model_from_onnx": (st, [vp, cp, vp, ctypes.POINTER(vp)]),
+        "ibp_spec_from_vnnlib": (st, [cp, ctypes.POINTER(vp)]),
+        "ibp_spec_free": (None, [vp]),
+        "ibp_spec_input_count": (sz, [vp]),
+        "ibp_spec_output_count": (sz, [vp]),
+        "ibp_spec_case_count": (sz, [vp]),
+        "ibp_certify": (st, [vp, vp, ctypes.POINTER(CertifyOptions), ctypes.POINTER(CertifyResult)]),
         "ibp_model_input_size": (sz, [vp]),
         "ibp_model_output_size": (sz, [vp]),
         "ibp_propagate": (st, [vp, sz, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float),

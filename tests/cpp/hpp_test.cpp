@@ -207,6 +207,36 @@ int main() {
         CHECK(olo[0] <= 5.0f && ohi[0] >= 5.0f); // 4 x relu(1.5) - 1 = 5
     }
 
+    // A verdict from a VNN-LIB property: y = relu(x0 - x1) + relu(x0 + x1) on [0, 1]^2 never
+    // drops below 0 (holds), and reaches 1.9 (violated, with a counterexample in the box).
+    {
+        vram::context_options host;
+        host.backend = VRAM_BACKEND_HOST;
+        auto hctx = vram::context::open(vram::as_bytes(key), host);
+        const std::vector<std::uint64_t> shape{2};
+        auto b = vram::builder::create(hctx, "vee", shape);
+        std::vector<float> w1{1, -1, 1, 1}, b1{0, 0}, w2{1, 1}, b2{0};
+        b.linear(b.relu(b.linear(0, 2, w1, b1)), 1, w2, b2);
+        auto net = b.build();
+        const std::string box = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n"
+                                "(declare-const Y_0 Real)\n(assert (>= X_0 0))\n(assert (<= X_0 1))\n"
+                                "(assert (>= X_1 0))\n(assert (<= X_1 1))\n";
+        const std::string prop = dir + "/vram_hpp_test.vnnlib";
+        write_file(prop, box + "(assert (<= Y_0 -0.001))\n");
+        auto holds = net.certify(vram::spec::from_vnnlib(prop), 30.0);
+        CHECK(holds.holds() && holds.proven_fraction == 1.0 && holds.counterexample.empty());
+        write_file(prop, box + "(assert (>= Y_0 1.9))\n");
+        auto s = vram::spec::from_vnnlib(prop);
+        CHECK(s.input_count() == 2 && s.output_count() == 1 && s.case_count() == 1);
+        auto v = net.certify(s, 30.0);
+        CHECK(v.violated() && v.counterexample.size() == 2 && v.out_lower[0] >= 1.9 - 1e-9);
+        CHECK(v.weights_root == holds.weights_root);
+        write_file(prop, "(declare-const X_0 Real)\n(assert (<= X_0 (* X_0 X_0)))\n");
+        auto bad = vram::spec::try_from_vnnlib(prop);
+        CHECK(!bad && bad.status() == VRAM_ERR_INVALID_ARGUMENT);
+        std::remove(prop.c_str());
+    }
+
     CHECK(events > 0);
     const auto build = vram::build_info();
     CHECK(std::string(build.version) == vram::version());

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# All 186 ACAS Xu instances of VNN-COMP 2021 through the VNN-COMP tool scripts
+# (scripts/vnncomp/run_instance.sh), with a per-instance limit (the competition's 116 s by
+# default). Writes OUT/results.csv (network, property, verdict, seconds, witness check) and
+# OUT/summary.txt; every `sat` is re-checked by check_witness.py (float64 from the NNet twin,
+# and onnxruntime where installed).
+#
+# usage: bench/acasxu/run.sh OUT_DIR [TIMEOUT_S] [FIRST_N]
+set -uo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+out="${1:?usage: run.sh OUT_DIR [TIMEOUT_S] [FIRST_N]}"
+timeout="${2:-116}"
+first="${3:-186}"
+data="${VRAM_ACASXU_DIR:-$root/../shared/data/acasxu}"
+if [ ! -f "$data/acasxu_instances.csv" ]; then
+    echo "SKIPPED acasxu benchmark: $data not found (set VRAM_ACASXU_DIR)"
+    exit 0
+fi
+mkdir -p "$out/results"
+echo "network,property,verdict,seconds,witness" > "$out/results.csv"
+start=$(date +%s.%N)
+head -n "$first" "$data/acasxu_instances.csv" | while IFS=, read -r net prop _limit; do
+    # ACASXU_run2a_<a>_<b>_batch_2000.onnx is ACASXU_experimental_v2a_<a>_<b> here.
+    ab="$(echo "$net" | sed -E 's/ACASXU_run2a_([0-9]+_[0-9]+)_batch_2000.onnx/\1/')"
+    name="ACASXU_experimental_v2a_$ab"
+    res="$out/results/${ab}_${prop%.vnnlib}.txt"
+    t0=$(date +%s.%N)
+    "$root/scripts/vnncomp/run_instance.sh" v1 acasxu "$data/onnx/$name.onnx" "$data/vnnlib/$prop" "$res" "$timeout" > "$res.log" 2>&1
+    t1=$(date +%s.%N)
+    verdict="$(head -n 1 "$res" 2>/dev/null || echo error)"
+    witness="-"
+    if [ "$verdict" = "sat" ]; then
+        if python3 "$root/bench/acasxu/check_witness.py" "$data/nnet/$name.nnet" "$data/onnx/$name.onnx" "$data/vnnlib/$prop" "$res" >> "$res.log" 2>&1; then
+            witness="confirmed"
+        else
+            witness="REFUTED"
+        fi
+    fi
+    secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
+    echo "$ab,${prop%.vnnlib},$verdict,$secs,$witness" | tee -a "$out/results.csv"
+done
+end=$(date +%s.%N)
+{
+    echo "ACAS Xu, $(($(wc -l < "$out/results.csv") - 1)) instances, limit ${timeout} s each, $(date -u +%F) on $(hostname)"
+    awk -F, 'NR > 1 { n[$3]++; t += $4; if ($3 == "sat" || $3 == "unsat") { d++; td += $4 } if ($5 == "REFUTED") bad++ }
+        END { for (v in n) printf "%s: %d\n", v, n[v];
+              printf "decided: %d, total %.1f s (decided ones %.1f s), refuted witnesses: %d\n", d, t, td, bad + 0 }' "$out/results.csv"
+    awk -v a="$start" -v b="$end" 'BEGIN { printf "wall: %.1f s\n", b - a }'
+} | tee "$out/summary.txt"
