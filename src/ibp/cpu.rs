@@ -5,6 +5,7 @@
 //! rounded outward to f32: IBP amplifies any excess width by about ‖W‖ per layer, so an f32
 //! ulp of excess per layer would grow to ~1e-4 over six ACAS Xu layers, an f64 one to ~1e-12.
 
+use super::dense::Dense;
 use super::graph::{Conv2d, Node, Op, Pool2d};
 use super::round::{SoundAcc, down32, lower64, up32, upper64};
 use super::spec::Spec;
@@ -132,10 +133,21 @@ impl Network<'_> {
                 let (fi, fo) = (*in_features as usize, *out_features as usize);
                 let w = self.param(*weight);
                 let bias = bias.map(|b| self.param(b));
-                for o in 0..fo {
-                    let row = &w[o * fi..(o + 1) * fi];
-                    for b in 0..items {
-                        let (l, u) = (&x.lo[b * fi..(b + 1) * fi], &x.hi[b * fi..(b + 1) * fi]);
+                let dense = Dense::new(w, bias, fi, fo);
+                let (mut c, mut r) = (vec![0.0; fi], vec![0.0; fi]);
+                for b in 0..items {
+                    let (l, u) = (&x.lo[b * fi..(b + 1) * fi], &x.hi[b * fi..(b + 1) * fi]);
+                    let (olo, ohi) = (
+                        &mut out.lo[b * fo..(b + 1) * fo],
+                        &mut out.hi[b * fo..(b + 1) * fo],
+                    );
+                    if l.iter().chain(u).all(|v| v.is_finite()) {
+                        dense.bound_box(l, u, &mut c, &mut r, olo, ohi);
+                        continue;
+                    }
+                    // An infinite end: the exact per-term form keeps the finite side.
+                    for o in 0..fo {
+                        let row = &w[o * fi..(o + 1) * fi];
                         let mut acc = SoundAcc::default();
                         for j in 0..fi {
                             acc.term(f64::from(row[j]), l[j], u[j]);
@@ -143,9 +155,7 @@ impl Network<'_> {
                         if let Some(bs) = bias {
                             acc.constant(f64::from(bs[o]));
                         }
-                        let (lo, hi) = acc.finish64();
-                        out.lo[b * fo + o] = lo;
-                        out.hi[b * fo + o] = hi;
+                        (olo[o], ohi[o]) = acc.finish64();
                     }
                 }
             }

@@ -8,6 +8,7 @@ pub mod builder;
 pub mod concrete;
 pub mod cpu;
 pub mod crown;
+pub mod dense;
 #[cfg(vram_cuda)]
 pub mod gpu;
 pub mod gpu_entry;

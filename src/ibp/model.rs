@@ -225,9 +225,14 @@ impl Model {
             self.input_size(),
             req.spec.map_or(self.output_size(), |s| s.rows),
         );
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(req.batch)
+        // At most the context's threads (max_threads), and none beyond the calling one for a
+        // small batch: a thread costs more than a few boxes' arithmetic.
+        const MIN_ITEMS_PER_THREAD: usize = 64;
+        let threads = self
+            .ctx
+            .backend()
+            .cpu_threads()
+            .min(req.batch.div_ceil(MIN_ITEMS_PER_THREAD))
             .max(1);
         let per = req.batch.div_ceil(threads);
         let chunks = req
@@ -239,32 +244,8 @@ impl Model {
                     .chunks_mut(per * n_out)
                     .zip(out_hi.chunks_mut(per * n_out)),
             );
-        std::thread::scope(|scope| {
-            let mut workers = Vec::new();
-            for ((lo, hi), (olo, ohi)) in chunks {
-                let items = lo.len() / n_in;
-                let net = &net;
-                let work = move || net.run_chunk(items, lo, hi, req.spec, olo, ohi);
-                match std::thread::Builder::new().spawn_scoped(scope, work) {
-                    Ok(handle) => workers.push(handle),
-                    // No thread: nothing was run for this chunk.
-                    Err(_) => {
-                        return Err(VramError::new(
-                            ErrorKind::OutOfMemory,
-                            "ibp_propagate: could not start worker threads",
-                        ));
-                    }
-                }
-            }
-            let mut result = Ok(());
-            for w in workers {
-                // A worker's panic is a libvram bug: it reaches the boundary as VRAM_ERR_PANIC.
-                let r = w.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-                if result.is_ok() {
-                    result = r;
-                }
-            }
-            result
+        crate::parallel::for_each(chunks, threads, |((lo, hi), (olo, ohi))| {
+            net.run_chunk(lo.len() / n_in, lo, hi, req.spec, olo, ohi)
         })
     }
 
