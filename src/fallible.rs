@@ -6,8 +6,14 @@
 
 use crate::error::{Result, VramError};
 
-/// Physical memory of this machine in bytes; `u64::MAX` when it cannot be read.
+/// Physical memory of this machine in bytes; `u64::MAX` when it cannot be read. Read once per
+/// process (a system call each time cost more than a small bound computation).
 pub fn physical_memory() -> u64 {
+    static MEMORY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(read_physical_memory)
+}
+
+fn read_physical_memory() -> u64 {
     // SAFETY: sysconf only reads system configuration.
     let (pages, page) = unsafe {
         (

@@ -13,6 +13,12 @@ use common::*;
 use ibp::{Layer, Net, build};
 use vram::*;
 
+/// Linear bounds and the search run on the CPU over host-sealed weights: a host context even
+/// where the suite runs on the CUDA backend.
+fn host_ctx() -> Ctx {
+    Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY))
+}
+
 fn spec(tag: &str, text: &str) -> *mut ibp_spec {
     let p = std::env::temp_dir().join(format!("vram-certify-{tag}-{}.vnnlib", std::process::id()));
     std::fs::write(&p, text).unwrap();
@@ -109,7 +115,7 @@ const BOX: &str = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-
 
 #[test]
 fn verdicts_known_by_construction() {
-    let ctx = Ctx::new();
+    let ctx = host_ctx();
     let m = build(ctx.0, "vee", &vee());
     // Holds: y never goes below 0 (nor above 2.0001).
     for unsafe_if in [
@@ -181,7 +187,7 @@ unsafe extern "C" fn cancel_after_two(
 
 #[test]
 fn cancellation_bad_specs_and_damaged_weights() {
-    let ctx = Ctx::new();
+    let ctx = host_ctx();
     let mut r = Rng(0xcafe_f00d);
     // A deeper network and a tight property: the search needs many rounds.
     let net = Net {
@@ -345,7 +351,7 @@ fn acasxu_instances_settled_by_proof_or_checked_witness() {
         println!("SKIPPED acasxu certify: ../shared/data/acasxu not found (set VRAM_ACASXU_DIR)");
         return;
     };
-    let ctx = Ctx::new();
+    let ctx = host_ctx();
     // (network, property, expected): VNN-COMP 2021's answers.
     for (net, prop, expected) in [
         ("1_1", 1, HOLDS),
@@ -396,4 +402,60 @@ fn acasxu_instances_settled_by_proof_or_checked_witness() {
         ibp_model_free(m);
     }
     assert_eq!(ctx.used(), 0);
+}
+
+/// On the CUDA backend the weights live in GPU memory: the CPU search is refused (never run on
+/// a host copy). Runs where the suite runs on the CUDA backend (the GPU staging).
+#[test]
+fn a_cuda_backed_model_is_refused_not_copied() {
+    if test_backend() != vram_backend::VRAM_BACKEND_CUDA {
+        println!("SKIPPED cuda certify refusal: the suite runs on the host backend here");
+        return;
+    }
+    let ctx = Ctx::new();
+    let m = build(ctx.0, "vee_gpu", &vee());
+    let s = spec("gpu", &format!("{BOX}(assert (<= Y_0 -0.001))\n"));
+    let (st, f) = certify(m, s, 5.0);
+    assert_eq!(st, vram_status::VRAM_ERR_UNSUPPORTED, "{}", last_error());
+    assert_eq!(f.verdict, 0);
+    let mut o = ibp_propagate_options {
+        struct_size: size_of::<ibp_propagate_options>() as u32,
+        memory: 0,
+        stream: ptr::null_mut(),
+        spec_rows: 0,
+        spec_c: ptr::null(),
+        spec_d: ptr::null(),
+        flags: 0,
+        method: ibp_method::IBP_METHOD_LINEAR as u32,
+    };
+    let (lo, hi) = ([0.0f32, 0.0], [1.0f32, 1.0]);
+    let (mut a, mut b) = ([0f32; 1], [0f32; 1]);
+    assert_eq!(
+        ibp_propagate_ex(
+            m,
+            1,
+            lo.as_ptr(),
+            hi.as_ptr(),
+            a.as_mut_ptr(),
+            b.as_mut_ptr(),
+            &o
+        ),
+        vram_status::VRAM_ERR_UNSUPPORTED
+    );
+    o.method = 0;
+    assert_eq!(
+        ibp_propagate_ex(
+            m,
+            1,
+            lo.as_ptr(),
+            hi.as_ptr(),
+            a.as_mut_ptr(),
+            b.as_mut_ptr(),
+            &o
+        ),
+        vram_status::VRAM_OK
+    );
+    assert!(a[0] <= 0.0 && b[0] >= 2.0);
+    ibp_spec_free(s);
+    ibp_model_free(m);
 }

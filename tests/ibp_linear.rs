@@ -12,6 +12,12 @@ use common::*;
 use ibp::{Layer, Net, Q, build, exact, q, to_f64};
 use vram::*;
 
+/// Linear bounds and the search run on the CPU over host-sealed weights: a host context even
+/// where the suite runs on the CUDA backend.
+fn host_ctx() -> Ctx {
+    Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY))
+}
+
 fn opts(method: ibp_method) -> ibp_propagate_options {
     ibp_propagate_options {
         struct_size: size_of::<ibp_propagate_options>() as u32,
@@ -109,7 +115,7 @@ fn exact_at(net: &Net, x: &[f32]) -> Vec<Q> {
 
 #[test]
 fn linear_bounds_enclose_exact_outputs_and_never_exceed_ibp() {
-    let ctx = Ctx::new();
+    let ctx = host_ctx();
     let mut r = Rng(0x11ea_0001);
     let mut nets = vec![residual(&mut r)];
     for k in 0..6 {
@@ -169,7 +175,7 @@ fn linear_bounds_enclose_exact_outputs_and_never_exceed_ibp() {
 /// maximum are at corners, and the linear bounds must enclose them within rounding.
 #[test]
 fn affine_regions_are_bounded_exactly_up_to_rounding() {
-    let ctx = Ctx::new();
+    let ctx = host_ctx();
     let mut r = Rng(0xaff1_e000);
     let mut checked = 0;
     for i in 0..8 {
@@ -342,7 +348,7 @@ fn plain_crown(net: &Net, lo: &[f64], hi: &[f64]) -> (Vec<f64>, Vec<f64>) {
 
 #[test]
 fn linear_bounds_match_plain_float64_crown() {
-    let ctx = Ctx::new();
+    let ctx = host_ctx();
     let mut r = Rng(0xc0de_c0de);
     for i in 0..6 {
         let net = mlp(&mut r, &[5, 16, 16, 16, 5], 0.5, false);
@@ -377,7 +383,7 @@ fn linear_bounds_match_plain_float64_crown() {
 
 #[test]
 fn linear_bounds_of_a_spec_and_bad_methods() {
-    let ctx = Ctx::new();
+    let ctx = host_ctx();
     let mut r = Rng(0x5bec_0001);
     let net = mlp(&mut r, &[3, 8, 8, 2], 0.7, false);
     let m = build(ctx.0, "spec", &net);

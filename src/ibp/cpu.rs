@@ -5,7 +5,7 @@
 //! rounded outward to f32: IBP amplifies any excess width by about ‖W‖ per layer, so an f32
 //! ulp of excess per layer would grow to ~1e-4 over six ACAS Xu layers, an f64 one to ~1e-12.
 
-use super::dense::Dense;
+use super::dense::{BLOCK, Dense};
 use super::graph::{Conv2d, Node, Op, Pool2d};
 use super::round::{SoundAcc, down32, lower64, up32, upper64};
 use super::spec::Spec;
@@ -134,15 +134,28 @@ impl Network<'_> {
                 let w = self.param(*weight);
                 let bias = bias.map(|b| self.param(b));
                 let dense = Dense::new(w, bias, fi, fo);
-                let (mut c, mut r) = (vec![0.0; fi], vec![0.0; fi]);
-                for b in 0..items {
+                let (mut c, mut r, mut row) = (vec![0.0; fi], vec![0.0; fi], vec![0.0; fi]);
+                let mut b = 0;
+                while b < items {
+                    let nb = BLOCK.min(items - b);
+                    let (l, u) = (&x.lo[b * fi..(b + nb) * fi], &x.hi[b * fi..(b + nb) * fi]);
+                    if nb == BLOCK && l.iter().chain(u).all(|v| v.is_finite()) {
+                        let (olo, ohi) = (
+                            &mut out.lo[b * fo..(b + nb) * fo],
+                            &mut out.hi[b * fo..(b + nb) * fo],
+                        );
+                        dense.bound_block(nb, l, u, olo, ohi);
+                        b += nb;
+                        continue;
+                    }
                     let (l, u) = (&x.lo[b * fi..(b + 1) * fi], &x.hi[b * fi..(b + 1) * fi]);
                     let (olo, ohi) = (
                         &mut out.lo[b * fo..(b + 1) * fo],
                         &mut out.hi[b * fo..(b + 1) * fo],
                     );
+                    b += 1;
                     if l.iter().chain(u).all(|v| v.is_finite()) {
-                        dense.bound_box(l, u, &mut c, &mut r, olo, ohi);
+                        dense.bound_box(l, u, &mut c, &mut r, &mut row, olo, ohi);
                         continue;
                     }
                     // An infinite end: the exact per-term form keeps the finite side.

@@ -12,31 +12,48 @@
 use super::round::{gamma, lower64, upper64};
 
 const U: f64 = f64::EPSILON / 2.0;
+/// Boxes bounded together by [`Dense::bound_block`].
+pub const BLOCK: usize = 8;
 
-/// `Σ a_j·b_j` over f32 weights and f64 values, four independent sums (any order is covered
-/// by the γ bound), which lets the compiler use SIMD lanes.
+const LANES: usize = 8;
+
+/// `(Σ w_j·c_j, Σ |w_j|·r_j, Σ |w_j|)` over one f64 row, in `LANES` independent sums (any
+/// order is covered by the γ bound): independent chains fill SIMD lanes and hide the adder's
+/// latency.
 #[inline]
-fn dot(w: &[f32], v: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let (wc, vc) = (w.chunks_exact(4), v.chunks_exact(4));
-    let (wr, vr) = (wc.remainder(), vc.remainder());
-    for (a, b) in wc.zip(vc) {
-        for k in 0..4 {
-            acc[k] += f64::from(a[k]) * b[k];
+fn dots(w: &[f64], c: &[f64], r: &[f64]) -> (f64, f64, f64) {
+    let (mut s, mut t, mut n) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
+    let chunks = w
+        .chunks_exact(LANES)
+        .zip(c.chunks_exact(LANES))
+        .zip(r.chunks_exact(LANES));
+    for ((w, c), r) in chunks {
+        if let (Ok(w), Ok(c), Ok(r)) = (
+            <&[f64; LANES]>::try_from(w),
+            <&[f64; LANES]>::try_from(c),
+            <&[f64; LANES]>::try_from(r),
+        ) {
+            for k in 0..LANES {
+                let a = w[k].abs();
+                s[k] += w[k] * c[k];
+                t[k] += a * r[k];
+                n[k] += a;
+            }
         }
     }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for (a, b) in wr.iter().zip(vr) {
-        s += f64::from(*a) * b;
+    let tail = w.len() - w.len() % LANES;
+    for j in tail..w.len() {
+        let a = w[j].abs();
+        s[0] += w[j] * c[j];
+        t[0] += a * r[j];
+        n[0] += a;
     }
-    s
+    (s.iter().sum(), t.iter().sum(), n.iter().sum())
 }
 
-/// A dense layer's weights prepared once per call: |W| and each row's ‖w‖₁.
+/// A dense layer: |W| and each row's ‖w‖₁.
 pub struct Dense<'a> {
     pub w: &'a [f32],
-    pub abs_w: Vec<f32>,
-    pub l1: Vec<f64>,
     pub bias: Option<&'a [f32]>,
     pub fi: usize,
     pub fo: usize,
@@ -44,24 +61,65 @@ pub struct Dense<'a> {
 
 impl<'a> Dense<'a> {
     pub fn new(w: &'a [f32], bias: Option<&'a [f32]>, fi: usize, fo: usize) -> Self {
-        let abs_w: Vec<f32> = w.iter().map(|v| v.abs()).collect();
-        let l1 = abs_w
-            .chunks_exact(fi.max(1))
-            .map(|row| row.iter().map(|&v| f64::from(v)).sum::<f64>() * (1.0 + 2.0 * gamma(fi as u64)))
-            .collect();
-        Self {
-            w,
-            abs_w,
-            l1,
-            bias,
-            fi,
-            fo,
+        Self { w, bias, fi, fo }
+    }
+
+    /// Bounds of `nb ≤ BLOCK` boxes at once (`l`, `u`: nb × fi values, item-major, all
+    /// finite) into `lo`, `hi` (nb × fo): each weight is loaded once for the block and the
+    /// block's sums are independent, so they fill SIMD lanes and hide the adder's latency.
+    pub fn bound_block(&self, nb: usize, l: &[f64], u: &[f64], lo: &mut [f64], hi: &mut [f64]) {
+        let (fi, fo) = (self.fi, self.fo);
+        let mut c = vec![[0.0f64; BLOCK]; fi];
+        let mut r = vec![[0.0f64; BLOCK]; fi];
+        let mut cmax = [0.0f64; BLOCK];
+        for b in 0..nb.min(BLOCK) {
+            for j in 0..fi {
+                let (lj, uj) = (l[b * fi + j], u[b * fi + j]);
+                let m = 0.5 * lj + 0.5 * uj;
+                c[j][b] = m;
+                r[j][b] = (m - lj).next_up().max((uj - m).next_up()).max(0.0);
+                cmax[b] = cmax[b].max(m.abs());
+            }
+        }
+        let g = gamma(fi as u64 + 2) * (1.0 + 1e-12);
+        // ‖w‖₁ as summed here, made an upper bound of the exact one.
+        let l1_up = 1.0 + 2.0 * gamma(fi as u64);
+        for o in 0..fo {
+            let (mut s, mut t) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
+            let mut l1 = 0.0f64;
+            let row = &self.w[o * fi..(o + 1) * fi];
+            for ((&wj, cj), rj) in row.iter().zip(&c).zip(&r) {
+                let (w, aw) = (f64::from(wj), f64::from(wj.abs()));
+                l1 += aw;
+                for b in 0..BLOCK {
+                    s[b] += w * cj[b];
+                    t[b] += aw * rj[b];
+                }
+            }
+            let l1 = l1 * l1_up;
+            let bias = self.bias.map_or(0.0, |b| f64::from(b[o]));
+            for b in 0..nb.min(BLOCK) {
+                let err = g * (l1 * cmax[b] + t[b])
+                    + 2.0 * U * (s[b].abs() + t[b] + bias.abs()) * (1.0 + 1e-12);
+                lo[b * fo + o] = lower64(s[b] - t[b] + bias, err);
+                hi[b * fo + o] = upper64(s[b] + t[b] + bias, err);
+            }
         }
     }
 
     /// Bounds of one box (`l`, `u`: fi values, all finite) into `lo`, `hi` (fo values);
-    /// `c`, `r` are scratch of fi values.
-    pub fn bound_box(&self, l: &[f64], u: &[f64], c: &mut [f64], r: &mut [f64], lo: &mut [f64], hi: &mut [f64]) {
+    /// `c`, `r`, `row` are scratch of fi values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bound_box(
+        &self,
+        l: &[f64],
+        u: &[f64],
+        c: &mut [f64],
+        r: &mut [f64],
+        row: &mut [f64],
+        lo: &mut [f64],
+        hi: &mut [f64],
+    ) {
         let mut cmax = 0.0f64;
         for j in 0..self.fi {
             let m = 0.5 * l[j] + 0.5 * u[j];
@@ -71,12 +129,17 @@ impl<'a> Dense<'a> {
             cmax = cmax.max(m.abs());
         }
         let g = gamma(self.fi as u64 + 2) * (1.0 + 1e-12);
+        // ‖w‖₁ as summed here, made an upper bound of the exact one.
+        let l1_up = 1.0 + 2.0 * gamma(self.fi as u64);
         for o in 0..self.fo {
-            let (row, arow) = (&self.w[o * self.fi..(o + 1) * self.fi], &self.abs_w[o * self.fi..(o + 1) * self.fi]);
-            let s = dot(row, c);
-            let t = dot(arow, r);
+            // The row in f64 first: a plain conversion loop, then dot products over f64 only.
+            for (d, &w) in row.iter_mut().zip(&self.w[o * self.fi..(o + 1) * self.fi]) {
+                *d = f64::from(w);
+            }
+            let (s, t, l1) = dots(row, c, r);
+            let l1 = l1 * l1_up;
             let b = self.bias.map_or(0.0, |b| f64::from(b[o]));
-            let err = g * (self.l1[o] * cmax + t) + 2.0 * U * (s.abs() + t + b.abs()) * (1.0 + 1e-12);
+            let err = g * (l1 * cmax + t) + 2.0 * U * (s.abs() + t + b.abs()) * (1.0 + 1e-12);
             lo[o] = lower64(s - t + b, err);
             hi[o] = upper64(s + t + b, err);
         }

@@ -234,7 +234,10 @@ impl Model {
             .cpu_threads()
             .min(req.batch.div_ceil(MIN_ITEMS_PER_THREAD))
             .max(1);
-        let per = req.batch.div_ceil(threads);
+        // Parts small enough that every node's bounds stay in cache (a whole batch's would be
+        // fresh, page-faulting memory on every call); the workers take them from one queue.
+        const MAX_ITEMS_PER_PART: usize = 256;
+        let per = req.batch.div_ceil(threads).min(MAX_ITEMS_PER_PART);
         let chunks = req
             .in_lo
             .chunks(per * n_in)

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""The baseline of bench/host_ibp.rs: plain NumPy float64 IBP (centre-radius, no rounding
+control, so NOT sound) over an NNet network, for batches of boxes. Prints one line per batch:
+`numpy_f64 BATCH MEDIAN_MS`.
+
+usage: ibp_numpy.py NET.nnet BATCH... (boxes: the file's input range, half-width 1 % of it)"""
+import sys
+import time
+
+import numpy as np
+
+
+def load(path):
+    rows = [[float(t) for t in l.split(",") if t.strip()] for l in open(path) if not l.startswith("//")]
+    sizes = [int(v) for v in rows[1]]
+    lo, hi, mean, rng = (np.array(rows[k][: sizes[0]]) for k in (3, 4, 5, 6))
+    at, layers = 7, []
+    for l in range(len(sizes) - 1):
+        w = np.array(rows[at : at + sizes[l + 1]], dtype=np.float64)
+        at += sizes[l + 1]
+        b = np.array([r[0] for r in rows[at : at + sizes[l + 1]]], dtype=np.float64)
+        at += sizes[l + 1]
+        layers.append((w, np.abs(w), b))
+    return lo, hi, mean, rng, layers
+
+
+def ibp(lo, hi, mn, mx, mean, rng, layers):
+    lo = (np.clip(lo, mn, mx) - mean) / rng
+    hi = (np.clip(hi, mn, mx) - mean) / rng
+    for k, (w, aw, b) in enumerate(layers):
+        c, r = (lo + hi) / 2, (hi - lo) / 2
+        c, r = c @ w.T + b, r @ aw.T
+        lo, hi = c - r, c + r
+        if k + 1 < len(layers):
+            lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
+    return lo, hi
+
+
+def main():
+    mn, mx, mean, rng, layers = load(sys.argv[1])
+    gen = np.random.default_rng(1)
+    for batch in map(int, sys.argv[2:]):
+        c = mn + gen.random((batch, len(mn))) * (mx - mn)
+        lo, hi = c - 0.01 * (mx - mn), c + 0.01 * (mx - mn)
+        times = []
+        for _ in range(max(5, 2000 // batch)):
+            t = time.perf_counter()
+            ibp(lo, hi, mn, mx, mean, rng, layers)
+            times.append(time.perf_counter() - t)
+        print(f"numpy_f64 {batch} {1e3 * sorted(times)[len(times) // 2]:.4f}")
+
+
+if __name__ == "__main__":
+    main()
