@@ -30,6 +30,18 @@ if [ "${VRAM_GPU_RUN:-all}" = scrub-clean ]; then
   echo "gpu-run: $failed failure(s)"
   exit "$failed"
 fi
+# VRAM_GPU_RUN=acasxu: only the 186 ACAS Xu instances through vram certify (CPU search on
+# this machine's cores), VRAM_BENCH_JOBS at a time, the competition's 116 s each.
+if [ "${VRAM_GPU_RUN:-all}" = acasxu ]; then
+  jobs="${VRAM_BENCH_JOBS:-4}"
+  VRAM_BIN="$PWD/.gpu/vram" VRAM_BENCH_JOBS="$jobs" \
+    VRAM_CERTIFY_ARGS="--threads $(( $(nproc) / jobs ))" \
+    bench/acasxu/run.sh "$OUT/acasxu" "${VRAM_ACASXU_LIMIT:-116}" > "$OUT/bench-acasxu.md" 2>&1 || failed=1
+  tail -n 8 "$OUT/bench-acasxu.md"
+  grep -c REFUTED "$OUT/acasxu/results.csv" && failed=1
+  echo "gpu-run: $failed failure(s)"
+  exit "$failed"
+fi
 # The seeded builder fuzz runs its full 10^5 cases on the CPU in CI; on the GPU a fifth of
 # them (each accepted network is propagated there too) keeps the run short.
 export VRAM_FUZZ_BUILDER=${VRAM_FUZZ_BUILDER:-20000}
@@ -54,7 +66,7 @@ for t in .gpu/tests/ibp_*; do
     echo "FAILED: $name (SIMT only)" | tee -a "$log"; failed=$((failed + 1))
   fi
 done
-for ex in seal_verify ibp_certify header_two_tu stress scrub load_model seal_verify_cpp hpp_test hpp_noexcept; do
+for ex in seal_verify ibp_certify certify_vnnlib header_two_tu stress scrub load_model seal_verify_cpp hpp_test hpp_noexcept; do
   echo "== $ex" | tee -a "$log"
   if ".gpu/$ex" >> "$log" 2>&1; then echo "ok"; else echo "FAILED: $ex" | tee -a "$log"; failed=$((failed + 1)); fi
 done
@@ -68,6 +80,7 @@ for study in .gpu/studies/*; do
   cat "$OUT/bench-$name.md"
 done
 
+export VRAM_PYTHON=python3
 for b in .gpu/bench/*; do
   name=$(basename "$b")
   echo "== bench $name"
@@ -79,12 +92,25 @@ for b in .gpu/bench/*; do
     cat "$OUT/bench-ibp_pytorch.md"
   fi
 done
+echo "== bench linear_vs_autolirpa (libvram linear bounds against auto_LiRPA CROWN)"
+if [ -d .gpu/baselines/auto_LiRPA ]; then
+  pip install -q --no-index --no-deps --target /tmp/site .gpu/baselines/wheels/*.whl > /dev/null 2>&1
+  PYTHONPATH="/tmp/site:$PWD/.gpu/baselines/auto_LiRPA:$PWD/python" VRAM_LIBRARY="$PWD/.gpu/lib/libvram.so" \
+    python3 bench/linear_vs_autolirpa.py .gpu/acasxu 16384 > "$OUT/bench-linear_vs_autolirpa.md" 2>&1 || { echo "FAILED: linear_vs_autolirpa"; failed=$((failed + 1)); }
+  cat "$OUT/bench-linear_vs_autolirpa.md"
+else
+  echo "SKIPPED: auto_LiRPA not staged"
+fi
+if [ -n "${VRAM_SKIP_SCRUB_SERVING:-}" ]; then
+  echo "== bench scrub_serving: skipped (VRAM_SKIP_SCRUB_SERVING; the scrubber is unchanged since its recorded run)"
+else
 echo "== bench scrub_serving (bench/serving/scrub_serving.cu)"
 # Budgets are SMs[:target period ms[:byte rate cap GB/s]]; the flips and the clean tail use one.
 .gpu/scrub_serving --gib 64 --seconds 5 --sms "${VRAM_SCRUB_BUDGETS:-1,2,4,8,16,32,4:0:50,32:250}" \
   --flip-sms "${VRAM_SCRUB_SMS:-4:0:50}" --flips 100 --clean-sms "${VRAM_SCRUB_SMS:-4:0:50}" \
   --clean-seconds "${VRAM_SCRUB_CLEAN_IN_RUN:-60}" > "$OUT/bench-scrub_serving.md" 2>&1 || { echo "FAILED: scrub_serving"; failed=$((failed + 1)); }
 cat "$OUT/bench-scrub_serving.md"
+fi
 # The Python package over the staged libvram.so: its tests (the torch cases run here), then a
 # CUDA torch model of 1 GiB sealed in place.
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" VRAM_LIBRARY="$PWD/.gpu/lib/libvram.so"

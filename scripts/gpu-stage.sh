@@ -30,7 +30,10 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 cp -P build/lib/libvram.so* .gpu/lib/
 cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu build/stress build/load_model \
-  build/seal_verify_cpp build/hpp_test build/hpp_noexcept .gpu/
+  build/seal_verify_cpp build/hpp_test build/hpp_noexcept build/certify_vnnlib .gpu/
+# The vram command (certify: the VNN-COMP scripts and the ACAS Xu benchmark run it).
+cargo build --release -p vram-cli >/dev/null 2>&1
+cp target/release/vram .gpu/vram
 # Kernel design studies (bench/*.cu: each includes the kernels it studies), for Hopper.
 mkdir -p .gpu/studies
 cuda_lib="$(dirname "$(dirname "$NVCC")")/lib"
@@ -45,13 +48,21 @@ done
 # .gpu/ is ignored and only travels to the GPU machine).
 acas="${VRAM_ACASXU_DIR:-$VRAM_ROOT/../shared/data/acasxu}"
 if [ -d "$acas/nnet" ]; then
-  mkdir -p .gpu/acasxu/nnet
-  cp "$acas"/nnet/ACASXU_experimental_v2a_{1_1,3_7,5_9}.nnet .gpu/acasxu/nnet/
+  # All of it: the certify benchmark runs the 186 instances (a few MiB compressed).
+  mkdir -p .gpu/acasxu
+  cp -r "$acas"/nnet "$acas"/onnx "$acas"/vnnlib "$acas"/acasxu_instances.csv .gpu/acasxu/
 else
   echo "ACAS Xu data not found at $acas: the GPU run will skip it"
 fi
 cp build/scrub .gpu/
-strip .gpu/tests/* .gpu/bench/* .gpu/scrub .gpu/scrub_serving .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu .gpu/stress .gpu/load_model
+# auto_LiRPA 0.7.1 and its pure-Python wheels: the unsound float32/float64 CROWN baseline of
+# bench/linear_vs_autolirpa.py (third-party; only ever in the ignored staging folder).
+baselines="${VRAM_BASELINES_DIR:-$VRAM_ROOT/../shared/baselines}"
+if [ -d "$baselines/auto_LiRPA" ]; then
+  mkdir -p .gpu/baselines
+  cp -r "$baselines/auto_LiRPA" "$baselines/wheels" .gpu/baselines/
+fi
+strip .gpu/tests/* .gpu/bench/* .gpu/vram .gpu/certify_vnnlib .gpu/scrub .gpu/scrub_serving .gpu/seal_verify .gpu/model_demo .gpu/ibp_certify .gpu/header_two_tu .gpu/stress .gpu/load_model
 du -sh .gpu
 # The device runner carries at most 64 MiB: ship one compressed archive (unpack there with
 #   tar -xJf .gpu.tar.xz).

@@ -6,20 +6,24 @@
 # and onnxruntime where installed).
 #
 # usage: bench/acasxu/run.sh OUT_DIR [TIMEOUT_S] [FIRST_N]
+#   VRAM_BENCH_JOBS=N runs N instances at once (each then gets its share of the cores through
+#   VRAM_CERTIFY_ARGS="--threads T"); VRAM_BIN names the vram binary.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${1:?usage: run.sh OUT_DIR [TIMEOUT_S] [FIRST_N]}"
 timeout="${2:-116}"
 first="${3:-186}"
+jobs="${VRAM_BENCH_JOBS:-1}"
 data="${VRAM_ACASXU_DIR:-$root/../shared/data/acasxu}"
 if [ ! -f "$data/acasxu_instances.csv" ]; then
     echo "SKIPPED acasxu benchmark: $data not found (set VRAM_ACASXU_DIR)"
     exit 0
 fi
 mkdir -p "$out/results"
-echo "network,property,verdict,seconds,witness" > "$out/results.csv"
-start=$(date +%s.%N)
-head -n "$first" "$data/acasxu_instances.csv" | while IFS=, read -r net prop _limit; do
+export root out timeout data
+
+one() { # one instance: "INDEX,NETWORK,PROPERTY,LIMIT" -> OUT/results/INDEX.row
+    IFS=, read -r idx net prop _limit <<< "$1"
     # ACASXU_run2a_<a>_<b>_batch_2000.onnx is ACASXU_experimental_v2a_<a>_<b> here.
     ab="$(echo "$net" | sed -E 's/ACASXU_run2a_([0-9]+_[0-9]+)_batch_2000.onnx/\1/')"
     name="ACASXU_experimental_v2a_$ab"
@@ -37,11 +41,18 @@ head -n "$first" "$data/acasxu_instances.csv" | while IFS=, read -r net prop _li
         fi
     fi
     secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
-    echo "$ab,${prop%.vnnlib},$verdict,$secs,$witness" | tee -a "$out/results.csv"
-done
+    echo "$ab,${prop%.vnnlib},$verdict,$secs,$witness" | tee "$out/results/$idx.row"
+}
+export -f one
+
+start=$(date +%s.%N)
+head -n "$first" "$data/acasxu_instances.csv" | awk '{ printf "%03d,%s\n", NR, $0 }' |
+    xargs -d '\n' -P "$jobs" -I{} bash -c 'one "$1"' _ {}
 end=$(date +%s.%N)
+echo "network,property,verdict,seconds,witness" > "$out/results.csv"
+cat "$out"/results/*.row >> "$out/results.csv"
 {
-    echo "ACAS Xu, $(($(wc -l < "$out/results.csv") - 1)) instances, limit ${timeout} s each, $(date -u +%F) on $(hostname)"
+    echo "ACAS Xu, $(($(wc -l < "$out/results.csv") - 1)) instances, limit ${timeout} s each, $jobs at a time, $(date -u +%F) on $(hostname), $(nproc) CPUs"
     awk -F, 'NR > 1 { n[$3]++; t += $4; if ($3 == "sat" || $3 == "unsat") { d++; td += $4 } if ($5 == "REFUTED") bad++ }
         END { for (v in n) printf "%s: %d\n", v, n[v];
               printf "decided: %d, total %.1f s (decided ones %.1f s), refuted witnesses: %d\n", d, t, td, bad + 0 }' "$out/results.csv"

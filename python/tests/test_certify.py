@@ -64,3 +64,16 @@ def test_certify_an_acas_xu_instance():
     v = vram.certify(os.path.join(data, "onnx/ACASXU_experimental_v2a_1_1.onnx"),
                      os.path.join(data, "vnnlib/prop_1.vnnlib"), timeout=60)
     assert v.kind == "holds"
+
+
+def test_linear_bounds_are_never_wider_than_interval_ones():
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as d, vram.Context(os.urandom(32), backend="host") as ctx:
+        net = ctx.network_from_nnet(write(d, "n.nnet", NNET))
+        lo, hi = np.array([[0.0, 0.0]]), np.array([[1.0, 1.0]])
+        il, ih = net.propagate(lo, hi)
+        ll, lh = net.propagate(lo, hi, method="linear")
+        assert (ll >= il).all() and (lh <= ih).all() and ll[0, 0] <= -0.5 and lh[0, 0] >= 1.5
+        with pytest.raises(ValueError):
+            net.propagate(lo, hi, method="crown")

@@ -425,9 +425,11 @@ class Network(_Handle):
     def output_size(self) -> int:
         return _C.ibp_model_output_size(self._live())
 
-    def propagate(self, lower: Any, upper: Any) -> tuple[Any, Any]:
+    def propagate(self, lower: Any, upper: Any, method: str = "interval") -> tuple[Any, Any]:
         """Output bounds for input boxes ``[lower, upper]`` (NumPy arrays or torch tensors of
         shape (batch, input_size) or (input_size,)); returns float32 NumPy arrays.
+        ``method="linear"``: sound linear (CROWN-style) bounds, never wider than the interval
+        ones (CPU, host-backed networks).
 
         libvram computes in float32. Float64 (or other) inputs are converted soundly — lower
         bounds rounded down, upper bounds up, so the float32 box contains the given one — never
@@ -445,8 +447,14 @@ class Network(_Handle):
         olo = np.empty((batch, self.output_size), np.float32)
         ohi = np.empty_like(olo)
         fp = ctypes.POINTER(ctypes.c_float)
-        _check(_C.ibp_propagate(self._live(), batch, lo2.ctypes.data_as(fp), hi2.ctypes.data_as(fp),
-                                olo.ctypes.data_as(fp), ohi.ctypes.data_as(fp)))
+        methods = {"interval": 0, "linear": 1}
+        if method not in methods:
+            raise ValueError(f"method must be one of {sorted(methods)}; got {method!r}")
+        opts = _lib.PropagateOptions()
+        opts.struct_size = ctypes.sizeof(_lib.PropagateOptions)
+        opts.method = methods[method]
+        _check(_C.ibp_propagate_ex(self._live(), batch, lo2.ctypes.data_as(fp), hi2.ctypes.data_as(fp),
+                                   olo.ctypes.data_as(fp), ohi.ctypes.data_as(fp), ctypes.byref(opts)))
         return (olo[0], ohi[0]) if single else (olo, ohi)
 
 

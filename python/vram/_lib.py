@@ -116,6 +116,19 @@ class ScrubberOptions(ctypes.Structure):
     ]
 
 
+class PropagateOptions(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("memory", ctypes.c_uint32),
+        ("stream", ctypes.c_void_p),
+        ("spec_rows", ctypes.c_size_t),
+        ("spec_c", ctypes.POINTER(ctypes.c_float)),
+        ("spec_d", ctypes.POINTER(ctypes.c_float)),
+        ("flags", ctypes.c_uint32),
+        ("method", ctypes.c_uint32),
+    ]
+
+
 CERTIFY_PROGRESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_double)
 
 
@@ -304,6 +317,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ibp_model_output_size": (sz, [vp]),
         "ibp_propagate": (st, [vp, sz, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float),
                                ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]),
+        "ibp_propagate_ex": (st, [vp, sz, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float),
+                                  ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float),
+                                  ctypes.POINTER(PropagateOptions)]),
         "ibp_model_free": (None, [vp]),
     }
     for name, (res, args) in sigs.items():
