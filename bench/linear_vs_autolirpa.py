@@ -16,7 +16,8 @@ import vram
 
 
 def nnet_layers(path):
-    rows = [[float(t) for t in l.split(",") if t.strip()] for l in open(path) if not l.startswith("//")]
+    with open(path) as f:
+        rows = [[float(t) for t in l.split(",") if t.strip()] for l in f if not l.startswith("//")]
     sizes = [int(v) for v in rows[1]]
     at, layers = 7, []
     for l in range(len(sizes) - 1):
@@ -81,7 +82,7 @@ def main():
         x = BoundedTensor((x_l + x_u) / 2, PerturbationLpNorm(norm=np.inf, x_L=x_l, x_U=x_u))
         for method in ("IBP", "CROWN"):
             (l, u), ms = timed(lambda: bm.compute_bounds(x=(x,), method=method))
-            res[(method, dtype)] = (l.double().cpu().numpy(), u.double().cpu().numpy(), ms)
+            res[(method, dtype)] = (l.detach().double().cpu().numpy(), u.detach().double().cpu().numpy(), ms)
 
     def width(l, u):
         return float(np.mean(u - l))
