@@ -1047,9 +1047,10 @@ extern "C" {
  * rounded outward in float64; input boxes are taken outward.
  *
  * `*out` is written only on success; free it with ibp_spec_free(). Errors:
- * ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable file or text
- * outside the subset (the message gives line and column); ::VRAM_ERR_UNSUPPORTED for a
- * property too large (more than 65 536 cases, or 2^22 comparisons). Thread-safe.
+ * ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable file (only a
+ * regular file of at most 64 MiB is read) or text outside the subset (the message gives line
+ * and column); ::VRAM_ERR_UNSUPPORTED for a property too large (more than 65 536 cases, or
+ * 2^22 comparisons). Thread-safe.
  */
 vram_status ibp_spec_from_vnnlib(const char *path, struct ibp_spec **out);
 

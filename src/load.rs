@@ -64,6 +64,27 @@ fn bad(reason: impl std::fmt::Display) -> VramError {
     VramError::invalid("path", reason)
 }
 
+/// The whole of a regular file of at most `max` bytes (a FIFO or a device is refused without
+/// blocking on it; a file that grows while read never past the limit). `shown` names it in
+/// messages, `what` is the kind of file ("NNet", "ONNX", "VNN-LIB").
+pub(crate) fn read_whole(path: &Path, shown: &str, max: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let (file, len) = open_regular(path)?;
+    if len > max {
+        return Err(bad(format!(
+            "{shown}: {len} bytes; {what} files of at most {max} bytes are read"
+        )));
+    }
+    let mut bytes = crate::fallible::try_with_capacity(len as usize, what)?;
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("{shown}: {e}")))?;
+    if bytes.len() as u64 > max {
+        return Err(bad(format!("{shown}: grew past {max} bytes while read")));
+    }
+    Ok(bytes)
+}
+
 /// A regular file opened without blocking on FIFOs or devices, and its length.
 pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
     let shown = path.display();

@@ -301,13 +301,6 @@ fn cancellation_bad_specs_and_damaged_weights() {
     assert_eq!(ctx.used(), 0);
 }
 
-fn acasxu_dir() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("VRAM_ACASXU_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| source_dir().join("../shared/data/acasxu"));
-    dir.join("onnx").is_dir().then_some(dir)
-}
-
 /// The network of an ACAS Xu NNet file, evaluated in f64 on normalised inputs (what the ONNX
 /// file computes): written here independently of libvram.
 fn acas_eval(path: &std::path::Path, x: &[f64]) -> Vec<f64> {
@@ -347,7 +340,7 @@ fn acas_eval(path: &std::path::Path, x: &[f64]) -> Vec<f64> {
 
 #[test]
 fn acasxu_instances_settled_by_proof_or_checked_witness() {
-    let Some(dir) = acasxu_dir() else {
+    let Some(dir) = acasxu_onnx_dir() else {
         println!("SKIPPED acasxu certify: ../shared/data/acasxu not found (set VRAM_ACASXU_DIR)");
         return;
     };

@@ -458,14 +458,6 @@ fn unsupported_operators_are_named_and_nothing_stays_sealed() {
     assert!(m.is_null());
 }
 
-/// The ACAS Xu data beside the project (or under VRAM_ACASXU_DIR).
-fn acasxu_dir() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("VRAM_ACASXU_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| source_dir().join("../shared/data/acasxu"));
-    dir.join("onnx").is_dir().then_some(dir)
-}
-
 /// The NNet normalisation rows (min, max, mean, range) of an ACAS Xu file.
 fn nnet_norm(path: &std::path::Path) -> Vec<Vec<f64>> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -484,7 +476,7 @@ fn nnet_norm(path: &std::path::Path) -> Vec<Vec<f64>> {
 
 #[test]
 fn acasxu_onnx_computes_what_the_nnet_file_computes() {
-    let Some(dir) = acasxu_dir() else {
+    let Some(dir) = acasxu_onnx_dir() else {
         println!("SKIPPED acasxu onnx: ../shared/data/acasxu not found (set VRAM_ACASXU_DIR)");
         return;
     };
@@ -546,7 +538,7 @@ fn mutated_onnx_files_never_panic_or_leak() {
     let ctx = Ctx::new();
     let mut rng = Rng(0xf022_0bad_u64);
     let mut bases: Vec<Vec<u8>> = test_nets(&mut rng).iter().map(onnx_of).collect();
-    if let Some(dir) = acasxu_dir() {
+    if let Some(dir) = acasxu_onnx_dir() {
         bases.push(std::fs::read(dir.join("onnx/ACASXU_experimental_v2a_1_1.onnx")).unwrap());
     }
     let runs: usize = std::env::var("VRAM_FUZZ_ONNX")

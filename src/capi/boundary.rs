@@ -154,6 +154,22 @@ pub(crate) fn arg_cstr<'a>(p: *const c_char, max: usize, name: &str) -> Result<&
     Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) })
 }
 
+/// A path argument: a NUL-terminated UTF-8 string of at most 4096 bytes.
+pub(crate) fn arg_path<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    std::str::from_utf8(arg_cstr(p, 4096, name)?)
+        .map_err(|_| VramError::invalid(name, "is not UTF-8"))
+}
+
+/// An optional options struct: NULL is `None` (every default), else read as
+/// [`read_options`] does.
+pub(crate) fn read_optional<T: OptionsStruct>(p: *const T, name: &str) -> Result<Option<T>> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        read_options(p, name).map(Some)
+    }
+}
+
 /// An options struct of the C API: starts with `uint32_t struct_size`, every field is an
 /// integer, a float or a pointer.
 ///

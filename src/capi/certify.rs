@@ -3,11 +3,11 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::time::Duration;
 
-use super::boundary::{arg_cstr, arg_mut, arg_ref, guard, guard_value, read_options};
+use super::boundary::{arg_mut, arg_path, arg_ref, guard, guard_value, read_optional};
 use super::types::{ibp_model, vram_status};
 use crate::certify::bab::{Options, Progress, Verdict};
 use crate::certify::vnnlib::{self, Property};
-use crate::error::{ErrorKind, Result, VramError};
+use crate::error::{Result, VramError};
 
 /// A parsed VNN-LIB property (ibp_spec_from_vnnlib()): immutable, safe to use from many
 /// threads at once. Freed with ibp_spec_free().
@@ -103,34 +103,24 @@ fn spec_of(text: &[u8]) -> Result<Property> {
 /// rounded outward in float64; input boxes are taken outward.
 ///
 /// `*out` is written only on success; free it with ibp_spec_free(). Errors:
-/// ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable file or text
-/// outside the subset (the message gives line and column); ::VRAM_ERR_UNSUPPORTED for a
-/// property too large (more than 65 536 cases, or 2^22 comparisons). Thread-safe.
+/// ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT for an unreadable file (only a
+/// regular file of at most 64 MiB is read) or text outside the subset (the message gives line
+/// and column); ::VRAM_ERR_UNSUPPORTED for a property too large (more than 65 536 cases, or
+/// 2^22 comparisons). Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn ibp_spec_from_vnnlib(
     path: *const c_char,
     out: *mut *mut ibp_spec,
 ) -> vram_status {
     guard("ibp_spec_from_vnnlib", || {
-        let path = arg_cstr(path, 4096, "path")?;
-        let path =
-            std::str::from_utf8(path).map_err(|_| VramError::invalid("path", "is not UTF-8"))?;
+        let path = arg_path(path, "path")?;
         let out = arg_mut(out, "out")?;
-        let (file, len) = crate::load::open_regular(std::path::Path::new(path))?;
-        if len > vnnlib::MAX_BYTES as u64 {
-            return Err(VramError::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "{path}: {len} bytes; at most {} are read",
-                    vnnlib::MAX_BYTES
-                ),
-            ));
-        }
-        let mut text = crate::fallible::try_with_capacity(len as usize, "VNN-LIB file")?;
-        use std::io::Read;
-        file.take(vnnlib::MAX_BYTES as u64 + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| VramError::invalid("path", format!("{path}: {e}")))?;
+        let text = crate::load::read_whole(
+            std::path::Path::new(path),
+            path,
+            vnnlib::MAX_BYTES as u64,
+            "VNN-LIB",
+        )?;
         let prop =
             spec_of(&text).map_err(|e| VramError::new(e.kind, format!("{path}: {}", e.message)))?;
         *out = Box::into_raw(Box::new(ibp_spec { inner: prop }));
@@ -224,11 +214,7 @@ pub extern "C" fn ibp_certify(
     guard("ibp_certify", || {
         let model = &arg_ref(model, "model")?.inner;
         let prop = &arg_ref(spec, "spec")?.inner;
-        let opts = if opts.is_null() {
-            None
-        } else {
-            Some(read_options(opts, "opts")?)
-        };
+        let opts = read_optional(opts, "opts")?;
         let result = arg_mut(result, "result")?;
         super::boundary::check_struct_size(
             result.struct_size,

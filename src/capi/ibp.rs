@@ -3,7 +3,8 @@
 use std::ffi::{c_char, c_void};
 
 use super::boundary::{
-    arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value, read_options,
+    arg_cstr, arg_mut, arg_path, arg_ref, check_struct_size, guard, guard_value, read_optional,
+    read_options,
 };
 use super::types::{ibp_builder, ibp_model, vram_ctx, vram_status, vram_verify_report};
 use crate::error::{ErrorKind, Result, VramError};
@@ -502,9 +503,7 @@ pub extern "C" fn ibp_model_from_nnet(
 ) -> vram_status {
     guard("ibp_model_from_nnet", || {
         let ctx = arg_ref(ctx.cast_const(), "ctx")?;
-        let path = arg_cstr(path, 4096, "path")?;
-        let path =
-            std::str::from_utf8(path).map_err(|_| VramError::invalid("path", "is not UTF-8"))?;
+        let path = arg_path(path, "path")?;
         let out = arg_mut(out, "out")?;
         let model = crate::ibp::nnet::load(
             std::sync::Arc::clone(&ctx.inner),
@@ -560,14 +559,8 @@ pub extern "C" fn ibp_model_from_onnx(
 ) -> vram_status {
     guard("ibp_model_from_onnx", || {
         let ctx = arg_ref(ctx.cast_const(), "ctx")?;
-        let path = arg_cstr(path, 4096, "path")?;
-        let path =
-            std::str::from_utf8(path).map_err(|_| VramError::invalid("path", "is not UTF-8"))?;
-        let opts = if opts.is_null() {
-            None
-        } else {
-            Some(read_options(opts, "opts")?)
-        };
+        let path = arg_path(path, "path")?;
+        let opts = read_optional(opts, "opts")?;
         if let Some(f) = opts.map(|o| o.flags).filter(|&f| f != 0) {
             return Err(VramError::invalid(
                 "opts->flags",

@@ -5,7 +5,7 @@ use std::ffi::{CString, c_char, c_void};
 use std::sync::Arc;
 
 use super::boundary::{
-    arg_bytes, arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value, read_options,
+    arg_bytes, arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value, read_optional,
 };
 use super::types::{vram_ctx, vram_shard, vram_status};
 use crate::error::{ErrorKind, Result, VramError};
@@ -296,11 +296,7 @@ pub extern "C" fn vram_manifest_from_shards(
         let name = std::str::from_utf8(name)
             .map_err(|_| VramError::invalid("model_name", "is not UTF-8"))?;
         let list = shard_list(shards, n)?;
-        let opts = if opts.is_null() {
-            None
-        } else {
-            Some(read_options(opts, "opts")?)
-        };
+        let opts = read_optional(opts, "opts")?;
         let flags = opts.map_or(0, |o| o.flags);
         if flags & !VRAM_MANIFEST_REGION_ROOTS != 0 {
             return Err(VramError::invalid(

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 
 use super::boundary::{
-    arg_cstr, arg_mut, arg_ref, check_struct_size, guard, guard_value, read_options,
+    arg_cstr, arg_mut, arg_path, arg_ref, check_struct_size, guard, guard_value, read_optional,
 };
 use super::manifest::{
     TensorLabels, tensor_at, vram_manifest, vram_manifest_summary, vram_tensor_report,
@@ -157,14 +157,8 @@ pub extern "C" fn vram_load_safetensors(
 ) -> vram_status {
     guard("vram_load_safetensors", || {
         let ctx = arg_ref(ctx.cast_const(), "ctx")?;
-        let path = arg_cstr(path, 4096, "path")?;
-        let path =
-            std::str::from_utf8(path).map_err(|_| VramError::invalid("path", "is not UTF-8"))?;
-        let opts = if opts.is_null() {
-            None
-        } else {
-            Some(read_options(opts, "opts")?)
-        };
+        let path = arg_path(path, "path")?;
+        let opts = read_optional(opts, "opts")?;
         let flags = opts.map_or(0, |o| o.flags);
         if flags & !super::manifest::VRAM_MANIFEST_REGION_ROOTS != 0 {
             return Err(VramError::invalid(

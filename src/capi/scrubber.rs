@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::boundary::{
-    arg_mut, arg_ref, check_struct_size, guard, guard_value, read_options, status_of,
+    arg_mut, arg_ref, check_struct_size, guard, guard_value, read_optional, status_of,
 };
 use super::types::{vram_ctx, vram_shard, vram_status};
 use crate::scrub::{ScrubOptions, Scrubber};
@@ -176,11 +176,7 @@ pub extern "C" fn vram_scrubber_new(
         let ctx = arg_ref(ctx, "ctx")?;
         let out = arg_mut(out, "out")?;
         let list = super::shard::shard_list(shards, n)?;
-        let o = if opts.is_null() {
-            None
-        } else {
-            Some(read_options(opts, "opts")?)
-        };
+        let o = read_optional(opts, "opts")?;
         let options = o.map_or_else(ScrubOptions::default, |o| ScrubOptions {
             max_sms: o.max_sms,
             max_threads: o.max_threads,

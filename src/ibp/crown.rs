@@ -60,6 +60,14 @@ struct Pass {
     acc: Vec<SoundAcc>,
 }
 
+/// Charges one rounding (at most `1.001·u` relative, the 0.1 % for the evaluation of the
+/// charge itself) of quantities whose magnitudes sum to `mag` to a row's constant.
+fn charge(acc: &mut SoundAcc, mag: f64) {
+    if mag != 0.0 {
+        acc.error(mag * U * 1.001 * INFLATE);
+    }
+}
+
 fn magnitude(l: f64, u: f64) -> f64 {
     l.abs().max(u.abs())
 }
@@ -84,9 +92,7 @@ impl Pass {
                             err += s.abs() * magnitude(b.lo[j], b.hi[j]);
                         }
                     }
-                    if err != 0.0 {
-                        acc.error(err * U * 1.001 * INFLATE);
-                    }
+                    charge(acc, err);
                 }
             }
         }
@@ -357,9 +363,7 @@ impl<'a> Crown<'a> {
                             relu_upper(l, a, xl, xu, acc)
                         };
                     }
-                    if err != 0.0 {
-                        pass.acc[r].error(err * U * 1.001 * INFLATE);
-                    }
+                    charge(&mut pass.acc[r], err);
                 }
                 pass.add_into(x, next, xb);
             }
@@ -388,9 +392,7 @@ impl<'a> Crown<'a> {
                             pass.acc[r].term(l, zb.lo[j], zb.hi[j]);
                         }
                     }
-                    if err != 0.0 {
-                        pass.acc[r].error(err * U * 1.001 * INFLATE);
-                    }
+                    charge(&mut pass.acc[r], err);
                 }
                 pass.add_into(x, next, xb);
             }
@@ -422,9 +424,7 @@ impl<'a> Crown<'a> {
                             err += (1.001 * mu.abs() + 4.001 * (l * g).abs()) * m;
                             next[r * n + j] = mu;
                         }
-                        if err != 0.0 {
-                            pass.acc[r].error(err * U * INFLATE * 1.001);
-                        }
+                        charge(&mut pass.acc[r], err);
                     }
                 }
                 pass.add_into(x, next, xb);

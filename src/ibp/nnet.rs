@@ -13,7 +13,6 @@
 //! [`MAX_FILE`] bytes are read. Declared sizes are checked against the file's length before
 //! anything is allocated for them.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use super::builder::{Builder, PREV};
@@ -130,22 +129,7 @@ fn count(v: f64, what: &str, max: u64) -> Result<usize> {
 /// at most [`MAX_FILE`] bytes, in UTF-8.
 fn read_text(path: &std::path::Path) -> Result<String> {
     let shown = quote(&path.display().to_string());
-    let (file, len) = crate::load::open_regular(path)?;
-    if len > MAX_FILE {
-        return Err(bad(format!(
-            "{shown}: {len} bytes; NNet files of at most {MAX_FILE} bytes are read"
-        )));
-    }
-    let mut bytes = try_with_capacity(len as usize, "NNet file")?;
-    // The file may grow while it is read: never past the limit.
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("{shown}: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(bad(format!(
-            "{shown}: grew past {MAX_FILE} bytes while read"
-        )));
-    }
+    let bytes = crate::load::read_whole(path, &shown, MAX_FILE, "NNet")?;
     String::from_utf8(bytes).map_err(|e| {
         bad(format!(
             "{shown}: not UTF-8 text (byte {})",

@@ -14,6 +14,15 @@ pub fn source_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
 
+/// The ACAS Xu data beside the project (or under VRAM_ACASXU_DIR), when its ONNX files are
+/// there.
+pub fn acasxu_onnx_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("VRAM_ACASXU_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| source_dir().join("../shared/data/acasxu"));
+    dir.join("onnx").is_dir().then_some(dir)
+}
+
 pub const KEY: [u8; 32] = *b"an example seal secret, 32 bytes";
 pub const OTHER_KEY: [u8; 32] = *b"another seal secret of 32 bytes!";
 

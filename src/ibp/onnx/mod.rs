@@ -14,7 +14,6 @@ mod graph;
 pub mod proto;
 mod tensor;
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,21 +40,7 @@ fn bad(reason: impl std::fmt::Display) -> VramError {
 /// file's stem).
 pub fn load(ctx: Arc<Context>, path: &Path, name: Option<&str>) -> Result<Model> {
     let shown = path.display().to_string();
-    let (file, len) = crate::load::open_regular(path)?;
-    if len > MAX_FILE {
-        return Err(bad(format!(
-            "{shown}: {len} bytes; ONNX files of at most {MAX_FILE} bytes are read"
-        )));
-    }
-    let mut bytes = crate::fallible::try_with_capacity(len as usize, "ONNX file")?;
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("{shown}: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(bad(format!(
-            "{shown}: grew past {MAX_FILE} bytes while read"
-        )));
-    }
+    let bytes = crate::load::read_whole(path, &shown, MAX_FILE, "ONNX")?;
     let name = match name {
         Some(n) => n.to_string(),
         None => super::name_from_path(path, "onnx"),
