@@ -334,37 +334,25 @@ impl<'a> Crown<'a> {
                     Op::LeakyRelu { alpha } => f64::from(alpha),
                     _ => 0.0,
                 };
-                let mut next = try_vec(rows * n, 0.0, "linear bounds")?;
-                for r in 0..rows {
-                    let mut err = 0.0;
-                    for j in 0..n {
-                        let l = lam[r * n + j];
-                        if l == 0.0 {
-                            continue;
-                        }
-                        let (xl, xu) = (xb.lo[j], xb.hi[j]);
-                        let acc = &mut pass.acc[r];
-                        next[r * n + j] = if xl >= 0.0 {
-                            l
-                        } else if xu <= 0.0 {
-                            if a == 0.0 {
-                                0.0
-                            } else {
-                                let mu = l * a;
-                                err += mu.abs() * magnitude(xl, xu);
-                                mu
-                            }
-                        } else if !(xl.is_finite() && xu.is_finite()) {
-                            acc.term(l, zb.lo[j], zb.hi[j]);
-                            0.0
-                        } else if l > 0.0 {
-                            relu_lower(l, a, xl, xu)
-                        } else {
-                            relu_upper(l, a, xl, xu, acc)
-                        };
+                let next = elementwise(&lam, n, pass, |j, l, acc| {
+                    let (xl, xu) = (xb.lo[j], xb.hi[j]);
+                    if xl >= 0.0 {
+                        (l, 0.0)
+                    } else if xu <= 0.0 && a == 0.0 {
+                        (0.0, 0.0)
+                    } else if xu <= 0.0 {
+                        // z = a·x exactly; μ = fl(λ·a).
+                        let mu = l * a;
+                        (mu, mu.abs() * magnitude(xl, xu))
+                    } else if !(xl.is_finite() && xu.is_finite()) {
+                        acc.term(l, zb.lo[j], zb.hi[j]);
+                        (0.0, 0.0)
+                    } else if l > 0.0 {
+                        (relu_lower(l, a, xl, xu), 0.0)
+                    } else {
+                        (relu_upper(l, a, xl, xu, acc), 0.0)
                     }
-                    charge(&mut pass.acc[r], err);
-                }
+                })?;
                 pass.add_into(x, next, xb);
             }
             Op::Normalize {
@@ -373,60 +361,37 @@ impl<'a> Crown<'a> {
                 mean,
                 range,
             } => {
-                let mut next = try_vec(rows * n, 0.0, "linear bounds")?;
-                for r in 0..rows {
-                    let mut err = 0.0;
-                    for j in 0..n {
-                        let l = lam[r * n + j];
-                        if l == 0.0 {
-                            continue;
-                        }
-                        let (xl, xu) = (xb.lo[j], xb.hi[j]);
-                        if xl >= min[j] && xu <= max[j] {
-                            // z = (x − m) / r exactly; μ = fl(λ / r).
-                            let mu = l / range[j];
-                            pass.acc[r].term(-mu, mean[j], mean[j]);
-                            err += mu.abs() * (magnitude(xl, xu) + mean[j].abs());
-                            next[r * n + j] = mu;
-                        } else {
-                            pass.acc[r].term(l, zb.lo[j], zb.hi[j]);
-                        }
+                let next = elementwise(&lam, n, pass, |j, l, acc| {
+                    let (xl, xu) = (xb.lo[j], xb.hi[j]);
+                    if xl >= min[j] && xu <= max[j] {
+                        // z = (x − m) / r exactly; μ = fl(λ / r).
+                        let mu = l / range[j];
+                        acc.term(-mu, mean[j], mean[j]);
+                        (mu, mu.abs() * (magnitude(xl, xu) + mean[j].abs()))
+                    } else {
+                        acc.term(l, zb.lo[j], zb.hi[j]);
+                        (0.0, 0.0)
                     }
-                    charge(&mut pass.acc[r], err);
-                }
+                })?;
                 pass.add_into(x, next, xb);
             }
             Op::BatchNorm { params, eps } => {
                 let p = self.net.param(*params);
-                let channels = node.shape.first().copied().unwrap_or(1) as usize;
-                let per = n / channels.max(1);
-                let mut next = try_vec(rows * n, 0.0, "linear bounds")?;
-                for ch in 0..channels {
-                    let (gm, bt, mn, var) = (
-                        f64::from(p[ch]),
-                        f64::from(p[channels + ch]),
-                        f64::from(p[2 * channels + ch]),
-                        f64::from(p[3 * channels + ch]),
-                    );
-                    // g carries three roundings (add, sqrt, divide): within 4u|g| of exact.
-                    let g = gm / (var + eps).sqrt();
-                    for r in 0..rows {
-                        let mut err = 0.0;
-                        for j in ch * per..(ch + 1) * per {
-                            let l = lam[r * n + j];
-                            if l == 0.0 {
-                                continue;
-                            }
-                            let mu = l * g;
-                            pass.acc[r].term(-mu, mn, mn);
-                            pass.acc[r].term(l, bt, bt);
-                            let m = magnitude(xb.lo[j], xb.hi[j]) + mn.abs();
-                            err += (1.001 * mu.abs() + 4.001 * (l * g).abs()) * m;
-                            next[r * n + j] = mu;
-                        }
-                        charge(&mut pass.acc[r], err);
-                    }
-                }
+                let channels = node.shape.first().copied().unwrap_or(1).max(1) as usize;
+                let per = (n / channels).max(1);
+                // g = γ / √(var + ε) carries three roundings (add, sqrt, divide): within 4u|g|.
+                let g: Vec<f64> = (0..channels)
+                    .map(|ch| f64::from(p[ch]) / (f64::from(p[3 * channels + ch]) + eps).sqrt())
+                    .collect();
+                let next = elementwise(&lam, n, pass, |j, l, acc| {
+                    let ch = j / per;
+                    let (bt, mn) = (f64::from(p[channels + ch]), f64::from(p[2 * channels + ch]));
+                    let mu = l * g[ch];
+                    acc.term(-mu, mn, mn);
+                    acc.term(l, bt, bt);
+                    let m = magnitude(xb.lo[j], xb.hi[j]) + mn.abs();
+                    (mu, (1.001 * mu.abs() + 4.001 * (l * g[ch]).abs()) * m)
+                })?;
                 pass.add_into(x, next, xb);
             }
             Op::Flatten => pass.add_into(x, lam, xb),
@@ -447,6 +412,31 @@ impl<'a> Crown<'a> {
         }
         Ok(())
     }
+}
+
+/// Coefficients through an element-wise node, row by row: `relax(j, λ, acc)` adds what it
+/// must to the row's constant and returns the coefficient on the input's element `j` and the
+/// magnitude of the rounding it leaves, charged once per row. Zero coefficients are skipped.
+fn elementwise(
+    lam: &[f64],
+    n: usize,
+    pass: &mut Pass,
+    mut relax: impl FnMut(usize, f64, &mut SoundAcc) -> (f64, f64),
+) -> Result<Vec<f64>> {
+    let mut next = try_vec(pass.rows * n, 0.0, "linear bounds")?;
+    for (r, acc) in pass.acc.iter_mut().enumerate() {
+        let mut err = 0.0;
+        for j in 0..n {
+            let l = lam[r * n + j];
+            if l != 0.0 {
+                let (mu, e) = relax(j, l, acc);
+                next[r * n + j] = mu;
+                err += e;
+            }
+        }
+        charge(acc, err);
+    }
+    Ok(next)
 }
 
 /// λ > 0 on an unstable leaky ReLU z = max(x, a·x) (a < 1): z ≥ β·x for any β in [a, 1];
