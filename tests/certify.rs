@@ -13,12 +13,6 @@ use common::*;
 use ibp::{Layer, Net, build};
 use vram::*;
 
-/// Linear bounds and the search run on the CPU over host-sealed weights: a host context even
-/// where the suite runs on the CUDA backend.
-fn host_ctx() -> Ctx {
-    Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY))
-}
-
 fn spec(tag: &str, text: &str) -> *mut ibp_spec {
     let p = std::env::temp_dir().join(format!("vram-certify-{tag}-{}.vnnlib", std::process::id()));
     std::fs::write(&p, text).unwrap();
@@ -411,16 +405,7 @@ fn a_cuda_backed_model_is_refused_not_copied() {
     let (st, f) = certify(m, s, 5.0);
     assert_eq!(st, vram_status::VRAM_ERR_UNSUPPORTED, "{}", last_error());
     assert_eq!(f.verdict, 0);
-    let mut o = ibp_propagate_options {
-        struct_size: size_of::<ibp_propagate_options>() as u32,
-        memory: 0,
-        stream: ptr::null_mut(),
-        spec_rows: 0,
-        spec_c: ptr::null(),
-        spec_d: ptr::null(),
-        flags: 0,
-        method: ibp_method::IBP_METHOD_LINEAR as u32,
-    };
+    let mut o = ibp::propagate_options(ibp_method::IBP_METHOD_LINEAR);
     let (lo, hi) = ([0.0f32, 0.0], [1.0f32, 1.0]);
     let (mut a, mut b) = ([0f32; 1], [0f32; 1]);
     assert_eq!(

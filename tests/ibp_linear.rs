@@ -6,79 +6,10 @@ mod common;
 #[path = "common/ibp.rs"]
 mod ibp;
 
-use std::ptr;
 
 use common::*;
-use ibp::{Layer, Net, Q, build, exact, q, to_f64};
+use ibp::{Layer, Net, Q, build, exact, mlp, propagate_boxes, propagate_options, q, to_f64};
 use vram::*;
-
-/// Linear bounds and the search run on the CPU over host-sealed weights: a host context even
-/// where the suite runs on the CUDA backend.
-fn host_ctx() -> Ctx {
-    Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY))
-}
-
-fn opts(method: ibp_method) -> ibp_propagate_options {
-    ibp_propagate_options {
-        struct_size: size_of::<ibp_propagate_options>() as u32,
-        memory: 0,
-        stream: ptr::null_mut(),
-        spec_rows: 0,
-        spec_c: ptr::null(),
-        spec_d: ptr::null(),
-        flags: 0,
-        method: method as u32,
-    }
-}
-
-fn run(
-    m: *const ibp_model,
-    o: &ibp_propagate_options,
-    lo: &[f32],
-    hi: &[f32],
-) -> (Vec<f32>, Vec<f32>) {
-    let batch = lo.len() / ibp_model_input_size(m);
-    let rows = if o.spec_rows > 0 {
-        o.spec_rows
-    } else {
-        ibp_model_output_size(m)
-    };
-    let (mut ol, mut oh) = (vec![0f32; rows * batch], vec![0f32; rows * batch]);
-    let s = ibp_propagate_ex(
-        m,
-        batch,
-        lo.as_ptr(),
-        hi.as_ptr(),
-        ol.as_mut_ptr(),
-        oh.as_mut_ptr(),
-        o,
-    );
-    assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
-    (ol, oh)
-}
-
-fn mlp(r: &mut Rng, dims: &[usize], scale: f32, leaky: bool) -> Net {
-    let mut layers = Vec::new();
-    for k in 0..dims.len() - 1 {
-        let (i, o) = (dims[k], dims[k + 1]);
-        layers.push(Layer::Linear {
-            out: o,
-            w: r.vec(i * o, scale),
-            b: r.vec(o, scale),
-        });
-        if k + 2 < dims.len() {
-            layers.push(if leaky && k % 2 == 1 {
-                Layer::Leaky(0.1)
-            } else {
-                Layer::Relu
-            });
-        }
-    }
-    Net {
-        input: vec![dims[0] as u64],
-        layers,
-    }
-}
 
 /// A residual network: linear, ReLU, add the linear layer's output back, leaky ReLU, linear.
 fn residual(r: &mut Rng) -> Net {
@@ -130,8 +61,18 @@ fn linear_bounds_enclose_exact_outputs_and_never_exceed_ibp() {
             let rad = 0.02 + 0.3 * r.unit().abs();
             let lo: Vec<f32> = c.iter().map(|v| v - rad).collect();
             let hi: Vec<f32> = c.iter().map(|v| v + rad).collect();
-            let (il, ih) = run(m, &opts(ibp_method::IBP_METHOD_INTERVAL), &lo, &hi);
-            let (ll, lh) = run(m, &opts(ibp_method::IBP_METHOD_LINEAR), &lo, &hi);
+            let (il, ih) = propagate_boxes(
+                m,
+                &propagate_options(ibp_method::IBP_METHOD_INTERVAL),
+                &lo,
+                &hi,
+            );
+            let (ll, lh) = propagate_boxes(
+                m,
+                &propagate_options(ibp_method::IBP_METHOD_LINEAR),
+                &lo,
+                &hi,
+            );
             for o in 0..il.len() {
                 assert!(ll[o] >= il[o] && lh[o] <= ih[o], "net {i}: wider than IBP");
                 assert!(ll[o] <= lh[o]);
@@ -197,7 +138,12 @@ fn affine_regions_are_bounded_exactly_up_to_rounding() {
                     exact_at(&net, &x)
                 })
                 .collect();
-            let (ll, lh) = run(m, &opts(ibp_method::IBP_METHOD_LINEAR), &lo, &hi);
+            let (ll, lh) = propagate_boxes(
+                m,
+                &propagate_options(ibp_method::IBP_METHOD_LINEAR),
+                &lo,
+                &hi,
+            );
             let affine = stable(&net, &lo, &hi);
             for o in 0..3 {
                 let min = corners.iter().map(|c| c[o].clone()).min().unwrap();
@@ -357,7 +303,12 @@ fn linear_bounds_match_plain_float64_crown() {
             let c = r.vec(5, 1.0);
             let lo: Vec<f32> = c.iter().map(|v| v - 0.1).collect();
             let hi: Vec<f32> = c.iter().map(|v| v + 0.1).collect();
-            let (ll, lh) = run(m, &opts(ibp_method::IBP_METHOD_LINEAR), &lo, &hi);
+            let (ll, lh) = propagate_boxes(
+                m,
+                &propagate_options(ibp_method::IBP_METHOD_LINEAR),
+                &lo,
+                &hi,
+            );
             let lo64: Vec<f64> = lo.iter().map(|&v| f64::from(v)).collect();
             let hi64: Vec<f64> = hi.iter().map(|&v| f64::from(v)).collect();
             let (pl, ph) = plain_crown(&net, &lo64, &hi64);
@@ -389,16 +340,16 @@ fn linear_bounds_of_a_spec_and_bad_methods() {
     let m = build(ctx.0, "spec", &net);
     let c = [1.0f32, -1.0];
     let d = [0.25f32];
-    let mut o = opts(ibp_method::IBP_METHOD_LINEAR);
+    let mut o = propagate_options(ibp_method::IBP_METHOD_LINEAR);
     o.spec_rows = 1;
     o.spec_c = c.as_ptr();
     o.spec_d = d.as_ptr();
     let lo = [-0.2f32, 0.1, 0.3];
     let hi = [0.1f32, 0.2, 0.5];
-    let (sl, sh) = run(m, &o, &lo, &hi);
+    let (sl, sh) = propagate_boxes(m, &o, &lo, &hi);
     let mut oi = o;
     oi.method = 0;
-    let (il, ih) = run(m, &oi, &lo, &hi);
+    let (il, ih) = propagate_boxes(m, &oi, &lo, &hi);
     assert!(sl[0] >= il[0] && sh[0] <= ih[0]);
     for s in 0..50 {
         let x: Vec<f32> = (0..3)

@@ -75,26 +75,7 @@ fn check(
 }
 
 fn random_mlp(r: &mut Rng, dims: &[usize], scale: f32) -> Net {
-    let mut layers = Vec::new();
-    for k in 0..dims.len() - 1 {
-        let (i, o) = (dims[k], dims[k + 1]);
-        layers.push(Layer::Linear {
-            out: o,
-            w: r.vec(i * o, scale),
-            b: r.vec(o, scale),
-        });
-        if k + 2 < dims.len() {
-            layers.push(if k % 2 == 0 {
-                Layer::Relu
-            } else {
-                Layer::Leaky(0.1)
-            });
-        }
-    }
-    Net {
-        input: vec![dims[0] as u64],
-        layers,
-    }
+    ibp::mlp(r, dims, scale, true)
 }
 
 #[test]

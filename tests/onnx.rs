@@ -238,19 +238,8 @@ fn load(ctx: &Ctx, p: &std::path::Path) -> (vram_status, *mut ibp_model) {
 }
 
 fn bounds(m: *const ibp_model, lo: &[f32], hi: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let n = ibp_model_output_size(m);
-    let batch = lo.len() / ibp_model_input_size(m);
-    let (mut ol, mut oh) = (vec![0f32; n * batch], vec![0f32; n * batch]);
-    let s = ibp_propagate(
-        m,
-        batch,
-        lo.as_ptr(),
-        hi.as_ptr(),
-        ol.as_mut_ptr(),
-        oh.as_mut_ptr(),
-    );
-    assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
-    (ol, oh)
+    let o = ibp::propagate_options(ibp_method::IBP_METHOD_INTERVAL);
+    ibp::propagate_boxes(m, &o, lo, hi)
 }
 
 fn test_nets(rng: &mut Rng) -> Vec<Net> {

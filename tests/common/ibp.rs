@@ -55,6 +55,73 @@ pub struct Net {
     pub layers: Vec<Layer>,
 }
 
+/// An MLP of random weights: linear layers of `dims`, ReLU between them (every other one a
+/// LeakyReLU of 0.1 when `leaky`).
+pub fn mlp(r: &mut crate::common::Rng, dims: &[usize], scale: f32, leaky: bool) -> Net {
+    let mut layers = Vec::new();
+    for k in 0..dims.len() - 1 {
+        let (i, o) = (dims[k], dims[k + 1]);
+        layers.push(Layer::Linear {
+            out: o,
+            w: r.vec(i * o, scale),
+            b: r.vec(o, scale),
+        });
+        if k + 2 < dims.len() {
+            layers.push(if leaky && k % 2 == 1 {
+                Layer::Leaky(0.1)
+            } else {
+                Layer::Relu
+            });
+        }
+    }
+    Net {
+        input: vec![dims[0] as u64],
+        layers,
+    }
+}
+
+/// Options of ibp_propagate_ex(): boxes in host memory, no spec, `method`.
+pub fn propagate_options(method: ibp_method) -> ibp_propagate_options {
+    ibp_propagate_options {
+        struct_size: size_of::<ibp_propagate_options>() as u32,
+        memory: 0,
+        stream: ptr::null_mut(),
+        spec_rows: 0,
+        spec_c: ptr::null(),
+        spec_d: ptr::null(),
+        flags: 0,
+        method: method as u32,
+    }
+}
+
+/// ibp_propagate_ex() over host boxes (`lo`, `hi`: batch × input size), asserted to succeed:
+/// the output (or spec) bounds.
+pub fn propagate_boxes(
+    m: *const ibp_model,
+    o: &ibp_propagate_options,
+    lo: &[f32],
+    hi: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let batch = lo.len() / ibp_model_input_size(m);
+    let rows = if o.spec_rows > 0 {
+        o.spec_rows
+    } else {
+        ibp_model_output_size(m)
+    };
+    let (mut ol, mut oh) = (vec![0f32; rows * batch], vec![0f32; rows * batch]);
+    let s = ibp_propagate_ex(
+        m,
+        batch,
+        lo.as_ptr(),
+        hi.as_ptr(),
+        ol.as_mut_ptr(),
+        oh.as_mut_ptr(),
+        o,
+    );
+    assert_eq!(s, vram_status::VRAM_OK, "{}", crate::common::last_error());
+    (ol, oh)
+}
+
 /// Builds `net` through the C ABI on `ctx`.
 pub fn build(ctx: *mut vram_ctx, name: &str, net: &Net) -> *mut ibp_model {
     let mut b = ptr::null_mut();

@@ -59,6 +59,12 @@ pub fn test_backend() -> vram_backend {
     }
 }
 
+/// A host-backend context, even where the suite runs on the CUDA backend (what runs on the CPU
+/// over host-sealed weights: linear bounds, the certify search).
+pub fn host_ctx() -> Ctx {
+    Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY))
+}
+
 /// An owned context, freed on drop.
 pub struct Ctx(pub *mut vram_ctx);
 // SAFETY: a vram_ctx is documented as safe to use from many threads at once.
