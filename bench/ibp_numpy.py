@@ -9,18 +9,16 @@ import time
 
 import numpy as np
 
+import nnet_file
+
 
 def load(path):
-    rows = [[float(t) for t in l.split(",") if t.strip()] for l in open(path) if not l.startswith("//")]
-    sizes = [int(v) for v in rows[1]]
-    lo, hi, mean, rng = (np.array(rows[k][: sizes[0]]) for k in (3, 4, 5, 6))
-    at, layers = 7, []
-    for l in range(len(sizes) - 1):
-        w = np.array(rows[at : at + sizes[l + 1]], dtype=np.float64)
-        at += sizes[l + 1]
-        b = np.array([r[0] for r in rows[at : at + sizes[l + 1]]], dtype=np.float64)
-        at += sizes[l + 1]
-        layers.append((w, np.abs(w), b))
+    _, norm, raw = nnet_file.read(path)
+    lo, hi, mean, rng = (np.array(r) for r in norm)
+    layers = []
+    for w, b in raw:
+        w = np.array(w, dtype=np.float64)
+        layers.append((w, np.abs(w), np.array(b, dtype=np.float64)))
     return lo, hi, mean, rng, layers
 
 

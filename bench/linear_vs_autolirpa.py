@@ -12,21 +12,12 @@ import time
 import numpy as np
 import torch
 
+import nnet_file
 import vram
 
 
 def nnet_layers(path):
-    with open(path) as f:
-        rows = [[float(t) for t in l.split(",") if t.strip()] for l in f if not l.startswith("//")]
-    sizes = [int(v) for v in rows[1]]
-    at, layers = 7, []
-    for l in range(len(sizes) - 1):
-        w = np.array(rows[at : at + sizes[l + 1]], dtype=np.float32)
-        at += sizes[l + 1]
-        b = np.array([r[0] for r in rows[at : at + sizes[l + 1]]], dtype=np.float32)
-        at += sizes[l + 1]
-        layers.append((w, b))
-    return layers
+    return [(np.array(w, dtype=np.float32), np.array(b, dtype=np.float32)) for w, b in nnet_file.read(path)[2]]
 
 
 def torch_model(layers, dtype):

@@ -7,8 +7,12 @@ condition. With onnxruntime installed, the ONNX file is also run in float32 and 
 usage: check_witness.py NET.nnet NET.onnx PROP.vnnlib RESULT_FILE   (exit 0: confirmed)
 """
 import re
+import os
 import struct
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import nnet_file  # noqa: E402
 
 
 def f32(x):
@@ -16,24 +20,11 @@ def f32(x):
 
 
 def nnet(path, x):
-    rows = [
-        [float(t) for t in line.split(",") if t.strip()]
-        for line in open(path)
-        if not line.startswith("//")
-    ]
-    sizes = [int(v) for v in rows[1]]
-    at = 7
+    _, _, layers = nnet_file.read(path)
     v = list(x)
-    for layer in range(len(sizes) - 1):
-        w = rows[at : at + sizes[layer + 1]]
-        at += sizes[layer + 1]
-        b = [r[0] for r in rows[at : at + sizes[layer + 1]]]
-        at += sizes[layer + 1]
-        v = [
-            sum(f32(wj) * xj for wj, xj in zip(row, v)) + f32(bi)
-            for row, bi in zip(w, b)
-        ]
-        if layer + 2 < len(sizes):
+    for k, (w, b) in enumerate(layers):
+        v = [sum(f32(wj) * xj for wj, xj in zip(row, v)) + f32(bi) for row, bi in zip(w, b)]
+        if k + 1 < len(layers):
             v = [max(s, 0.0) for s in v]
     return v
 

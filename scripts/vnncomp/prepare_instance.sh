@@ -7,17 +7,12 @@ if [ "$#" -ne 4 ] || [ "$1" != "v1" ]; then
     echo "usage: $0 v1 BENCHMARK ONNX VNNLIB" >&2
     exit 1
 fi
-here="$(cd "$(dirname "$0")" && pwd)"
-vram="${VRAM_BIN:-$here/../../target/release/vram}"
+onnx="$3"
+vnnlib="$4"
+source "$(dirname "$0")/common.sh"
 if [ ! -x "$vram" ]; then
     echo "prepare_instance.sh: $vram not built (run: cargo build --release)" >&2
     exit 1
 fi
-onnx="$3"
-vnnlib="$4"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-case "$onnx" in *.gz) gunzip -c "$onnx" > "$tmp/net.onnx"; onnx="$tmp/net.onnx" ;; esac
-case "$vnnlib" in *.gz) gunzip -c "$vnnlib" > "$tmp/prop.vnnlib"; vnnlib="$tmp/prop.vnnlib" ;; esac
 # A zero-second run: loads both files and stops at once (prints unknown).
 "$vram" certify "$onnx" "$vnnlib" --timeout 0.000001 > /dev/null
