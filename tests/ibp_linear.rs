@@ -6,7 +6,6 @@ mod common;
 #[path = "common/ibp.rs"]
 mod ibp;
 
-
 use common::*;
 use ibp::{Layer, Net, Q, build, exact, mlp, propagate_boxes, propagate_options, q, to_f64};
 use vram::*;
