@@ -140,6 +140,34 @@ int lvk_ibp_linear_gemv(const float *w, const float *bias, uint32_t in_f, uint32
                         const double *lo, const double *hi, double *olo, double *ohi, int relu,
                         void *stream);
 
+/* Sound linear bounds for chains of dense layers (cuda/crown.cu). One layer of the chain; the
+ * array lives in device memory. */
+typedef struct lvk_crown_layer {
+    const float *w;       /* [out_f][in_f], the sealed weights (device) */
+    const float *bias;    /* out_f values, or NULL */
+    const double *colmax; /* in_f values (device, written by lvk_crown_colmax): max_o |w[o][i]| */
+    double gamma;         /* >= the relative rounding bound of a dot product of out_f + 2 terms */
+    uint32_t in_f, out_f;
+    uint32_t relu;        /* a ReLU follows this layer (never on the last one) */
+    uint32_t offset;      /* where this layer's outputs start in the per-box bounds */
+} lvk_crown_layer;
+
+/* Rows per backward pass and the dynamic shared memory one block needs on the current device
+ * (cudaErrorInvalidConfiguration when even two rows do not fit). */
+int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out,
+                            uint32_t n_rows, uint32_t *rp, size_t *smem);
+/* Writes every layer's colmax from its weights. */
+int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t width, void *stream);
+/* For each of `batch` boxes ([batch][n_in] f64, lo <= hi, finite): lower[batch][n_rows] sound
+ * lower bounds of rows·y (rows: [n_rows][output size] f64), out_lo / out_hi [batch][output
+ * size] sound output bounds, and (coeffs not NULL) [batch][n_rows][n_in] the linear bound's
+ * coefficients on the box. `width` >= every layer's in_f and out_f and n_in; total_out = the sum
+ * of the layers' out_f; rp and smem from lvk_crown_rows_per_pass. */
+int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
+                     uint32_t total_out, uint32_t rp, size_t smem, uint32_t batch, const double *lo,
+                     const double *hi, const double *rows, uint32_t n_rows, double *lower,
+                     double *out_lo, double *out_hi, double *coeffs, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -205,8 +205,11 @@ enum ibp_method
    * soundness standard (docs/soundness.md), intersected with the interval bounds, so never
    * wider on any box. Dense layers, ReLU, LeakyReLU, normalisation, batch norm, flatten and
    * residual adds are relaxed linearly; other layers by their interval bounds. Runs on the
-   * CPU threads (the context's `max_threads`) for a host-backed model; a CUDA-backed model
-   * → ::VRAM_ERR_UNSUPPORTED (its weights are never copied to the host).
+   * CPU threads (the context's `max_threads`) for a host-backed model, and on the model's
+   * GPU (one block per box, weights read where they live) for a CUDA-backed model whose
+   * graph is a chain of linear layers with ReLU after input normalisation (any other
+   * graph there → ::VRAM_ERR_UNSUPPORTED naming the node; weights are never copied to the
+   * host). Boxes in host memory only.
    */
   IBP_METHOD_LINEAR = 1,
 };
@@ -1081,7 +1084,10 @@ size_t ibp_spec_case_count(const struct ibp_spec *spec);
  * `VIOLATED` with a counterexample that a sound evaluation of the network at that input
  * confirms, `UNKNOWN` at the time limit. The search splits the input region into sub-boxes
  * (branch and bound) and looks for counterexamples with gradient steps on the concrete
- * network alongside; it runs on the CPU, on the context's threads (`max_threads`).
+ * network alongside. It runs where the weights live: on the CPU, on the context's threads
+ * (`max_threads`), for a host-backed model; on the model's GPU (thousands of sub-boxes per
+ * launch, gradients from zero-width boxes) for a CUDA-backed model whose graph is a chain of
+ * linear layers with ReLU after input normalisation. Same algorithm, same soundness.
  *
  * The verdict is about the sealed network: its weights are verified where they live before
  * and after the search, and a weight that differs (or a seal that is not authentic) makes the
@@ -1092,9 +1098,10 @@ size_t ibp_spec_case_count(const struct ibp_spec *spec);
  * counterexample buffers may be NULL. Everything in `*result` is written only on success.
  *
  * Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT (a property whose input or
- * output count differs from the model's, a bad option); ::VRAM_ERR_UNSUPPORTED for a model
- * whose weights live in GPU memory (the search needs a host-backed model; weights are never
- * copied to the host); ::VRAM_ERR_INTEGRITY / ::VRAM_ERR_BAD_SEAL as above;
+ * output count differs from the model's, a bad option); ::VRAM_ERR_UNSUPPORTED for a
+ * CUDA-backed model of another graph (the message names the node; weights are never copied
+ * to the host); ::VRAM_ERR_NO_DEVICE / ::VRAM_ERR_DEVICE from the GPU;
+ * ::VRAM_ERR_INTEGRITY / ::VRAM_ERR_BAD_SEAL as above;
  * ::VRAM_ERR_CANCELLED when the progress callback asked; ::VRAM_ERR_OUT_OF_MEMORY.
  * Thread-safe: many calls may run at once on one model.
  */
@@ -1370,8 +1377,9 @@ vram_status ibp_propagate(const struct ibp_model *model,
  * stream, and a specification `C·y + d` whose bounds are returned instead of the outputs'
  * (`spec_rows` values per item; C is folded into the last layer when it is linear, which is
  * tighter than applying C to the output box). `opts` NULL → ::VRAM_ERR_NULL_ARGUMENT; wrong
- * `struct_size`, unknown `memory` → ::VRAM_ERR_INVALID_ARGUMENT; device memory with a
- * host-backed model → ::VRAM_ERR_UNSUPPORTED. Otherwise as ibp_propagate().
+ * `struct_size`, unknown `memory` or `method` → ::VRAM_ERR_INVALID_ARGUMENT; device memory
+ * with a host-backed model, or with ::IBP_METHOD_LINEAR → ::VRAM_ERR_UNSUPPORTED. Otherwise
+ * as ibp_propagate().
  */
 vram_status ibp_propagate_ex(const struct ibp_model *model,
                              size_t batch,

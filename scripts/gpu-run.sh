@@ -30,12 +30,17 @@ if [ "${VRAM_GPU_RUN:-all}" = scrub-clean ]; then
   echo "gpu-run: $failed failure(s)"
   exit "$failed"
 fi
-# VRAM_GPU_RUN=acasxu: only the 186 ACAS Xu instances through vram certify (CPU search on
-# this machine's cores), VRAM_BENCH_JOBS at a time, the competition's 116 s each.
+# VRAM_GPU_RUN=acasxu: only the 186 ACAS Xu instances through vram certify, VRAM_BENCH_JOBS at
+# a time, the competition's 116 s each; the search on the GPU (VRAM_ACASXU_BACKEND=cuda, the
+# default) or on this machine's cores (host: each instance gets its share of them).
 if [ "${VRAM_GPU_RUN:-all}" = acasxu ]; then
   jobs="${VRAM_BENCH_JOBS:-4}"
-  VRAM_BIN="$PWD/.gpu/vram" VRAM_BENCH_JOBS="$jobs" \
-    VRAM_CERTIFY_ARGS="--threads $(( $(nproc) / jobs ))" \
+  if [ "${VRAM_ACASXU_BACKEND:-cuda}" = cuda ]; then
+    args="--backend cuda"
+  else
+    args="--backend host --threads $(( $(nproc) / jobs ))"
+  fi
+  VRAM_BIN="$PWD/.gpu/vram" VRAM_BENCH_JOBS="$jobs" VRAM_CERTIFY_ARGS="$args" \
     bench/acasxu/run.sh "$OUT/acasxu" "${VRAM_ACASXU_LIMIT:-116}" > "$OUT/bench-acasxu.md" 2>&1 || failed=1
   tail -n 8 "$OUT/bench-acasxu.md"
   grep -c REFUTED "$OUT/acasxu/results.csv" && failed=1

@@ -45,11 +45,120 @@ fn exact_at(net: &Net, x: &[f32]) -> Vec<Q> {
 
 #[test]
 fn linear_bounds_enclose_exact_outputs_and_never_exceed_ibp() {
-    let ctx = host_ctx();
+    enclose_exact(&host_ctx(), true);
+}
+
+/// The CUDA backend too where the suite runs on it (the GPU staging), else a visible skip.
+fn gpu_ctx(what: &str) -> Option<Ctx> {
+    if test_backend() == vram_backend::VRAM_BACKEND_CUDA {
+        Some(Ctx::new())
+    } else {
+        println!("SKIPPED {what} on the GPU: the suite runs on the host backend here");
+        None
+    }
+}
+
+/// The GPU kernel runs chains of linear layers and ReLU: the same checks on those.
+#[test]
+fn on_the_gpu_the_same_guarantees() {
+    let Some(ctx) = gpu_ctx("linear bounds") else {
+        return;
+    };
+    enclose_exact(&ctx, false);
+    affine_regions(&ctx, false);
+    match_plain_crown(&ctx);
+    spec_bounds(&ctx);
+    acasxu_gpu_matches_cpu(&ctx);
+    assert_eq!(ctx.used(), 0);
+}
+
+/// ACAS Xu from ONNX (input normalisation, six ReLU layers) on more boxes than one launch
+/// takes: the GPU's bounds are the CPU's (same algorithm; the summation orders differ) to
+/// within 1e-6 relative on nearly every output, and both contain the outputs at the centres.
+fn acasxu_gpu_matches_cpu(gpu: &Ctx) {
+    let Some(dir) = acasxu_onnx_dir() else {
+        println!("SKIPPED acasxu linear bounds on the GPU: ../shared/data/acasxu not found");
+        return;
+    };
+    let host = host_ctx();
+    let path = std::ffi::CString::new(
+        dir.join("onnx/ACASXU_experimental_v2a_1_1.onnx")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let load = |ctx: &Ctx| {
+        let mut m = std::ptr::null_mut();
+        assert_eq!(
+            ibp_model_from_onnx(ctx.0, path.as_ptr(), std::ptr::null(), &mut m),
+            vram_status::VRAM_OK,
+            "{}",
+            last_error()
+        );
+        m
+    };
+    let (mg, mh) = (load(gpu), load(&host));
+    let mut r = Rng(0xacac_0001);
+    let n = 33_000;
+    let (mut lo, mut hi) = (Vec::with_capacity(5 * n), Vec::with_capacity(5 * n));
+    for _ in 0..n {
+        let rad = 0.002 + 0.02 * r.unit().abs();
+        for c in r.vec(5, 0.4) {
+            lo.push(c - rad);
+            hi.push(c + rad);
+        }
+    }
+    let o = propagate_options(ibp_method::IBP_METHOD_LINEAR);
+    let (gl, gh) = propagate_boxes(mg, &o, &lo, &hi);
+    let (cl, ch) = propagate_boxes(mh, &o, &lo, &hi);
+    let oi = propagate_options(ibp_method::IBP_METHOD_INTERVAL);
+    let (il, ih) = propagate_boxes(mg, &oi, &lo, &hi);
+    let mut far = 0;
+    for k in 0..gl.len() {
+        assert!(
+            gl[k] <= gh[k] && gl[k] >= il[k] && gh[k] <= ih[k],
+            "output {k}"
+        );
+        let tol = 1e-6 * (1.0 + f64::from(cl[k]).abs() + f64::from(ch[k]).abs());
+        if (f64::from(gl[k]) - f64::from(cl[k])).abs() > tol
+            || (f64::from(gh[k]) - f64::from(ch[k])).abs() > tol
+        {
+            far += 1;
+        }
+    }
+    println!(
+        "ACAS Xu linear bounds, GPU against CPU: {far} of {} outputs beyond 1e-6",
+        gl.len()
+    );
+    assert!(far * 1000 <= gl.len(), "{far} outputs differ");
+    // The outputs at each box's centre (a zero-width box on the CPU path) lie inside.
+    let centre: Vec<f32> = lo.iter().zip(&hi).map(|(a, b)| 0.5 * (a + b)).collect();
+    let (yl, yh) = propagate_boxes(mh, &oi, &centre[..5 * 1000], &centre[..5 * 1000]);
+    for k in 0..yl.len() {
+        assert!(
+            gl[k] <= yh[k] && yl[k] <= gh[k],
+            "centre output {k} outside"
+        );
+    }
+    ibp_model_free(mg);
+    ibp_model_free(mh);
+}
+
+/// `all_ops`: residual adds and LeakyReLU too (the CPU path), else plain ReLU chains.
+fn enclose_exact(ctx: &Ctx, all_ops: bool) {
     let mut r = Rng(0x11ea_0001);
-    let mut nets = vec![residual(&mut r)];
+    let mut nets = if all_ops {
+        vec![residual(&mut r)]
+    } else {
+        Vec::new()
+    };
     for k in 0..6 {
-        nets.push(mlp(&mut r, &[3 + k % 3, 8, 8, 6, 4], 0.7, k % 2 == 0));
+        nets.push(mlp(
+            &mut r,
+            &[3 + k % 3, 8, 8, 6, 4],
+            0.7,
+            all_ops && k % 2 == 0,
+        ));
     }
     let (mut ibp_w, mut lin_w) = (0.0f64, 0.0f64);
     for (i, net) in nets.iter().enumerate() {
@@ -115,11 +224,14 @@ fn linear_bounds_enclose_exact_outputs_and_never_exceed_ibp() {
 /// maximum are at corners, and the linear bounds must enclose them within rounding.
 #[test]
 fn affine_regions_are_bounded_exactly_up_to_rounding() {
-    let ctx = host_ctx();
+    affine_regions(&host_ctx(), true);
+}
+
+fn affine_regions(ctx: &Ctx, leaky: bool) {
     let mut r = Rng(0xaff1_e000);
     let mut checked = 0;
     for i in 0..8 {
-        let net = mlp(&mut r, &[4, 10, 10, 3], 0.6, i % 2 == 1);
+        let net = mlp(&mut r, &[4, 10, 10, 3], 0.6, leaky && i % 2 == 1);
         let m = build(ctx.0, &format!("aff{i}"), &net);
         for _ in 0..10 {
             let c = r.vec(4, 1.0);
@@ -293,7 +405,10 @@ fn plain_crown(net: &Net, lo: &[f64], hi: &[f64]) -> (Vec<f64>, Vec<f64>) {
 
 #[test]
 fn linear_bounds_match_plain_float64_crown() {
-    let ctx = host_ctx();
+    match_plain_crown(&host_ctx());
+}
+
+fn match_plain_crown(ctx: &Ctx) {
     let mut r = Rng(0xc0de_c0de);
     for i in 0..6 {
         let net = mlp(&mut r, &[5, 16, 16, 16, 5], 0.5, false);
@@ -333,7 +448,10 @@ fn linear_bounds_match_plain_float64_crown() {
 
 #[test]
 fn linear_bounds_of_a_spec_and_bad_methods() {
-    let ctx = host_ctx();
+    spec_bounds(&host_ctx());
+}
+
+fn spec_bounds(ctx: &Ctx) {
     let mut r = Rng(0x5bec_0001);
     let net = mlp(&mut r, &[3, 8, 8, 2], 0.7, false);
     let m = build(ctx.0, "spec", &net);

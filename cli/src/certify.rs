@@ -124,11 +124,9 @@ pub fn run(a: &Args<'_>) -> Result<(), Error> {
         }
         true
     };
-    let threads = ctx.backend().cpu_threads();
     let opts = Options {
         timeout: Duration::from_secs_f64(a.timeout).saturating_sub(start.elapsed()),
-        threads,
-        batch: 32 * threads,
+        batch: 0,
         progress: Some(&report_progress),
         seed: a.seed,
     };

@@ -93,7 +93,8 @@ enum Command {
         /// Seconds before giving up with `unknown`.
         #[arg(long, default_value_t = 300.0)]
         timeout: f64,
-        /// Where the weights are sealed. The search runs on the CPU, so it needs `host`.
+        /// Where the weights are sealed, and so where the search runs: `host` on the CPU,
+        /// `cuda` on the GPU (networks that are chains of linear layers with ReLU).
         #[arg(long, value_enum, default_value = "host")]
         backend: Backend,
         /// Worker threads (0: one per core).

@@ -429,7 +429,8 @@ class Network(_Handle):
         """Output bounds for input boxes ``[lower, upper]`` (NumPy arrays or torch tensors of
         shape (batch, input_size) or (input_size,)); returns float32 NumPy arrays.
         ``method="linear"``: sound linear (CROWN-style) bounds, never wider than the interval
-        ones (CPU, host-backed networks).
+        ones (on the CPU for a host-backed network; on the GPU for a CUDA-backed one whose graph
+        is a chain of linear layers with ReLU).
 
         libvram computes in float32. Float64 (or other) inputs are converted soundly — lower
         bounds rounded down, upper bounds up, so the float32 box contains the given one — never

@@ -188,7 +188,10 @@ unsafe impl Sync for Callback {}
 /// `VIOLATED` with a counterexample that a sound evaluation of the network at that input
 /// confirms, `UNKNOWN` at the time limit. The search splits the input region into sub-boxes
 /// (branch and bound) and looks for counterexamples with gradient steps on the concrete
-/// network alongside; it runs on the CPU, on the context's threads (`max_threads`).
+/// network alongside. It runs where the weights live: on the CPU, on the context's threads
+/// (`max_threads`), for a host-backed model; on the model's GPU (thousands of sub-boxes per
+/// launch, gradients from zero-width boxes) for a CUDA-backed model whose graph is a chain of
+/// linear layers with ReLU after input normalisation. Same algorithm, same soundness.
 ///
 /// The verdict is about the sealed network: its weights are verified where they live before
 /// and after the search, and a weight that differs (or a seal that is not authentic) makes the
@@ -199,9 +202,10 @@ unsafe impl Sync for Callback {}
 /// counterexample buffers may be NULL. Everything in `*result` is written only on success.
 ///
 /// Errors: ::VRAM_ERR_NULL_ARGUMENT; ::VRAM_ERR_INVALID_ARGUMENT (a property whose input or
-/// output count differs from the model's, a bad option); ::VRAM_ERR_UNSUPPORTED for a model
-/// whose weights live in GPU memory (the search needs a host-backed model; weights are never
-/// copied to the host); ::VRAM_ERR_INTEGRITY / ::VRAM_ERR_BAD_SEAL as above;
+/// output count differs from the model's, a bad option); ::VRAM_ERR_UNSUPPORTED for a
+/// CUDA-backed model of another graph (the message names the node; weights are never copied
+/// to the host); ::VRAM_ERR_NO_DEVICE / ::VRAM_ERR_DEVICE from the GPU;
+/// ::VRAM_ERR_INTEGRITY / ::VRAM_ERR_BAD_SEAL as above;
 /// ::VRAM_ERR_CANCELLED when the progress callback asked; ::VRAM_ERR_OUT_OF_MEMORY.
 /// Thread-safe: many calls may run at once on one model.
 #[unsafe(no_mangle)]
@@ -249,11 +253,9 @@ pub extern "C" fn ibp_certify(
             Some(c) => unsafe { (c.cb)(c.userdata, p.boxes, p.proven) == 0 },
             None => true,
         };
-        let threads = model.context().backend().cpu_threads();
         let options = Options {
             timeout: Duration::from_secs_f64(timeout),
-            threads,
-            batch: 32 * threads,
+            batch: 0,
             progress: Some(&report_progress),
             seed: opts.map_or(0, |o| o.seed),
         };

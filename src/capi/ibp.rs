@@ -61,8 +61,11 @@ pub enum ibp_method {
     /// soundness standard (docs/soundness.md), intersected with the interval bounds, so never
     /// wider on any box. Dense layers, ReLU, LeakyReLU, normalisation, batch norm, flatten and
     /// residual adds are relaxed linearly; other layers by their interval bounds. Runs on the
-    /// CPU threads (the context's `max_threads`) for a host-backed model; a CUDA-backed model
-    /// → ::VRAM_ERR_UNSUPPORTED (its weights are never copied to the host).
+    /// CPU threads (the context's `max_threads`) for a host-backed model, and on the model's
+    /// GPU (one block per box, weights read where they live) for a CUDA-backed model whose
+    /// graph is a chain of linear layers with ReLU after input normalisation (any other
+    /// graph there → ::VRAM_ERR_UNSUPPORTED naming the node; weights are never copied to the
+    /// host). Boxes in host memory only.
     IBP_METHOD_LINEAR = 1,
 }
 
@@ -654,11 +657,11 @@ fn propagate(
             ));
         }
     };
-    if linear && (memory == Memory::Device || model.host_network().is_err()) {
+    if linear && memory == Memory::Device {
         return Err(VramError::new(
             ErrorKind::Unsupported,
-            "ibp_propagate_ex: IBP_METHOD_LINEAR runs on the CPU over a host-backed model; \
-             this model's weights live in GPU memory",
+            "ibp_propagate_ex: IBP_METHOD_LINEAR takes boxes in host memory \
+             (opts->memory = IBP_MEMORY_HOST)",
         ));
     }
     let out_per_item = spec.as_ref().map_or(model.output_size(), |s| s.rows);
@@ -700,7 +703,13 @@ fn propagate(
     let mut tmp_lo = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
     let mut tmp_hi = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
     if linear {
-        model.linear_host(&req, &mut tmp_lo, &mut tmp_hi)?;
+        crate::ibp::gpu_entry::linear_host_boxes(
+            model,
+            &req,
+            &mut tmp_lo,
+            &mut tmp_hi,
+            opts.map(|o| o.stream),
+        )?;
     } else {
         crate::ibp::gpu_entry::propagate_host_boxes(
             model,
@@ -755,8 +764,9 @@ pub extern "C" fn ibp_propagate(
 /// stream, and a specification `C·y + d` whose bounds are returned instead of the outputs'
 /// (`spec_rows` values per item; C is folded into the last layer when it is linear, which is
 /// tighter than applying C to the output box). `opts` NULL → ::VRAM_ERR_NULL_ARGUMENT; wrong
-/// `struct_size`, unknown `memory` → ::VRAM_ERR_INVALID_ARGUMENT; device memory with a
-/// host-backed model → ::VRAM_ERR_UNSUPPORTED. Otherwise as ibp_propagate().
+/// `struct_size`, unknown `memory` or `method` → ::VRAM_ERR_INVALID_ARGUMENT; device memory
+/// with a host-backed model, or with ::IBP_METHOD_LINEAR → ::VRAM_ERR_UNSUPPORTED. Otherwise
+/// as ibp_propagate().
 #[unsafe(no_mangle)]
 pub extern "C" fn ibp_propagate_ex(
     model: *const ibp_model,

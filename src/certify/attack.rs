@@ -1,11 +1,11 @@
 //! Counterexample search: random samples and projected gradient steps on the concrete network
-//! (f64), minimising how far the outputs are from the case's unsafe set. A candidate is only a
-//! candidate: [`confirm`] decides it with sound bounds of the outputs at that very input.
+//! (f64), minimising how far the outputs are from the case's unsafe set, many points at a time
+//! (on the engine's CPU threads or GPU). A candidate is only a candidate:
+//! [`Search::confirm`] decides it with sound bounds of the outputs at that very input.
 
+use super::engine::Engine;
 use super::vnnlib::Case;
-use crate::ibp::concrete::Trace;
-use crate::ibp::cpu::Network;
-use crate::ibp::crown::Crown;
+use crate::error::Result;
 
 /// A confirmed counterexample: an input inside the property's region whose outputs, enclosed
 /// soundly, satisfy every unsafe constraint of the case.
@@ -66,89 +66,107 @@ fn snap(v: f64, lo: f64, hi: f64) -> f64 {
 }
 
 pub struct Search<'a> {
-    pub net: &'a Network<'a>,
-    pub crown: &'a Crown<'a>,
+    pub engine: &'a dyn Engine,
     pub case: &'a Case,
     pub case_index: usize,
+    /// Each constraint's coefficients (midpoints) over the outputs: `constraints × outputs`.
+    rows: Vec<f64>,
 }
 
-impl Search<'_> {
+/// A point being moved by gradient steps inside its box.
+pub struct Start {
+    pub x: Vec<f64>,
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+}
+
+impl<'a> Search<'a> {
+    pub fn new(engine: &'a dyn Engine, case: &'a Case, case_index: usize) -> Self {
+        let n_out = engine.output_size();
+        let mut rows = vec![0.0; case.unsafe_if.len() * n_out];
+        for (i, c) in case.unsafe_if.iter().enumerate() {
+            for (j, k) in &c.coeffs {
+                if let Some(v) = rows.get_mut(i * n_out + j) {
+                    *v += 0.5 * k.lo + 0.5 * k.hi;
+                }
+            }
+        }
+        Self {
+            engine,
+            case,
+            case_index,
+            rows,
+        }
+    }
+
     /// Sound check of a candidate: snapped into the case's inner box, its outputs bounded by
     /// interval arithmetic at that point; a witness only if every constraint surely holds.
-    pub fn confirm(&self, x: &[f64]) -> Option<Witness> {
+    pub fn confirm(&self, x: &[f64]) -> Result<Option<Witness>> {
         let inner = &self.case.inner_box;
         if inner.iter().any(|(lo, hi)| lo > hi) {
-            return None;
+            return Ok(None);
         }
         let x: Vec<f64> = x
             .iter()
             .zip(inner)
             .map(|(&v, &(lo, hi))| snap(v, lo, hi))
             .collect();
-        let b = self.crown.bound(&x, &x, &[], 0).ok()?;
-        if !self.case.surely_unsafe(&b.out_lo, &b.out_hi) {
-            return None;
+        let (out_lo, out_hi) = self.engine.enclose(&x)?;
+        if !self.case.surely_unsafe(&out_lo, &out_hi) {
+            return Ok(None);
         }
-        Some(Witness {
+        Ok(Some(Witness {
             case: self.case_index,
             input: x,
-            out_lo: b.out_lo,
-            out_hi: b.out_hi,
-        })
+            out_lo,
+            out_hi,
+        }))
     }
 
-    fn score(&self, x: &[f64]) -> (f64, usize, Trace) {
-        let t = self.net.evaluate(x);
-        let (v, i) = violation(self.case, t.output());
-        (v, i, t)
-    }
-
-    /// Projected gradient descent on the worst constraint, from `x`, inside `[lo, hi]`.
-    pub fn descend(
-        &self,
-        mut x: Vec<f64>,
-        lo: &[f64],
-        hi: &[f64],
-        steps: usize,
-    ) -> Option<Witness> {
-        let n_out = self.crown.output_size();
+    /// Projected gradient descent on each start's worst constraint, inside its box, all
+    /// starts at once. The first confirmed witness (in start order), if any.
+    pub fn descend(&self, mut starts: Vec<Start>, steps: usize) -> Result<Option<Witness>> {
+        let case = self.case;
+        let pick = |y: &[f64]| violation(case, y).1;
         for s in 0..=steps {
-            let (v, i, trace) = self.score(&x);
-            if v <= 0.0 {
-                if let Some(w) = self.confirm(&x) {
-                    return Some(w);
+            if starts.is_empty() {
+                break;
+            }
+            let points: Vec<f64> = starts.iter().flat_map(|p| p.x.iter().copied()).collect();
+            let probes = self.engine.probe(&points, &self.rows, &pick)?;
+            for (p, pr) in starts.iter().zip(&probes) {
+                if violation(case, &pr.y).0 <= 0.0 {
+                    if let Some(w) = self.confirm(&p.x)? {
+                        return Ok(Some(w));
+                    }
                 }
             }
             if s == steps {
                 break;
             }
-            let mut dy = vec![0.0; n_out];
-            if let Some(c) = self.case.unsafe_if.get(i) {
-                for (j, k) in &c.coeffs {
-                    if let Some(d) = dy.get_mut(*j) {
-                        *d += 0.5 * k.lo + 0.5 * k.hi;
-                    }
-                }
-            }
-            let g = self.net.gradient(&trace, &dy);
             // Signed steps shrinking from a quarter of the box: robust to the gradient's scale.
             let frac = 0.25 * 0.7f64.powi(s as i32);
-            let mut moved = false;
-            for j in 0..x.len() {
-                let step = frac * (hi[j] - lo[j]);
-                let nx = (x[j] - step * g[j].signum()).clamp(lo[j], hi[j]);
-                moved |= nx != x[j];
-                x[j] = nx;
+            let mut next = Vec::with_capacity(starts.len());
+            for (mut p, pr) in starts.into_iter().zip(probes) {
+                let mut moved = false;
+                for j in 0..p.x.len() {
+                    let g = pr.grad.get(j).copied().unwrap_or(0.0);
+                    let step = frac * (p.hi[j] - p.lo[j]);
+                    let nx = (p.x[j] - step * g.signum()).clamp(p.lo[j], p.hi[j]);
+                    moved |= nx != p.x[j];
+                    p.x[j] = nx;
+                }
+                if moved {
+                    next.push(p);
+                }
             }
-            if !moved {
-                break;
-            }
+            starts = next;
         }
-        None
+        Ok(None)
     }
 
     /// `samples` random points of `[lo, hi]` and the centre; gradient steps from the best
-    /// few. The first confirmed witness, if any.
+    /// `starts`. The first confirmed witness, if any.
     pub fn sample(
         &self,
         lo: &[f64],
@@ -156,35 +174,46 @@ impl Search<'_> {
         samples: usize,
         starts: usize,
         rng: &mut Rng,
-    ) -> Option<Witness> {
-        let mut best: Vec<(f64, Vec<f64>)> = Vec::new();
+    ) -> Result<Option<Witness>> {
+        let mut xs: Vec<Vec<f64>> = Vec::with_capacity(samples + 1);
         for s in 0..=samples {
-            let x: Vec<f64> = lo
-                .iter()
-                .zip(hi)
-                .map(|(&l, &h)| {
-                    if s == 0 {
-                        0.5 * l + 0.5 * h
-                    } else {
-                        l + rng.unit() * (h - l)
-                    }
-                })
-                .collect();
-            let (v, _, _) = self.score(&x);
+            xs.push(
+                lo.iter()
+                    .zip(hi)
+                    .map(|(&l, &h)| {
+                        if s == 0 {
+                            0.5 * l + 0.5 * h
+                        } else {
+                            l + rng.unit() * (h - l)
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        let case = self.case;
+        let pick = |y: &[f64]| violation(case, y).1;
+        let points: Vec<f64> = xs.iter().flatten().copied().collect();
+        let probes = self.engine.probe(&points, &self.rows, &pick)?;
+        let mut scored: Vec<(f64, Vec<f64>)> = Vec::with_capacity(xs.len());
+        for (x, pr) in xs.into_iter().zip(&probes) {
+            let v = violation(case, &pr.y).0;
             if v <= 0.0 {
-                if let Some(w) = self.confirm(&x) {
-                    return Some(w);
+                if let Some(w) = self.confirm(&x)? {
+                    return Ok(Some(w));
                 }
             }
-            best.push((v, x));
-            if best.len() > 4 * starts.max(1) {
-                best.sort_by(|a, b| a.0.total_cmp(&b.0));
-                best.truncate(starts.max(1));
-            }
+            scored.push((v, x));
         }
-        best.sort_by(|a, b| a.0.total_cmp(&b.0));
-        best.truncate(starts);
-        best.into_iter()
-            .find_map(|(_, x)| self.descend(x, lo, hi, 12))
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+        scored.truncate(starts);
+        let starts = scored
+            .into_iter()
+            .map(|(_, x)| Start {
+                x,
+                lo: lo.to_vec(),
+                hi: hi.to_vec(),
+            })
+            .collect();
+        self.descend(starts, 12)
     }
 }

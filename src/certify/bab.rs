@@ -1,21 +1,24 @@
 //! Deciding a property: branch and bound over input boxes, with linear bounds to prove and a
-//! counterexample search alongside.
+//! counterexample search alongside; one algorithm on the CPU or the GPU ([`Engine`]).
 //!
 //! For each case of the property, the case's input box is bounded; a box is done when some
 //! unsafe constraint provably cannot hold anywhere in it (its linear lower bound exceeds the
-//! constraint's threshold); otherwise a gradient search looks for a counterexample from the
-//! box's centre, and the box is bisected along the input whose width matters most to the
-//! closest-to-proven constraint (the coefficient of the linear bound times the width). Boxes
-//! are taken last-in first-out, a batch at a time, bounded in parallel.
+//! constraint's threshold). Boxes are taken last-in first-out, a round at a time: the open
+//! boxes of a round get a few gradient steps from their centres (a counterexample search),
+//! then each is bisected. The input to bisect is chosen by trying candidates — the two the
+//! linear bound is most sensitive to (coefficient times width, for the constraint closest to
+//! proven) and the widest relative to the case's box — and keeping the split whose worse half
+//! comes closest to proven: every candidate's halves of every box of the round are bounded in
+//! one batch, and the chosen halves keep their bounds.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::attack::{Rng, Search, Witness};
+use super::attack::{Rng, Search, Start, Witness};
+use super::engine::{Engine, Job};
 use super::vnnlib::{Case, Property};
-use crate::error::{Result, VramError};
-use crate::ibp::cpu::{Boxes, Network};
-use crate::ibp::crown::{Crown, RowBounds};
+use crate::error::Result;
+use crate::ibp::crown::RowBounds;
 
 /// Where a run stands, for the progress callback.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,9 +32,7 @@ pub struct Progress {
 
 pub struct Options<'a> {
     pub timeout: Duration,
-    /// Worker threads (at least 1).
-    pub threads: usize,
-    /// Boxes bounded per round.
+    /// Open boxes taken per round (0: the engine's choice).
     pub batch: usize,
     /// Called after every round; `false` cancels the run.
     pub progress: Option<&'a (dyn Fn(&Progress) -> bool + Sync)>,
@@ -56,23 +57,13 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+/// An open box, already bounded.
 struct SubBox {
     lo: Vec<f64>,
     hi: Vec<f64>,
     /// Fraction of the case's box.
     frac: f64,
-    /// Node bounds of the box this one was split from (valid here too).
-    outer: Option<Arc<Vec<Boxes>>>,
-    /// This box's own bounds, when already computed (while choosing the split).
-    bounds: Option<RowBounds>,
-}
-
-enum Step {
-    Proven,
-    Found(Witness),
-    Split(Box<(SubBox, SubBox)>),
-    /// Cannot be bisected further (every side is one double wide) and not proven.
-    Stuck,
+    bounds: RowBounds,
 }
 
 /// The rows `c` of the constraints whose coefficients are all exact doubles (the others are
@@ -97,12 +88,6 @@ fn rows_of(case: &Case, n_out: usize) -> (Vec<f64>, Vec<usize>) {
     (rows, which)
 }
 
-struct Decider<'a> {
-    net: &'a Network<'a>,
-    crown: Crown<'a>,
-    n_out: usize,
-}
-
 /// How far a box is from being proven: the best constraint's lower bound minus its threshold
 /// (> 0: proven), or +∞ when the output bounds alone exclude the case.
 fn margin(case: &Case, which: &[usize], r: &RowBounds) -> f64 {
@@ -112,14 +97,16 @@ fn margin(case: &Case, which: &[usize], r: &RowBounds) -> f64 {
     which
         .iter()
         .enumerate()
-        .map(|(k, &i)| r.lower[k] - case.unsafe_if[i].bound.hi)
+        .map(|(k, &i)| {
+            r.lower.get(k).copied().unwrap_or(f64::NEG_INFINITY) - case.unsafe_if[i].bound.hi
+        })
         .fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// The case being decided, and what every box of it needs.
 struct CaseRun<'a> {
     case: &'a Case,
-    search: Search<'a>,
+    engine: &'a dyn Engine,
     rows: Vec<f64>,
     which: Vec<usize>,
 }
@@ -132,45 +119,20 @@ impl CaseRun<'_> {
             .get(j)
             .map_or(1.0, |(l, h)| (h - l).max(f64::MIN_POSITIVE))
     }
-}
 
-impl Decider<'_> {
-    fn bound(
-        &self,
-        c: &CaseRun<'_>,
-        lo: &[f64],
-        hi: &[f64],
-        outer: Option<&[Boxes]>,
-    ) -> Result<RowBounds> {
-        self.crown
-            .bound_within(lo, hi, &c.rows, c.which.len(), outer)
+    fn margin(&self, r: &RowBounds) -> f64 {
+        margin(self.case, &self.which, r)
     }
 
-    fn step(&self, c: &CaseRun<'_>, b: SubBox) -> Result<Step> {
-        let r = match b.bounds {
-            Some(r) => r,
-            None => self.bound(c, &b.lo, &b.hi, b.outer.as_deref().map(|v| v.as_slice()))?,
-        };
-        if margin(c.case, &c.which, &r) > 0.0 {
-            return Ok(Step::Proven);
-        }
-        let centre: Vec<f64> =
-            b.lo.iter()
-                .zip(&b.hi)
-                .map(|(l, h)| 0.5 * l + 0.5 * h)
-                .collect();
-        if let Some(w) = c.search.descend(centre, &b.lo, &b.hi, 4) {
-            return Ok(Step::Found(w));
-        }
-        // Candidate inputs to bisect: the two the linear bound is most sensitive to (its
-        // coefficient times the width, for the constraint closest to proven) and the widest
-        // (relative to the case's box); each is tried, and the one whose worse half comes
-        // closest to proven wins. The coefficients alone say how much an input moves the
-        // bound, not how much its width loosens the relaxations, and can starve an input
-        // forever; the trial costs two bounds per extra candidate and keeps both halves'.
+    /// The inputs worth trying to bisect `b` along (see the module comment).
+    fn candidates(&self, b: &SubBox) -> Vec<usize> {
+        let r = &b.bounds;
         let n = b.lo.len();
-        let best_row = (0..c.which.len()).max_by(|&a, &d| {
-            let m = |k: usize| r.lower[k] - c.case.unsafe_if[c.which[k]].bound.hi;
+        let best_row = (0..self.which.len()).max_by(|&a, &d| {
+            let m = |k: usize| {
+                r.lower.get(k).copied().unwrap_or(f64::NEG_INFINITY)
+                    - self.case.unsafe_if[self.which[k]].bound.hi
+            };
             m(a).total_cmp(&m(d))
         });
         let splittable: Vec<usize> = (0..n)
@@ -180,65 +142,62 @@ impl Decider<'_> {
             })
             .collect();
         let smear = |j: usize| {
-            let coeff = best_row.map_or(1.0, |k| r.input_coeffs[k * n + j].abs());
+            let coeff = best_row.map_or(1.0, |k| {
+                r.input_coeffs.get(k * n + j).copied().unwrap_or(0.0).abs()
+            });
             coeff * (b.hi[j] - b.lo[j])
         };
-        let rel = |j: usize| (b.hi[j] - b.lo[j]) / c.case_width(j);
+        let rel = |j: usize| (b.hi[j] - b.lo[j]) / self.case_width(j);
+        // The coefficients alone say how much an input moves the bound, not how much its
+        // width loosens the relaxations, and can starve an input forever: the widest is tried
+        // too.
         let mut by_smear = splittable.clone();
         by_smear.sort_by(|&a, &d| smear(d).total_cmp(&smear(a)));
-        let mut candidates: Vec<usize> = by_smear.iter().copied().take(2).collect();
+        let mut c: Vec<usize> = by_smear.into_iter().take(2).collect();
         if let Some(w) = splittable
             .iter()
             .copied()
             .max_by(|&a, &d| rel(a).total_cmp(&rel(d)))
         {
-            if !candidates.contains(&w) {
-                candidates.push(w);
+            if !c.contains(&w) {
+                c.push(w);
             }
         }
-        if candidates.is_empty() {
-            return Ok(Step::Stuck);
-        }
-        let outer = Some(r.nodes.as_slice());
-        let mut chosen: Option<(f64, SubBox, SubBox)> = None;
-        for j in candidates {
-            let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
-            let (mut lo2, mut hi1) = (b.lo.clone(), b.hi.clone());
-            lo2[j] = mid;
-            hi1[j] = mid;
-            let ra = self.bound(c, &b.lo, &hi1, outer)?;
-            let rb = self.bound(c, &lo2, &b.hi, outer)?;
-            let score = margin(c.case, &c.which, &ra).min(margin(c.case, &c.which, &rb));
-            if chosen.as_ref().is_none_or(|(s, _, _)| score > *s) {
-                let half = b.frac / 2.0;
-                let sub = |lo: Vec<f64>, hi: Vec<f64>, bounds: RowBounds| SubBox {
-                    lo,
-                    hi,
-                    frac: half,
-                    outer: Some(Arc::clone(&r.nodes)),
-                    bounds: Some(bounds),
-                };
-                chosen = Some((
-                    score,
-                    sub(b.lo.clone(), hi1, ra),
-                    sub(lo2, b.hi.clone(), rb),
-                ));
-            }
-        }
-        match chosen {
-            Some((_, a, d)) => Ok(Step::Split(Box::new((a, d)))),
-            None => Ok(Step::Stuck),
-        }
+        c
+    }
+
+    fn bound_one(&self, lo: &[f64], hi: &[f64]) -> Result<Option<RowBounds>> {
+        let job = Job {
+            lo,
+            hi,
+            outer: None,
+        };
+        Ok(self
+            .engine
+            .bound(std::slice::from_ref(&job), &self.rows, self.which.len())?
+            .pop())
     }
 }
 
-/// Decides `prop` over the network (both on the host). Deterministic for a given seed and
-/// thread count, up to the time limit.
-pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<Outcome> {
-    let n_in = net.nodes.first().map_or(0, |n| n.size() as usize);
-    let n_out = net.nodes.last().map_or(0, |n| n.size() as usize);
+/// One candidate bisection of an open box: its two halves (lo, hi).
+struct Split {
+    parent: usize,
+    lower: (Vec<f64>, Vec<f64>),
+    upper: (Vec<f64>, Vec<f64>),
+}
+
+/// What happened to a round's boxes.
+enum Round {
+    Continue,
+    Found(Witness),
+}
+
+/// Decides `prop` on `engine`. Deterministic for a given seed and engine, up to the time
+/// limit.
+pub fn decide(engine: &dyn Engine, prop: &Property, opts: &Options<'_>) -> Result<Outcome> {
+    let (n_in, n_out) = (engine.input_size(), engine.output_size());
     if prop.inputs != n_in || prop.outputs != n_out {
-        return Err(VramError::invalid(
+        return Err(crate::error::VramError::invalid(
             "spec",
             format!(
                 "the property declares {} inputs and {} outputs; the network has {n_in} and {n_out}",
@@ -247,13 +206,10 @@ pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<
         ));
     }
     let start = Instant::now();
-    let d = Decider {
-        net,
-        crown: Crown::new(Network {
-            nodes: net.nodes,
-            params: net.params.clone(),
-        }),
-        n_out,
+    let per_round = if opts.batch == 0 {
+        engine.parents_per_round()
+    } else {
+        opts.batch
     };
     let mut rng = Rng(opts.seed | 1);
     let (mut boxes, mut proven) = (0u64, 0.0f64);
@@ -266,34 +222,36 @@ pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<
         elapsed: start.elapsed(),
     };
     for (ci, case) in prop.cases.iter().enumerate() {
-        let (rows, which) = rows_of(case, d.n_out);
+        let (rows, which) = rows_of(case, n_out);
         let run = CaseRun {
             case,
-            search: Search {
-                net: d.net,
-                crown: &d.crown,
-                case,
-                case_index: ci,
-            },
+            engine,
             rows,
             which,
         };
-        let search = &run.search;
+        let search = Search::new(engine, case, ci);
         let (lo, hi): (Vec<f64>, Vec<f64>) = case.input_box.iter().copied().unzip();
         let sample_box: (Vec<f64>, Vec<f64>) = if case.inner_box.iter().all(|(l, h)| l <= h) {
             case.inner_box.iter().copied().unzip()
         } else {
             (lo.clone(), hi.clone())
         };
-        if let Some(w) = search.sample(&sample_box.0, &sample_box.1, 256, 8, &mut rng) {
+        if let Some(w) = search.sample(&sample_box.0, &sample_box.1, 256, 8, &mut rng)? {
             return Ok(outcome(Verdict::Violated(w), boxes, proven / cases));
         }
+        let Some(bounds) = run.bound_one(&lo, &hi)? else {
+            return Ok(outcome(
+                Verdict::Unknown("the case's box could not be bounded".into()),
+                boxes,
+                proven / cases,
+            ));
+        };
+        boxes += 1;
         let mut stack = vec![SubBox {
             lo,
             hi,
             frac: 1.0,
-            outer: None,
-            bounds: None,
+            bounds,
         }];
         let mut case_stuck = 0.0;
         while !stack.is_empty() {
@@ -306,39 +264,23 @@ pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<
                     (proven + here) / cases,
                 ));
             }
-            let take = stack.len().min(opts.batch.max(1));
-            let batch: Vec<SubBox> = stack.split_off(stack.len() - take);
-            let fracs: Vec<f64> = batch.iter().map(|b| b.frac).collect();
-            let results: Vec<Mutex<Option<Result<Step>>>> =
-                (0..take).map(|_| Mutex::new(None)).collect();
-            let parts = batch.into_iter().zip(&results);
-            crate::parallel::for_each(parts, opts.threads, |(b, slot)| {
-                let r = d.step(&run, b);
-                *slot
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
-                Ok::<(), VramError>(())
-            })?;
-            boxes += take as u64;
-            for (slot, &frac) in results.into_iter().zip(&fracs) {
-                let r = slot
-                    .into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match r.transpose()? {
-                    Some(Step::Proven) => {}
-                    Some(Step::Found(w)) => {
-                        return Ok(outcome(Verdict::Violated(w), boxes, proven / cases));
-                    }
-                    Some(Step::Split(halves)) => {
-                        let (a, b) = *halves;
-                        stack.push(a);
-                        stack.push(b);
-                    }
-                    Some(Step::Stuck) | None => {
-                        stuck = true;
-                        case_stuck += frac;
-                    }
+            let take = stack.len().min(per_round.max(1));
+            let round: Vec<SubBox> = stack.split_off(stack.len() - take);
+            match step_round(
+                &run,
+                &search,
+                round,
+                &mut stack,
+                &mut case_stuck,
+                &mut boxes,
+            )? {
+                Round::Found(w) => {
+                    return Ok(outcome(Verdict::Violated(w), boxes, proven / cases));
                 }
+                Round::Continue => {}
+            }
+            if case_stuck > 0.0 {
+                stuck = true;
             }
             let open: f64 = stack.iter().map(|b| b.frac).sum();
             let done_here = (1.0 - open - case_stuck).max(0.0);
@@ -349,7 +291,7 @@ pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<
             };
             if let Some(cb) = opts.progress {
                 if !cb(&progress) {
-                    return Err(VramError::new(
+                    return Err(crate::error::VramError::new(
                         crate::error::ErrorKind::Cancelled,
                         "certify: cancelled by the progress callback",
                     ));
@@ -368,4 +310,114 @@ pub fn decide(net: &Network<'_>, prop: &Property, opts: &Options<'_>) -> Result<
         ));
     }
     Ok(outcome(Verdict::Holds, boxes, proven / cases))
+}
+
+/// One round: drops the proven boxes, searches the others for counterexamples, bisects them
+/// (bounding every candidate split at once) and pushes the chosen halves.
+fn step_round(
+    run: &CaseRun<'_>,
+    search: &Search<'_>,
+    round: Vec<SubBox>,
+    stack: &mut Vec<SubBox>,
+    case_stuck: &mut f64,
+    boxes: &mut u64,
+) -> Result<Round> {
+    let open: Vec<SubBox> = round
+        .into_iter()
+        .filter(|b| run.margin(&b.bounds) <= 0.0)
+        .collect();
+    if open.is_empty() {
+        return Ok(Round::Continue);
+    }
+    let starts: Vec<Start> = open
+        .iter()
+        .map(|b| Start {
+            x: b.lo
+                .iter()
+                .zip(&b.hi)
+                .map(|(l, h)| 0.5 * l + 0.5 * h)
+                .collect(),
+            lo: b.lo.clone(),
+            hi: b.hi.clone(),
+        })
+        .collect();
+    if let Some(w) = search.descend(starts, 4)? {
+        return Ok(Round::Found(w));
+    }
+    // Every candidate split of every open box.
+    let mut splits: Vec<Split> = Vec::new();
+    for (k, b) in open.iter().enumerate() {
+        let cands = run.candidates(b);
+        if cands.is_empty() {
+            *case_stuck += b.frac;
+        }
+        for j in cands {
+            let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
+            let (mut lo2, mut hi1) = (b.lo.clone(), b.hi.clone());
+            lo2[j] = mid;
+            hi1[j] = mid;
+            splits.push(Split {
+                parent: k,
+                lower: (b.lo.clone(), hi1),
+                upper: (lo2, b.hi.clone()),
+            });
+        }
+    }
+    let outers: Vec<&Arc<Vec<crate::ibp::cpu::Boxes>>> =
+        open.iter().map(|b| &b.bounds.nodes).collect();
+    let jobs: Vec<Job<'_>> = splits
+        .iter()
+        .flat_map(|s| {
+            let outer = outers.get(s.parent).copied();
+            [
+                Job {
+                    lo: &s.lower.0,
+                    hi: &s.lower.1,
+                    outer,
+                },
+                Job {
+                    lo: &s.upper.0,
+                    hi: &s.upper.1,
+                    outer,
+                },
+            ]
+        })
+        .collect();
+    let mut bounds = run
+        .engine
+        .bound(&jobs, &run.rows, run.which.len())?
+        .into_iter();
+    *boxes += jobs.len() as u64;
+    drop(jobs);
+    // Per box, the split whose worse half comes closest to proven (the first on ties).
+    let mut chosen: Vec<Option<(f64, SubBox, SubBox)>> = (0..open.len()).map(|_| None).collect();
+    for Split {
+        parent: k,
+        lower: (lo1, hi1),
+        upper: (lo2, hi2),
+    } in splits
+    {
+        let (Some(ra), Some(rb)) = (bounds.next(), bounds.next()) else {
+            break;
+        };
+        let score = run.margin(&ra).min(run.margin(&rb));
+        let Some(slot) = chosen.get_mut(k) else {
+            continue;
+        };
+        if slot.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            let half = open[k].frac / 2.0;
+            let sub = |lo: Vec<f64>, hi: Vec<f64>, bounds: RowBounds| SubBox {
+                lo,
+                hi,
+                frac: half,
+                bounds,
+            };
+            *slot = Some((score, sub(lo1, hi1, ra), sub(lo2, hi2, rb)));
+        }
+    }
+    for (a, b) in chosen.into_iter().flatten().map(|(_, a, b)| (a, b)) {
+        stack.push(a);
+        stack.push(b);
+    }
+    Ok(Round::Continue)
 }

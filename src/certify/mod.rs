@@ -4,5 +4,6 @@
 
 pub mod attack;
 pub mod bab;
+pub mod engine;
 pub mod run;
 pub mod vnnlib;

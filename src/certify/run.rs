@@ -4,11 +4,13 @@
 use sha2::{Digest, Sha256};
 
 use super::bab::{self, Options, Outcome};
+use super::engine::{Cpu, Gpu};
 use super::vnnlib::Property;
 use crate::context::Outcome as Check;
 use crate::error::{ErrorKind, Result, VramError};
 use crate::ibp::Model;
 use crate::seal::merkle::Hash;
+use crate::seal::record::Residency;
 
 /// A verdict and what it is about.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,19 +54,22 @@ fn intact(model: &Model, when: &str) -> Result<()> {
 }
 
 /// Decides `prop` over `model`: weights verified before the search and again after it (a
-/// weight that changed in between is an error, never a verdict). The search runs on the CPU
-/// over the host view of the weights: a model whose weights live in GPU memory is refused
-/// (they are never copied to the host).
+/// weight that changed in between is an error, never a verdict). The search runs where the
+/// weights live: on the CPU over a host-backed model's, on the GPU over a CUDA-backed model's
+/// (whose graph must then be a dense chain; weights are never copied to the host).
 pub fn certify(model: &Model, prop: &Property, opts: &Options<'_>) -> Result<Report> {
-    let net = model.host_network().map_err(|_| {
-        VramError::new(
-            ErrorKind::Unsupported,
-            "certify: the search runs on the CPU over a host-backed model; this model's weights \
-             live in GPU memory (load it in a host-backend context)",
-        )
-    })?;
     intact(model, "before the search")?;
-    let outcome = bab::decide(&net, prop, opts)?;
+    let outcome = match model.context().residency() {
+        Residency::Host => {
+            let net = model.host_network()?;
+            let engine = Cpu::new(&net, model.context().backend().cpu_threads());
+            bab::decide(&engine, prop, opts)?
+        }
+        Residency::Cuda { .. } => {
+            model.chain()?;
+            bab::decide(&Gpu { model }, prop, opts)?
+        }
+    };
     intact(model, "after the search")?;
     Ok(Report {
         outcome,

@@ -18,6 +18,19 @@ const U: f64 = f64::EPSILON / 2.0;
 /// operations around it with a factor of 1000 to spare, and is still far below an f32 ulp.
 const TRANSCENDENTAL_MARGIN: f64 = 1.0 / (1u64 << 40) as f64;
 
+/// Bounds of `(clamp(x, min, max) − mean) / range` for `x` in `[l, u]` (`p`: min, max, mean,
+/// range > 0): monotone, so the image of the interval is that of its ends, each rounded outward.
+pub(crate) fn normalize_bounds(l: f64, u: f64, p: [f64; 4]) -> (f64, f64) {
+    let [min, max, mean, range] = p;
+    let ql = (l.clamp(min, max) - mean) / range;
+    let qu = (u.clamp(min, max) - mean) / range;
+    // Two roundings (subtract, divide), each within u of the result.
+    (
+        lower64(ql, 4.0 * U * ql.abs()),
+        upper64(qu, 4.0 * U * qu.abs()),
+    )
+}
+
 /// A network ready to run: its nodes and the host view of its parameters.
 pub struct Network<'a> {
     pub nodes: &'a [Node],
@@ -113,14 +126,8 @@ impl Network<'_> {
                 for b in 0..items {
                     for i in 0..n {
                         let at = b * n + i;
-                        let (l, u) = (x.lo[at], x.hi[at]);
-                        let cl = l.clamp(min[i], max[i]);
-                        let cu = u.clamp(min[i], max[i]);
-                        let ql = (cl - mean[i]) / range[i];
-                        let qu = (cu - mean[i]) / range[i];
-                        // Two roundings (subtract, divide), each within u of the result.
-                        out.lo[at] = lower64(ql, 4.0 * U * ql.abs());
-                        out.hi[at] = upper64(qu, 4.0 * U * qu.abs());
+                        let p = [min[i], max[i], mean[i], range[i]];
+                        (out.lo[at], out.hi[at]) = normalize_bounds(x.lo[at], x.hi[at], p);
                     }
                 }
             }

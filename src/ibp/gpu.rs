@@ -48,7 +48,7 @@ fn relu_fuses_into(nodes: &[Node], k: usize, upto: usize) -> bool {
         })
 }
 
-fn device(model: &Model) -> Result<i32> {
+pub(super) fn device(model: &Model) -> Result<i32> {
     match model.context().residency() {
         Residency::Cuda { device } => Ok(device),
         Residency::Host => Err(VramError::new(
@@ -58,7 +58,7 @@ fn device(model: &Model) -> Result<i32> {
     }
 }
 
-fn param_ptr(model: &Model, i: usize) -> Result<*const f32> {
+pub(super) fn param_ptr(model: &Model, i: usize) -> Result<*const f32> {
     match model.params().get(i).map(|s| s.storage()) {
         Some(Storage::Cuda(buf)) => Ok(buf.as_ptr().cast()),
         _ => Err(VramError::new(
@@ -68,7 +68,7 @@ fn param_ptr(model: &Model, i: usize) -> Result<*const f32> {
     }
 }
 
-fn u32_of(n: u64, what: &str) -> Result<u32> {
+pub(super) fn u32_of(n: u64, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| VramError::invalid(what, "is too large for the GPU kernels"))
 }
 
@@ -79,7 +79,7 @@ fn tensor_cores_allowed() -> bool {
     std::env::var_os("VRAM_IBP_TENSOR_CORES").is_none_or(|v| v != "0")
 }
 
-fn stream_for(stream: Option<*mut c_void>, device: i32) -> Result<Stream> {
+pub(super) fn stream_for(stream: Option<*mut c_void>, device: i32) -> Result<Stream> {
     match stream {
         // SAFETY: the caller's stream of the model's GPU (ibp_propagate_options' contract).
         Some(s) if !s.is_null() => Ok(unsafe { Stream::borrowed(s) }),

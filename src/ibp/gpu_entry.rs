@@ -3,6 +3,7 @@
 
 use std::ffi::c_void;
 
+use super::chain::LinearBatch;
 use super::model::{Model, Request};
 use super::spec::Spec;
 use crate::error::{ErrorKind, Result, VramError};
@@ -54,6 +55,55 @@ pub unsafe fn propagate_device(
     }
 }
 
+/// Linear (CROWN-style) bounds for boxes in host memory, intersected with IBP's: on the CPU
+/// for a host-backed model, on its GPU for a CUDA-backed one (a dense chain).
+pub fn linear_host_boxes(
+    model: &Model,
+    req: &Request<'_>,
+    out_lo: &mut [f32],
+    out_hi: &mut [f32],
+    stream: Option<*mut c_void>,
+) -> Result<()> {
+    if model.context().residency() == Residency::Host {
+        return model.linear_host(req, out_lo, out_hi);
+    }
+    model.chain()?;
+    propagate_host_boxes(model, req, out_lo, out_hi, stream)?;
+    let (rows, lam, d) = model.signed_rows(req.spec)?;
+    let lo: Vec<f64> = req.in_lo.iter().map(|&v| f64::from(v)).collect();
+    let hi: Vec<f64> = req.in_hi.iter().map(|&v| f64::from(v)).collect();
+    let b = linear_bounds(model, &lo, &hi, &lam, 2 * rows, false, stream)?;
+    for ((ol, oh), lower) in out_lo
+        .chunks_mut(rows)
+        .zip(out_hi.chunks_mut(rows))
+        .zip(b.lower.chunks(2 * rows))
+    {
+        Model::narrow(lower, &d, ol, oh);
+    }
+    Ok(())
+}
+
+/// Sound linear bounds of `rows` (`n_rows × output size`) times the output, on the model's
+/// GPU, for boxes in host memory (f64, `batch × input size`): CUDA-backed models whose graph is
+/// a dense chain ([`super::chain::Chain`]).
+pub fn linear_bounds(
+    model: &Model,
+    lo: &[f64],
+    hi: &[f64],
+    rows: &[f64],
+    n_rows: usize,
+    want_coeffs: bool,
+    stream: Option<*mut c_void>,
+) -> Result<LinearBatch> {
+    match model.context().residency() {
+        Residency::Host => Err(VramError::new(
+            ErrorKind::Unsupported,
+            "linear bounds on the GPU need a CUDA-backed model; this one uses the host backend",
+        )),
+        Residency::Cuda { .. } => gpu::linear(model, lo, hi, rows, n_rows, want_coeffs, stream),
+    }
+}
+
 #[cfg(not(vram_cuda))]
 mod gpu {
     use super::*;
@@ -84,7 +134,22 @@ mod gpu {
     ) -> Result<()> {
         Err(none())
     }
+
+    pub fn linear(
+        _: &Model,
+        _: &[f64],
+        _: &[f64],
+        _: &[f64],
+        _: usize,
+        _: bool,
+        _: Option<*mut c_void>,
+    ) -> Result<LinearBatch> {
+        Err(none())
+    }
 }
 
 #[cfg(vram_cuda)]
-use super::gpu;
+mod gpu {
+    pub use super::super::gpu::{propagate, propagate_device};
+    pub use super::super::gpu_linear::bound as linear;
+}

@@ -5,6 +5,7 @@
 //! input in the box, despite floating-point rounding (docs/soundness.md).
 
 pub mod builder;
+pub mod chain;
 pub mod concrete;
 pub mod cpu;
 pub mod crown;
@@ -12,6 +13,8 @@ pub mod dense;
 #[cfg(vram_cuda)]
 pub mod gpu;
 pub mod gpu_entry;
+#[cfg(vram_cuda)]
+mod gpu_linear;
 #[cfg(vram_cuda)]
 mod gpu_stage;
 pub mod graph;

@@ -1,7 +1,9 @@
 //! A built network: immutable, its parameters sealed shards of one context, usable from many
 //! threads at once.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use super::chain::Chain;
 
 use super::cpu::Network;
 use super::crown::Crown;
@@ -17,6 +19,8 @@ pub struct Model {
     name: String,
     nodes: Vec<Node>,
     params: Vec<Arc<Shard>>,
+    /// The dense-chain form, worked out on first use (the GPU linear bounds run from it).
+    chain: OnceLock<Result<Chain>>,
 }
 
 /// Where the caller's boxes live.
@@ -46,6 +50,7 @@ impl Model {
             name,
             nodes,
             params,
+            chain: OnceLock::new(),
         })
     }
 
@@ -55,6 +60,14 @@ impl Model {
 
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    /// The model as a chain of dense layers, or `Unsupported` naming the node that is not.
+    pub fn chain(&self) -> Result<&Chain> {
+        self.chain
+            .get_or_init(|| Chain::of(&self.nodes))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     pub fn params(&self) -> &[Arc<Shard>] {
@@ -160,19 +173,12 @@ impl Model {
         })
     }
 
-    /// Linear (CROWN-style) bounds for host boxes on the CPU, intersected with IBP's: never
-    /// wider than [`Model::propagate_host`] on any box.
-    pub fn linear_host(
-        &self,
-        req: &Request<'_>,
-        out_lo: &mut [f32],
-        out_hi: &mut [f32],
-    ) -> Result<()> {
-        self.propagate_host(req, out_lo, out_hi)?;
-        let crown = Crown::new(self.host_network()?);
-        let (n_in, n_y) = (self.input_size(), self.output_size());
-        // Rows: C (or the identity), then −C for the upper bounds.
-        let (rows, c, d): (usize, Vec<f64>, Vec<f64>) = match req.spec {
+    /// The rows whose lower bounds give linear bounds of the output (or of the spec's rows):
+    /// `C` (the identity without a spec), then `−C` for the upper bounds; with the spec's
+    /// offsets `d` (zeros without one) and the number of rows of `C`.
+    pub(crate) fn signed_rows(&self, spec: Option<&Spec>) -> Result<(usize, Vec<f64>, Vec<f64>)> {
+        let n_y = self.output_size();
+        let (rows, c, d): (usize, Vec<f64>, Vec<f64>) = match spec {
             Some(s) => (
                 s.rows,
                 s.c.iter().map(|&v| f64::from(v)).collect(),
@@ -189,6 +195,38 @@ impl Model {
         let mut lam = crate::fallible::try_with_capacity(2 * c.len(), "linear bounds")?;
         lam.extend(c.iter().copied());
         lam.extend(c.iter().map(|v| -v));
+        Ok((rows, lam, d))
+    }
+
+    /// Narrows one item's f32 bounds `[ol, oh]` (`rows` values) by the lower bounds of its
+    /// signed rows (`lower`: `2 × rows`, from [`Model::signed_rows`]) plus the offsets `d`.
+    pub(crate) fn narrow(lower: &[f64], d: &[f64], ol: &mut [f32], oh: &mut [f32]) {
+        let rows = ol.len();
+        for r in 0..rows {
+            let dr = d.get(r).copied().unwrap_or(0.0);
+            let (Some(&l), Some(&u)) = (lower.get(r), lower.get(rows + r)) else {
+                continue;
+            };
+            // One rounded addition each: one step outward covers it.
+            let lo = down32((l + dr).next_down());
+            let hi = up32((-u + dr).next_up());
+            ol[r] = ol[r].max(lo);
+            oh[r] = oh[r].min(hi);
+        }
+    }
+
+    /// Linear (CROWN-style) bounds for host boxes on the CPU, intersected with IBP's: never
+    /// wider than [`Model::propagate_host`] on any box.
+    pub fn linear_host(
+        &self,
+        req: &Request<'_>,
+        out_lo: &mut [f32],
+        out_hi: &mut [f32],
+    ) -> Result<()> {
+        self.propagate_host(req, out_lo, out_hi)?;
+        let crown = Crown::new(self.host_network()?);
+        let n_in = self.input_size();
+        let (rows, lam, d) = self.signed_rows(req.spec)?;
         let items = out_lo
             .chunks_mut(rows)
             .zip(out_hi.chunks_mut(rows))
@@ -200,14 +238,7 @@ impl Model {
                 let l: Vec<f64> = l.iter().map(|&v| f64::from(v)).collect();
                 let h: Vec<f64> = h.iter().map(|&v| f64::from(v)).collect();
                 let b = crown.bound(&l, &h, &lam, 2 * rows)?;
-                for r in 0..rows {
-                    let dr = d.get(r).copied().unwrap_or(0.0);
-                    // One rounded addition each: one step outward covers it.
-                    let lo = down32((b.lower[r] + dr).next_down());
-                    let hi = up32((-b.lower[rows + r] + dr).next_up());
-                    ol[r] = ol[r].max(lo);
-                    oh[r] = oh[r].min(hi);
-                }
+                Self::narrow(&b.lower, &d, ol, oh);
                 Ok(())
             },
         )

@@ -25,6 +25,20 @@ pub struct LvkJob {
     pub region_leaves: u32,
 }
 
+/// One layer of a dense chain for the linear-bounds kernel (mirrors `lvk_crown_layer`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LvkCrownLayer {
+    pub w: *const f32,
+    pub bias: *const f32,
+    pub colmax: *const f64,
+    pub gamma: f64,
+    pub in_f: u32,
+    pub out_f: u32,
+    pub relu: u32,
+    pub offset: u32,
+}
+
 unsafe extern "C" {
     pub fn lvk_device_count(count: *mut c_int) -> c_int;
     pub fn lvk_get_device(device: *mut c_int) -> c_int;
@@ -191,6 +205,40 @@ unsafe extern "C" {
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_sm_count(count: *mut c_int) -> c_int;
+    pub fn lvk_crown_rows_per_pass(
+        n_layers: u32,
+        n_in: u32,
+        width: u32,
+        total_out: u32,
+        n_rows: u32,
+        rp: *mut u32,
+        smem: *mut usize,
+    ) -> c_int;
+    pub fn lvk_crown_colmax(
+        layers: *const LvkCrownLayer,
+        n_layers: u32,
+        width: u32,
+        stream: *mut c_void,
+    ) -> c_int;
+    pub fn lvk_crown_bounds(
+        layers: *const LvkCrownLayer,
+        n_layers: u32,
+        n_in: u32,
+        width: u32,
+        total_out: u32,
+        rp: u32,
+        smem: usize,
+        batch: u32,
+        lo: *const f64,
+        hi: *const f64,
+        rows: *const f64,
+        n_rows: u32,
+        lower: *mut f64,
+        out_lo: *mut f64,
+        out_hi: *mut f64,
+        coeffs: *mut f64,
+        stream: *mut c_void,
+    ) -> c_int;
 }
 
 /// `cudaErrorMemoryAllocation`

@@ -1,0 +1,386 @@
+// Sound linear bounds (the CROWN / DeepPoly family) for chains of dense layers, one box per
+// block: the GPU twin of src/ibp/crown.rs for networks that are Linear (+ ReLU) layers.
+//
+// For each box the block computes, layer by layer, IBP bounds of every pre-activation (IEEE
+// directed rounding), then tightens the unstable neurons' bounds by a backward linear pass
+// from each of them (two rows per neuron: +e_j and -e_j), and finally runs the backward pass
+// from the caller's rows C of the output. A backward pass carries f64 coefficients A over a
+// layer's values and a constant c (accumulated rounding down):
+//   - through a linear layer: c += A·b (rounded down) and A' = A·W in round-to-nearest; the
+//     rounding of each entry of A' is at most γ_n Σ_o |A_o||W_oi|, which is charged to the
+//     row as γ_n · Σ_o |A_o| · Σ_i colmax_i · max|a_i| (rounded up), a_i the layer's input;
+//   - through a ReLU with input bounds [l, u]: the exact CROWN choices (slope 1 or 0 below;
+//     the chord above, its slope rounded up and the product rounded so that the line stays
+//     above the chord), every constant rounded down;
+//   - at the input box: c += Σ min(A_i·lo_i, A_i·hi_i), rounded down; the bound is c minus
+//     the charged error, rounded down.
+// Every inequality holds for the numbers actually used, so the bound is a rigorous lower
+// bound of the real-number network (docs/soundness.md, "Linear bounds on the GPU").
+
+#include <cuda_runtime.h>
+#include <math_constants.h>
+#include <stdint.h>
+
+#include "lvk.h"
+
+namespace {
+
+constexpr int THREADS = 256;
+
+// A NaN (only from inf - inf or 0 * inf) becomes the widest bound.
+__device__ __forceinline__ double low_or_inf(double v) { return v != v ? -CUDART_INF : v; }
+__device__ __forceinline__ double high_or_inf(double v) { return v != v ? CUDART_INF : v; }
+
+// min(a·lo, a·hi), rounded down (a zero coefficient contributes nothing, even on an infinite
+// bound).
+__device__ __forceinline__ double term_down(double a, double lo, double hi) {
+    if (a == 0.0) return 0.0;
+    return a > 0.0 ? __dmul_rd(a, lo) : __dmul_rd(a, hi);
+}
+
+struct Shared {
+    double *ylo, *yhi;  // every layer's output bounds (layer m at layers[m].offset)
+    double *xlo, *xhi;  // the box
+    double *a, *b;      // coefficients: rp rows of `width`
+    double *cst, *err;  // per row: constant (rounded down), charged rounding error (rounded up)
+    double *mag;        // per layer: Σ_i colmax_i · max|input_i| (rounded up)
+    int *live;          // per layer: the outputs whose coefficient can be nonzero
+    int *nlive;         // per layer: how many
+    int *unst;          // the unstable neurons of the layer being tightened
+    int *nunst;
+};
+
+struct Args {
+    const lvk_crown_layer *layers;
+    uint32_t n_layers, n_in, width, rp;
+    const double *rows;
+    uint32_t n_rows;
+};
+
+// Input bounds of linear layer m: the box, or the previous layer's outputs (after its ReLU).
+__device__ __forceinline__ double in_lo(const Args &g, const Shared &s, uint32_t m, uint32_t i) {
+    if (m == 0) return s.xlo[i];
+    const lvk_crown_layer &p = g.layers[m - 1];
+    double v = s.ylo[p.offset + i];
+    return p.relu ? fmax(v, 0.0) : v;
+}
+
+__device__ __forceinline__ double in_hi(const Args &g, const Shared &s, uint32_t m, uint32_t i) {
+    if (m == 0) return s.xhi[i];
+    const lvk_crown_layer &p = g.layers[m - 1];
+    double v = s.yhi[p.offset + i];
+    return p.relu ? fmax(v, 0.0) : v;
+}
+
+// Coefficients `a` (rows over layer p's outputs) through linear layer p into `b` (rows over
+// its inputs); the bias goes into the constants, the rounding into the charged error.
+__device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
+    const lvk_crown_layer &l = g.layers[p];
+    const uint32_t nin = l.in_f, W = g.width, nl = s.nlive[p];
+    const int *live = s.live + l.offset;
+    for (uint32_t e = threadIdx.x; e < rows * nin; e += THREADS) {
+        uint32_t r = e / nin, i = e - r * nin;
+        const double *ar = s.a + (size_t)r * W;
+        double acc = 0.0;
+        for (uint32_t t = 0; t < nl; t++) {
+            int o = live[t];
+            acc = fma(ar[o], (double)__ldg(l.w + (size_t)o * nin + i), acc);
+        }
+        s.b[(size_t)r * W + i] = acc;
+    }
+    for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
+        const double *ar = s.a + (size_t)r * W;
+        double c = s.cst[r], sum = 0.0;
+        for (uint32_t t = 0; t < nl; t++) {
+            int o = live[t];
+            double v = ar[o];
+            if (v == 0.0) continue;
+            if (l.bias) c = __fma_rd(v, (double)__ldg(l.bias + o), c);
+            sum = __dadd_ru(sum, fabs(v));
+        }
+        s.cst[r] = c;
+        s.err[r] = __dadd_ru(s.err[r], __dmul_ru(__dmul_ru(l.gamma, sum), s.mag[p]));
+    }
+    __syncthreads();
+}
+
+// Coefficients `b` (rows over layer p's activations) through layer p's ReLU (if any) into `a`
+// (rows over its pre-activations).
+__device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
+    const lvk_crown_layer &l = g.layers[p];
+    const uint32_t n = l.out_f, W = g.width;
+    if (!l.relu) {
+        for (uint32_t e = threadIdx.x; e < rows * n; e += THREADS) {
+            uint32_t r = e / n, i = e - r * n;
+            s.a[(size_t)r * W + i] = s.b[(size_t)r * W + i];
+        }
+        __syncthreads();
+        return;
+    }
+    const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
+    for (uint32_t e = threadIdx.x; e < rows * n; e += THREADS) {
+        uint32_t r = e / n, i = e - r * n;
+        double lam = s.b[(size_t)r * W + i], x_l = lo[i], x_u = hi[i], mu;
+        if (lam == 0.0 || x_u <= 0.0) {
+            mu = 0.0;
+        } else if (x_l >= 0.0) {
+            mu = lam;
+        } else if (lam > 0.0) {
+            mu = x_u >= -x_l ? lam : 0.0;  // z >= x or z >= 0: CROWN's adaptive lower line
+        } else {
+            mu = lam;  // the upper line's constant is added row by row below
+        }
+        s.a[(size_t)r * W + i] = mu;
+    }
+    __syncthreads();
+    // λ < 0 on an unstable neuron: z <= s·(x - l) with s >= u / (u - l); μ = λ·s rounded down
+    // (so μ/λ >= s: a steeper line through (l, 0), still above the chord), and the constant
+    // -μ·l rounded down.
+    for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
+        double c = s.cst[r];
+        double *ar = s.a + (size_t)r * W;
+        for (uint32_t i = 0; i < n; i++) {
+            double lam = ar[i], x_l = lo[i], x_u = hi[i];
+            if (lam < 0.0 && x_l < 0.0 && x_u > 0.0) {
+                double slope = __ddiv_ru(x_u, __dsub_rd(x_u, x_l));
+                double mu = __dmul_rd(lam, slope);
+                ar[i] = mu;
+                c = __dadd_rd(c, __dmul_rd(-mu, x_l));
+            }
+        }
+        s.cst[r] = c;
+    }
+    __syncthreads();
+}
+
+// Backward from coefficients `b` over the inputs of layer `m` down to the box: leaves each
+// row's lower bound in cst[r], and (when `coeffs` is not NULL) the coefficients on the box.
+__device__ void backward(const Args &g, Shared &s, uint32_t m, uint32_t rows, double *coeffs) {
+    for (uint32_t k = m; k >= 1; k--) {
+        through_relu(g, s, k - 1, rows);
+        through_linear(g, s, k - 1, rows);
+    }
+    const uint32_t W = g.width;
+    for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
+        const double *br = s.b + (size_t)r * W;
+        double c = s.cst[r];
+        for (uint32_t i = 0; i < g.n_in; i++) {
+            c = __dadd_rd(c, term_down(br[i], s.xlo[i], s.xhi[i]));
+            if (coeffs) coeffs[(size_t)r * g.n_in + i] = br[i];
+        }
+        s.cst[r] = low_or_inf(__dsub_rd(c, s.err[r]));
+    }
+    __syncthreads();
+}
+
+// Outputs of layer m that a coefficient can reach (not a ReLU that is always off).
+__device__ void list_live(const Args &g, Shared &s, uint32_t m) {
+    if (threadIdx.x == 0) {
+        const lvk_crown_layer &l = g.layers[m];
+        int n = 0;
+        for (uint32_t o = 0; o < l.out_f; o++)
+            if (!l.relu || s.yhi[l.offset + o] > 0.0) s.live[l.offset + n++] = (int)o;
+        s.nlive[m] = n;
+    }
+    __syncthreads();
+}
+
+__global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__restrict__ box_lo,
+                                                        const double *__restrict__ box_hi, double *lower,
+                                                        double *out_lo, double *out_hi, double *coeffs,
+                                                        uint32_t total_out) {
+    extern __shared__ double smem[];
+    const uint64_t box = blockIdx.x;
+    const uint32_t W = g.width, rp = g.rp;
+    Shared s;
+    double *p = smem;
+    s.ylo = p; p += total_out;
+    s.yhi = p; p += total_out;
+    s.xlo = p; p += g.n_in;
+    s.xhi = p; p += g.n_in;
+    s.a = p; p += (size_t)rp * W;
+    s.b = p; p += (size_t)rp * W;
+    s.cst = p; p += rp;
+    s.err = p; p += rp;
+    s.mag = p; p += g.n_layers;
+    int *q = reinterpret_cast<int *>(p);
+    s.live = q; q += total_out;
+    s.nlive = q; q += g.n_layers;
+    s.unst = q; q += W;
+    s.nunst = q;
+
+    for (uint32_t i = threadIdx.x; i < g.n_in; i += THREADS) {
+        s.xlo[i] = box_lo[box * g.n_in + i];
+        s.xhi[i] = box_hi[box * g.n_in + i];
+    }
+    __syncthreads();
+
+    for (uint32_t m = 0; m < g.n_layers; m++) {
+        const lvk_crown_layer &l = g.layers[m];
+        // IBP through layer m, and the magnitude of its input for the error charges.
+        for (uint32_t o = threadIdx.x; o < l.out_f; o += THREADS) {
+            double lo = l.bias ? (double)__ldg(l.bias + o) : 0.0, hi = lo;
+            const float *wr = l.w + (size_t)o * l.in_f;
+            for (uint32_t i = 0; i < l.in_f; i++) {
+                double w = (double)__ldg(wr + i);
+                if (w > 0.0) {
+                    lo = __fma_rd(w, in_lo(g, s, m, i), lo);
+                    hi = __fma_ru(w, in_hi(g, s, m, i), hi);
+                } else if (w < 0.0) {
+                    lo = __fma_rd(w, in_hi(g, s, m, i), lo);
+                    hi = __fma_ru(w, in_lo(g, s, m, i), hi);
+                }
+            }
+            s.ylo[l.offset + o] = low_or_inf(lo);
+            s.yhi[l.offset + o] = high_or_inf(hi);
+        }
+        if (threadIdx.x < 32) {
+            double acc = 0.0;
+            for (uint32_t i = threadIdx.x; i < l.in_f; i += 32) {
+                double mag = fmax(fabs(in_lo(g, s, m, i)), fabs(in_hi(g, s, m, i)));
+                acc = __dadd_ru(acc, __dmul_ru(l.colmax[i], mag));
+            }
+            for (int off = 16; off > 0; off >>= 1) acc = __dadd_ru(acc, __shfl_down_sync(0xffffffffu, acc, off));
+            if (threadIdx.x == 0) s.mag[m] = high_or_inf(acc);
+        }
+        __syncthreads();
+
+        // Tighten the neurons whose ReLU is undecided (the first layer's IBP is already the
+        // exact image of the box, up to rounding).
+        if (m > 0 && l.relu) {
+            if (threadIdx.x == 0) {
+                int n = 0;
+                for (uint32_t o = 0; o < l.out_f; o++)
+                    if (s.ylo[l.offset + o] < 0.0 && s.yhi[l.offset + o] > 0.0) s.unst[n++] = (int)o;
+                *s.nunst = n;
+            }
+            __syncthreads();
+            const uint32_t nu = (uint32_t)*s.nunst, per = rp / 2;
+            for (uint32_t first = 0; first < nu; first += per) {
+                const uint32_t cnt = min(per, nu - first), rows = 2 * cnt;
+                for (uint32_t e = threadIdx.x; e < rows * l.in_f; e += THREADS) {
+                    uint32_t r = e / l.in_f, i = e - r * l.in_f;
+                    int j = s.unst[first + r / 2];
+                    double w = (double)__ldg(l.w + (size_t)j * l.in_f + i);
+                    s.b[(size_t)r * W + i] = (r & 1) ? -w : w;
+                }
+                for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
+                    int j = s.unst[first + r / 2];
+                    double bj = l.bias ? (double)__ldg(l.bias + j) : 0.0;
+                    s.cst[r] = (r & 1) ? -bj : bj;
+                    s.err[r] = 0.0;
+                }
+                __syncthreads();
+                backward(g, s, m, rows, nullptr);
+                for (uint32_t t = threadIdx.x; t < cnt; t += THREADS) {
+                    int j = s.unst[first + t];
+                    s.ylo[l.offset + j] = fmax(s.ylo[l.offset + j], s.cst[2 * t]);
+                    s.yhi[l.offset + j] = fmin(s.yhi[l.offset + j], -s.cst[2 * t + 1]);
+                }
+                __syncthreads();
+            }
+        }
+        list_live(g, s, m);
+    }
+
+    // The caller's rows over the output, rp at a time.
+    const uint32_t last = g.n_layers - 1;
+    const lvk_crown_layer &L = g.layers[last];
+    for (uint32_t first = 0; first < g.n_rows; first += rp) {
+        const uint32_t rows = min(rp, g.n_rows - first);
+        for (uint32_t e = threadIdx.x; e < rows * L.out_f; e += THREADS) {
+            uint32_t r = e / L.out_f, o = e - r * L.out_f;
+            s.a[(size_t)r * W + o] = g.rows[(size_t)(first + r) * L.out_f + o];
+        }
+        for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
+            s.cst[r] = 0.0;
+            s.err[r] = 0.0;
+        }
+        __syncthreads();
+        through_linear(g, s, last, rows);
+        backward(g, s, last, rows, coeffs ? coeffs + (box * g.n_rows + first) * g.n_in : nullptr);
+        for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
+            // IBP's bound of the same row, from the tightened output bounds: never looser.
+            double ibp = 0.0;
+            const double *c = g.rows + (size_t)(first + r) * L.out_f;
+            for (uint32_t o = 0; o < L.out_f; o++)
+                ibp = __dadd_rd(ibp, term_down(c[o], s.ylo[L.offset + o], s.yhi[L.offset + o]));
+            lower[box * g.n_rows + first + r] = fmax(s.cst[r], low_or_inf(ibp));
+        }
+        __syncthreads();
+    }
+    for (uint32_t o = threadIdx.x; o < L.out_f; o += THREADS) {
+        out_lo[box * L.out_f + o] = s.ylo[L.offset + o];
+        out_hi[box * L.out_f + o] = s.yhi[L.offset + o];
+    }
+}
+
+// colmax of every layer: max over outputs of |w[o][i]|, from the weights where they live.
+__global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers) {
+    uint32_t m = blockIdx.y;
+    if (m >= n_layers) return;
+    const lvk_crown_layer &l = layers[m];
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < l.in_f; i += gridDim.x * blockDim.x) {
+        double c = 0.0;
+        for (uint32_t o = 0; o < l.out_f; o++) c = fmax(c, fabs((double)l.w[(size_t)o * l.in_f + i]));
+        // A NaN weight makes every charge infinite: no bound relies on it.
+        for (uint32_t o = 0; o < l.out_f; o++)
+            if (l.w[(size_t)o * l.in_f + i] != l.w[(size_t)o * l.in_f + i]) c = CUDART_INF;
+        const_cast<double *>(l.colmax)[i] = c;
+    }
+}
+
+size_t smem_bytes(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out, uint32_t rp) {
+    size_t doubles = 2ull * total_out + 2ull * n_in + 2ull * rp * width + 2ull * rp + n_layers;
+    size_t ints = (size_t)total_out + n_layers + width + 1;
+    return doubles * 8 + ints * 4;
+}
+
+}  // namespace
+
+extern "C" int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out,
+                                       uint32_t n_rows, uint32_t *rp, size_t *smem) {
+    if (rp == nullptr || smem == nullptr || n_layers == 0 || width == 0 || n_rows == 0) return cudaErrorInvalidValue;
+    int dev = 0, optin = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e != cudaSuccess) return e;
+    // Two rows per unstable neuron, up to the widest layer's, at most 128; at least the
+    // caller's rows and 2; fewer while the block's shared memory would not fit.
+    uint32_t want = min(2u * width, 128u);
+    want = max(want, max(n_rows, 2u));
+    for (uint32_t r = want & ~1u; r >= 2; r -= 2) {
+        size_t b = smem_bytes(n_layers, n_in, width, total_out, r);
+        if (b <= (size_t)optin) {
+            *rp = r;
+            *smem = b;
+            return cudaSuccess;
+        }
+    }
+    return cudaErrorInvalidConfiguration;
+}
+
+extern "C" int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t width, void *stream) {
+    if (layers == nullptr || n_layers == 0 || n_layers > 65535) return cudaErrorInvalidValue;
+    dim3 grid((width + 127) / 128, n_layers);
+    colmax_kernel<<<grid, 128, 0, static_cast<cudaStream_t>(stream)>>>(layers, n_layers);
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
+                                uint32_t total_out, uint32_t rp, size_t smem, uint32_t batch, const double *lo,
+                                const double *hi, const double *rows, uint32_t n_rows, double *lower,
+                                double *out_lo, double *out_hi, double *coeffs, void *stream) {
+    if (layers == nullptr || lo == nullptr || hi == nullptr || rows == nullptr || lower == nullptr ||
+        out_lo == nullptr || out_hi == nullptr)
+        return cudaErrorInvalidValue;
+    if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 2 || rp % 2 || batch > 0x7fffffffu)
+        return cudaErrorInvalidValue;
+    cudaError_t e = cudaFuncSetAttribute(crown_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    Args g = {layers, n_layers, n_in, width, rp, rows, n_rows};
+    crown_kernel<<<batch, THREADS, smem, static_cast<cudaStream_t>(stream)>>>(g, lo, hi, lower, out_lo, out_hi,
+                                                                              coeffs, total_out);
+    return cudaGetLastError();
+}

@@ -1,0 +1,237 @@
+//! Where a search's arithmetic runs: the CPU over a host-backed model's weights, or the GPU
+//! over a CUDA-backed model's weights where they live (never copied to the host). The branch
+//! and bound and the counterexample search are one algorithm over either: they ask for many
+//! boxes' linear bounds, or many points' outputs and gradients, at once.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::error::{Result, VramError};
+use crate::ibp::Model;
+use crate::ibp::cpu::{Boxes, Network};
+use crate::ibp::crown::{Crown, RowBounds};
+use crate::ibp::gpu_entry;
+
+/// One box to bound: inside a box already bounded (`outer`: its node bounds, which the CPU
+/// reuses; the GPU recomputes them).
+pub struct Job<'a> {
+    pub lo: &'a [f64],
+    pub hi: &'a [f64],
+    pub outer: Option<&'a Arc<Vec<Boxes>>>,
+}
+
+/// Outputs at one point, and the gradient of one row of the outputs there.
+pub struct Probe {
+    pub y: Vec<f64>,
+    /// With respect to the input, up to a positive factor per input (the search only reads
+    /// its signs).
+    pub grad: Vec<f64>,
+}
+
+pub trait Engine: Sync {
+    /// Linear lower bounds of `rows` (`n_rows × output size`) times the output over each box.
+    fn bound(&self, jobs: &[Job<'_>], rows: &[f64], n_rows: usize) -> Result<Vec<RowBounds>>;
+
+    /// Outputs at each point (`points`: `k × input size`), approximately (f64), and the
+    /// gradient of row `pick(y)` of `rows` (`n × output size`) at it.
+    fn probe(
+        &self,
+        points: &[f64],
+        rows: &[f64],
+        pick: &(dyn Fn(&[f64]) -> usize + Sync),
+    ) -> Result<Vec<Probe>>;
+
+    /// Sound bounds of the outputs at one point (a few ulps wide).
+    fn enclose(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)>;
+
+    /// Boxes worth taking per round of the branch and bound.
+    fn parents_per_round(&self) -> usize;
+
+    fn input_size(&self) -> usize;
+    fn output_size(&self) -> usize;
+}
+
+/// Runs `f` over `items` on up to `threads` threads; results in order.
+fn map_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    crate::parallel::for_each(items.iter().zip(&slots), threads, |(it, slot)| {
+        let r = f(it)?;
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+        Ok::<(), VramError>(())
+    })?;
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .ok_or_else(|| VramError::invalid("certify", "a parallel result is missing"))
+        })
+        .collect()
+}
+
+/// The CPU: CROWN-style bounds one box per thread, concrete f64 evaluation and gradients.
+pub struct Cpu<'a> {
+    pub net: &'a Network<'a>,
+    pub crown: Crown<'a>,
+    pub threads: usize,
+}
+
+impl<'a> Cpu<'a> {
+    pub fn new(net: &'a Network<'a>, threads: usize) -> Self {
+        Self {
+            net,
+            crown: Crown::new(Network {
+                nodes: net.nodes,
+                params: net.params.clone(),
+            }),
+            threads: threads.max(1),
+        }
+    }
+}
+
+impl Engine for Cpu<'_> {
+    fn bound(&self, jobs: &[Job<'_>], rows: &[f64], n_rows: usize) -> Result<Vec<RowBounds>> {
+        map_parallel(jobs, self.threads, |j| {
+            let outer = j.outer.map(|o| o.as_slice());
+            self.crown.bound_within(j.lo, j.hi, rows, n_rows, outer)
+        })
+    }
+
+    fn probe(
+        &self,
+        points: &[f64],
+        rows: &[f64],
+        pick: &(dyn Fn(&[f64]) -> usize + Sync),
+    ) -> Result<Vec<Probe>> {
+        let (n_in, n_out) = (self.input_size(), self.output_size());
+        let pts: Vec<&[f64]> = points.chunks(n_in.max(1)).collect();
+        // Few points do not pay for threads.
+        let threads = self.threads.min(pts.len().div_ceil(16)).max(1);
+        map_parallel(&pts, threads, |x| {
+            let t = self.net.evaluate(x);
+            let y = t.output().to_vec();
+            let i = pick(&y);
+            let grad = match rows.get(i * n_out..(i + 1) * n_out) {
+                Some(dy) => self.net.gradient(&t, dy),
+                None => vec![0.0; n_in],
+            };
+            Ok(Probe { y, grad })
+        })
+    }
+
+    fn enclose(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
+        let b = self.crown.bound(x, x, &[], 0)?;
+        Ok((b.out_lo, b.out_hi))
+    }
+
+    fn parents_per_round(&self) -> usize {
+        32 * self.threads
+    }
+
+    fn input_size(&self) -> usize {
+        self.net.nodes.first().map_or(0, |n| n.size() as usize)
+    }
+
+    fn output_size(&self) -> usize {
+        self.crown.output_size()
+    }
+}
+
+/// The model's GPU (cuda/crown.cu): every box of a round in one launch, one block per box;
+/// points are boxes of width zero, whose linear bound's coefficients are the gradient.
+pub struct Gpu<'a> {
+    pub model: &'a Model,
+}
+
+impl Gpu<'_> {
+    fn unit_row(&self) -> Vec<f64> {
+        let mut r = vec![0.0; self.output_size()];
+        if let Some(v) = r.first_mut() {
+            *v = 1.0;
+        }
+        r
+    }
+}
+
+impl Engine for Gpu<'_> {
+    fn bound(&self, jobs: &[Job<'_>], rows: &[f64], n_rows: usize) -> Result<Vec<RowBounds>> {
+        let n_in = self.input_size();
+        let n_out = self.output_size();
+        // The kernel takes at least one row: a case without exact rows is decided on the
+        // output bounds alone.
+        let unit = self.unit_row();
+        let (rows_k, n_k) = if n_rows == 0 {
+            (&unit[..], 1)
+        } else {
+            (rows, n_rows)
+        };
+        let mut lo = Vec::with_capacity(jobs.len() * n_in);
+        let mut hi = Vec::with_capacity(jobs.len() * n_in);
+        for j in jobs {
+            lo.extend_from_slice(j.lo);
+            hi.extend_from_slice(j.hi);
+        }
+        let b = gpu_entry::linear_bounds(self.model, &lo, &hi, rows_k, n_k, true, None)?;
+        let nodes = Arc::new(Vec::new());
+        Ok((0..jobs.len())
+            .map(|k| RowBounds {
+                lower: b.lower[k * n_k..k * n_k + n_rows].to_vec(),
+                input_coeffs: b.coeffs[k * n_k * n_in..(k * n_k + n_rows) * n_in].to_vec(),
+                out_lo: b.out_lo[k * n_out..(k + 1) * n_out].to_vec(),
+                out_hi: b.out_hi[k * n_out..(k + 1) * n_out].to_vec(),
+                nodes: Arc::clone(&nodes),
+            })
+            .collect())
+    }
+
+    fn probe(
+        &self,
+        points: &[f64],
+        rows: &[f64],
+        pick: &(dyn Fn(&[f64]) -> usize + Sync),
+    ) -> Result<Vec<Probe>> {
+        let (n_in, n_out) = (self.input_size(), self.output_size());
+        let unit = self.unit_row();
+        let n_rows = rows.len() / n_out.max(1);
+        let (rows_k, n_k) = if n_rows == 0 {
+            (&unit[..], 1)
+        } else {
+            (rows, n_rows)
+        };
+        let b = gpu_entry::linear_bounds(self.model, points, points, rows_k, n_k, true, None)?;
+        let k = points.len() / n_in.max(1);
+        Ok((0..k)
+            .map(|p| {
+                let y: Vec<f64> = b.out_lo[p * n_out..(p + 1) * n_out]
+                    .iter()
+                    .zip(&b.out_hi[p * n_out..(p + 1) * n_out])
+                    .map(|(l, h)| 0.5 * l + 0.5 * h)
+                    .collect();
+                let i = pick(&y).min(n_k - 1);
+                let at = (p * n_k + i) * n_in;
+                let grad = b.coeffs[at..at + n_in].to_vec();
+                Probe { y, grad }
+            })
+            .collect())
+    }
+
+    fn enclose(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
+        let b = gpu_entry::linear_bounds(self.model, x, x, &self.unit_row(), 1, false, None)?;
+        Ok((b.out_lo, b.out_hi))
+    }
+
+    fn parents_per_round(&self) -> usize {
+        2048
+    }
+
+    fn input_size(&self) -> usize {
+        self.model.input_size()
+    }
+
+    fn output_size(&self) -> usize {
+        self.model.output_size()
+    }
+}
