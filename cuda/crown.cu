@@ -44,6 +44,7 @@ struct Shared {
     double *a, *b;      // coefficients: rp rows of `width`
     double *cst, *err;  // per row: constant (rounded down), charged rounding error (rounded up)
     double *mag;        // per layer: Σ_i colmax_i · max|input_i| (rounded up)
+    double *slope;      // per unstable ReLU input: its chord's slope u / (u - l), rounded up
     int *live;          // per layer: the outputs whose coefficient can be nonzero
     int *nlive;         // per layer: how many
     int *unst;          // the unstable neurons of the layer being tightened
@@ -72,40 +73,69 @@ __device__ __forceinline__ double in_hi(const Args &g, const Shared &s, uint32_t
     return p.relu ? fmax(v, 0.0) : v;
 }
 
+constexpr int WARPS = THREADS / 32;
+
+__device__ __forceinline__ double warp_sum_down(double v) {
+    for (int off = 16; off > 0; off >>= 1) v = __dadd_rd(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+
+__device__ __forceinline__ double warp_sum_up(double v) {
+    for (int off = 16; off > 0; off >>= 1) v = __dadd_ru(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+
 // Coefficients `a` (rows over layer p's outputs) through linear layer p into `b` (rows over
-// its inputs); the bias goes into the constants, the rounding into the charged error.
+// its inputs); the bias goes into the constants, the rounding into the charged error. Each
+// entry of `b` is a sum over the live outputs in four interleaved partial sums (any order of
+// summation obeys the same γ_n bound); the per-row sums run one warp per row.
 __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
     const lvk_crown_layer &l = g.layers[p];
     const uint32_t nin = l.in_f, W = g.width, nl = s.nlive[p];
     const int *live = s.live + l.offset;
+    const float *w = l.w;
     for (uint32_t e = threadIdx.x; e < rows * nin; e += THREADS) {
         uint32_t r = e / nin, i = e - r * nin;
         const double *ar = s.a + (size_t)r * W;
-        double acc = 0.0;
-        for (uint32_t t = 0; t < nl; t++) {
-            int o = live[t];
-            acc = fma(ar[o], (double)__ldg(l.w + (size_t)o * nin + i), acc);
+        double acc0 = 0.0, acc1 = 0.0, acc2 = 0.0, acc3 = 0.0;
+        uint32_t t = 0;
+        for (; t + 4 <= nl; t += 4) {
+            int o0 = live[t], o1 = live[t + 1], o2 = live[t + 2], o3 = live[t + 3];
+            acc0 = fma(ar[o0], (double)__ldg(w + (size_t)o0 * nin + i), acc0);
+            acc1 = fma(ar[o1], (double)__ldg(w + (size_t)o1 * nin + i), acc1);
+            acc2 = fma(ar[o2], (double)__ldg(w + (size_t)o2 * nin + i), acc2);
+            acc3 = fma(ar[o3], (double)__ldg(w + (size_t)o3 * nin + i), acc3);
         }
-        s.b[(size_t)r * W + i] = acc;
+        for (; t < nl; t++) {
+            int o = live[t];
+            acc0 = fma(ar[o], (double)__ldg(w + (size_t)o * nin + i), acc0);
+        }
+        s.b[(size_t)r * W + i] = (acc0 + acc1) + (acc2 + acc3);
     }
-    for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (uint32_t r = warp; r < rows; r += WARPS) {
         const double *ar = s.a + (size_t)r * W;
-        double c = s.cst[r], sum = 0.0;
-        for (uint32_t t = 0; t < nl; t++) {
+        double c = 0.0, sum = 0.0;
+        for (uint32_t t = lane; t < nl; t += 32) {
             int o = live[t];
             double v = ar[o];
             if (v == 0.0) continue;
             if (l.bias) c = __fma_rd(v, (double)__ldg(l.bias + o), c);
             sum = __dadd_ru(sum, fabs(v));
         }
-        s.cst[r] = c;
-        s.err[r] = __dadd_ru(s.err[r], __dmul_ru(__dmul_ru(l.gamma, sum), s.mag[p]));
+        c = warp_sum_down(c);
+        sum = warp_sum_up(sum);
+        if (lane == 0) {
+            s.cst[r] = __dadd_rd(s.cst[r], c);
+            s.err[r] = __dadd_ru(s.err[r], __dmul_ru(__dmul_ru(l.gamma, sum), s.mag[p]));
+        }
     }
     __syncthreads();
 }
 
 // Coefficients `b` (rows over layer p's activations) through layer p's ReLU (if any) into `a`
-// (rows over its pre-activations).
+// (rows over its pre-activations). Each element's share of the row's constant is left in `b`
+// (consumed), then summed one warp per row.
 __device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
     const lvk_crown_layer &l = g.layers[p];
     const uint32_t n = l.out_f, W = g.width;
@@ -117,10 +147,10 @@ __device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows
         __syncthreads();
         return;
     }
-    const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
+    const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset, *slope = s.slope + l.offset;
     for (uint32_t e = threadIdx.x; e < rows * n; e += THREADS) {
         uint32_t r = e / n, i = e - r * n;
-        double lam = s.b[(size_t)r * W + i], x_l = lo[i], x_u = hi[i], mu;
+        double lam = s.b[(size_t)r * W + i], x_l = lo[i], x_u = hi[i], mu, c = 0.0;
         if (lam == 0.0 || x_u <= 0.0) {
             mu = 0.0;
         } else if (x_l >= 0.0) {
@@ -128,27 +158,22 @@ __device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows
         } else if (lam > 0.0) {
             mu = x_u >= -x_l ? lam : 0.0;  // z >= x or z >= 0: CROWN's adaptive lower line
         } else {
-            mu = lam;  // the upper line's constant is added row by row below
+            // z <= s·(x - l) with s >= u / (u - l); μ = λ·s rounded down (so μ/λ >= s: a
+            // steeper line through (l, 0), still above the chord), constant -μ·l rounded down.
+            mu = __dmul_rd(lam, slope[i]);
+            c = __dmul_rd(-mu, x_l);
         }
         s.a[(size_t)r * W + i] = mu;
+        s.b[(size_t)r * W + i] = c;
     }
     __syncthreads();
-    // λ < 0 on an unstable neuron: z <= s·(x - l) with s >= u / (u - l); μ = λ·s rounded down
-    // (so μ/λ >= s: a steeper line through (l, 0), still above the chord), and the constant
-    // -μ·l rounded down.
-    for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
-        double c = s.cst[r];
-        double *ar = s.a + (size_t)r * W;
-        for (uint32_t i = 0; i < n; i++) {
-            double lam = ar[i], x_l = lo[i], x_u = hi[i];
-            if (lam < 0.0 && x_l < 0.0 && x_u > 0.0) {
-                double slope = __ddiv_ru(x_u, __dsub_rd(x_u, x_l));
-                double mu = __dmul_rd(lam, slope);
-                ar[i] = mu;
-                c = __dadd_rd(c, __dmul_rd(-mu, x_l));
-            }
-        }
-        s.cst[r] = c;
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (uint32_t r = warp; r < rows; r += WARPS) {
+        const double *br = s.b + (size_t)r * W;
+        double c = 0.0;
+        for (uint32_t i = lane; i < n; i += 32) c = __dadd_rd(c, br[i]);
+        c = warp_sum_down(c);
+        if (lane == 0) s.cst[r] = __dadd_rd(s.cst[r], c);
     }
     __syncthreads();
 }
@@ -160,27 +185,49 @@ __device__ void backward(const Args &g, Shared &s, uint32_t m, uint32_t rows, do
         through_relu(g, s, k - 1, rows);
         through_linear(g, s, k - 1, rows);
     }
-    const uint32_t W = g.width;
-    for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
+    const uint32_t W = g.width, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (uint32_t r = warp; r < rows; r += WARPS) {
         const double *br = s.b + (size_t)r * W;
-        double c = s.cst[r];
-        for (uint32_t i = 0; i < g.n_in; i++) {
+        double c = 0.0;
+        for (uint32_t i = lane; i < g.n_in; i += 32) {
             c = __dadd_rd(c, term_down(br[i], s.xlo[i], s.xhi[i]));
             if (coeffs) coeffs[(size_t)r * g.n_in + i] = br[i];
         }
-        s.cst[r] = low_or_inf(__dsub_rd(c, s.err[r]));
+        c = warp_sum_down(c);
+        if (lane == 0) s.cst[r] = low_or_inf(__dsub_rd(__dadd_rd(s.cst[r], c), s.err[r]));
     }
     __syncthreads();
 }
 
-// Outputs of layer m that a coefficient can reach (not a ReLU that is always off).
+// Indices o < n where pred(o) holds, in order, into out[]; returns how many (warp 0 only:
+// one ballot per 32 candidates).
+template <class Pred>
+__device__ __forceinline__ int compact(uint32_t n, int *out, Pred pred) {
+    const uint32_t lane = threadIdx.x & 31;
+    int count = 0;
+    for (uint32_t base = 0; base < n; base += 32) {
+        uint32_t o = base + lane;
+        bool keep = o < n && pred(o);
+        unsigned mask = __ballot_sync(0xffffffffu, keep);
+        if (keep) out[count + __popc(mask & ((1u << lane) - 1))] = (int)o;
+        count += __popc(mask);
+    }
+    return count;
+}
+
+// Outputs of layer m that a coefficient can reach (not a ReLU that is always off), and the
+// chord slopes of its unstable ReLUs.
 __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
-    if (threadIdx.x == 0) {
-        const lvk_crown_layer &l = g.layers[m];
-        int n = 0;
-        for (uint32_t o = 0; o < l.out_f; o++)
-            if (!l.relu || s.yhi[l.offset + o] > 0.0) s.live[l.offset + n++] = (int)o;
-        s.nlive[m] = n;
+    const lvk_crown_layer &l = g.layers[m];
+    const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
+    if (threadIdx.x < 32) {
+        const bool relu = l.relu != 0;
+        int n = compact(l.out_f, s.live + l.offset, [&](uint32_t o) { return !relu || hi[o] > 0.0; });
+        if (threadIdx.x == 0) s.nlive[m] = n;
+    }
+    if (l.relu) {
+        for (uint32_t o = threadIdx.x; o < l.out_f; o += THREADS)
+            if (lo[o] < 0.0 && hi[o] > 0.0) s.slope[l.offset + o] = __ddiv_ru(hi[o], __dsub_rd(hi[o], lo[o]));
     }
     __syncthreads();
 }
@@ -203,6 +250,7 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
     s.cst = p; p += rp;
     s.err = p; p += rp;
     s.mag = p; p += g.n_layers;
+    s.slope = p; p += total_out;
     int *q = reinterpret_cast<int *>(p);
     s.live = q; q += total_out;
     s.nlive = q; q += g.n_layers;
@@ -219,9 +267,11 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
         const lvk_crown_layer &l = g.layers[m];
         // IBP through layer m, and the magnitude of its input for the error charges.
         for (uint32_t o = threadIdx.x; o < l.out_f; o += THREADS) {
-            double lo = l.bias ? (double)__ldg(l.bias + o) : 0.0, hi = lo;
+            // Two partial sums per side: each is a rigorous bound of its half, and so is
+            // their sum rounded the same way.
+            double lo0 = l.bias ? (double)__ldg(l.bias + o) : 0.0, hi0 = lo0, lo1 = 0.0, hi1 = 0.0;
             const float *wr = l.w + (size_t)o * l.in_f;
-            for (uint32_t i = 0; i < l.in_f; i++) {
+            auto add = [&](uint32_t i, double &lo, double &hi) {
                 double w = (double)__ldg(wr + i);
                 if (w > 0.0) {
                     lo = __fma_rd(w, in_lo(g, s, m, i), lo);
@@ -230,9 +280,15 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
                     lo = __fma_rd(w, in_hi(g, s, m, i), lo);
                     hi = __fma_ru(w, in_lo(g, s, m, i), hi);
                 }
+            };
+            uint32_t i = 0;
+            for (; i + 2 <= l.in_f; i += 2) {
+                add(i, lo0, hi0);
+                add(i + 1, lo1, hi1);
             }
-            s.ylo[l.offset + o] = low_or_inf(lo);
-            s.yhi[l.offset + o] = high_or_inf(hi);
+            if (i < l.in_f) add(i, lo0, hi0);
+            s.ylo[l.offset + o] = low_or_inf(__dadd_rd(lo0, lo1));
+            s.yhi[l.offset + o] = high_or_inf(__dadd_ru(hi0, hi1));
         }
         if (threadIdx.x < 32) {
             double acc = 0.0;
@@ -248,11 +304,10 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
         // Tighten the neurons whose ReLU is undecided (the first layer's IBP is already the
         // exact image of the box, up to rounding).
         if (m > 0 && l.relu) {
-            if (threadIdx.x == 0) {
-                int n = 0;
-                for (uint32_t o = 0; o < l.out_f; o++)
-                    if (s.ylo[l.offset + o] < 0.0 && s.yhi[l.offset + o] > 0.0) s.unst[n++] = (int)o;
-                *s.nunst = n;
+            if (threadIdx.x < 32) {
+                const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
+                int n = compact(l.out_f, s.unst, [&](uint32_t o) { return lo[o] < 0.0 && hi[o] > 0.0; });
+                if (threadIdx.x == 0) *s.nunst = n;
             }
             __syncthreads();
             const uint32_t nu = (uint32_t)*s.nunst, per = rp / 2;
@@ -331,7 +386,7 @@ __global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers) 
 }
 
 size_t smem_bytes(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out, uint32_t rp) {
-    size_t doubles = 2ull * total_out + 2ull * n_in + 2ull * rp * width + 2ull * rp + n_layers;
+    size_t doubles = 3ull * total_out + 2ull * n_in + 2ull * rp * width + 2ull * rp + n_layers;
     size_t ints = (size_t)total_out + n_layers + width + 1;
     return doubles * 8 + ints * 4;
 }
@@ -346,10 +401,12 @@ extern "C" int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_
     if (e != cudaSuccess) return e;
     e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
     if (e != cudaSuccess) return e;
-    // Two rows per unstable neuron, up to the widest layer's, at most 128; at least the
-    // caller's rows and 2; fewer while the block's shared memory would not fit.
-    uint32_t want = min(2u * width, 128u);
-    want = max(want, max(n_rows, 2u));
+    // Two rows per unstable neuron: up to 32 rows per pass (few neurons are unstable on the
+    // small boxes of a search, and a small buffer lets more boxes share a multiprocessor),
+    // fewer while the block's shared memory would not fit. The caller's rows are taken rp at
+    // a time.
+    (void)n_rows;
+    uint32_t want = max(min(2u * width, 32u), 2u);
     for (uint32_t r = want & ~1u; r >= 2; r -= 2) {
         size_t b = smem_bytes(n_layers, n_in, width, total_out, r);
         if (b <= (size_t)optin) {
