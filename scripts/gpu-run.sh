@@ -79,6 +79,7 @@ echo "== model_demo" | tee -a "$log"
 if .gpu/model_demo > "$OUT/demo.txt" 2>&1; then cat "$OUT/demo.txt"; else cat "$OUT/demo.txt"; echo "FAILED: model_demo" | tee -a "$log"; failed=$((failed + 1)); fi
 
 for study in .gpu/studies/*; do
+  [ -e "$study" ] || continue
   name=$(basename "$study")
   echo "== kernel design study $name (bench/$name.cu)"
   "$study" > "$OUT/bench-$name.md" 2>&1 || { echo "FAILED: $name"; failed=$((failed + 1)); }

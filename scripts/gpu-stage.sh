@@ -34,13 +34,17 @@ cp build/seal_verify build/model_demo build/ibp_certify build/header_two_tu buil
 # The vram command (certify: the VNN-COMP scripts and the ACAS Xu benchmark run it).
 cargo build --release -p vram-cli >/dev/null 2>&1
 cp target/release/vram .gpu/vram
-# Kernel design studies (bench/*.cu: each includes the kernels it studies), for Hopper.
+# Kernel design studies (bench/*.cu: each includes the kernels it studies), for Hopper; with
+# VRAM_STAGE_STUDIES=1 only (their kernels are unchanged since their recorded runs, and the
+# archive must stay under the device runner's 64 MiB).
 mkdir -p .gpu/studies
 cuda_lib="$(dirname "$(dirname "$NVCC")")/lib"
-for src in bench/*.cu; do
-  "$NVCC" -O3 -std=c++17 -arch=sm_90 -Icuda -ftz=false -prec-div=true -prec-sqrt=true \
-    -L"$cuda_lib" "$src" -o ".gpu/studies/$(basename "${src%.cu}")"
-done
+if [ "${VRAM_STAGE_STUDIES:-0}" = 1 ]; then
+  for src in bench/*.cu; do
+    "$NVCC" -O3 -std=c++17 -arch=sm_90 -Icuda -ftz=false -prec-div=true -prec-sqrt=true \
+      -L"$cuda_lib" "$src" -o ".gpu/studies/$(basename "${src%.cu}")"
+  done
+fi
 # The scrubber's serving-overhead benchmark (bench/serving/): links libvram.
 "$NVCC" -O3 -std=c++17 -arch=sm_90 -Iinclude bench/serving/scrub_serving.cu -Lbuild/lib -lvram \
   -L"$cuda_lib" -o .gpu/scrub_serving
@@ -66,6 +70,6 @@ strip .gpu/tests/* .gpu/bench/* .gpu/vram .gpu/certify_vnnlib .gpu/scrub .gpu/sc
 du -sh .gpu
 # The device runner carries at most 64 MiB: ship one compressed archive (unpack there with
 #   tar -xJf .gpu.tar.xz).
-tar -cf - .gpu | xz -T0 -6 > .gpu.tar.xz
+tar -cf - .gpu | xz -T0 -9 > .gpu.tar.xz  # -9: its window spans the binaries, which share most bytes
 du -sh .gpu.tar.xz
 ls .gpu/tests .gpu/bench

@@ -495,7 +495,10 @@ mod on_gpu {
             scrub_stats(s).passes >= p + 2
         });
         let st = scrub_stats(s);
-        assert_eq!((st.damage_reports, st.errors, st.stale_digests), (1, 0, 0));
+        // A pass that read the region's damaged bytes before the restore wrote them back
+        // finds its fast digest stale and the seal intact: at most once, and never a report.
+        assert_eq!((st.damage_reports, st.errors), (1, 0));
+        assert!(st.stale_digests <= 1, "{} stale digests", st.stale_digests);
         assert_eq!(reports.lock().unwrap().len(), 1);
         assert_eq!(vram_scrubber_pause(s), vram_status::VRAM_OK);
         assert_eq!(vram_scrubber_resume(s), vram_status::VRAM_OK);

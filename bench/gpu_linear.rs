@@ -1,0 +1,98 @@
+//! Sound linear bounds on the GPU (cuda/crown.cu) for ACAS Xu 1_1 from ONNX: median time of one
+//! `linear_bounds` call (boxes in host memory, copies and launch included) per batch size, and
+//! the same boxes' interval bounds on the GPU for scale. The slope over batch sizes is the
+//! kernel's cost per box; the time at batch 1 is the fixed cost of a call.
+//!
+//! `cargo bench --bench gpu_linear` (needs a GPU; says SKIPPED without one)
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use vram::backend::BackendChoice;
+use vram::context::{Context, ContextOptions};
+use vram::ibp::gpu_entry;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let dir = std::env::var("VRAM_ACASXU_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/acasxu").into());
+    let onnx = format!("{dir}/onnx/ACASXU_experimental_v2a_1_1.onnx");
+    if !std::path::Path::new(&onnx).is_file() {
+        println!("SKIPPED gpu_linear: {onnx} not found (set VRAM_ACASXU_DIR)");
+        return;
+    }
+    let opts = ContextOptions {
+        backend: BackendChoice::Cuda,
+        device: 0,
+        secret: &[7u8; 32],
+        capacity_bytes: 0,
+        allow_fault_drills: false,
+        max_threads: 0,
+    };
+    let ctx = match Context::new(&opts) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            println!("SKIPPED gpu_linear: no usable GPU ({e})");
+            return;
+        }
+    };
+    let m = vram::ibp::onnx::load(ctx, std::path::Path::new(&onnx), None).expect("model");
+    // Output bounds: rows +e_j and -e_j.
+    let mut rows = vec![0.0; 50];
+    for j in 0..5 {
+        rows[j * 5 + j] = 1.0;
+        rows[25 + j * 5 + j] = -1.0;
+    }
+    println!("gpu_linear: ACAS Xu 1_1 (ONNX, 5-50x6-5), boxes of half-width 0.01, 10 output rows");
+    println!("| boxes | linear bounds (ms) | per box (us) | interval bounds (ms) |");
+    println!("|---|---|---|---|");
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    for batch in [1usize, 256, 4096, 16384, 65536] {
+        let (mut lo, mut hi) = (Vec::with_capacity(batch * 5), Vec::with_capacity(batch * 5));
+        for _ in 0..batch * 5 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let c = -0.4 + 0.8 * ((s >> 11) as f64 / (1u64 << 53) as f64);
+            lo.push(c - 0.01);
+            hi.push(c + 0.01);
+        }
+        let reps = if batch >= 16384 { 5 } else { 11 };
+        let mut t = Vec::new();
+        for _ in 0..=reps {
+            let t0 = Instant::now();
+            let b = gpu_entry::linear_bounds(&m, &lo, &hi, &rows, 10, false, None).expect("bounds");
+            t.push(t0.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(b.lower.len(), batch * 10);
+        }
+        t.remove(0); // warm-up
+        let (flo, fhi): (Vec<f32>, Vec<f32>) = (
+            lo.iter().map(|&v| v as f32).collect(),
+            hi.iter().map(|&v| v as f32).collect(),
+        );
+        let (mut ol, mut oh) = (vec![0f32; batch * 5], vec![0f32; batch * 5]);
+        let req = vram::ibp::Request {
+            batch,
+            in_lo: &flo,
+            in_hi: &fhi,
+            spec: None,
+        };
+        let mut ti = Vec::new();
+        for _ in 0..=reps {
+            let t0 = Instant::now();
+            gpu_entry::propagate_host_boxes(&m, &req, &mut ol, &mut oh, None).expect("ibp");
+            ti.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        ti.remove(0);
+        let ms = median(t);
+        println!(
+            "| {batch} | {ms:.3} | {:.2} | {:.3} |",
+            1e3 * ms / batch as f64,
+            median(ti)
+        );
+    }
+}
