@@ -65,7 +65,8 @@ fn main() {
         let mut t = Vec::new();
         for _ in 0..=reps {
             let t0 = Instant::now();
-            let b = gpu_entry::linear_bounds(&m, &lo, &hi, &rows, 10, false, None).expect("bounds");
+            let b = gpu_entry::linear_bounds(&m, &lo, &hi, &rows, 10, false, None, None)
+                .expect("bounds");
             t.push(t0.elapsed().as_secs_f64() * 1e3);
             assert_eq!(b.lower.len(), batch * 10);
         }

@@ -56,6 +56,7 @@ struct Args {
     uint32_t n_layers, n_in, width, rp;
     const double *rows;
     uint32_t n_rows;
+    lvk_crown_store store;
 };
 
 // Input bounds of linear layer m: the box, or the previous layer's outputs (after its ReLU).
@@ -257,6 +258,9 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
     s.unst = q; q += W;
     s.nunst = q;
 
+    const double *outer = nullptr;
+    if (g.store.nodes && g.store.outer_slot && g.store.outer_slot[box] < g.store.slots)
+        outer = g.store.nodes + (size_t)g.store.outer_slot[box] * 2 * g.store.total_out;
     for (uint32_t i = threadIdx.x; i < g.n_in; i += THREADS) {
         s.xlo[i] = box_lo[box * g.n_in + i];
         s.xhi[i] = box_hi[box * g.n_in + i];
@@ -287,8 +291,14 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
                 add(i + 1, lo1, hi1);
             }
             if (i < l.in_f) add(i, lo0, hi0);
-            s.ylo[l.offset + o] = low_or_inf(__dadd_rd(lo0, lo1));
-            s.yhi[l.offset + o] = high_or_inf(__dadd_ru(hi0, hi1));
+            double ylo = low_or_inf(__dadd_rd(lo0, lo1)), yhi = high_or_inf(__dadd_ru(hi0, hi1));
+            if (outer) {
+                // The enclosing box's bounds hold on this box too.
+                ylo = fmax(ylo, outer[l.offset + o]);
+                yhi = fmin(yhi, outer[g.store.total_out + l.offset + o]);
+            }
+            s.ylo[l.offset + o] = ylo;
+            s.yhi[l.offset + o] = yhi;
         }
         if (threadIdx.x < 32) {
             double acc = 0.0;
@@ -368,6 +378,13 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
         out_lo[box * L.out_f + o] = s.ylo[L.offset + o];
         out_hi[box * L.out_f + o] = s.yhi[L.offset + o];
     }
+    if (g.store.nodes && g.store.self_slot && g.store.self_slot[box] < g.store.slots) {
+        double *mine = g.store.nodes + (size_t)g.store.self_slot[box] * 2 * g.store.total_out;
+        for (uint32_t o = threadIdx.x; o < g.store.total_out; o += THREADS) {
+            mine[o] = s.ylo[o];
+            mine[g.store.total_out + o] = s.yhi[o];
+        }
+    }
 }
 
 // colmax of every layer: max over outputs of |w[o][i]|, from the weights where they live.
@@ -428,7 +445,8 @@ extern "C" int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers
 extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
                                 uint32_t total_out, uint32_t rp, size_t smem, uint32_t batch, const double *lo,
                                 const double *hi, const double *rows, uint32_t n_rows, double *lower,
-                                double *out_lo, double *out_hi, double *coeffs, void *stream) {
+                                double *out_lo, double *out_hi, double *coeffs, const lvk_crown_store *store,
+                                void *stream) {
     if (layers == nullptr || lo == nullptr || hi == nullptr || rows == nullptr || lower == nullptr ||
         out_lo == nullptr || out_hi == nullptr)
         return cudaErrorInvalidValue;
@@ -436,7 +454,11 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
         return cudaErrorInvalidValue;
     cudaError_t e = cudaFuncSetAttribute(crown_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
-    Args g = {layers, n_layers, n_in, width, rp, rows, n_rows};
+    Args g = {layers, n_layers, n_in, width, rp, rows, n_rows, {}};
+    if (store) {
+        if (store->total_out != total_out) return cudaErrorInvalidValue;
+        g.store = *store;
+    }
     crown_kernel<<<batch, THREADS, smem, static_cast<cudaStream_t>(stream)>>>(g, lo, hi, lower, out_lo, out_hi,
                                                                               coeffs, total_out);
     return cudaGetLastError();

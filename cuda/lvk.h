@@ -152,6 +152,17 @@ typedef struct lvk_crown_layer {
     uint32_t offset;      /* where this layer's outputs start in the per-box bounds */
 } lvk_crown_layer;
 
+/* Every layer's bounds of boxes kept on the device between calls (a branch and bound's open
+ * boxes): slot k holds total_out lower then total_out upper bounds at nodes + 2·total_out·k. A
+ * box whose outer_slot is below `slots` starts from (intersects with) that slot's bounds, which
+ * must hold on it; one whose self_slot is below `slots` writes its own there. NULL arrays: none. */
+typedef struct lvk_crown_store {
+    double *nodes;
+    uint32_t slots, total_out;
+    const uint32_t *outer_slot; /* per box, device */
+    const uint32_t *self_slot;  /* per box, device */
+} lvk_crown_store;
+
 /* Rows per backward pass and the dynamic shared memory one block needs on the current device
  * (cudaErrorInvalidConfiguration when even two rows do not fit). */
 int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out,
@@ -162,11 +173,13 @@ int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t 
  * lower bounds of rows·y (rows: [n_rows][output size] f64), out_lo / out_hi [batch][output
  * size] sound output bounds, and (coeffs not NULL) [batch][n_rows][n_in] the linear bound's
  * coefficients on the box. `width` >= every layer's in_f and out_f and n_in; total_out = the sum
- * of the layers' out_f; rp and smem from lvk_crown_rows_per_pass. */
+ * of the layers' out_f; rp and smem from lvk_crown_rows_per_pass; store (host struct of
+ * device pointers) NULL or as above. */
 int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
                      uint32_t total_out, uint32_t rp, size_t smem, uint32_t batch, const double *lo,
                      const double *hi, const double *rows, uint32_t n_rows, double *lower,
-                     double *out_lo, double *out_hi, double *coeffs, void *stream);
+                     double *out_lo, double *out_hi, double *coeffs, const lvk_crown_store *store,
+                     void *stream);
 
 #ifdef __cplusplus
 }

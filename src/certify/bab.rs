@@ -171,6 +171,7 @@ impl CaseRun<'_> {
             lo,
             hi,
             outer: None,
+            outer_slot: None,
         };
         Ok(self
             .engine
@@ -363,22 +364,29 @@ fn step_round(
             });
         }
     }
-    let outers: Vec<&Arc<Vec<crate::ibp::cpu::Boxes>>> =
-        open.iter().map(|b| &b.bounds.nodes).collect();
+    let outers: Vec<(&Arc<Vec<crate::ibp::cpu::Boxes>>, Option<u32>)> = open
+        .iter()
+        .map(|b| (&b.bounds.nodes, b.bounds.slot.as_ref().map(|s| s.id)))
+        .collect();
     let jobs: Vec<Job<'_>> = splits
         .iter()
         .flat_map(|s| {
-            let outer = outers.get(s.parent).copied();
+            let (outer, outer_slot) = match outers.get(s.parent) {
+                Some(&(n, slot)) => (Some(n), slot),
+                None => (None, None),
+            };
             [
                 Job {
                     lo: &s.lower.0,
                     hi: &s.lower.1,
                     outer,
+                    outer_slot,
                 },
                 Job {
                     lo: &s.upper.0,
                     hi: &s.upper.1,
                     outer,
+                    outer_slot,
                 },
             ]
         })

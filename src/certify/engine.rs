@@ -9,7 +9,7 @@ use crate::error::{Result, VramError};
 use crate::ibp::Model;
 use crate::ibp::cpu::{Boxes, Network};
 use crate::ibp::crown::{Crown, RowBounds};
-use crate::ibp::gpu_entry;
+use crate::ibp::gpu_entry::{self, NO_SLOT, NodeStore, Slot, StoreUse};
 
 /// One box to bound: inside a box already bounded (`outer`: its node bounds, which the CPU
 /// reuses; the GPU recomputes them).
@@ -17,6 +17,8 @@ pub struct Job<'a> {
     pub lo: &'a [f64],
     pub hi: &'a [f64],
     pub outer: Option<&'a Arc<Vec<Boxes>>>,
+    /// The same on the GPU: the outer box's slot of the engine's node store.
+    pub outer_slot: Option<u32>,
 }
 
 /// Outputs at one point, and the gradient of one row of the outputs there.
@@ -141,12 +143,21 @@ impl Engine for Cpu<'_> {
 }
 
 /// The model's GPU (cuda/crown.cu): every box of a round in one launch, one block per box;
-/// points are boxes of width zero, whose linear bound's coefficients are the gradient.
+/// points are boxes of width zero, whose linear bound's coefficients are the gradient. Every
+/// bounded box's node bounds stay in GPU memory (a slot of `store`) for its sub-boxes.
 pub struct Gpu<'a> {
-    pub model: &'a Model,
+    model: &'a Model,
+    store: Arc<NodeStore>,
 }
 
-impl Gpu<'_> {
+impl<'a> Gpu<'a> {
+    pub fn new(model: &'a Model) -> Result<Self> {
+        Ok(Self {
+            model,
+            store: Arc::new(NodeStore::new(model)?),
+        })
+    }
+
     fn unit_row(&self) -> Vec<f64> {
         let mut r = vec![0.0; self.output_size()];
         if let Some(v) = r.first_mut() {
@@ -174,17 +185,42 @@ impl Engine for Gpu<'_> {
             lo.extend_from_slice(j.lo);
             hi.extend_from_slice(j.hi);
         }
-        let b = gpu_entry::linear_bounds(self.model, &lo, &hi, rows_k, n_k, true, None)?;
+        let slots: Vec<Option<Slot>> = jobs.iter().map(|_| Slot::take(&self.store)).collect();
+        let own: Vec<u32> = slots
+            .iter()
+            .map(|s| s.as_ref().map_or(NO_SLOT, |s| s.id))
+            .collect();
+        let outer: Vec<u32> = jobs
+            .iter()
+            .map(|j| j.outer_slot.unwrap_or(NO_SLOT))
+            .collect();
+        let store = StoreUse {
+            store: &self.store,
+            outer: &outer,
+            own: &own,
+        };
+        let b =
+            gpu_entry::linear_bounds(self.model, &lo, &hi, rows_k, n_k, true, Some(store), None)?;
         let nodes = Arc::new(Vec::new());
-        Ok((0..jobs.len())
-            .map(|k| RowBounds {
-                lower: b.lower[k * n_k..k * n_k + n_rows].to_vec(),
-                input_coeffs: b.coeffs[k * n_k * n_in..(k * n_k + n_rows) * n_in].to_vec(),
-                out_lo: b.out_lo[k * n_out..(k + 1) * n_out].to_vec(),
-                out_hi: b.out_hi[k * n_out..(k + 1) * n_out].to_vec(),
-                nodes: Arc::clone(&nodes),
+        let part = |v: &[f64], at: usize, len: usize| -> Result<Vec<f64>> {
+            v.get(at..at + len)
+                .map(<[f64]>::to_vec)
+                .ok_or_else(|| VramError::invalid("linear bounds", "short result"))
+        };
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(k, slot)| {
+                Ok(RowBounds {
+                    lower: part(&b.lower, k * n_k, n_rows)?,
+                    input_coeffs: part(&b.coeffs, k * n_k * n_in, n_rows * n_in)?,
+                    out_lo: part(&b.out_lo, k * n_out, n_out)?,
+                    out_hi: part(&b.out_hi, k * n_out, n_out)?,
+                    nodes: Arc::clone(&nodes),
+                    slot: slot.map(Arc::new),
+                })
             })
-            .collect())
+            .collect()
     }
 
     fn probe(
@@ -201,7 +237,8 @@ impl Engine for Gpu<'_> {
         } else {
             (rows, n_rows)
         };
-        let b = gpu_entry::linear_bounds(self.model, points, points, rows_k, n_k, true, None)?;
+        let b =
+            gpu_entry::linear_bounds(self.model, points, points, rows_k, n_k, true, None, None)?;
         let k = points.len() / n_in.max(1);
         Ok((0..k)
             .map(|p| {
@@ -219,7 +256,7 @@ impl Engine for Gpu<'_> {
     }
 
     fn enclose(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
-        let b = gpu_entry::linear_bounds(self.model, x, x, &self.unit_row(), 1, false, None)?;
+        let b = gpu_entry::linear_bounds(self.model, x, x, &self.unit_row(), 1, false, None, None)?;
         Ok((b.out_lo, b.out_hi))
     }
 

@@ -67,7 +67,7 @@ pub fn certify(model: &Model, prop: &Property, opts: &Options<'_>) -> Result<Rep
         }
         Residency::Cuda { .. } => {
             model.chain()?;
-            bab::decide(&Gpu { model }, prop, opts)?
+            bab::decide(&Gpu::new(model)?, prop, opts)?
         }
     };
     intact(model, "after the search")?;

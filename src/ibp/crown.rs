@@ -51,6 +51,8 @@ pub struct RowBounds {
     /// Every node's bounds over the box: valid for any box inside it, so a sub-box can start
     /// from them ([`Crown::bound_within`]).
     pub nodes: Arc<Vec<Boxes>>,
+    /// The same kept in GPU memory (the GPU path's), if a slot was free.
+    pub slot: Option<Arc<crate::ibp::gpu_entry::Slot>>,
 }
 
 /// One backward pass: the coefficients reaching each node, and each row's constant.
@@ -182,6 +184,7 @@ impl<'a> Crown<'a> {
             out_lo: y.lo.clone(),
             out_hi: y.hi.clone(),
             nodes: Arc::new(vals),
+            slot: None,
         })
     }
 

@@ -2,6 +2,7 @@
 //! CUDA-backed one (boxes in host memory are staged through the device).
 
 use std::ffi::c_void;
+use std::sync::Arc;
 
 use super::chain::LinearBatch;
 use super::model::{Model, Request};
@@ -72,7 +73,7 @@ pub fn linear_host_boxes(
     let (rows, lam, d) = model.signed_rows(req.spec)?;
     let lo: Vec<f64> = req.in_lo.iter().map(|&v| f64::from(v)).collect();
     let hi: Vec<f64> = req.in_hi.iter().map(|&v| f64::from(v)).collect();
-    let b = linear_bounds(model, &lo, &hi, &lam, 2 * rows, false, stream)?;
+    let b = linear_bounds(model, &lo, &hi, &lam, 2 * rows, false, None, stream)?;
     for ((ol, oh), lower) in out_lo
         .chunks_mut(rows)
         .zip(out_hi.chunks_mut(rows))
@@ -85,7 +86,9 @@ pub fn linear_host_boxes(
 
 /// Sound linear bounds of `rows` (`n_rows × output size`) times the output, on the model's
 /// GPU, for boxes in host memory (f64, `batch × input size`): CUDA-backed models whose graph is
-/// a dense chain ([`super::chain::Chain`]).
+/// a dense chain ([`super::chain::Chain`]). With `store`, each box starts from the node bounds
+/// in its `outer` slot (which must hold on it) and leaves its own in its `own` slot.
+#[allow(clippy::too_many_arguments)]
 pub fn linear_bounds(
     model: &Model,
     lo: &[f64],
@@ -93,6 +96,7 @@ pub fn linear_bounds(
     rows: &[f64],
     n_rows: usize,
     want_coeffs: bool,
+    store: Option<StoreUse<'_>>,
     stream: Option<*mut c_void>,
 ) -> Result<LinearBatch> {
     match model.context().residency() {
@@ -100,8 +104,72 @@ pub fn linear_bounds(
             ErrorKind::Unsupported,
             "linear bounds on the GPU need a CUDA-backed model; this one uses the host backend",
         )),
-        Residency::Cuda { .. } => gpu::linear(model, lo, hi, rows, n_rows, want_coeffs, stream),
+        Residency::Cuda { .. } => {
+            gpu::linear(model, lo, hi, rows, n_rows, want_coeffs, store, stream)
+        }
     }
+}
+
+/// Node-bound slots of one [`NodeStore`] for a batch: per box, the slot to start from and the
+/// slot to write ([`NO_SLOT`]: none).
+pub struct StoreUse<'a> {
+    pub store: &'a NodeStore,
+    pub outer: &'a [u32],
+    pub own: &'a [u32],
+}
+
+/// No slot.
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// A slot of a [`NodeStore`], given back when dropped.
+pub struct Slot {
+    pub id: u32,
+    store: Arc<NodeStore>,
+}
+
+impl Slot {
+    /// A free slot of `store`, if any is left.
+    pub fn take(store: &Arc<NodeStore>) -> Option<Self> {
+        store.take().map(|id| Self {
+            id,
+            store: Arc::clone(store),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.store.give(self.id);
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Slot({})", self.id)
+    }
+}
+
+#[cfg(vram_cuda)]
+pub use super::gpu_linear::NodeStore;
+
+/// Without CUDA there is nothing to keep on a device.
+#[cfg(not(vram_cuda))]
+pub struct NodeStore(());
+
+#[cfg(not(vram_cuda))]
+impl NodeStore {
+    pub fn new(_: &Model) -> Result<Self> {
+        Err(VramError::new(
+            ErrorKind::NoDevice,
+            "model: built without CUDA support",
+        ))
+    }
+
+    pub fn take(&self) -> Option<u32> {
+        None
+    }
+
+    pub fn give(&self, _: u32) {}
 }
 
 #[cfg(not(vram_cuda))]
@@ -135,6 +203,7 @@ mod gpu {
         Err(none())
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn linear(
         _: &Model,
         _: &[f64],
@@ -142,6 +211,7 @@ mod gpu {
         _: &[f64],
         _: usize,
         _: bool,
+        _: Option<StoreUse<'_>>,
         _: Option<*mut c_void>,
     ) -> Result<LinearBatch> {
         Err(none())

@@ -10,10 +10,13 @@ use std::ffi::c_void;
 
 use super::chain::LinearBatch as Bounds;
 use super::gpu::{device, param_ptr, stream_for, u32_of};
+use super::gpu_entry::{NO_SLOT, StoreUse};
 use super::model::Model;
 use super::round::gamma;
-use crate::backend::cuda::ffi::{self, LvkCrownLayer, check};
-use crate::backend::cuda::runtime::{DeviceAlloc, DeviceScope, copy_to_device, copy_to_host};
+use crate::backend::cuda::ffi::{self, LvkCrownLayer, LvkCrownStore, check};
+use crate::backend::cuda::runtime::{
+    DeviceAlloc, DeviceScope, Stream, copy_to_device, copy_to_host,
+};
 use crate::error::{Result, VramError};
 use crate::fallible::try_vec;
 
@@ -24,6 +27,87 @@ fn bytes_of(v: &[f64]) -> &[u8] {
     // SAFETY: initialised f64s viewed as their bytes; u8 has alignment 1 and the length is the
     // same allocation's.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }
+}
+
+fn u32_bytes(v: &[u32]) -> &[u8] {
+    // SAFETY: as in bytes_of, for u32s.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }
+}
+
+/// Every layer's bounds of many boxes, kept in device memory between calls (a branch and
+/// bound's open boxes: a sub-box starts from its parent's, which hold inside it). One
+/// allocation of `slots` slots; ids handed out from a free list.
+pub struct NodeStore {
+    ptr: *mut u8,
+    slots: u32,
+    device: i32,
+    free: std::sync::Mutex<Vec<u32>>,
+}
+
+// SAFETY: a device address is a number on the host; the slots' bytes are only touched by
+// kernels that the free list gives disjoint slots to.
+unsafe impl Send for NodeStore {}
+// SAFETY: as for Send; the free list is behind a mutex.
+unsafe impl Sync for NodeStore {}
+
+impl NodeStore {
+    /// A store for `model` (CUDA-backed, a dense chain): as many slots as fit in 2 GiB or a
+    /// quarter of the GPU's free memory, whichever is less, at most 2^20.
+    pub fn new(model: &Model) -> Result<Self> {
+        let chain = model.chain()?;
+        let total_out: usize = chain.layers.iter().map(|l| l.out_f as usize).sum();
+        let slot_bytes = (2 * total_out * 8).max(8);
+        let dev = device(model)?;
+        let _scope = DeviceScope::enter(dev)?;
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: writes two values through valid pointers.
+        check(
+            unsafe { ffi::lvk_mem_info(&mut free, &mut total) },
+            "cudaMemGetInfo",
+        )?;
+        let budget = (free / 4).min(2 << 30);
+        let slots = (budget / slot_bytes).clamp(1, 1 << 20);
+        let stream = Stream::new()?;
+        let mem = DeviceAlloc::new(slots * slot_bytes, &stream, "linear bounds: node store")?;
+        let ptr = mem.release();
+        stream.sync()?;
+        Ok(Self {
+            ptr,
+            slots: slots as u32,
+            device: dev,
+            free: std::sync::Mutex::new((0..slots as u32).rev().collect()),
+        })
+    }
+
+    pub fn take(&self) -> Option<u32> {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+    }
+
+    pub fn give(&self, id: u32) {
+        if id < self.slots {
+            self.free
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(id);
+        }
+    }
+}
+
+impl Drop for NodeStore {
+    fn drop(&mut self) {
+        let Ok(_scope) = DeviceScope::enter(self.device) else {
+            return;
+        };
+        if let Ok(stream) = Stream::new() {
+            // SAFETY: memory from lvk_malloc_async in `new`, freed once; every kernel that
+            // used it was waited for by the call that launched it.
+            unsafe { ffi::lvk_free_async(self.ptr.cast(), stream.raw()) };
+            let _ = stream.sync();
+        }
+    }
 }
 
 fn bytes_of_mut(v: &mut [f64]) -> &mut [u8] {
@@ -51,6 +135,7 @@ impl Layout {
 /// Lower bounds of `rows` (`n_rows × output size`, f64) times the output of a CUDA-backed
 /// model over each box (`lo`/`hi`: `batch × input size`, f64, finite, `lo ≤ hi`), on the
 /// model's GPU, queued on `stream` (or this thread's own stream) and waited for.
+#[allow(clippy::too_many_arguments)]
 pub fn bound(
     model: &Model,
     lo: &[f64],
@@ -58,6 +143,7 @@ pub fn bound(
     rows: &[f64],
     n_rows: usize,
     want_coeffs: bool,
+    store: Option<StoreUse<'_>>,
     stream: Option<*mut c_void>,
 ) -> Result<Bounds> {
     let chain = model.chain()?;
@@ -83,6 +169,22 @@ pub fn bound(
         ));
     }
     let batch = lo.len() / n_x;
+    if let Some(st) = &store {
+        if st.outer.len() != batch || st.own.len() != batch {
+            return Err(VramError::invalid(
+                "store",
+                "one outer and one own slot per box",
+            ));
+        }
+        if st
+            .outer
+            .iter()
+            .chain(st.own)
+            .any(|&k| k != NO_SLOT && k >= st.store.slots)
+        {
+            return Err(VramError::invalid("store", "a slot past the store's end"));
+        }
+    }
     let mut out = Bounds {
         lower: try_vec(batch * n_rows, 0.0, "linear bounds")?,
         out_lo: try_vec(batch * n_out, 0.0, "linear bounds")?,
@@ -187,8 +289,23 @@ pub fn bound(
         let at_olo = ws.take(b * n_out * 8)?;
         let at_ohi = ws.take(b * n_out * 8)?;
         let at_coeffs = ws.take(if want_coeffs { b * n_rows * n_x * 8 } else { 0 })?;
+        let at_slots = ws.take(if store.is_some() { 2 * b * 4 } else { 0 })?;
         let mem = DeviceAlloc::scratch(ws.total, &stream, "linear bounds workspace")?;
+        let ids: Vec<u32> = store.as_ref().map_or_else(Vec::new, |st| {
+            st.outer[first..first + b]
+                .iter()
+                .chain(&st.own[first..first + b])
+                .copied()
+                .collect()
+        });
         let p = mem.ptr();
+        let kept = store.as_ref().map(|st| LvkCrownStore {
+            nodes: st.store.ptr.cast(),
+            slots: st.store.slots,
+            total_out,
+            outer_slot: p.wrapping_add(at_slots).cast(),
+            self_slot: p.wrapping_add(at_slots + 4 * b).cast(),
+        });
         let boxes = first * n_x..(first + b) * n_x;
         let rows_of = first * n_rows..(first + b) * n_rows;
         let outs = first * n_out..(first + b) * n_out;
@@ -206,6 +323,9 @@ pub fn bound(
                 bytes_of(&zhi[boxes.clone()]),
                 &stream,
             )?;
+            if store.is_some() {
+                copy_to_device(p.wrapping_add(at_slots), u32_bytes(&ids), &stream)?;
+            }
             check(
                 ffi::lvk_crown_bounds(
                     layers_dev,
@@ -228,6 +348,8 @@ pub fn bound(
                     } else {
                         std::ptr::null_mut()
                     },
+                    kept.as_ref()
+                        .map_or(std::ptr::null(), |k| k as *const LvkCrownStore),
                     stream.raw(),
                 ),
                 "linear bounds kernel",

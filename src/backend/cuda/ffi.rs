@@ -39,6 +39,17 @@ pub struct LvkCrownLayer {
     pub offset: u32,
 }
 
+/// Node bounds kept on the device between linear-bounds calls (mirrors `lvk_crown_store`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LvkCrownStore {
+    pub nodes: *mut f64,
+    pub slots: u32,
+    pub total_out: u32,
+    pub outer_slot: *const u32,
+    pub self_slot: *const u32,
+}
+
 unsafe extern "C" {
     pub fn lvk_device_count(count: *mut c_int) -> c_int;
     pub fn lvk_get_device(device: *mut c_int) -> c_int;
@@ -237,6 +248,7 @@ unsafe extern "C" {
         out_lo: *mut f64,
         out_hi: *mut f64,
         coeffs: *mut f64,
+        store: *const LvkCrownStore,
         stream: *mut c_void,
     ) -> c_int;
 }
