@@ -86,40 +86,53 @@ __device__ __forceinline__ double warp_sum_up(double v) {
     return v;
 }
 
-// Coefficients `a` (rows over layer p's outputs) through linear layer p into `b` (rows over
-// its inputs); the bias goes into the constants, the rounding into the charged error. Each
-// entry of `b` is a sum over the live outputs in four interleaved partial sums (any order of
-// summation obeys the same γ_n bound); the per-row sums run one warp per row.
+// Coefficients `a` (rows over layer p's outputs, stored transposed: a[o·(rp + 1) + r]) through
+// linear layer p into `b` (rows over its inputs, row-major); the bias goes into the constants,
+// the rounding into the charged error. Each thread computes a tile of 4 rows (r, r + rt, r +
+// 2rt, r + 3rt) by 2 inputs, so every coefficient and weight it loads serves several products
+// (the loads, not the arithmetic, bound this loop); the per-row sums run one warp per row.
 __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
     const lvk_crown_layer &l = g.layers[p];
-    const uint32_t nin = l.in_f, W = g.width, nl = s.nlive[p];
+    const uint32_t nin = l.in_f, W = g.width, nl = s.nlive[p], RS = g.rp + 1;
     const int *live = s.live + l.offset;
     const float *w = l.w;
-    for (uint32_t e = threadIdx.x; e < rows * nin; e += THREADS) {
-        uint32_t r = e / nin, i = e - r * nin;
-        const double *ar = s.a + (size_t)r * W;
-        double acc0 = 0.0, acc1 = 0.0, acc2 = 0.0, acc3 = 0.0;
-        uint32_t t = 0;
-        for (; t + 4 <= nl; t += 4) {
-            int o0 = live[t], o1 = live[t + 1], o2 = live[t + 2], o3 = live[t + 3];
-            acc0 = fma(ar[o0], (double)__ldg(w + (size_t)o0 * nin + i), acc0);
-            acc1 = fma(ar[o1], (double)__ldg(w + (size_t)o1 * nin + i), acc1);
-            acc2 = fma(ar[o2], (double)__ldg(w + (size_t)o2 * nin + i), acc2);
-            acc3 = fma(ar[o3], (double)__ldg(w + (size_t)o3 * nin + i), acc3);
+    const uint32_t rt = (rows + 3) / 4, ct = (nin + 1) / 2;
+    for (uint32_t e = threadIdx.x; e < rt * ct; e += THREADS) {
+        const uint32_t rg = e % rt, i0 = 2 * (e / rt);
+        const bool two = i0 + 1 < nin;
+        double c00 = 0.0, c01 = 0.0, c10 = 0.0, c11 = 0.0, c20 = 0.0, c21 = 0.0, c30 = 0.0, c31 = 0.0;
+        for (uint32_t t = 0; t < nl; t++) {
+            const int o = live[t];
+            // Rows past `rows` (at most rp - 1) read unused coefficients; their sums are dropped.
+            const double *ac = s.a + (size_t)o * RS + rg;
+            const double a0 = ac[0], a1 = ac[rt], a2 = ac[2 * rt], a3 = ac[3 * rt];
+            const float *wr = w + (size_t)o * nin + i0;
+            const double w0 = (double)__ldg(wr), w1 = two ? (double)__ldg(wr + 1) : 0.0;
+            c00 = fma(a0, w0, c00);
+            c01 = fma(a0, w1, c01);
+            c10 = fma(a1, w0, c10);
+            c11 = fma(a1, w1, c11);
+            c20 = fma(a2, w0, c20);
+            c21 = fma(a2, w1, c21);
+            c30 = fma(a3, w0, c30);
+            c31 = fma(a3, w1, c31);
         }
-        for (; t < nl; t++) {
-            int o = live[t];
-            acc0 = fma(ar[o], (double)__ldg(w + (size_t)o * nin + i), acc0);
+        const double c0[4] = {c00, c10, c20, c30}, c1[4] = {c01, c11, c21, c31};
+#pragma unroll
+        for (uint32_t q = 0; q < 4; q++) {
+            const uint32_t r = rg + q * rt;
+            if (r < rows) {
+                s.b[(size_t)r * W + i0] = c0[q];
+                if (two) s.b[(size_t)r * W + i0 + 1] = c1[q];
+            }
         }
-        s.b[(size_t)r * W + i] = (acc0 + acc1) + (acc2 + acc3);
     }
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (uint32_t r = warp; r < rows; r += WARPS) {
-        const double *ar = s.a + (size_t)r * W;
         double c = 0.0, sum = 0.0;
         for (uint32_t t = lane; t < nl; t += 32) {
             int o = live[t];
-            double v = ar[o];
+            double v = s.a[(size_t)o * RS + r];
             if (v == 0.0) continue;
             if (l.bias) c = __fma_rd(v, (double)__ldg(l.bias + o), c);
             sum = __dadd_ru(sum, fabs(v));
@@ -139,11 +152,11 @@ __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t ro
 // (consumed), then summed one warp per row.
 __device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
     const lvk_crown_layer &l = g.layers[p];
-    const uint32_t n = l.out_f, W = g.width;
+    const uint32_t n = l.out_f, W = g.width, RS = g.rp + 1;
     if (!l.relu) {
         for (uint32_t e = threadIdx.x; e < rows * n; e += THREADS) {
             uint32_t r = e / n, i = e - r * n;
-            s.a[(size_t)r * W + i] = s.b[(size_t)r * W + i];
+            s.a[(size_t)i * RS + r] = s.b[(size_t)r * W + i];
         }
         __syncthreads();
         return;
@@ -164,7 +177,7 @@ __device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows
             mu = __dmul_rd(lam, slope[i]);
             c = __dmul_rd(-mu, x_l);
         }
-        s.a[(size_t)r * W + i] = mu;
+        s.a[(size_t)i * RS + r] = mu;
         s.b[(size_t)r * W + i] = c;
     }
     __syncthreads();
@@ -246,7 +259,7 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
     s.yhi = p; p += total_out;
     s.xlo = p; p += g.n_in;
     s.xhi = p; p += g.n_in;
-    s.a = p; p += (size_t)rp * W;
+    s.a = p; p += (size_t)(rp + 1) * W;
     s.b = p; p += (size_t)rp * W;
     s.cst = p; p += rp;
     s.err = p; p += rp;
@@ -269,6 +282,10 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
 
     for (uint32_t m = 0; m < g.n_layers; m++) {
         const lvk_crown_layer &l = g.layers[m];
+        // The layer's input: the box, or the previous layer's outputs (after its ReLU).
+        const double *in_l = m == 0 ? s.xlo : s.ylo + g.layers[m - 1].offset;
+        const double *in_u = m == 0 ? s.xhi : s.yhi + g.layers[m - 1].offset;
+        const bool in_relu = m > 0 && g.layers[m - 1].relu;
         // IBP through layer m, and the magnitude of its input for the error charges.
         for (uint32_t o = threadIdx.x; o < l.out_f; o += THREADS) {
             // Two partial sums per side: each is a rigorous bound of its half, and so is
@@ -277,12 +294,17 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
             const float *wr = l.w + (size_t)o * l.in_f;
             auto add = [&](uint32_t i, double &lo, double &hi) {
                 double w = (double)__ldg(wr + i);
+                double xl = in_l[i], xu = in_u[i];
+                if (in_relu) {
+                    xl = fmax(xl, 0.0);
+                    xu = fmax(xu, 0.0);
+                }
                 if (w > 0.0) {
-                    lo = __fma_rd(w, in_lo(g, s, m, i), lo);
-                    hi = __fma_ru(w, in_hi(g, s, m, i), hi);
+                    lo = __fma_rd(w, xl, lo);
+                    hi = __fma_ru(w, xu, hi);
                 } else if (w < 0.0) {
-                    lo = __fma_rd(w, in_hi(g, s, m, i), lo);
-                    hi = __fma_ru(w, in_lo(g, s, m, i), hi);
+                    lo = __fma_rd(w, xu, lo);
+                    hi = __fma_ru(w, xl, hi);
                 }
             };
             uint32_t i = 0;
@@ -355,7 +377,7 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
         const uint32_t rows = min(rp, g.n_rows - first);
         for (uint32_t e = threadIdx.x; e < rows * L.out_f; e += THREADS) {
             uint32_t r = e / L.out_f, o = e - r * L.out_f;
-            s.a[(size_t)r * W + o] = g.rows[(size_t)(first + r) * L.out_f + o];
+            s.a[(size_t)o * (rp + 1) + r] = g.rows[(size_t)(first + r) * L.out_f + o];
         }
         for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
             s.cst[r] = 0.0;
@@ -403,7 +425,7 @@ __global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers) 
 }
 
 size_t smem_bytes(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out, uint32_t rp) {
-    size_t doubles = 3ull * total_out + 2ull * n_in + 2ull * rp * width + 2ull * rp + n_layers;
+    size_t doubles = 3ull * total_out + 2ull * n_in + (2ull * rp + 1) * width + 2ull * rp + n_layers;
     size_t ints = (size_t)total_out + n_layers + width + 1;
     return doubles * 8 + ints * 4;
 }
@@ -423,8 +445,9 @@ extern "C" int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_
     // fewer while the block's shared memory would not fit. The caller's rows are taken rp at
     // a time.
     (void)n_rows;
-    uint32_t want = max(min(2u * width, 32u), 2u);
-    for (uint32_t r = want & ~1u; r >= 2; r -= 2) {
+    // A multiple of 4 (the tiles of through_linear).
+    uint32_t want = max(min(2u * width, 32u), 4u);
+    for (uint32_t r = want & ~3u; r >= 4; r -= 4) {
         size_t b = smem_bytes(n_layers, n_in, width, total_out, r);
         if (b <= (size_t)optin) {
             *rp = r;
@@ -450,7 +473,7 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
     if (layers == nullptr || lo == nullptr || hi == nullptr || rows == nullptr || lower == nullptr ||
         out_lo == nullptr || out_hi == nullptr)
         return cudaErrorInvalidValue;
-    if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 2 || rp % 2 || batch > 0x7fffffffu)
+    if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 4 || rp % 4 || batch > 0x7fffffffu)
         return cudaErrorInvalidValue;
     cudaError_t e = cudaFuncSetAttribute(crown_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
