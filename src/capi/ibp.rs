@@ -702,23 +702,18 @@ fn propagate(
     // Computed into scratch first: outputs are written only on success.
     let mut tmp_lo = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
     let mut tmp_hi = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
-    if linear {
-        crate::ibp::gpu_entry::linear_host_boxes(
-            model,
-            &req,
-            &mut tmp_lo,
-            &mut tmp_hi,
-            opts.map(|o| o.stream),
-        )?;
+    let run = if linear {
+        crate::ibp::gpu_entry::linear_host_boxes
     } else {
-        crate::ibp::gpu_entry::propagate_host_boxes(
-            model,
-            &req,
-            &mut tmp_lo,
-            &mut tmp_hi,
-            opts.map(|o| o.stream),
-        )?;
-    }
+        crate::ibp::gpu_entry::propagate_host_boxes
+    };
+    run(
+        model,
+        &req,
+        &mut tmp_lo,
+        &mut tmp_hi,
+        opts.map(|o| o.stream),
+    )?;
     out_lo.copy_from_slice(&tmp_lo);
     out_hi.copy_from_slice(&tmp_hi);
     Ok(())

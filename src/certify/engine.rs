@@ -74,6 +74,13 @@ fn map_parallel<T: Sync, R: Send>(
         .collect()
 }
 
+/// `len` values of a GPU result from `at` (a short result is an error, never a panic).
+fn part(v: &[f64], at: usize, len: usize) -> Result<Vec<f64>> {
+    v.get(at..at + len)
+        .map(<[f64]>::to_vec)
+        .ok_or_else(|| VramError::invalid("linear bounds", "short result"))
+}
+
 /// The CPU: CROWN-style bounds one box per thread, concrete f64 evaluation and gradients.
 pub struct Cpu<'a> {
     pub net: &'a Network<'a>,
@@ -202,11 +209,6 @@ impl Engine for Gpu<'_> {
         let b =
             gpu_entry::linear_bounds(self.model, &lo, &hi, rows_k, n_k, true, Some(store), None)?;
         let nodes = Arc::new(Vec::new());
-        let part = |v: &[f64], at: usize, len: usize| -> Result<Vec<f64>> {
-            v.get(at..at + len)
-                .map(<[f64]>::to_vec)
-                .ok_or_else(|| VramError::invalid("linear bounds", "short result"))
-        };
         slots
             .into_iter()
             .enumerate()
@@ -240,19 +242,16 @@ impl Engine for Gpu<'_> {
         let b =
             gpu_entry::linear_bounds(self.model, points, points, rows_k, n_k, true, None, None)?;
         let k = points.len() / n_in.max(1);
-        Ok((0..k)
+        (0..k)
             .map(|p| {
-                let y: Vec<f64> = b.out_lo[p * n_out..(p + 1) * n_out]
-                    .iter()
-                    .zip(&b.out_hi[p * n_out..(p + 1) * n_out])
-                    .map(|(l, h)| 0.5 * l + 0.5 * h)
-                    .collect();
+                let lo = part(&b.out_lo, p * n_out, n_out)?;
+                let hi = part(&b.out_hi, p * n_out, n_out)?;
+                let y: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| 0.5 * l + 0.5 * h).collect();
                 let i = pick(&y).min(n_k - 1);
-                let at = (p * n_k + i) * n_in;
-                let grad = b.coeffs[at..at + n_in].to_vec();
-                Probe { y, grad }
+                let grad = part(&b.coeffs, (p * n_k + i) * n_in, n_in)?;
+                Ok(Probe { y, grad })
             })
-            .collect())
+            .collect()
     }
 
     fn enclose(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
