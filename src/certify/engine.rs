@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Result, VramError};
 use crate::ibp::Model;
+use crate::ibp::chain::LinearBatch;
 use crate::ibp::cpu::{Boxes, Network};
 use crate::ibp::crown::{Crown, RowBounds};
 use crate::ibp::gpu_entry::{self, NO_SLOT, NodeStore, Slot, StoreUse};
@@ -74,6 +75,28 @@ fn map_parallel<T: Sync, R: Send>(
         .collect()
 }
 
+/// A box bounded twice: `kept` starting from its parent's node bounds, `fresh` from scratch.
+/// Both are sound. The parent's bounds usually help (they are tighter), but CROWN's adaptive
+/// slope choice is not monotone in them, and on some ACAS Xu instances only the fresh bounds
+/// prove the property: each row keeps the better lower bound, each output the tighter
+/// interval, the split heuristic the coefficients of the better bound; the node bounds passed
+/// on stay the parent-based ones (the tighter).
+fn either_way(kept: &mut RowBounds, fresh: RowBounds) {
+    let best = |r: &RowBounds| r.lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if best(&fresh) > best(kept) {
+        kept.input_coeffs = fresh.input_coeffs;
+    }
+    for (a, b) in kept.lower.iter_mut().zip(&fresh.lower) {
+        *a = a.max(*b);
+    }
+    for (a, b) in kept.out_lo.iter_mut().zip(&fresh.out_lo) {
+        *a = a.max(*b);
+    }
+    for (a, b) in kept.out_hi.iter_mut().zip(&fresh.out_hi) {
+        *a = a.min(*b);
+    }
+}
+
 /// `len` values of a GPU result from `at` (a short result is an error, never a panic).
 fn part(v: &[f64], at: usize, len: usize) -> Result<Vec<f64>> {
     v.get(at..at + len)
@@ -104,8 +127,14 @@ impl<'a> Cpu<'a> {
 impl Engine for Cpu<'_> {
     fn bound(&self, jobs: &[Job<'_>], rows: &[f64], n_rows: usize) -> Result<Vec<RowBounds>> {
         map_parallel(jobs, self.threads, |j| {
-            let outer = j.outer.map(|o| o.as_slice());
-            self.crown.bound_within(j.lo, j.hi, rows, n_rows, outer)
+            let Some(outer) = j.outer.filter(|o| !o.is_empty()) else {
+                return self.crown.bound(j.lo, j.hi, rows, n_rows);
+            };
+            let mut kept = self
+                .crown
+                .bound_within(j.lo, j.hi, rows, n_rows, Some(outer))?;
+            either_way(&mut kept, self.crown.bound(j.lo, j.hi, rows, n_rows)?);
+            Ok(kept)
         })
     }
 
@@ -208,19 +237,36 @@ impl Engine for Gpu<'_> {
         };
         let b =
             gpu_entry::linear_bounds(self.model, &lo, &hi, rows_k, n_k, true, Some(store), None)?;
+        // The same boxes from scratch, when any started from a parent's bounds (see
+        // `either_way`).
+        let fresh = if outer.iter().any(|&o| o != NO_SLOT) {
+            Some(gpu_entry::linear_bounds(
+                self.model, &lo, &hi, rows_k, n_k, true, None, None,
+            )?)
+        } else {
+            None
+        };
         let nodes = Arc::new(Vec::new());
+        let of = |b: &LinearBatch, k: usize| -> Result<RowBounds> {
+            Ok(RowBounds {
+                lower: part(&b.lower, k * n_k, n_rows)?,
+                input_coeffs: part(&b.coeffs, k * n_k * n_in, n_rows * n_in)?,
+                out_lo: part(&b.out_lo, k * n_out, n_out)?,
+                out_hi: part(&b.out_hi, k * n_out, n_out)?,
+                nodes: Arc::clone(&nodes),
+                slot: None,
+            })
+        };
         slots
             .into_iter()
             .enumerate()
             .map(|(k, slot)| {
-                Ok(RowBounds {
-                    lower: part(&b.lower, k * n_k, n_rows)?,
-                    input_coeffs: part(&b.coeffs, k * n_k * n_in, n_rows * n_in)?,
-                    out_lo: part(&b.out_lo, k * n_out, n_out)?,
-                    out_hi: part(&b.out_hi, k * n_out, n_out)?,
-                    nodes: Arc::clone(&nodes),
-                    slot: slot.map(Arc::new),
-                })
+                let mut r = of(&b, k)?;
+                if let (Some(f), Some(_)) = (&fresh, outer.get(k).filter(|&&o| o != NO_SLOT)) {
+                    either_way(&mut r, of(f, k)?);
+                }
+                r.slot = slot.map(Arc::new);
+                Ok(r)
             })
             .collect()
     }
