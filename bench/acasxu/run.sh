@@ -7,7 +7,8 @@
 #
 # usage: bench/acasxu/run.sh OUT_DIR [TIMEOUT_S] [FIRST_N]
 #   VRAM_BENCH_JOBS=N runs N instances at once (each then gets its share of the cores through
-#   VRAM_CERTIFY_ARGS="--threads T"); VRAM_BIN names the vram binary.
+#   VRAM_CERTIFY_ARGS="--threads T"); VRAM_BIN names the vram binary; VRAM_ACASXU_ONLY="2_8/prop_1
+#   1_1/prop_2 ..." runs only those instances (a re-run of some; the summary counts those).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${1:?usage: run.sh OUT_DIR [TIMEOUT_S] [FIRST_N]}"
@@ -27,6 +28,9 @@ one() { # one instance: "INDEX,NETWORK,PROPERTY,LIMIT" -> OUT/results/INDEX.row
     # ACASXU_run2a_<a>_<b>_batch_2000.onnx is ACASXU_experimental_v2a_<a>_<b> here.
     ab="$(echo "$net" | sed -E 's/ACASXU_run2a_([0-9]+_[0-9]+)_batch_2000.onnx/\1/')"
     name="ACASXU_experimental_v2a_$ab"
+    if [ -n "${VRAM_ACASXU_ONLY:-}" ] && ! [[ " $VRAM_ACASXU_ONLY " == *" $ab/${prop%.vnnlib} "* ]]; then
+        return 0
+    fi
     res="$out/results/${ab}_${prop%.vnnlib}.txt"
     t0=$(date +%s.%N)
     "$root/scripts/vnncomp/run_instance.sh" v1 acasxu "$data/onnx/$name.onnx" "$data/vnnlib/$prop" "$res" "$timeout" > "$res.log" 2>&1
