@@ -66,6 +66,23 @@ def test_certify_an_acas_xu_instance():
     assert v.kind == "holds"
 
 
+def test_certify_an_acas_xu_instance_on_the_gpu():
+    data = os.environ.get("VRAM_ACASXU_DIR",
+                          os.path.join(os.path.dirname(__file__), "../../../shared/data/acasxu"))
+    if not os.path.isdir(os.path.join(data, "onnx")):
+        pytest.skip("../shared/data/acasxu not found (set VRAM_ACASXU_DIR)")
+    try:
+        vram.Context(os.urandom(32), backend="cuda").close()
+    except vram.Error as e:
+        pytest.skip(f"no usable GPU: {e}")
+    net = os.path.join(data, "onnx/ACASXU_experimental_v2a_1_1.onnx")
+    v = vram.certify(net, os.path.join(data, "vnnlib/prop_1.vnnlib"), timeout=60, backend="cuda")
+    assert v.kind == "holds"
+    v = vram.certify(os.path.join(data, "onnx/ACASXU_experimental_v2a_2_1.onnx"),
+                     os.path.join(data, "vnnlib/prop_2.vnnlib"), timeout=60, backend="cuda")
+    assert v.kind == "violated" and len(v.counterexample) == 5
+
+
 def test_linear_bounds_are_never_wider_than_interval_ones():
     import numpy as np
 

@@ -843,13 +843,14 @@ def seal_module(ctx: Context, module: Any, prefix: str = "") -> SealedModule:
 
 
 def certify(network: str, prop: str, timeout: float = 300.0, seed: int = 0,
-            progress: Optional[Callable[[int, float], bool]] = None) -> Verdict:
+            progress: Optional[Callable[[int, float], bool]] = None, backend: str = "host") -> Verdict:
     """``vram certify NET.onnx PROP.vnnlib`` from Python: seals the ONNX network in a fresh
-    host-backend context (a random key: roots do not depend on it), reads the VNN-LIB property
-    and decides it (see :meth:`Network.certify`)."""
+    context (a random key: roots do not depend on it), reads the VNN-LIB property and decides
+    it (see :meth:`Network.certify`). ``backend="cuda"`` runs the search on the GPU (networks
+    that are chains of linear layers with ReLU), ``"host"`` on the CPU."""
     import os
 
-    with Context(os.urandom(32), backend="host") as ctx:
+    with Context(os.urandom(32), backend=backend) as ctx:
         net = ctx.network_from_onnx(network)
         try:
             spec = Spec.from_vnnlib(prop)
