@@ -112,17 +112,6 @@ fn verdicts_known_by_construction() {
     known_verdicts(&host_ctx());
 }
 
-/// The contexts the search runs on here: the host backend always, and the CUDA backend too
-/// where the suite runs on it (the GPU staging); CI prints that the GPU half is skipped.
-fn gpu_ctx(what: &str) -> Option<Ctx> {
-    if test_backend() == vram_backend::VRAM_BACKEND_CUDA {
-        Some(Ctx::new())
-    } else {
-        println!("SKIPPED {what} on the GPU: the suite runs on the host backend here");
-        None
-    }
-}
-
 fn known_verdicts(ctx: &Ctx) {
     let m = build(ctx.0, "vee", &vee());
     // Holds: y never goes below 0 (nor above 2.0001).

@@ -48,16 +48,6 @@ fn linear_bounds_enclose_exact_outputs_and_never_exceed_ibp() {
     enclose_exact(&host_ctx(), true);
 }
 
-/// The CUDA backend too where the suite runs on it (the GPU staging), else a visible skip.
-fn gpu_ctx(what: &str) -> Option<Ctx> {
-    if test_backend() == vram_backend::VRAM_BACKEND_CUDA {
-        Some(Ctx::new())
-    } else {
-        println!("SKIPPED {what} on the GPU: the suite runs on the host backend here");
-        None
-    }
-}
-
 /// The GPU kernel runs chains of linear layers and ReLU: the same checks on those.
 #[test]
 fn on_the_gpu_the_same_guarantees() {

@@ -61,6 +61,17 @@ pub fn test_backend() -> vram_backend {
 
 /// A host-backend context, even where the suite runs on the CUDA backend (what runs on the CPU
 /// over host-sealed weights: linear bounds, the certify search).
+/// A context on the CUDA backend where the suite runs on it (the GPU staging), else a visible
+/// skip of `what` on the GPU (CI).
+pub fn gpu_ctx(what: &str) -> Option<Ctx> {
+    if test_backend() == vram_backend::VRAM_BACKEND_CUDA {
+        Some(Ctx::new())
+    } else {
+        println!("SKIPPED {what} on the GPU: the suite runs on the host backend here");
+        None
+    }
+}
+
 pub fn host_ctx() -> Ctx {
     Ctx::with_options(&options(vram_backend::VRAM_BACKEND_HOST, &KEY))
 }
