@@ -423,18 +423,8 @@ fn on_the_gpu_the_same_verdicts() {
     let m = build(ctx.0, "vee_gpu", &vee());
     let mut o = ibp::propagate_options(ibp_method::IBP_METHOD_LINEAR);
     o.memory = ibp_memory::IBP_MEMORY_DEVICE as u32;
-    let (lo, hi) = ([0.0f32, 0.0], [1.0f32, 1.0]);
-    let (mut a, mut b) = ([0f32; 1], [0f32; 1]);
     assert_eq!(
-        ibp_propagate_ex(
-            m,
-            1,
-            lo.as_ptr(),
-            hi.as_ptr(),
-            a.as_mut_ptr(),
-            b.as_mut_ptr(),
-            &o
-        ),
+        ibp::propagate_status(m, &o, &[0.0, 0.0], &[1.0, 1.0]).0,
         vram_status::VRAM_ERR_UNSUPPORTED
     );
     ibp_spec_free(s);

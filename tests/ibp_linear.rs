@@ -7,7 +7,10 @@ mod common;
 mod ibp;
 
 use common::*;
-use ibp::{Layer, Net, Q, build, exact, mlp, propagate_boxes, propagate_options, q, to_f64};
+use ibp::{
+    Layer, Net, Q, build, exact, mlp, propagate_boxes, propagate_options, propagate_status, q,
+    to_f64,
+};
 use vram::*;
 
 /// A residual network: linear, ReLU, add the linear layer's output back, leaky ReLU, linear.
@@ -467,17 +470,8 @@ fn spec_bounds(ctx: &Ctx) {
         assert!(q(sl[0]) <= v && v <= q(sh[0]), "sample {s}");
     }
     o.method = 7;
-    let (mut a, mut b) = ([0f32; 1], [0f32; 1]);
     assert_eq!(
-        ibp_propagate_ex(
-            m,
-            1,
-            lo.as_ptr(),
-            hi.as_ptr(),
-            a.as_mut_ptr(),
-            b.as_mut_ptr(),
-            &o
-        ),
+        propagate_status(m, &o, &lo, &hi).0,
         vram_status::VRAM_ERR_INVALID_ARGUMENT
     );
     assert!(last_error().contains("method"));

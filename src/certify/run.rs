@@ -65,10 +65,7 @@ pub fn certify(model: &Model, prop: &Property, opts: &Options<'_>) -> Result<Rep
             let engine = Cpu::new(&net, model.context().backend().cpu_threads());
             bab::decide(&engine, prop, opts)?
         }
-        Residency::Cuda { .. } => {
-            model.chain()?;
-            bab::decide(&Gpu::new(model)?, prop, opts)?
-        }
+        Residency::Cuda { .. } => bab::decide(&Gpu::new(model)?, prop, opts)?,
     };
     intact(model, "after the search")?;
     Ok(Report {

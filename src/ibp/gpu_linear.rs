@@ -13,26 +13,16 @@ use super::gpu::{device, param_ptr, stream_for, u32_of};
 use super::gpu_entry::{NO_SLOT, StoreUse};
 use super::model::Model;
 use super::round::gamma;
+use super::{plain_bytes, plain_bytes_mut};
 use crate::backend::cuda::ffi::{self, LvkCrownLayer, LvkCrownStore, check};
 use crate::backend::cuda::runtime::{
-    DeviceAlloc, DeviceScope, Stream, copy_to_device, copy_to_host,
+    DeviceAlloc, DeviceScope, Stream, copy_to_device, copy_to_host, free_now,
 };
 use crate::error::{Result, VramError};
 use crate::fallible::try_vec;
 
 /// Boxes per launch: bounds the workspace (a few MiB for ACAS Xu) and the time of one launch.
 const MAX_BATCH: usize = 1 << 15;
-
-fn bytes_of(v: &[f64]) -> &[u8] {
-    // SAFETY: initialised f64s viewed as their bytes; u8 has alignment 1 and the length is the
-    // same allocation's.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }
-}
-
-fn u32_bytes(v: &[u32]) -> &[u8] {
-    // SAFETY: as in bytes_of, for u32s.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }
-}
 
 /// Every layer's bounds of many boxes, kept in device memory between calls (a branch and
 /// bound's open boxes: a sub-box starts from its parent's, which hold inside it). One
@@ -98,22 +88,10 @@ impl NodeStore {
 
 impl Drop for NodeStore {
     fn drop(&mut self) {
-        let Ok(_scope) = DeviceScope::enter(self.device) else {
-            return;
-        };
-        if let Ok(stream) = Stream::new() {
-            // SAFETY: memory from lvk_malloc_async in `new`, freed once; every kernel that
-            // used it was waited for by the call that launched it.
-            unsafe { ffi::lvk_free_async(self.ptr.cast(), stream.raw()) };
-            let _ = stream.sync();
-        }
+        // SAFETY: memory from lvk_malloc_async in `new`, freed once; every kernel that used it
+        // was waited for by the call that launched it.
+        unsafe { free_now(self.device, self.ptr.cast()) };
     }
-}
-
-fn bytes_of_mut(v: &mut [f64]) -> &mut [u8] {
-    // SAFETY: as in bytes_of; every byte pattern is a valid f64, so writes through the view
-    // cannot make an invalid value.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), size_of_val(v)) }
 }
 
 /// Offsets of the parts of one workspace, each 256-byte aligned.
@@ -272,7 +250,7 @@ pub fn bound(
     // weight pointers are the sealed shards' device memory, of the sizes the builder checked.
     unsafe {
         copy_to_device(base.wrapping_add(at_layers), table_bytes, &stream)?;
-        copy_to_device(base.wrapping_add(at_rows), bytes_of(rows), &stream)?;
+        copy_to_device(base.wrapping_add(at_rows), plain_bytes(rows), &stream)?;
         check(
             ffi::lvk_crown_colmax(layers_dev, n_layers, width, stream.raw()),
             "linear bounds: column maxima",
@@ -315,16 +293,16 @@ pub fn bound(
         unsafe {
             copy_to_device(
                 p.wrapping_add(at_lo),
-                bytes_of(&zlo[boxes.clone()]),
+                plain_bytes(&zlo[boxes.clone()]),
                 &stream,
             )?;
             copy_to_device(
                 p.wrapping_add(at_hi),
-                bytes_of(&zhi[boxes.clone()]),
+                plain_bytes(&zhi[boxes.clone()]),
                 &stream,
             )?;
             if store.is_some() {
-                copy_to_device(p.wrapping_add(at_slots), u32_bytes(&ids), &stream)?;
+                copy_to_device(p.wrapping_add(at_slots), plain_bytes(&ids), &stream)?;
             }
             check(
                 ffi::lvk_crown_bounds(
@@ -355,24 +333,24 @@ pub fn bound(
                 "linear bounds kernel",
             )?;
             copy_to_host(
-                bytes_of_mut(&mut out.lower[rows_of]),
+                plain_bytes_mut(&mut out.lower[rows_of]),
                 p.wrapping_add(at_lower),
                 &stream,
             )?;
             copy_to_host(
-                bytes_of_mut(&mut out.out_lo[outs.clone()]),
+                plain_bytes_mut(&mut out.out_lo[outs.clone()]),
                 p.wrapping_add(at_olo),
                 &stream,
             )?;
             copy_to_host(
-                bytes_of_mut(&mut out.out_hi[outs]),
+                plain_bytes_mut(&mut out.out_hi[outs]),
                 p.wrapping_add(at_ohi),
                 &stream,
             )?;
             if want_coeffs {
                 let c = first * n_rows * n_x..(first + b) * n_rows * n_x;
                 copy_to_host(
-                    bytes_of_mut(&mut out.coeffs[c]),
+                    plain_bytes_mut(&mut out.coeffs[c]),
                     p.wrapping_add(at_coeffs),
                     &stream,
                 )?;

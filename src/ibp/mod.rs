@@ -29,13 +29,33 @@ pub use builder::Builder;
 pub use model::{Memory, Model, Request};
 pub use spec::Spec;
 
-/// f32 values viewed as their native-endian bytes, without a copy: how weights are sealed (the
-/// host view and the GPU kernels read them in place as f32) and how boxes are copied to the
-/// device.
-pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
-    // SAFETY: the bytes of initialised f32 values are initialised u8s; u8 has alignment 1, and
-    // the byte length `4 * v.len()` is that of the same allocation.
+/// Number types whose values are plain bytes: every byte initialised, no padding, and every
+/// byte pattern a valid value. Only these may be viewed as bytes ([`plain_bytes`]).
+pub(crate) trait Plain: Copy {}
+impl Plain for f32 {}
+impl Plain for f64 {}
+impl Plain for u32 {}
+
+/// Values viewed as their native-endian bytes, without a copy: how weights are sealed (the
+/// host view and the GPU kernels read them in place as f32) and how boxes and bounds are copied
+/// to and from the device.
+pub(crate) fn plain_bytes<T: Plain>(v: &[T]) -> &[u8] {
+    // SAFETY: `Plain` types have initialised bytes and no padding; u8 has alignment 1, and the
+    // byte length `size_of_val(v)` is that of the same allocation.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), size_of_val(v)) }
+}
+
+/// [`plain_bytes`], writable (copies from the device land in place).
+#[cfg(vram_cuda)]
+pub(crate) fn plain_bytes_mut<T: Plain>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: as in plain_bytes; every byte pattern is a valid `Plain` value, so writes through
+    // the view cannot make an invalid one.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), size_of_val(v)) }
+}
+
+/// f32 values viewed as their bytes ([`plain_bytes`]).
+pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
+    plain_bytes(v)
 }
 
 /// A model name from a file's stem: ASCII letters, digits and `._-` kept, anything else `_`,

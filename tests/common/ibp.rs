@@ -102,6 +102,18 @@ pub fn propagate_boxes(
     lo: &[f32],
     hi: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
+    let (s, ol, oh) = propagate_status(m, o, lo, hi);
+    assert_eq!(s, vram_status::VRAM_OK, "{}", crate::common::last_error());
+    (ol, oh)
+}
+
+/// ibp_propagate_ex() over host boxes: its status, and the output buffers it wrote on success.
+pub fn propagate_status(
+    m: *const ibp_model,
+    o: &ibp_propagate_options,
+    lo: &[f32],
+    hi: &[f32],
+) -> (vram_status, Vec<f32>, Vec<f32>) {
     let batch = lo.len() / ibp_model_input_size(m);
     let rows = if o.spec_rows > 0 {
         o.spec_rows
@@ -118,8 +130,7 @@ pub fn propagate_boxes(
         oh.as_mut_ptr(),
         o,
     );
-    assert_eq!(s, vram_status::VRAM_OK, "{}", crate::common::last_error());
-    (ol, oh)
+    (s, ol, oh)
 }
 
 /// Builds `net` through the C ABI on `ctx`.

@@ -153,14 +153,9 @@ impl Drop for DeviceBuf {
         if !self.owned {
             return; // Borrowed: the caller frees it, after freeing the shard.
         }
-        let Ok(_scope) = DeviceScope::enter(self.device) else {
-            return;
-        };
-        if let Ok(stream) = Stream::new() {
-            // SAFETY: memory allocated by lvk_malloc_async in `ingest`, freed exactly once.
-            unsafe { ffi::lvk_free_async(self.ptr.cast(), stream.raw()) };
-            let _ = stream.sync();
-        }
+        // SAFETY: memory allocated by lvk_malloc_async in `ingest`, freed exactly once; every
+        // verification that read it was waited for.
+        unsafe { runtime::free_now(self.device, self.ptr.cast()) };
     }
 }
 

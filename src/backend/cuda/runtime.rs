@@ -194,6 +194,23 @@ impl Drop for DeviceAlloc<'_> {
     }
 }
 
+/// Frees device memory of `device` at once (on a fresh stream, waited for), best effort: for
+/// owners dropped outside any stream's order (sealed shards, the linear bounds' node store).
+///
+/// # Safety
+/// `ptr` must come from `lvk_malloc_async` on `device`, be freed exactly once, and no queued
+/// work may still use it.
+pub unsafe fn free_now(device: i32, ptr: *mut c_void) {
+    let Ok(_scope) = DeviceScope::enter(device) else {
+        return;
+    };
+    if let Ok(stream) = Stream::new() {
+        // SAFETY: the function's contract.
+        unsafe { lvk_free_async(ptr, stream.raw()) };
+        let _ = stream.sync();
+    }
+}
+
 /// Page-locked host memory that kernels on every GPU read and write in place (mapped and
 /// portable; with unified addressing the host address is the device address).
 pub struct PinnedHost {
