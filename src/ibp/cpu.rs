@@ -5,7 +5,7 @@
 //! rounded outward to f32: IBP amplifies any excess width by about ‖W‖ per layer, so an f32
 //! ulp of excess per layer would grow to ~1e-4 over six ACAS Xu layers, an f64 one to ~1e-12.
 
-use super::dense::{BLOCK, Dense};
+use super::dense::Dense;
 use super::graph::{Conv2d, Node, Op, Pool2d};
 use super::round::{SoundAcc, down32, lower64, up32, upper64};
 use super::spec::Spec;
@@ -29,6 +29,12 @@ pub(crate) fn normalize_bounds(l: f64, u: f64, p: [f64; 4]) -> (f64, f64) {
         lower64(ql, 4.0 * U * ql.abs()),
         upper64(qu, 4.0 * U * qu.abs()),
     )
+}
+
+/// Whether every value is finite, without an early exit (a flag folded over all of them
+/// vectorises; a short-circuit test does not).
+fn all_finite(v: &[f64]) -> bool {
+    v.iter().fold(true, |ok, x| ok & x.is_finite())
 }
 
 /// A network ready to run: its nodes and the host view of its parameters.
@@ -141,28 +147,19 @@ impl Network<'_> {
                 let w = self.param(*weight);
                 let bias = bias.map(|b| self.param(b));
                 let dense = Dense::new(w, bias, fi, fo);
-                let (mut c, mut r, mut row) = (vec![0.0; fi], vec![0.0; fi], vec![0.0; fi]);
-                let mut b = 0;
-                while b < items {
-                    let nb = BLOCK.min(items - b);
-                    let (l, u) = (&x.lo[b * fi..(b + nb) * fi], &x.hi[b * fi..(b + nb) * fi]);
-                    if nb == BLOCK && l.iter().chain(u).all(|v| v.is_finite()) {
-                        let (olo, ohi) = (
-                            &mut out.lo[b * fo..(b + nb) * fo],
-                            &mut out.hi[b * fo..(b + nb) * fo],
-                        );
-                        dense.bound_block(nb, l, u, olo, ohi);
-                        b += nb;
-                        continue;
-                    }
+                let (l, u) = (&x.lo[..items * fi], &x.hi[..items * fi]);
+                if all_finite(l) && all_finite(u) {
+                    dense.bound(items, l, u, &mut out.lo, &mut out.hi);
+                    return;
+                }
+                for b in 0..items {
                     let (l, u) = (&x.lo[b * fi..(b + 1) * fi], &x.hi[b * fi..(b + 1) * fi]);
                     let (olo, ohi) = (
                         &mut out.lo[b * fo..(b + 1) * fo],
                         &mut out.hi[b * fo..(b + 1) * fo],
                     );
-                    b += 1;
                     if l.iter().chain(u).all(|v| v.is_finite()) {
-                        dense.bound_box(l, u, &mut c, &mut r, &mut row, olo, ohi);
+                        dense.bound(1, l, u, olo, ohi);
                         continue;
                     }
                     // An infinite end: the exact per-term form keeps the finite side.
@@ -184,9 +181,11 @@ impl Network<'_> {
                 self.conv2d(conv, prev, &node.shape, *weight, *bias, x, items, out);
             }
             Op::Relu => {
-                for i in 0..items * n {
-                    out.lo[i] = x.lo[i].max(0.0);
-                    out.hi[i] = x.hi[i].max(0.0);
+                for (o, &v) in out.lo.iter_mut().zip(&x.lo) {
+                    *o = v.max(0.0);
+                }
+                for (o, &v) in out.hi.iter_mut().zip(&x.hi) {
+                    *o = v.max(0.0);
                 }
             }
             Op::LeakyRelu { alpha } => {

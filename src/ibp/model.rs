@@ -267,7 +267,7 @@ impl Model {
             .max(1);
         // Parts small enough that every node's bounds stay in cache (a whole batch's would be
         // fresh, page-faulting memory on every call); the workers take them from one queue.
-        const MAX_ITEMS_PER_PART: usize = 256;
+        const MAX_ITEMS_PER_PART: usize = 64;
         let per = req.batch.div_ceil(threads).min(MAX_ITEMS_PER_PART);
         let chunks = req
             .in_lo
