@@ -44,7 +44,7 @@ pub fn from_shards(
         };
         if dtype_size(&dtype).is_none() {
             return Err(VramError::invalid(
-                "opts->dtypes",
+                "dtypes",
                 format!("[{i}] '{dtype}' is not a safetensors dtype"),
             ));
         }

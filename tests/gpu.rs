@@ -79,7 +79,7 @@ mod on_gpu {
             vram_ctx_new(&bad, &mut out),
             vram_status::VRAM_ERR_INVALID_ARGUMENT
         );
-        assert!(last_error().contains("opts->device"), "{}", last_error());
+        assert!(last_error().contains("device: ordinal"), "{}", last_error());
     }
 
     #[test]

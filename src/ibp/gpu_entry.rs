@@ -47,7 +47,7 @@ pub unsafe fn propagate_device(
     match model.context().residency() {
         Residency::Host => Err(VramError::new(
             ErrorKind::Unsupported,
-            "opts->memory: device memory needs a CUDA-backed model; this one uses the host backend",
+            "memory: device memory needs a CUDA-backed model; this one uses the host backend",
         )),
         // SAFETY: this function's contract, passed on.
         Residency::Cuda { .. } => unsafe {

@@ -90,19 +90,19 @@ impl Model {
     pub fn check_spec(&self, spec: &Spec) -> Result<()> {
         if spec.rows == 0 {
             return Err(VramError::invalid(
-                "opts->spec_rows",
+                "spec rows",
                 "must be > 0 when a spec is given",
             ));
         }
         if spec.c.len() != spec.rows * self.output_size() {
             return Err(VramError::invalid(
-                "opts->spec_c",
-                "must hold spec_rows × output size values",
+                "spec C",
+                "must hold rows × output size values",
             ));
         }
         if let Some(i) = spec.c.iter().chain(&spec.d).position(|v| !v.is_finite()) {
             return Err(VramError::invalid(
-                "opts->spec_c / spec_d",
+                "spec C / d",
                 format!("value {i} is not finite"),
             ));
         }

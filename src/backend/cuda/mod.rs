@@ -172,7 +172,7 @@ impl CudaBackend {
         }
         if device < 0 || device >= count {
             return Err(VramError::invalid(
-                "opts->device",
+                "device",
                 format!("ordinal {device} does not exist ({count} GPU(s) visible)"),
             ));
         }
