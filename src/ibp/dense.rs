@@ -8,7 +8,7 @@
 //! once where a product and a sum round twice); `Σ_j |w_j·c_j| ≤ ‖w‖₁·max_j |c_j|` and
 //! `Σ_j |w_j|·r_j` is the second dot itself, so the error of both is bounded without a third
 //! pass. Two more roundings (the subtraction and the bias) are charged at `2u` of the
-//! magnitudes, and `n + 2` smallest subnormals cover products that underflow. Boxes with an
+//! magnitudes, and `(n + 2)·η` (η the smallest normal f64) covers results that underflow. Boxes with an
 //! infinite or NaN end are left to the caller's exact per-term path (`∞ − ∞` would lose the
 //! bound's finite side).
 //!
@@ -21,8 +21,11 @@
 use super::round::gamma;
 
 const U: f64 = f64::EPSILON / 2.0;
-/// The smallest positive subnormal: the most a product that underflows can lose.
-const ETA: f64 = f64::from_bits(1);
+/// The absolute slack for results that underflow: the smallest *normal* f64, above the most
+/// (half a subnormal step) that one rounding in the subnormal range can lose. A subnormal
+/// constant would do too, but on some Intel cores every operation that reads a subnormal
+/// takes a slow microcode assist.
+const ETA: f64 = f64::MIN_POSITIVE;
 /// Lanes of the one-box path's dot products (independent sums fill SIMD lanes and hide the
 /// adder's latency; any order is covered by the γ bound).
 const LANES: usize = 8;
@@ -67,7 +70,7 @@ struct Charge {
     /// An upper bound of the row's ‖w‖₁.
     l1: f64,
     bias: f64,
-    /// `fi + 2` smallest subnormals: products and sums that underflow.
+    /// `(fi + 2)·η`: products and sums that underflow.
     tiny: f64,
 }
 
@@ -100,11 +103,15 @@ fn above(x: f64) -> f64 {
 }
 
 /// Centre and a rounded-up radius of `[l, u]` (see the module comment): each difference is
-/// one rounding, which [`above`] covers; branch-free, so a tile's boxes convert in lanes.
+/// one rounding, which [`above`] covers; branch-free, so a tile's boxes convert in lanes. A
+/// difference that rounds to zero is exactly zero (IEEE subtraction underflows gradually), so
+/// a point interval (a ReLU that is off) keeps radius 0: rounding it up would give a radius
+/// whose products with weights below 1 are subnormal, each a slow assist on Intel cores.
 #[inline(always)]
 fn centre_radius(l: f64, u: f64) -> (f64, f64) {
     let m = 0.5 * l + 0.5 * u;
-    (m, above((m - l).max(u - m)).max(0.0))
+    let d = (m - l).max(u - m);
+    (m, if d > 0.0 { above(d) } else { 0.0 })
 }
 
 impl<'a> Dense<'a> {
