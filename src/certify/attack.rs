@@ -124,8 +124,14 @@ impl<'a> Search<'a> {
     }
 
     /// Projected gradient descent on each start's worst constraint, inside its box, all
-    /// starts at once. The first confirmed witness (in start order), if any.
-    pub fn descend(&self, mut starts: Vec<Start>, steps: usize) -> Result<Option<Witness>> {
+    /// starts at once, step `s` moving each input by `0.25·decay^s` of its range. The first
+    /// confirmed witness (in start order), if any.
+    pub fn descend(
+        &self,
+        mut starts: Vec<Start>,
+        steps: usize,
+        decay: f64,
+    ) -> Result<Option<Witness>> {
         let case = self.case;
         let pick = |y: &[f64]| violation(case, y).1;
         for s in 0..=steps {
@@ -145,7 +151,7 @@ impl<'a> Search<'a> {
                 break;
             }
             // Signed steps shrinking from a quarter of the box: robust to the gradient's scale.
-            let frac = 0.25 * 0.7f64.powi(s as i32);
+            let frac = 0.25 * decay.powi(s as i32);
             let mut next = Vec::with_capacity(starts.len());
             for (mut p, pr) in starts.into_iter().zip(probes) {
                 let mut moved = false;
@@ -165,14 +171,15 @@ impl<'a> Search<'a> {
         Ok(None)
     }
 
-    /// `samples` random points of `[lo, hi]` and the centre; gradient steps from the best
-    /// `starts`. The first confirmed witness, if any.
+    /// `samples` random points of `[lo, hi]` and the centre; `steps` gradient steps (slowly
+    /// shrinking) from the best `starts`. The first confirmed witness, if any.
     pub fn sample(
         &self,
         lo: &[f64],
         hi: &[f64],
         samples: usize,
         starts: usize,
+        steps: usize,
         rng: &mut Rng,
     ) -> Result<Option<Witness>> {
         let mut xs: Vec<Vec<f64>> = Vec::with_capacity(samples + 1);
@@ -214,6 +221,6 @@ impl<'a> Search<'a> {
                 hi: hi.to_vec(),
             })
             .collect();
-        self.descend(starts, 12)
+        self.descend(starts, steps, 0.9)
     }
 }
