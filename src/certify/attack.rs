@@ -171,8 +171,8 @@ impl<'a> Search<'a> {
         Ok(None)
     }
 
-    /// `samples` random points of `[lo, hi]` and the centre; `steps` gradient steps (slowly
-    /// shrinking) from the best `starts`. The first confirmed witness, if any.
+    /// `samples` random points of `[lo, hi]` and the centre; `steps` gradient steps (shrinking
+    /// by 0.93 a step) from the best `starts`. The first confirmed witness, if any.
     pub fn sample(
         &self,
         lo: &[f64],
@@ -221,6 +221,6 @@ impl<'a> Search<'a> {
                 hi: hi.to_vec(),
             })
             .collect();
-        self.descend(starts, steps, 0.9)
+        self.descend(starts, steps, 0.93)
     }
 }
