@@ -8,9 +8,9 @@
 //! once where a product and a sum round twice); `Σ_j |w_j·c_j| ≤ ‖w‖₁·max_j |c_j|` and
 //! `Σ_j |w_j|·r_j` is the second dot itself, so the error of both is bounded without a third
 //! pass. Two more roundings (the subtraction and the bias) are charged at `2u` of the
-//! magnitudes, and `(n + 2)·η` (η the smallest normal f64) covers results that underflow. Boxes with an
-//! infinite or NaN end are left to the caller's exact per-term path (`∞ − ∞` would lose the
-//! bound's finite side).
+//! magnitudes, and `(n + 2)·η` (η the smallest normal f64) covers results that underflow.
+//! Boxes with an infinite or NaN end are left to the caller's exact per-term path (`∞ − ∞`
+//! would lose the bound's finite side).
 //!
 //! Speed: many boxes go through a register tile of `R` output rows × `M` boxes, the boxes in
 //! SIMD lanes, so each weight is loaded once per `M` boxes and no horizontal sum is needed; the
@@ -87,8 +87,9 @@ impl Charge {
 }
 
 /// A value ≤ the exact result of the rounded operation that gave `x` (NaN gives −∞). Unlike
-/// `next_down`, branch-free, so a row of bounds vectorises: `x` is within `u·|x|` of the exact
-/// value, and `x − (2⁻⁵¹·|x| + η)` is at least `3u·|x| + η` below `x` after its own rounding.
+/// `next_down`, branch-free, so a row of bounds vectorises: `x` is within `u·|x|` of the
+/// exact value, and `x − (2⁻⁵¹·|x| + η)` is at least `3u·|x|` below `x` after its own
+/// rounding (and at least η below where `x` is tiny).
 #[inline(always)]
 fn below(x: f64) -> f64 {
     let v = x - (x.abs() * (2.0 * f64::EPSILON) + ETA);
