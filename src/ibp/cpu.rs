@@ -31,12 +31,6 @@ pub(crate) fn normalize_bounds(l: f64, u: f64, p: [f64; 4]) -> (f64, f64) {
     )
 }
 
-/// Whether every value is finite, without an early exit (a flag folded over all of them
-/// vectorises; a short-circuit test does not).
-fn all_finite(v: &[f64]) -> bool {
-    v.iter().fold(true, |ok, x| ok & x.is_finite())
-}
-
 /// A network ready to run: its nodes and the host view of its parameters.
 pub struct Network<'a> {
     pub nodes: &'a [Node],
@@ -146,35 +140,8 @@ impl Network<'_> {
                 let (fi, fo) = (*in_features as usize, *out_features as usize);
                 let w = self.param(*weight);
                 let bias = bias.map(|b| self.param(b));
-                let dense = Dense::new(w, bias, fi, fo);
                 let (l, u) = (&x.lo[..items * fi], &x.hi[..items * fi]);
-                if all_finite(l) && all_finite(u) {
-                    dense.bound(items, l, u, &mut out.lo, &mut out.hi);
-                    return;
-                }
-                for b in 0..items {
-                    let (l, u) = (&x.lo[b * fi..(b + 1) * fi], &x.hi[b * fi..(b + 1) * fi]);
-                    let (olo, ohi) = (
-                        &mut out.lo[b * fo..(b + 1) * fo],
-                        &mut out.hi[b * fo..(b + 1) * fo],
-                    );
-                    if l.iter().chain(u).all(|v| v.is_finite()) {
-                        dense.bound(1, l, u, olo, ohi);
-                        continue;
-                    }
-                    // An infinite end: the exact per-term form keeps the finite side.
-                    for o in 0..fo {
-                        let row = &w[o * fi..(o + 1) * fi];
-                        let mut acc = SoundAcc::default();
-                        for j in 0..fi {
-                            acc.term(f64::from(row[j]), l[j], u[j]);
-                        }
-                        if let Some(bs) = bias {
-                            acc.constant(f64::from(bs[o]));
-                        }
-                        (olo[o], ohi[o]) = acc.finish64();
-                    }
-                }
+                Dense::new(w, bias, fi, fo).bound(items, l, u, &mut out.lo, &mut out.hi);
             }
             Op::Conv2d { conv, weight, bias } => {
                 let prev = &self.nodes[node.input].shape;

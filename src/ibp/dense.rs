@@ -9,8 +9,8 @@
 //! `Σ_j |w_j|·r_j` is the second dot itself, so the error of both is bounded without a third
 //! pass. Two more roundings (the subtraction and the bias) are charged at `2u` of the
 //! magnitudes, and `(n + 2)·η` (η the smallest normal f64) covers results that underflow.
-//! Boxes with an infinite or NaN end are left to the caller's exact per-term path (`∞ − ∞`
-//! would lose the bound's finite side).
+//! Boxes with an infinite or NaN end take an exact per-term path instead (`∞ − ∞` would lose
+//! the bound's finite side).
 //!
 //! Speed: many boxes go through a register tile of `R` output rows × `M` boxes, the boxes in
 //! SIMD lanes, so each weight is loaded once per `M` boxes and no horizontal sum is needed; the
@@ -18,7 +18,7 @@
 //! call would be weights that no seal covers). A lone box goes row by row, the inputs in lanes.
 //! AVX-512 or AVX2 with FMA where the CPU has them (checked at run time), plain SSE2 otherwise.
 
-use super::round::gamma;
+use super::round::{SoundAcc, gamma};
 
 const U: f64 = f64::EPSILON / 2.0;
 /// The absolute slack for results that underflow: the smallest *normal* f64, above the most
@@ -29,6 +29,13 @@ const ETA: f64 = f64::MIN_POSITIVE;
 /// Lanes of the one-box path's dot products (independent sums fill SIMD lanes and hide the
 /// adder's latency; any order is covered by the γ bound).
 const LANES: usize = 8;
+
+/// Whether every value is finite, without an early exit (a flag folded over all of them
+/// vectorises; a short-circuit test does not).
+#[inline(always)]
+fn all_finite(v: &[f64]) -> bool {
+    v.iter().fold(true, |ok, x| ok & x.is_finite())
+}
 
 /// `Σ |w_j|` in `LANES` independent sums (a single running sum would wait on the adder's
 /// latency at every term); any order is within the γ bound that [`Dense::charge`] applies.
@@ -135,8 +142,8 @@ impl<'a> Dense<'a> {
         }
     }
 
-    /// Bounds of `items` boxes (`l`, `u`: items × fi values, item-major, every end finite)
-    /// into `lo`, `hi` (items × fo).
+    /// Bounds of `items` boxes (`l`, `u`: items × fi values, item-major) into `lo`, `hi`
+    /// (items × fo). Boxes with an infinite or NaN end are bounded term by term.
     pub fn bound(&self, items: usize, l: &[f64], u: &[f64], lo: &mut [f64], hi: &mut [f64]) {
         #[cfg(target_arch = "x86_64")]
         {
@@ -205,8 +212,10 @@ impl<'a> Dense<'a> {
         for (o, row) in self.w.chunks_exact(fi.max(1)).take(fo).enumerate() {
             charges.push(self.charge(o, l1(row)));
         }
-        // A tile of boxes only pays when at least half its lanes are real boxes.
-        let tiled = items.div_ceil(M) * M <= 2 * items;
+        // A tile of boxes only pays when at least half its lanes are real boxes; a box with an
+        // infinite or NaN end takes the per-term path, so such batches go box by box.
+        let finite = all_finite(l) && all_finite(u);
+        let tiled = finite && items.div_ceil(M) * M <= 2 * items;
         let wt = if tiled {
             self.gather::<R>()
         } else {
@@ -231,10 +240,30 @@ impl<'a> Dense<'a> {
                     .zip(lo.chunks_exact_mut(fo.max(1)))
                     .zip(hi.chunks_exact_mut(fo.max(1)))
                 {
-                    self.one_box::<R>(l, u, &charges, &mut c1, &mut r1, lo, hi, madd);
+                    if finite || (all_finite(l) && all_finite(u)) {
+                        self.one_box::<R>(l, u, &charges, &mut c1, &mut r1, lo, hi, madd);
+                    } else {
+                        self.per_term(l, u, lo, hi);
+                    }
                 }
             }
             b0 += nb;
+        }
+    }
+
+    /// One box with an infinite or NaN end, term by term ([`SoundAcc`] keeps the finite side
+    /// of a bound that `∞ − ∞` would lose).
+    fn per_term(&self, l: &[f64], u: &[f64], lo: &mut [f64], hi: &mut [f64]) {
+        let rows = self.w.chunks_exact(self.fi.max(1)).take(self.fo);
+        for (o, ((row, lo), hi)) in rows.zip(lo.iter_mut()).zip(hi.iter_mut()).enumerate() {
+            let mut acc = SoundAcc::default();
+            for ((&w, &lj), &uj) in row.iter().zip(l).zip(u) {
+                acc.term(f64::from(w), lj, uj);
+            }
+            if let Some(&b) = self.bias.and_then(|b| b.get(o)) {
+                acc.constant(f64::from(b));
+            }
+            (*lo, *hi) = acc.finish64();
         }
     }
 
