@@ -53,6 +53,7 @@ struct Shared {
 
 struct Args {
     const lvk_crown_layer *layers;
+    const double *colmax;
     uint32_t n_layers, n_in, width, rp;
     const double *rows;
     uint32_t n_rows;
@@ -326,7 +327,7 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
             double acc = 0.0;
             for (uint32_t i = threadIdx.x; i < l.in_f; i += 32) {
                 double mag = fmax(fabs(in_lo(g, s, m, i)), fabs(in_hi(g, s, m, i)));
-                acc = __dadd_ru(acc, __dmul_ru(l.colmax[i], mag));
+                acc = __dadd_ru(acc, __dmul_ru(g.colmax[l.colmax_at + i], mag));
             }
             for (int off = 16; off > 0; off >>= 1) acc = __dadd_ru(acc, __shfl_down_sync(0xffffffffu, acc, off));
             if (threadIdx.x == 0) s.mag[m] = high_or_inf(acc);
@@ -410,7 +411,7 @@ __global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__
 }
 
 // colmax of every layer: max over outputs of |w[o][i]|, from the weights where they live.
-__global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers) {
+__global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers, double *colmax) {
     uint32_t m = blockIdx.y;
     if (m >= n_layers) return;
     const lvk_crown_layer &l = layers[m];
@@ -420,7 +421,7 @@ __global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers) 
         // A NaN weight makes every charge infinite: no bound relies on it.
         for (uint32_t o = 0; o < l.out_f; o++)
             if (l.w[(size_t)o * l.in_f + i] != l.w[(size_t)o * l.in_f + i]) c = CUDART_INF;
-        const_cast<double *>(l.colmax)[i] = c;
+        colmax[l.colmax_at + i] = c;
     }
 }
 
@@ -458,26 +459,27 @@ extern "C" int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_
     return cudaErrorInvalidConfiguration;
 }
 
-extern "C" int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t width, void *stream) {
-    if (layers == nullptr || n_layers == 0 || n_layers > 65535) return cudaErrorInvalidValue;
+extern "C" int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t width, double *colmax,
+                                void *stream) {
+    if (layers == nullptr || colmax == nullptr || n_layers == 0 || n_layers > 65535) return cudaErrorInvalidValue;
     dim3 grid((width + 127) / 128, n_layers);
-    colmax_kernel<<<grid, 128, 0, static_cast<cudaStream_t>(stream)>>>(layers, n_layers);
+    colmax_kernel<<<grid, 128, 0, static_cast<cudaStream_t>(stream)>>>(layers, n_layers, colmax);
     return cudaGetLastError();
 }
 
 extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
-                                uint32_t total_out, uint32_t rp, size_t smem, uint32_t batch, const double *lo,
-                                const double *hi, const double *rows, uint32_t n_rows, double *lower,
+                                uint32_t total_out, uint32_t rp, size_t smem, const double *colmax, uint32_t batch,
+                                const double *lo, const double *hi, const double *rows, uint32_t n_rows, double *lower,
                                 double *out_lo, double *out_hi, double *coeffs, const lvk_crown_store *store,
                                 void *stream) {
-    if (layers == nullptr || lo == nullptr || hi == nullptr || rows == nullptr || lower == nullptr ||
+    if (layers == nullptr || colmax == nullptr || lo == nullptr || hi == nullptr || rows == nullptr || lower == nullptr ||
         out_lo == nullptr || out_hi == nullptr)
         return cudaErrorInvalidValue;
     if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 4 || rp % 4 || batch > 0x7fffffffu)
         return cudaErrorInvalidValue;
     cudaError_t e = cudaFuncSetAttribute(crown_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
-    Args g = {layers, n_layers, n_in, width, rp, rows, n_rows, {}};
+    Args g = {layers, colmax, n_layers, n_in, width, rp, rows, n_rows, {}};
     if (store) {
         if (store->total_out != total_out) return cudaErrorInvalidValue;
         g.store = *store;

@@ -145,11 +145,12 @@ int lvk_ibp_linear_gemv(const float *w, const float *bias, uint32_t in_f, uint32
 typedef struct lvk_crown_layer {
     const float *w;       /* [out_f][in_f], the sealed weights (device) */
     const float *bias;    /* out_f values, or NULL */
-    const double *colmax; /* in_f values (device, written by lvk_crown_colmax): max_o |w[o][i]| */
     double gamma;         /* >= the relative rounding bound of a dot product of out_f + 2 terms */
     uint32_t in_f, out_f;
     uint32_t relu;        /* a ReLU follows this layer (never on the last one) */
     uint32_t offset;      /* where this layer's outputs start in the per-box bounds */
+    uint32_t colmax_at;   /* where this layer's in_f column maxima start in the colmax array */
+    uint32_t reserved;    /* 0 */
 } lvk_crown_layer;
 
 /* Every layer's bounds of boxes kept on the device between calls (a branch and bound's open
@@ -167,17 +168,21 @@ typedef struct lvk_crown_store {
  * (cudaErrorInvalidConfiguration when even two rows do not fit). */
 int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out,
                             uint32_t n_rows, uint32_t *rp, size_t *smem);
-/* Writes every layer's colmax from its weights. */
-int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t width, void *stream);
+/* Writes every layer's column maxima, max_o |w[o][i]| (infinite for a column with a NaN), from
+ * its weights into colmax (device, the sum of the layers' in_f values). They size the rounding
+ * charges, so they are computed from the sealed bytes on every call, never kept. */
+int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t width, double *colmax,
+                     void *stream);
 /* For each of `batch` boxes ([batch][n_in] f64, lo <= hi, finite): lower[batch][n_rows] sound
  * lower bounds of rows·y (rows: [n_rows][output size] f64), out_lo / out_hi [batch][output
  * size] sound output bounds, and (coeffs not NULL) [batch][n_rows][n_in] the linear bound's
  * coefficients on the box. `width` >= every layer's in_f and out_f and n_in; total_out = the sum
- * of the layers' out_f; rp and smem from lvk_crown_rows_per_pass; store (host struct of
+ * of the layers' out_f; rp and smem from lvk_crown_rows_per_pass; colmax from
+ * lvk_crown_colmax on the same stream; store (host struct of
  * device pointers) NULL or as above. */
 int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
-                     uint32_t total_out, uint32_t rp, size_t smem, uint32_t batch, const double *lo,
-                     const double *hi, const double *rows, uint32_t n_rows, double *lower,
+                     uint32_t total_out, uint32_t rp, size_t smem, const double *colmax, uint32_t batch,
+                     const double *lo, const double *hi, const double *rows, uint32_t n_rows, double *lower,
                      double *out_lo, double *out_hi, double *coeffs, const lvk_crown_store *store,
                      void *stream);
 

@@ -5,48 +5,18 @@
 use std::ffi::c_void;
 
 use super::f32_bytes;
+use super::gpu_plan::{GpuPlan, Step, param, weights};
 use super::gpu_stage::{FLAG_BYTES, Stage, stages, with_stage};
-use super::graph::{Node, Op};
+use super::graph::Op;
 use super::model::{Model, Request};
 use super::spec::Spec;
-use crate::backend::Storage;
-use crate::backend::cuda::ffi::{self, check};
+use crate::backend::cuda::launch::{self, Dev, DevBounds};
 use crate::backend::cuda::runtime::{
     DeviceAlloc, DeviceScope, Stream, copy_to_device, copy_to_host,
 };
 use crate::error::{ErrorKind, Result, VramError};
 use crate::fallible::{try_vec, try_with_capacity};
 use crate::seal::record::Residency;
-
-/// f64 lower and upper bounds of one node for the whole batch: views into the workspace of one
-/// propagation (one stream-ordered allocation for all nodes).
-#[derive(Clone, Copy)]
-struct Bounds {
-    lo: *mut f64,
-    hi: *mut f64,
-}
-
-impl Bounds {
-    fn lo(&self) -> *mut f64 {
-        self.lo
-    }
-    fn hi(&self) -> *mut f64 {
-        self.hi
-    }
-}
-
-/// Whether node `k` (linear or conv2d) can apply the ReLU of node `k + 1` in its own epilogue:
-/// the ReLU is its only consumer, so nothing else reads the pre-activation bounds.
-fn relu_fuses_into(nodes: &[Node], k: usize, upto: usize) -> bool {
-    k + 1 < upto
-        && matches!(nodes[k].op, Op::Linear { .. } | Op::Conv2d { .. })
-        && matches!(nodes[k + 1].op, Op::Relu)
-        && nodes[k + 1].input == k
-        && !nodes.iter().enumerate().any(|(j, n)| {
-            j != k + 1
-                && ((j > k && n.input == k) || matches!(n.op, Op::Add { other } if other == k))
-        })
-}
 
 pub(super) fn device(model: &Model) -> Result<i32> {
     match model.context().residency() {
@@ -58,14 +28,14 @@ pub(super) fn device(model: &Model) -> Result<i32> {
     }
 }
 
-pub(super) fn param_ptr(model: &Model, i: usize) -> Result<*const f32> {
-    match model.params().get(i).map(|s| s.storage()) {
-        Some(Storage::Cuda(buf)) => Ok(buf.as_ptr().cast()),
-        _ => Err(VramError::new(
+/// The model's device plan (made when the model was built).
+pub(super) fn plan(model: &Model) -> Result<&GpuPlan> {
+    model.gpu_plan().ok_or_else(|| {
+        VramError::new(
             ErrorKind::Unsupported,
-            "model: a weight is not in GPU memory",
-        )),
-    }
+            "model: not on a GPU (no device plan)",
+        )
+    })
 }
 
 pub(super) fn u32_of(n: u64, what: &str) -> Result<u32> {
@@ -87,318 +57,177 @@ pub(super) fn stream_for(stream: Option<*mut c_void>, device: i32) -> Result<Str
     }
 }
 
-/// The queued propagation: the workspace, each node's bounds in it, and the device flag that
-/// holds the first bad input element (all ones when every box is valid).
+/// The queued propagation: one workspace holding the box-check flag (the first bad input
+/// element, all ones when every box is valid) and every node's bounds, laid out by the plan.
 struct Run<'s> {
-    _workspace: DeviceAlloc<'s>,
-    values: Vec<Bounds>,
-    bad: *const u64,
+    workspace: DeviceAlloc<'s>,
+    /// Per node run: byte offset of its lower bounds and their count (the upper ones follow).
+    at: Vec<(usize, usize)>,
 }
 
-/// Queues nodes `0..upto` on device f32 boxes (nothing is synchronised): their f64 bounds are
-/// views into the returned workspace, and every input box is checked on the device.
+impl Run<'_> {
+    /// Node `k`'s bounds for the whole batch.
+    fn bounds(&self, k: usize) -> Result<DevBounds<'_>> {
+        let &(at, n) = self
+            .at
+            .get(k)
+            .ok_or_else(|| VramError::invalid("model", "a node's input is not run before it"))?;
+        DevBounds::new(
+            self.workspace.view(at, n)?,
+            self.workspace.view(at + 8 * n, n)?,
+        )
+    }
+
+    fn flag(&self) -> Result<Dev<'_, u64>> {
+        self.workspace.view(0, 1)
+    }
+
+    fn last(&self) -> Result<DevBounds<'_>> {
+        self.bounds(self.at.len().wrapping_sub(1))
+    }
+
+    /// Whether every node of the model ran (none was left for the host to fold a spec into).
+    fn ran_all(&self, model: &Model) -> bool {
+        self.at.len() == model.nodes().len()
+    }
+}
+
+fn too_large() -> VramError {
+    VramError::out_of_memory("bounds too large")
+}
+
+/// Queues nodes `0..upto` on f32 boxes in device-readable memory (nothing is synchronised):
+/// their f64 bounds live in the returned workspace, and every input box is checked on the
+/// device.
 ///
 /// # Safety
-/// `in_lo` and `in_hi` must each point to `batch × input size` f32 values readable by the
-/// device (device or mapped page-locked memory), alive until `stream` is synchronised.
+/// `in_lo` and `in_hi` (`batch × input size` values each) must stay allocated, and unchanged,
+/// until `stream` is synchronised.
 unsafe fn run<'s>(
     model: &Model,
     batch: usize,
-    in_lo: *const f32,
-    in_hi: *const f32,
+    in_lo: Dev<'_, f32>,
+    in_hi: Dev<'_, f32>,
     upto: usize,
     stream: &'s Stream,
 ) -> Result<Run<'s>> {
+    let plan = plan(model)?;
     let b = u32_of(batch as u64, "batch")?;
-    let nodes = model.nodes();
-    let fused: Vec<bool> = (0..upto).map(|k| relu_fuses_into(nodes, k, upto)).collect();
-    let mma = i32::from(tensor_cores_allowed());
-    // Workspace layout: the box-check flag, then each node's lower and upper bounds (a fused
-    // ReLU shares the buffer of the linear or conv2d layer before it), each part 256-byte aligned.
-    let mut offsets = Vec::with_capacity(upto);
+    let tensor_cores = tensor_cores_allowed();
+    let parts = upto
+        .checked_sub(1)
+        .and_then(|k| plan.part_of(k))
+        .ok_or_else(|| VramError::invalid("model", "no nodes"))?
+        + 1;
+    // Workspace layout: the flag, then each part's lower and upper bounds, 256-byte aligned.
+    let mut part_at = Vec::with_capacity(parts);
     let mut total: usize = 256;
-    for (k, node) in nodes.iter().take(upto).enumerate() {
-        if k > 0 && fused[k - 1] {
-            offsets.push(offsets[k - 1]);
-            continue;
-        }
-        let n = batch
-            .checked_mul(node.size() as usize)
-            .ok_or_else(|| VramError::out_of_memory("bounds too large"))?;
-        offsets.push((total, n));
-        total = total
-            .checked_add((2 * n * 8).next_multiple_of(256))
-            .ok_or_else(|| VramError::out_of_memory("bounds too large"))?;
+    for &size in plan.part_sizes().iter().take(parts) {
+        let n = usize::try_from(size)
+            .ok()
+            .and_then(|s| s.checked_mul(batch))
+            .ok_or_else(too_large)?;
+        part_at.push((total, n));
+        total = n
+            .checked_mul(16)
+            .and_then(|b| b.checked_next_multiple_of(256))
+            .and_then(|b| total.checked_add(b))
+            .ok_or_else(too_large)?;
     }
-    let mem = DeviceAlloc::scratch(total, stream, "IBP workspace")?;
-    let base = mem.ptr();
-    let values: Vec<Bounds> = offsets
+    let at = (0..upto)
+        .map(|k| plan.part_of(k).and_then(|p| part_at.get(p).copied()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| VramError::invalid("model", "a node without a workspace part"))?;
+    let run = Run {
+        workspace: DeviceAlloc::scratch(total, stream, "IBP workspace")?,
+        at,
+    };
+    // SAFETY: the caller's boxes (this function's contract); the bounds and the flag are views
+    // of the workspace, which is freed on this stream after everything queued here.
+    unsafe { launch::ibp_to_f64(in_lo, in_hi, run.bounds(0)?, run.flag()?, stream) }?;
+    for (k, (step, node)) in plan
+        .steps()
         .iter()
-        .map(|&(off, n)| Bounds {
-            lo: base.wrapping_add(off).cast(),
-            hi: base.wrapping_add(off + 8 * n).cast(),
-        })
-        .collect();
-    let bad: *mut u64 = base.cast();
-    let input = values[0];
-    let n_in = batch * model.input_size();
-    // SAFETY: the caller's boxes hold n_in floats each in device memory (caller's contract);
-    // the destination views hold n_in values each inside the workspace; the flag's 8 bytes
-    // (which the launcher sets to all ones first) lie at the start of the workspace.
-    check(
-        unsafe {
-            ffi::lvk_ibp_to_f64(
-                in_lo,
-                in_hi,
-                input.lo(),
-                input.hi(),
-                n_in as u64,
-                bad,
-                stream.raw(),
-            )
-        },
-        "IBP input conversion",
-    )?;
-    for (k, node) in nodes.iter().enumerate().take(upto).skip(1) {
-        let n = batch * node.size() as usize;
-        let out = values[k];
-        let x = values
-            .get(node.input)
-            .ok_or_else(|| VramError::invalid("model", "dangling node input"))?;
-        let (xl, xh) = (x.lo().cast_const(), x.hi().cast_const());
-        // SAFETY (every launch below): all bound buffers hold batch × node size f64 values as
-        // allocated above; weight pointers are the sealed shards' device memory of the sizes
-        // the builder checked; everything stays allocated until the stream is synchronised.
-        let code = match &node.op {
-            Op::Input => 0,
-            Op::Normalize {
-                min,
-                max,
-                mean,
-                range,
-            } => {
-                let p: Vec<u8> = [min, max, mean, range]
-                    .iter()
-                    .flat_map(|v| v.iter().flat_map(|x| x.to_ne_bytes()))
-                    .collect();
-                let dev = DeviceAlloc::scratch(p.len(), stream, "normalisation")?;
-                // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
-                unsafe { copy_to_device(dev.ptr(), &p, stream) }?;
-                // SAFETY: buffers and weights as in the launch contract at the top of this match.
-                let c = unsafe {
-                    ffi::lvk_ibp_normalize(
-                        dev.ptr().cast(),
-                        min.len() as u32,
-                        n as u64,
-                        xl,
-                        xh,
-                        out.lo(),
-                        out.hi(),
-                        stream.raw(),
-                    )
-                };
-                drop(dev); // stream-ordered free, after the kernel
-                c
+        .zip(model.nodes())
+        .enumerate()
+        .take(upto)
+        .skip(1)
+    {
+        let (x, out) = (run.bounds(node.input)?, run.bounds(k)?);
+        // SAFETY (every launch below): the bounds are views of the workspace (a node's output
+        // part is never one of its inputs'), the weights views of the model's sealed shards
+        // and the constants of its plan, all alive until the stream is synchronised.
+        match step {
+            Step::Input | Step::FusedRelu => {}
+            Step::Normalize { at, features } => {
+                let consts = plan.consts(*at, 4 * *features as usize)?;
+                // SAFETY: as above.
+                unsafe { launch::ibp_normalize(consts, *features, x, out, stream) }?;
             }
-            Op::Linear {
-                in_features,
-                out_features,
+            Step::Linear {
                 weight,
                 bias,
+                in_f,
+                out_f,
+                relu,
             } => {
-                let w = param_ptr(model, *weight)?;
-                let bp = match bias {
-                    Some(i) => param_ptr(model, *i)?,
-                    None => std::ptr::null(),
-                };
-                let (fi, fo) = (
-                    u32_of(*in_features, "in_features")?,
-                    u32_of(*out_features, "out_features")?,
-                );
-                // SAFETY: buffers and weights as in the launch contract at the top of this match.
+                let p = weights(model, *weight, *bias)?;
+                // SAFETY: as above.
                 unsafe {
-                    ffi::lvk_ibp_linear(
-                        w,
-                        bp,
-                        fi,
-                        fo,
-                        b,
-                        xl,
-                        xh,
-                        out.lo(),
-                        out.hi(),
-                        i32::from(fused[k]),
-                        mma,
-                        stream.raw(),
-                    )
-                }
+                    launch::ibp_linear(p, *in_f, *out_f, b, x, out, *relu, tensor_cores, stream)
+                }?;
             }
-            Op::Relu if fused[k - 1] => 0, // applied by the linear layer before it
-            Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh | Op::Flatten => {
-                let (kind, alpha) = match node.op {
-                    Op::Relu => (0, 0.0),
-                    Op::LeakyRelu { alpha } => (1, f64::from(alpha)),
-                    Op::Sigmoid => (2, 0.0),
-                    Op::Tanh => (3, 0.0),
-                    _ => (4, 0.0), // flatten: the same values (item-major layout is unchanged)
-                };
-                // SAFETY: buffers and weights as in the launch contract at the top of this match.
+            // SAFETY: as above.
+            Step::Activation(act) => unsafe { launch::ibp_activation(*act, x, out, stream) }?,
+            Step::Add { other } => {
+                let y = run.bounds(*other)?;
+                // SAFETY: as above.
+                unsafe { launch::ibp_add(x, y, out, stream) }?;
+            }
+            Step::Conv {
+                weight,
+                bias,
+                shape,
+                relu,
+            } => {
+                let p = weights(model, *weight, *bias)?;
+                // SAFETY: as above.
+                unsafe { launch::ibp_conv2d(p, shape, b, x, out, *relu, tensor_cores, stream) }?;
+            }
+            Step::Pool { is_max, shape } => {
+                // SAFETY: as above.
+                unsafe { launch::ibp_pool(*is_max, shape, b, x, out, stream) }?;
+            }
+            Step::BatchNorm {
+                params,
+                eps,
+                channels,
+                per_channel,
+            } => {
+                let p = param(model, *params)?;
+                // SAFETY: as above.
                 unsafe {
-                    ffi::lvk_ibp_activation(
-                        kind,
-                        alpha,
-                        n as u64,
-                        xl,
-                        xh,
-                        out.lo(),
-                        out.hi(),
-                        stream.raw(),
-                    )
-                }
+                    launch::ibp_batchnorm(p, *eps, *channels, *per_channel, b, x, out, stream)
+                }?;
             }
-            Op::Add { other } => {
-                let y = values
-                    .get(*other)
-                    .ok_or_else(|| VramError::invalid("model", "dangling add input"))?;
-                // SAFETY: buffers and weights as in the launch contract at the top of this match.
-                unsafe {
-                    ffi::lvk_ibp_add(
-                        n as u64,
-                        xl,
-                        xh,
-                        y.lo(),
-                        y.hi(),
-                        out.lo(),
-                        out.hi(),
-                        stream.raw(),
-                    )
-                }
-            }
-            Op::Conv2d { conv, weight, bias } => {
-                let w = param_ptr(model, *weight)?;
-                let bp = match bias {
-                    Some(i) => param_ptr(model, *i)?,
-                    None => std::ptr::null(),
-                };
-                let ins = &model.nodes()[node.input].shape;
-                let dims = [
-                    ins[0],
-                    ins[1],
-                    ins[2],
-                    conv.cout,
-                    node.shape[1],
-                    node.shape[2],
-                    conv.kh,
-                    conv.kw,
-                    conv.stride[0],
-                    conv.stride[1],
-                    conv.padding[0],
-                    conv.padding[1],
-                    conv.dilation[0],
-                    conv.dilation[1],
-                    conv.groups,
-                ];
-                let shape: Vec<u32> = dims
-                    .iter()
-                    .map(|&d| u32_of(d, "conv2d shape"))
-                    .collect::<Result<_>>()?;
-                // SAFETY: buffers and weights as in the launch contract at the top of this match.
-                unsafe {
-                    ffi::lvk_ibp_conv2d(
-                        w,
-                        bp,
-                        shape.as_ptr(),
-                        b,
-                        xl,
-                        xh,
-                        out.lo(),
-                        out.hi(),
-                        i32::from(fused[k]),
-                        mma,
-                        stream.raw(),
-                    )
-                }
-            }
-            Op::AvgPool2d(p) | Op::MaxPool2d(p) => {
-                let ins = &model.nodes()[node.input].shape;
-                let dims = [
-                    ins[0],
-                    ins[1],
-                    ins[2],
-                    node.shape[1],
-                    node.shape[2],
-                    p.kernel[0],
-                    p.kernel[1],
-                    p.stride[0],
-                    p.stride[1],
-                    p.padding[0],
-                    p.padding[1],
-                ];
-                let shape: Vec<u32> = dims
-                    .iter()
-                    .map(|&d| u32_of(d, "pool shape"))
-                    .collect::<Result<_>>()?;
-                let is_max = i32::from(matches!(node.op, Op::MaxPool2d(_)));
-                // SAFETY: buffers and weights as in the launch contract at the top of this match.
-                unsafe {
-                    ffi::lvk_ibp_pool(
-                        is_max,
-                        shape.as_ptr(),
-                        b,
-                        xl,
-                        xh,
-                        out.lo(),
-                        out.hi(),
-                        stream.raw(),
-                    )
-                }
-            }
-            Op::BatchNorm { params, eps } => {
-                let p = param_ptr(model, *params)?;
-                let channels = u32_of(node.shape[0], "channels")?;
-                let per_channel = u32_of(node.size() / node.shape[0].max(1), "batchnorm size")?;
-                // SAFETY: buffers and weights as in the launch contract at the top of this match.
-                unsafe {
-                    ffi::lvk_ibp_batchnorm(
-                        p,
-                        *eps,
-                        channels,
-                        per_channel,
-                        b,
-                        xl,
-                        xh,
-                        out.lo(),
-                        out.hi(),
-                        stream.raw(),
-                    )
-                }
-            }
-        };
-        check(code, &format!("IBP {} kernel", node.kind()))?;
+        }
     }
-    Ok(Run {
-        _workspace: mem,
-        values,
-        bad: bad.cast_const(),
-    })
+    Ok(run)
 }
 
-/// Where the caller wants the f32 bounds: in host or in device memory.
-#[derive(Clone, Copy)]
-struct Out {
-    lo: *mut f32,
-    hi: *mut f32,
-    host: bool,
+/// Where the caller wants the f32 bounds.
+enum Out<'a> {
+    Host(&'a mut [f32], &'a mut [f32]),
+    Device(Dev<'a, f32>, Dev<'a, f32>),
 }
 
 /// Waits for the queued work and fails if an input box was NaN or had lower > upper.
-///
-/// # Safety
-/// `bad` must be the 8-byte device flag of a queued run on `stream`.
-unsafe fn inputs_ok(bad: *const u64, stream: &Stream) -> Result<()> {
+fn inputs_ok(run: &Run<'_>, stream: &Stream) -> Result<()> {
     let mut first_bad = [0u8; 8];
-    // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
-    unsafe { copy_to_host(&mut first_bad, bad.cast(), stream) }?;
+    let flag = run.flag()?;
+    // SAFETY: the flag's 8 bytes lie in the run's workspace, alive until after the
+    // synchronisation below.
+    unsafe { copy_to_host(&mut first_bad, flag.as_ptr().cast(), stream) }?;
     stream.sync()?;
     first_bad_ok(u64::from_ne_bytes(first_bad))
 }
@@ -431,6 +260,15 @@ fn host_len(dims: &[usize]) -> Result<usize> {
         .ok_or_else(|| VramError::out_of_memory("IBP host buffer: size overflows"))
 }
 
+/// Queues a copy of `view` to the host; the bytes are there once `stream` is synchronised.
+fn fetch<T: super::Plain>(view: Dev<'_, T>, stream: &Stream) -> Result<Vec<u8>> {
+    let mut bytes = try_vec(host_len(&[view.len(), size_of::<T>()])?, 0u8, "IBP bounds")?;
+    // SAFETY: the view holds exactly the destination's length and borrows memory alive until
+    // the caller's synchronisation; a copy to pageable memory has landed when this returns.
+    unsafe { copy_to_host(&mut bytes, view.as_ptr().cast_const().cast(), stream) }?;
+    Ok(bytes)
+}
+
 fn f64s(bytes: &[u8]) -> Result<Vec<f64>> {
     let mut v = try_with_capacity(bytes.len() / 8, "IBP bounds")?;
     v.extend(
@@ -453,16 +291,12 @@ fn f32s(bytes: &[u8]) -> Result<Vec<f32>> {
 
 /// Bounds on C·y + d with C folded into the final linear layer, whose input box, weight and
 /// bias are fetched from the device and combined on the host (cpu::fold_spec_linear).
-///
-/// # Safety
-/// `values` must be the bounds of a run of `batch` items queued on `stream`, and `out` must
-/// hold `batch × spec.rows` writable floats each where it says (host or device memory).
-unsafe fn fold_on_host(
+fn fold_on_host(
     model: &Model,
     batch: usize,
-    values: &[Bounds],
+    run: &Run<'_>,
     spec: &Spec,
-    out: Out,
+    out: Out<'_>,
     stream: &Stream,
 ) -> Result<()> {
     let last = model
@@ -482,32 +316,25 @@ unsafe fn fold_on_host(
         ));
     };
     let (fi, fo) = (*in_features as usize, *out_features as usize);
-    let x = values
-        .get(last.input)
-        .ok_or_else(|| VramError::invalid("model", "dangling node input"))?;
-    let n_x = host_len(&[batch, fi, 8])?;
-    let (mut xl, mut xh) = (
-        try_vec(n_x, 0u8, "IBP bounds")?,
-        try_vec(n_x, 0u8, "IBP bounds")?,
-    );
-    // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
-    unsafe { copy_to_host(&mut xl, x.lo.cast_const().cast(), stream) }?;
-    // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
-    unsafe { copy_to_host(&mut xh, x.hi.cast_const().cast(), stream) }?;
-    let mut w = try_vec(host_len(&[fi, fo, 4])?, 0u8, "IBP weights")?;
-    // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
-    unsafe { copy_to_host(&mut w, param_ptr(model, *weight)?.cast(), stream) }?;
+    let x = run.bounds(last.input)?;
+    let (xl, xh) = (fetch(x.lo(), stream)?, fetch(x.hi(), stream)?);
+    let w = fetch(
+        param(model, *weight)?.part(0, host_len(&[fi, fo])?)?,
+        stream,
+    )?;
     let b = match bias {
-        Some(i) => {
-            let mut b = try_vec(host_len(&[fo, 4])?, 0u8, "IBP weights")?;
-            // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
-            unsafe { copy_to_host(&mut b, param_ptr(model, *i)?.cast(), stream) }?;
-            Some(f32s(&b)?)
-        }
+        Some(i) => Some(fetch(param(model, *i)?.part(0, fo)?, stream)?),
         None => None,
     };
     stream.sync()?;
+    let b = b.as_deref().map(f32s).transpose()?;
     let (w, xl, xh) = (f32s(&w)?, f64s(&xl)?, f64s(&xh)?);
+    if xl.len() != batch * fi {
+        return Err(VramError::invalid(
+            "model",
+            "the last layer's input does not match",
+        ));
+    }
     let n_r = host_len(&[batch, spec.rows])?;
     let (mut rl, mut rh) = (
         try_vec(n_r, 0f32, "IBP bounds")?,
@@ -525,154 +352,157 @@ unsafe fn fold_on_host(
         &mut rl,
         &mut rh,
     )?;
-    // SAFETY: `out` holds batch × rows floats (this function's contract).
-    unsafe { write_out(&rl, &rh, out, stream) }
+    write_out(&rl, &rh, out, stream)
+}
+
+/// C·y + d applied to the output box on the host (no final linear layer to fold into: sound).
+fn spec_on_output(
+    model: &Model,
+    batch: usize,
+    run: &Run<'_>,
+    s: &Spec,
+    out: Out<'_>,
+    stream: &Stream,
+) -> Result<()> {
+    let last = run.last()?;
+    let (lo, hi) = (fetch(last.lo(), stream)?, fetch(last.hi(), stream)?);
+    stream.sync()?;
+    let (lo, hi) = (f64s(&lo)?, f64s(&hi)?);
+    let (m, out_n) = (s.rows, model.output_size());
+    if lo.len() != batch * out_n {
+        return Err(VramError::invalid("model", "the output does not match"));
+    }
+    let mut rl = try_vec(host_len(&[batch, m])?, 0f32, "IBP bounds")?;
+    let mut rh = try_vec(host_len(&[batch, m])?, 0f32, "IBP bounds")?;
+    for ((l, h), ((rl, rh), _)) in lo
+        .chunks(out_n.max(1))
+        .zip(hi.chunks(out_n.max(1)))
+        .zip(rl.chunks_mut(m).zip(rh.chunks_mut(m)).zip(0..batch))
+    {
+        for (k, (rl, rh)) in rl.iter_mut().zip(rh.iter_mut()).enumerate() {
+            let mut acc = super::round::SoundAcc::default();
+            for (i, (&xl, &xh)) in l.iter().zip(h).enumerate() {
+                acc.term(f64::from(s.c[k * out_n + i]), xl, xh);
+            }
+            acc.constant(f64::from(s.d.get(k).copied().unwrap_or(0.0)));
+            (*rl, *rh) = acc.finish();
+        }
+    }
+    write_out(&rl, &rh, out, stream)
 }
 
 /// Rounds the final f64 bounds to f32 into `out`, or applies a spec on the host; one
 /// synchronisation, and nothing is written when an input box was bad. Small host outputs
 /// pass through `stage`, which receives the input check's flag in every case.
-///
-/// # Safety
-/// `run` must have been queued on `stream` for `batch` items, and `out` must hold the output
-/// (or spec) bounds' count of writable floats each where it says (host or device memory).
-unsafe fn finish(
+fn finish(
     model: &Model,
     batch: usize,
     run: &Run<'_>,
     spec: Option<&Spec>,
-    out: Out,
+    out: Out<'_>,
     stream: &Stream,
     stage: &Stage<'_>,
 ) -> Result<()> {
-    let (values, bad) = (&run.values[..], run.bad);
-    let n = batch * model.output_size();
-    if spec.is_some() {
-        // SAFETY: `bad` is the flag of `run`, queued on `stream` (this function's contract).
-        unsafe { inputs_ok(bad, stream) }?;
-    }
-    if let (Some(s), true) = (spec, values.len() < model.nodes().len()) {
-        // SAFETY: this function's contract covers `run` and `out`.
-        return unsafe { fold_on_host(model, batch, values, s, out, stream) };
-    }
-    let last = values
-        .last()
-        .ok_or_else(|| VramError::invalid("model", "no nodes"))?;
     if let Some(s) = spec {
-        // No final linear layer to fold into: C is applied to the output box (sound).
-        let mut lo = try_vec(host_len(&[n, 8])?, 0u8, "IBP bounds")?;
-        let mut hi = try_vec(host_len(&[n, 8])?, 0u8, "IBP bounds")?;
-        // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
-        unsafe { copy_to_host(&mut lo, last.lo.cast_const().cast(), stream) }?;
-        // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
-        unsafe { copy_to_host(&mut hi, last.hi.cast_const().cast(), stream) }?;
-        stream.sync()?;
-        let (lo, hi) = (f64s(&lo)?, f64s(&hi)?);
-        let m = s.rows;
-        let out_n = model.output_size();
-        let mut rl = try_vec(host_len(&[batch, m])?, 0f32, "IBP bounds")?;
-        let mut rh = try_vec(host_len(&[batch, m])?, 0f32, "IBP bounds")?;
-        for b in 0..batch {
-            for k in 0..m {
-                let mut acc = super::round::SoundAcc::default();
-                for i in 0..out_n {
-                    acc.term(
-                        f64::from(s.c[k * out_n + i]),
-                        lo[b * out_n + i],
-                        hi[b * out_n + i],
-                    );
-                }
-                acc.constant(f64::from(s.d.get(k).copied().unwrap_or(0.0)));
-                let (l, h) = acc.finish();
-                rl[b * m + k] = l;
-                rh[b * m + k] = h;
-            }
-        }
-        // SAFETY: `out` holds batch × rows floats (this function's contract).
-        return unsafe { write_out(&rl, &rh, out, stream) };
+        inputs_ok(run, stream)?;
+        return if run.ran_all(model) {
+            spec_on_output(model, batch, run, s, out, stream)
+        } else {
+            fold_on_host(model, batch, run, s, out, stream)
+        };
     }
+    let last = run.last()?;
+    let n = last.len();
     // Host outputs: written by the kernel into the staging memory when small, else into
     // device scratch and copied.
-    let staged = if out.host && stages(8 * n) {
-        Some((stage.floats(0, n)?, stage.floats(n, n)?))
-    } else {
-        None
-    };
-    let scratch = if out.host && staged.is_none() {
-        Some(DeviceAlloc::scratch(n * 8, stream, "IBP outputs")?)
-    } else {
-        None
-    };
-    let (dst_lo, dst_hi) = match (&staged, &scratch) {
-        (Some((lo, hi)), _) => (*lo, *hi),
-        (None, Some(scratch)) => {
-            let lo: *mut f32 = scratch.ptr().cast();
-            (lo, lo.wrapping_add(n))
+    let scratch;
+    let (dst_lo, dst_hi) = match &out {
+        Out::Device(lo, hi) => (*lo, *hi),
+        Out::Host(..) if stages(8 * n) => (stage.floats(0, n)?, stage.floats(n, n)?),
+        Out::Host(..) => {
+            scratch = DeviceAlloc::scratch(n * 8, stream, "IBP outputs")?;
+            (scratch.view(0, n)?, scratch.view(4 * n, n)?)
         }
-        (None, None) => (out.lo, out.hi),
     };
-    // SAFETY: n values in each source and destination (the caller's device buffers, the
-    // staging memory or the scratch above); the kernel writes nothing unless the input flag
-    // is clear, and copies the flag into the staging memory.
-    check(
-        unsafe {
-            ffi::lvk_ibp_to_f32(
-                last.lo(),
-                last.hi(),
-                dst_lo,
-                dst_hi,
-                n as u64,
-                bad,
-                stage.flag(),
-                stream.raw(),
-            )
-        },
-        "IBP output conversion",
-    )?;
-    if let Some(scratch) = &scratch {
-        // SAFETY: `out` are the caller's host buffers of n floats (checked by the caller).
-        let (ol, oh) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(out.lo.cast::<u8>(), n * 4),
-                std::slice::from_raw_parts_mut(out.hi.cast::<u8>(), n * 4),
-            )
-        };
-        // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
-        unsafe { copy_to_host(ol, scratch.ptr(), stream) }?;
-        // SAFETY: the source holds the destination's length (a node's bounds or a sealed weight of the shapes the builder checked) and outlives the stream's synchronisation.
-        unsafe { copy_to_host(oh, scratch.ptr().wrapping_add(n * 4), stream) }?;
+    // SAFETY: the final bounds are views of the run's workspace, the destinations the
+    // caller's device buffers (checked to hold n values) or views of the staging memory or
+    // the scratch above; all alive until the synchronisation below. The kernel writes nothing
+    // unless the input flag is clear, and copies the flag into the staging memory.
+    unsafe {
+        launch::ibp_to_f32(
+            last,
+            dst_lo,
+            dst_hi,
+            run.flag()?,
+            Some(stage.flag()?),
+            stream,
+        )
+    }?;
+    if let Out::Host(lo, hi) = out {
+        if lo.len() != n || hi.len() != n {
+            stream.sync()?;
+            return Err(VramError::invalid("out_lower/out_upper", "wrong length"));
+        }
+        let staged = stages(8 * n);
+        if !staged {
+            // SAFETY: the sources hold n floats each (views of the scratch above), alive until
+            // the synchronisation below; the destinations are the caller's slices.
+            unsafe {
+                copy_to_host(
+                    f32_bytes_mut(lo),
+                    dst_lo.as_ptr().cast_const().cast(),
+                    stream,
+                )?;
+                copy_to_host(
+                    f32_bytes_mut(hi),
+                    dst_hi.as_ptr().cast_const().cast(),
+                    stream,
+                )?;
+            }
+        }
+        stream.sync()?;
+        first_bad_ok(stage.read_flag())?;
+        if staged {
+            // SAFETY: n floats each in the staging memory, written by the kernel that the
+            // synchronisation above waited for; the destinations are the caller's slices.
+            unsafe {
+                std::ptr::copy_nonoverlapping(dst_lo.as_ptr().cast_const(), lo.as_mut_ptr(), n);
+                std::ptr::copy_nonoverlapping(dst_hi.as_ptr().cast_const(), hi.as_mut_ptr(), n);
+            }
+        }
+        return Ok(());
     }
     stream.sync()?;
-    first_bad_ok(stage.read_flag())?;
-    if let Some((lo, hi)) = staged {
-        // SAFETY: n floats each, written by the kernel that the synchronisation above waited
-        // for, copied into the caller's host buffers of n floats (checked by the caller).
-        unsafe {
-            std::ptr::copy_nonoverlapping(lo.cast_const(), out.lo, n);
-            std::ptr::copy_nonoverlapping(hi.cast_const(), out.hi, n);
-        }
-    }
-    Ok(())
+    first_bad_ok(stage.read_flag())
+}
+
+fn f32_bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    super::plain_bytes_mut(v)
 }
 
 /// Writes host-computed bounds to `out`.
-///
-/// # Safety
-/// `out` must hold `lo.len()` writable floats each where it says (host or device memory).
-unsafe fn write_out(lo: &[f32], hi: &[f32], out: Out, stream: &Stream) -> Result<()> {
-    if out.host {
-        // SAFETY: `out` are the caller's host buffers of lo.len() floats.
-        unsafe {
-            std::ptr::copy_nonoverlapping(lo.as_ptr(), out.lo, lo.len());
-            std::ptr::copy_nonoverlapping(hi.as_ptr(), out.hi, hi.len());
+fn write_out(lo: &[f32], hi: &[f32], out: Out<'_>, stream: &Stream) -> Result<()> {
+    match out {
+        Out::Host(ol, oh) => {
+            if ol.len() != lo.len() || oh.len() != hi.len() {
+                return Err(VramError::invalid("out_lower/out_upper", "wrong length"));
+            }
+            ol.copy_from_slice(lo);
+            oh.copy_from_slice(hi);
+            Ok(())
         }
-        Ok(())
-    } else {
-        // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
-        unsafe { copy_to_device(out.lo.cast(), f32_bytes(lo), stream) }?;
-        // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
-        unsafe { copy_to_device(out.hi.cast(), f32_bytes(hi), stream) }?;
-        stream.sync()
+        Out::Device(ol, oh) => {
+            if ol.len() != lo.len() || oh.len() != hi.len() {
+                return Err(VramError::invalid("out_lower/out_upper", "wrong length"));
+            }
+            // SAFETY: the destinations are the caller's device buffers of exactly the sources'
+            // lengths; the sources outlive the synchronisation below.
+            unsafe {
+                copy_to_device(ol.as_ptr().cast(), f32_bytes(lo), stream)?;
+                copy_to_device(oh.as_ptr().cast(), f32_bytes(hi), stream)?;
+            }
+            stream.sync()
+        }
     }
 }
 
@@ -689,6 +519,9 @@ pub fn propagate(
     let _scope = DeviceScope::enter(dev)?;
     let stream = stream_for(stream, dev)?;
     let n_in = req.in_lo.len();
+    if req.in_hi.len() != n_in {
+        return Err(VramError::invalid("in_lower/in_upper", "different lengths"));
+    }
     let (in_bytes, out_bytes) = (n_in.saturating_mul(8), out_lo.len().saturating_mul(8));
     let small_in = stages(in_bytes);
     // Inputs and outputs share the staging memory: the kernels that read the inputs come
@@ -698,36 +531,36 @@ pub fn propagate(
         .filter(|&b| stages(b))
         .max();
     with_stage(FLAG_BYTES + staged.unwrap_or(0), &stream, |stage| {
-        let (dl, dh);
-        let (il, ih): (*const f32, *const f32) = if small_in {
+        let scratch;
+        let (il, ih) = if small_in {
             let (l, h) = (stage.floats(0, n_in)?, stage.floats(n_in, n_in)?);
             // SAFETY: n_in floats each, inside the staging memory (checked by `floats`),
             // which no queued work uses: every call on this thread ends synchronised.
             unsafe {
-                std::ptr::copy_nonoverlapping(req.in_lo.as_ptr(), l, n_in);
-                std::ptr::copy_nonoverlapping(req.in_hi.as_ptr(), h, n_in);
+                std::ptr::copy_nonoverlapping(req.in_lo.as_ptr(), l.as_ptr(), n_in);
+                std::ptr::copy_nonoverlapping(req.in_hi.as_ptr(), h.as_ptr(), n_in);
             }
             (l, h)
         } else {
-            dl = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
-            dh = DeviceAlloc::scratch(n_in * 4, &stream, "IBP inputs")?;
-            // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
-            unsafe { copy_to_device(dl.ptr(), f32_bytes(req.in_lo), &stream) }?;
-            // SAFETY: the destination holds the source's length (allocated above, or the caller's buffer of that many floats per the function's contract) and outlives the stream's synchronisation.
-            unsafe { copy_to_device(dh.ptr(), f32_bytes(req.in_hi), &stream) }?;
-            (dl.ptr().cast(), dh.ptr().cast())
+            scratch = DeviceAlloc::scratch(n_in * 8, &stream, "IBP inputs")?;
+            let (l, h) = (
+                scratch.view::<f32>(0, n_in)?,
+                scratch.view::<f32>(4 * n_in, n_in)?,
+            );
+            // SAFETY: the destinations hold n_in floats each (views of the scratch above); the
+            // sources are the caller's slices, which outlive the call's synchronisation.
+            unsafe {
+                copy_to_device(l.as_ptr().cast(), f32_bytes(req.in_lo), &stream)?;
+                copy_to_device(h.as_ptr().cast(), f32_bytes(req.in_hi), &stream)?;
+            }
+            (l, h)
         };
         let upto = nodes_to_run(model, req.spec);
-        // SAFETY: `il`/`ih` hold n_in floats each in the staging memory or device scratch
-        // above, alive until the call's synchronisation.
+        // SAFETY: the boxes are views of the staging memory or the scratch above, alive and
+        // unchanged until the call's synchronisation.
         let run = unsafe { run(model, req.batch, il, ih, upto, &stream) }?;
-        let out = Out {
-            lo: out_lo.as_mut_ptr(),
-            hi: out_hi.as_mut_ptr(),
-            host: true,
-        };
-        // SAFETY: `out` are the caller's host slices of the output count.
-        unsafe { finish(model, req.batch, &run, req.spec, out, &stream, stage) }
+        let out = Out::Host(out_lo, out_hi);
+        finish(model, req.batch, &run, req.spec, out, &stream, stage)
     })
 }
 
@@ -748,24 +581,28 @@ pub unsafe fn propagate_device(
     let dev = device(model)?;
     let _scope = DeviceScope::enter(dev)?;
     let stream = stream_for(stream, dev)?;
+    let n_in = host_len(&[batch, model.input_size()])?;
+    let n_out = host_len(&[batch, spec.map_or(model.output_size(), |s| s.rows)])?;
+    // SAFETY: the caller's device buffers of these lengths (this function's contract).
+    let (il, ih, ol, oh) = unsafe {
+        (
+            Dev::from_raw(inp[0].cast_mut(), n_in),
+            Dev::from_raw(inp[1].cast_mut(), n_in),
+            Dev::from_raw(out[0], n_out),
+            Dev::from_raw(out[1], n_out),
+        )
+    };
     with_stage(FLAG_BYTES, &stream, |stage| {
         // SAFETY: the caller's device boxes (this function's contract).
-        let run = unsafe {
-            run(
-                model,
-                batch,
-                inp[0],
-                inp[1],
-                nodes_to_run(model, spec),
-                &stream,
-            )
-        }?;
-        let out = Out {
-            lo: out[0],
-            hi: out[1],
-            host: false,
-        };
-        // SAFETY: the caller's device outputs (this function's contract).
-        unsafe { finish(model, batch, &run, spec, out, &stream, stage) }
+        let run = unsafe { run(model, batch, il, ih, nodes_to_run(model, spec), &stream) }?;
+        finish(
+            model,
+            batch,
+            &run,
+            spec,
+            Out::Device(ol, oh),
+            &stream,
+            stage,
+        )
     })
 }

@@ -9,14 +9,13 @@
 use std::ffi::c_void;
 
 use super::chain::LinearBatch as Bounds;
-use super::gpu::{device, param_ptr, stream_for, u32_of};
+use super::gpu::{device, plan, stream_for, u32_of};
 use super::gpu_entry::{NO_SLOT, StoreUse};
 use super::model::Model;
-use super::round::gamma;
 use super::{plain_bytes, plain_bytes_mut};
-use crate::backend::cuda::ffi::{self, LvkCrownLayer, LvkCrownStore, check};
+use crate::backend::cuda::launch::{self, CrownStore, Dev, DevBounds};
 use crate::backend::cuda::runtime::{
-    DeviceAlloc, DeviceScope, Stream, copy_to_device, copy_to_host, free_now,
+    DeviceAlloc, DeviceMem, DeviceScope, copy_to_device, copy_to_host, mem_info,
 };
 use crate::error::{Result, VramError};
 use crate::fallible::try_vec;
@@ -28,43 +27,28 @@ const MAX_BATCH: usize = 1 << 15;
 /// bound's open boxes: a sub-box starts from its parent's, which hold inside it). One
 /// allocation of `slots` slots; ids handed out from a free list.
 pub struct NodeStore {
-    ptr: *mut u8,
+    mem: DeviceMem,
     slots: u32,
-    device: i32,
+    slot_len: usize,
     free: std::sync::Mutex<Vec<u32>>,
 }
-
-// SAFETY: a device address is a number on the host; the slots' bytes are only touched by
-// kernels that the free list gives disjoint slots to.
-unsafe impl Send for NodeStore {}
-// SAFETY: as for Send; the free list is behind a mutex.
-unsafe impl Sync for NodeStore {}
 
 impl NodeStore {
     /// A store for `model` (CUDA-backed, a dense chain): as many slots as fit in 2 GiB or a
     /// quarter of the GPU's free memory, whichever is less, at most 2^20.
     pub fn new(model: &Model) -> Result<Self> {
-        let chain = model.chain()?;
-        let total_out: usize = chain.layers.iter().map(|l| l.out_f as usize).sum();
-        let slot_bytes = (2 * total_out * 8).max(8);
+        let table = plan(model)?.crown()?;
+        let slot_len = 2 * table.total_out() as usize;
+        let slot_bytes = (slot_len * 8).max(8);
         let dev = device(model)?;
         let _scope = DeviceScope::enter(dev)?;
-        let (mut free, mut total) = (0usize, 0usize);
-        // SAFETY: writes two values through valid pointers.
-        check(
-            unsafe { ffi::lvk_mem_info(&mut free, &mut total) },
-            "cudaMemGetInfo",
-        )?;
+        let (free, _) = mem_info()?;
         let budget = (free / 4).min(2 << 30);
         let slots = (budget / slot_bytes).clamp(1, 1 << 20);
-        let stream = Stream::new()?;
-        let mem = DeviceAlloc::new(slots * slot_bytes, &stream, "linear bounds: node store")?;
-        let ptr = mem.release();
-        stream.sync()?;
         Ok(Self {
-            ptr,
+            mem: DeviceMem::new(dev, slots * slot_bytes, &[], "linear bounds: node store")?,
             slots: slots as u32,
-            device: dev,
+            slot_len,
             free: std::sync::Mutex::new((0..slots as u32).rev().collect()),
         })
     }
@@ -84,13 +68,10 @@ impl NodeStore {
                 .push(id);
         }
     }
-}
 
-impl Drop for NodeStore {
-    fn drop(&mut self) {
-        // SAFETY: memory from lvk_malloc_async in `new`, freed once; every kernel that used it
-        // was waited for by the call that launched it.
-        unsafe { free_now(self.device, self.ptr.cast()) };
+    /// Every slot, as the kernel reads and writes them.
+    fn nodes(&self) -> Result<Dev<'_, f64>> {
+        self.mem.view(0, self.slots as usize * self.slot_len)
     }
 }
 
@@ -179,82 +160,25 @@ pub fn bound(
     let (mut zlo, mut zhi) = (lo.to_vec(), hi.to_vec());
     chain.prefix_boxes(model.nodes(), &mut zlo, &mut zhi);
 
+    let table = plan(model)?.crown()?;
     let dev = device(model)?;
     let _scope = DeviceScope::enter(dev)?;
     let stream = stream_for(stream, dev)?;
-    let n_layers = u32_of(chain.layers.len() as u64, "layers")?;
-    let width = chain
-        .layers
-        .iter()
-        .map(|l| l.in_f.max(l.out_f))
-        .max()
-        .unwrap_or(0)
-        .max(u32_of(n_x as u64, "input size")?);
-    let total_out: u32 = chain
-        .layers
-        .iter()
-        .try_fold(0u32, |a, l| a.checked_add(l.out_f))
-        .ok_or_else(|| VramError::invalid("model", "too large for the GPU linear bounds"))?;
-    let (mut rp, mut smem) = (0u32, 0usize);
-    // SAFETY: writes two values through valid pointers.
-    check(
-        unsafe {
-            ffi::lvk_crown_rows_per_pass(
-                n_layers,
-                n_x as u32,
-                width,
-                total_out,
-                u32_of(n_rows as u64, "rows")?,
-                &mut rp,
-                &mut smem,
-            )
-        },
-        "linear bounds: the layers are too wide for one block's shared memory",
-    )?;
+    let n_rows32 = u32_of(n_rows as u64, "rows")?;
 
-    // The per-call part: the layer table, its column maxima, the rows.
-    let mut plan = Layout { total: 0 };
-    let at_layers = plan.take(chain.layers.len() * size_of::<LvkCrownLayer>())?;
-    let colmax_len: usize = chain.layers.iter().map(|l| l.in_f as usize).sum();
-    let at_colmax = plan.take(colmax_len * 8)?;
-    let at_rows = plan.take(rows.len() * 8)?;
-    let fixed = DeviceAlloc::scratch(plan.total, &stream, "linear bounds: layer table")?;
-    let base = fixed.ptr();
-    let mut table = Vec::with_capacity(chain.layers.len());
-    let (mut colmax_at, mut offset) = (at_colmax, 0u32);
-    for l in &chain.layers {
-        table.push(LvkCrownLayer {
-            w: param_ptr(model, l.weight)?,
-            bias: match l.bias {
-                Some(b) => param_ptr(model, b)?,
-                None => std::ptr::null(),
-            },
-            colmax: base.wrapping_add(colmax_at).cast(),
-            gamma: gamma(u64::from(l.out_f) + 2) * (1.0 + 1e-9),
-            in_f: l.in_f,
-            out_f: l.out_f,
-            relu: u32::from(l.relu),
-            offset,
-        });
-        colmax_at += l.in_f as usize * 8;
-        offset += l.out_f;
-    }
-    // SAFETY: LvkCrownLayer is repr(C) and Copy, made of pointers, an f64 and u32s with no
-    // padding (48 bytes): its bytes are initialised.
-    let table_bytes = unsafe {
-        std::slice::from_raw_parts(table.as_ptr().cast::<u8>(), size_of_val(table.as_slice()))
-    };
-    let layers_dev: *const LvkCrownLayer = base.wrapping_add(at_layers).cast();
-    // SAFETY (both copies and the launch): the destinations lie inside `fixed`, sized above;
-    // the sources outlive the synchronisation at the end of every chunk below; the table's
-    // weight pointers are the sealed shards' device memory, of the sizes the builder checked.
+    // The per-call part: the rows, and the column maxima from the weights as they are now.
+    let mut fixed_parts = Layout { total: 0 };
+    let at_colmax = fixed_parts.take(table.colmax_len() * 8)?;
+    let at_rows = fixed_parts.take(rows.len() * 8)?;
+    let fixed = DeviceAlloc::scratch(fixed_parts.total, &stream, "linear bounds: rows")?;
+    let colmax = fixed.view::<f64>(at_colmax, table.colmax_len())?;
+    let rows_dev = fixed.view::<f64>(at_rows, rows.len())?;
+    // SAFETY: the rows' view holds exactly the copied values; the source outlives the
+    // synchronisation at the end of every chunk below; the column maxima are a view of the
+    // same scratch, and the table's weights are the model's sealed shards.
     unsafe {
-        copy_to_device(base.wrapping_add(at_layers), table_bytes, &stream)?;
-        copy_to_device(base.wrapping_add(at_rows), plain_bytes(rows), &stream)?;
-        check(
-            ffi::lvk_crown_colmax(layers_dev, n_layers, width, stream.raw()),
-            "linear bounds: column maxima",
-        )?;
+        copy_to_device(rows_dev.as_ptr().cast(), plain_bytes(rows), &stream)?;
+        launch::crown_colmax(table, colmax, &stream)?;
     }
 
     let mut first = 0;
@@ -269,89 +193,75 @@ pub fn bound(
         let at_coeffs = ws.take(if want_coeffs { b * n_rows * n_x * 8 } else { 0 })?;
         let at_slots = ws.take(if store.is_some() { 2 * b * 4 } else { 0 })?;
         let mem = DeviceAlloc::scratch(ws.total, &stream, "linear bounds workspace")?;
-        let ids: Vec<u32> = store.as_ref().map_or_else(Vec::new, |st| {
-            st.outer[first..first + b]
-                .iter()
-                .chain(&st.own[first..first + b])
-                .copied()
-                .collect()
-        });
-        let p = mem.ptr();
-        let kept = store.as_ref().map(|st| LvkCrownStore {
-            nodes: st.store.ptr.cast(),
-            slots: st.store.slots,
-            total_out,
-            outer_slot: p.wrapping_add(at_slots).cast(),
-            self_slot: p.wrapping_add(at_slots + 4 * b).cast(),
-        });
-        let boxes = first * n_x..(first + b) * n_x;
+        let boxes = DevBounds::new(mem.view(at_lo, b * n_x)?, mem.view(at_hi, b * n_x)?)?;
+        let lower = mem.view::<f64>(at_lower, b * n_rows)?;
+        let outs_dev = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
+        let coeffs = if want_coeffs {
+            Some(mem.view::<f64>(at_coeffs, b * n_rows * n_x)?)
+        } else {
+            None
+        };
+        let kept = match &store {
+            Some(st) => Some(CrownStore {
+                nodes: st.store.nodes()?,
+                outer: mem.view(at_slots, b)?,
+                own: mem.view(at_slots + 4 * b, b)?,
+            }),
+            None => None,
+        };
+        let box_range = first * n_x..(first + b) * n_x;
         let rows_of = first * n_rows..(first + b) * n_rows;
         let outs = first * n_out..(first + b) * n_out;
-        // SAFETY: every destination lies inside `mem` (sized above for b boxes) or is a host
-        // slice of exactly the copied length; all of them, and the sources, stay alive until
-        // the stream is synchronised at the end of this iteration.
+        // SAFETY: every destination is a view of `mem` of exactly the copied length, or a host
+        // slice of exactly the view's length; all of them, and the sources, stay alive until
+        // the stream is synchronised at the end of this iteration. The store's slots belong
+        // to this call's boxes (StoreUse's contract, checked against the store's size).
         unsafe {
             copy_to_device(
-                p.wrapping_add(at_lo),
-                plain_bytes(&zlo[boxes.clone()]),
+                boxes.lo().as_ptr().cast(),
+                plain_bytes(&zlo[box_range.clone()]),
                 &stream,
             )?;
             copy_to_device(
-                p.wrapping_add(at_hi),
-                plain_bytes(&zhi[boxes.clone()]),
+                boxes.hi().as_ptr().cast(),
+                plain_bytes(&zhi[box_range]),
                 &stream,
             )?;
-            if store.is_some() {
-                copy_to_device(p.wrapping_add(at_slots), plain_bytes(&ids), &stream)?;
+            if let (Some(k), Some(st)) = (&kept, &store) {
+                copy_to_device(
+                    k.outer.as_ptr().cast(),
+                    plain_bytes(&st.outer[first..first + b]),
+                    &stream,
+                )?;
+                copy_to_device(
+                    k.own.as_ptr().cast(),
+                    plain_bytes(&st.own[first..first + b]),
+                    &stream,
+                )?;
             }
-            check(
-                ffi::lvk_crown_bounds(
-                    layers_dev,
-                    n_layers,
-                    n_x as u32,
-                    width,
-                    total_out,
-                    rp,
-                    smem,
-                    b as u32,
-                    p.wrapping_add(at_lo).cast(),
-                    p.wrapping_add(at_hi).cast(),
-                    base.wrapping_add(at_rows).cast(),
-                    n_rows as u32,
-                    p.wrapping_add(at_lower).cast(),
-                    p.wrapping_add(at_olo).cast(),
-                    p.wrapping_add(at_ohi).cast(),
-                    if want_coeffs {
-                        p.wrapping_add(at_coeffs).cast()
-                    } else {
-                        std::ptr::null_mut()
-                    },
-                    kept.as_ref()
-                        .map_or(std::ptr::null(), |k| k as *const LvkCrownStore),
-                    stream.raw(),
-                ),
-                "linear bounds kernel",
+            launch::crown_bounds(
+                table, colmax, boxes, rows_dev, n_rows32, lower, outs_dev, coeffs, kept, &stream,
             )?;
             copy_to_host(
                 plain_bytes_mut(&mut out.lower[rows_of]),
-                p.wrapping_add(at_lower),
+                lower.as_ptr().cast(),
                 &stream,
             )?;
             copy_to_host(
                 plain_bytes_mut(&mut out.out_lo[outs.clone()]),
-                p.wrapping_add(at_olo),
+                outs_dev.lo().as_ptr().cast(),
                 &stream,
             )?;
             copy_to_host(
                 plain_bytes_mut(&mut out.out_hi[outs]),
-                p.wrapping_add(at_ohi),
+                outs_dev.hi().as_ptr().cast(),
                 &stream,
             )?;
-            if want_coeffs {
-                let c = first * n_rows * n_x..(first + b) * n_rows * n_x;
+            if let Some(c) = coeffs {
+                let range = first * n_rows * n_x..(first + b) * n_rows * n_x;
                 copy_to_host(
-                    plain_bytes_mut(&mut out.coeffs[c]),
-                    p.wrapping_add(at_coeffs),
+                    plain_bytes_mut(&mut out.coeffs[range]),
+                    c.as_ptr().cast(),
                     &stream,
                 )?;
             }

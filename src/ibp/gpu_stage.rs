@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 
+use crate::backend::cuda::launch::Dev;
 use crate::backend::cuda::runtime::{PinnedHost, Stream};
 use crate::error::{ErrorKind, Result, VramError};
 
@@ -33,28 +34,26 @@ pub struct Stage<'a> {
 
 impl Stage<'_> {
     /// The flag the output conversion writes: the first bad input element, all ones if none.
-    pub fn flag(&self) -> *mut u64 {
-        self.mem.ptr().cast()
+    pub fn flag(&self) -> Result<Dev<'_, u64>> {
+        self.mem.view(0, 1)
     }
 
     /// `n` f32 values starting `at` f32 values after the flag.
-    pub fn floats(&self, at: usize, n: usize) -> Result<*mut f32> {
-        let end = at
-            .checked_add(n)
-            .and_then(|e| e.checked_mul(4))
-            .and_then(|e| e.checked_add(FLAG_BYTES))
+    pub fn floats(&self, at: usize, n: usize) -> Result<Dev<'_, f32>> {
+        let start = at
+            .checked_mul(4)
+            .and_then(|b| b.checked_add(FLAG_BYTES))
             .ok_or_else(|| VramError::invalid("batch", "boxes too large to stage"))?;
-        if end > self.mem.size() {
-            return Err(VramError::invalid("batch", "boxes too large to stage"));
-        }
-        Ok(self.mem.ptr().wrapping_add(FLAG_BYTES + 4 * at).cast())
+        self.mem
+            .view(start, n)
+            .map_err(|_| VramError::invalid("batch", "boxes too large to stage"))
     }
 
     /// Reads the flag; the stream must have been synchronised after the kernel that wrote it.
     pub fn read_flag(&self) -> u64 {
         // SAFETY: the first 8 bytes of a live, 256-byte aligned allocation; volatile because
         // the GPU wrote them behind the compiler's back.
-        unsafe { std::ptr::read_volatile(self.flag()) }
+        unsafe { std::ptr::read_volatile(self.mem.ptr().cast::<u64>()) }
     }
 }
 

@@ -16,6 +16,8 @@ pub mod gpu_entry;
 #[cfg(vram_cuda)]
 mod gpu_linear;
 #[cfg(vram_cuda)]
+mod gpu_plan;
+#[cfg(vram_cuda)]
 mod gpu_stage;
 pub mod graph;
 pub mod limits;

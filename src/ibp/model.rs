@@ -15,6 +15,10 @@ use crate::error::{ErrorKind, Result, VramError};
 use crate::shard::Shard;
 
 pub struct Model {
+    /// The device plan of a CUDA-backed model, made when it is built (declared first: it holds
+    /// the weights' device addresses, so it goes before the shards do).
+    #[cfg(vram_cuda)]
+    gpu: Option<super::gpu_plan::GpuPlan>,
     ctx: Arc<Context>,
     name: String,
     nodes: Vec<Node>,
@@ -45,13 +49,27 @@ impl Model {
         nodes: Vec<Node>,
         params: Vec<Arc<Shard>>,
     ) -> Result<Self> {
-        Ok(Self {
+        #[allow(unused_mut)]
+        let mut model = Self {
+            #[cfg(vram_cuda)]
+            gpu: None,
             ctx,
             name,
             nodes,
             params,
             chain: OnceLock::new(),
-        })
+        };
+        #[cfg(vram_cuda)]
+        if let crate::seal::record::Residency::Cuda { device } = model.ctx.residency() {
+            model.gpu = Some(super::gpu_plan::GpuPlan::new(&model, device)?);
+        }
+        Ok(model)
+    }
+
+    /// The device plan (CUDA-backed models).
+    #[cfg(vram_cuda)]
+    pub(crate) fn gpu_plan(&self) -> Option<&super::gpu_plan::GpuPlan> {
+        self.gpu.as_ref()
     }
 
     pub fn name(&self) -> &str {

@@ -1,5 +1,6 @@
 //! Declarations of the launchers in cuda/ (see cuda/lvk.h) and the mapping of their CUDA
-//! error codes to libvram errors.
+//! error codes to libvram errors. Private to the CUDA backend: everything else reaches the
+//! kernels through [`super::launch`] and the runtime through [`super::runtime`].
 
 use std::ffi::{c_char, c_int, c_void};
 
@@ -31,12 +32,13 @@ pub struct LvkJob {
 pub struct LvkCrownLayer {
     pub w: *const f32,
     pub bias: *const f32,
-    pub colmax: *const f64,
     pub gamma: f64,
     pub in_f: u32,
     pub out_f: u32,
     pub relu: u32,
     pub offset: u32,
+    pub colmax_at: u32,
+    pub reserved: u32,
 }
 
 /// Node bounds kept on the device between linear-bounds calls (mirrors `lvk_crown_store`).
@@ -229,6 +231,7 @@ unsafe extern "C" {
         layers: *const LvkCrownLayer,
         n_layers: u32,
         width: u32,
+        colmax: *mut f64,
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_crown_bounds(
@@ -239,6 +242,7 @@ unsafe extern "C" {
         total_out: u32,
         rp: u32,
         smem: usize,
+        colmax: *const f64,
         batch: u32,
         lo: *const f64,
         hi: *const f64,

@@ -7,7 +7,8 @@
 //! MiB) come back to the host, where they are compared with the kept level in constant time
 //! and the root is finished.
 
-pub(crate) mod ffi;
+mod ffi;
+pub(crate) mod launch;
 pub(crate) mod pipeline;
 pub(crate) mod runtime;
 pub(crate) mod scrub;
@@ -139,12 +140,32 @@ impl DeviceBuf {
         }
         let _scope = DeviceScope::enter(self.device)?;
         let stream = Stream::new()?;
-        // SAFETY: the offset is inside the buffer (checked above); the kernel XORs one byte.
-        check(
-            unsafe { ffi::lvk_flip_byte(self.ptr.cast(), bit / 8, 1u8 << (bit % 8), stream.raw()) },
-            "fault drill kernel",
-        )?;
+        // SAFETY: the buffer is this device's memory; the drill is the only work on the
+        // stream, waited for below.
+        unsafe { launch::flip_byte(self.bytes()?, bit / 8, 1u8 << (bit % 8), &stream) }?;
         stream.sync()
+    }
+
+    /// The buffer's bytes as the kernels see them (its device must be the current one).
+    pub fn bytes(&self) -> Result<launch::Dev<'_, u8>> {
+        let len = usize::try_from(self.len).map_err(|_| VramError::invalid("len", "too large"))?;
+        // SAFETY: `len` bytes of device memory of `device`, allocated (or the caller's,
+        // registered) for the buffer's life, which the view borrows.
+        Ok(unsafe { launch::Dev::from_raw(self.ptr, len) })
+    }
+
+    /// The buffer as f32 values (whole values only).
+    pub fn floats(&self) -> Result<launch::Dev<'_, f32>> {
+        let len =
+            usize::try_from(self.len / 4).map_err(|_| VramError::invalid("len", "too large"))?;
+        if (self.ptr as usize) % align_of::<f32>() != 0 {
+            return Err(VramError::new(
+                ErrorKind::Device,
+                "a shard not aligned for f32 values",
+            ));
+        }
+        // SAFETY: as for `bytes`, whole values only, aligned (checked above).
+        Ok(unsafe { launch::Dev::from_raw(self.ptr.cast(), len) })
     }
 }
 
@@ -329,7 +350,7 @@ impl CudaBackend {
         let ptrs: Vec<*mut u8> = dsts.iter().map(DeviceAlloc::ptr).collect();
         let targets = pipeline::Targets {
             dsts: &ptrs,
-            roots_dev: roots_dev.ptr(),
+            roots_dev: roots_dev.view(0, to_usize(32 * regions.max(1))?)?,
             roots_host: &roots_host,
             first_region: &first_region,
         };
@@ -399,17 +420,15 @@ impl CudaBackend {
             unsafe { copy_to_device(job.data.cast_mut(), src, copy) }?;
             copied.order(hash, copy)?;
             let first_region = off / region;
-            // SAFETY: chunk `c`'s job lies in the job table uploaded above, its bytes in `dst`,
-            // and its roots in `level_dev`, all alive until the streams are synchronised.
+            let regions = job.len.div_ceil(region);
+            let job_dev = jobs_dev.view::<LvkJob>(0, chunks.len())?.part(c, 1)?;
+            let roots =
+                level_dev.view::<u8>(to_usize(32 * first_region)?, to_usize(32 * regions)?)?;
+            // SAFETY: chunk `c`'s bytes lie in `dst`, copied on `copy`, which `hash` waits
+            // for; the table and the roots are views of allocations alive until the streams
+            // are synchronised.
             unsafe {
-                launch(
-                    jobs_dev.ptr().cast::<LvkJob>().wrapping_add(c),
-                    1,
-                    job.len.div_ceil(region),
-                    layout.region_leaves() as u32,
-                    level_dev.ptr().wrapping_add(32 * first_region as usize),
-                    hash,
-                )
+                launch::region_roots(job_dev, regions, layout.region_leaves() as u32, roots, hash)
             }?;
         }
         // SAFETY: the source was allocated above with the destination's length, and both outlive the synchronisation of the stream.
@@ -703,40 +722,14 @@ unsafe fn queue_roots<'s>(
 ) -> Result<(DeviceAlloc<'s>, DeviceAlloc<'s>)> {
     let jobs_dev = upload_jobs(jobs, stream)?;
     let roots_dev = DeviceAlloc::new(to_usize(32 * total)?, stream, "region roots")?;
-    // SAFETY: the job table and the roots were allocated above for these jobs and regions; the
-    // buffers are the caller's contract.
-    unsafe {
-        launch(
-            jobs_dev.ptr().cast(),
-            jobs.len() as u32,
-            total,
-            max_leaves,
-            roots_dev.ptr(),
-            stream,
-        )
-    }?;
+    let (table, roots) = (
+        jobs_dev.view::<LvkJob>(0, jobs.len())?,
+        roots_dev.view::<u8>(0, to_usize(32 * total)?)?,
+    );
+    // SAFETY: the table and the roots are views of the allocations above; the jobs' buffers
+    // are the caller's contract.
+    unsafe { launch::region_roots(table, total, max_leaves, roots, stream) }?;
     Ok((jobs_dev, roots_dev))
-}
-
-/// Queues the Merkle kernel over `n` jobs whose `regions` region roots go to `roots`.
-///
-/// # Safety
-/// `jobs` must point to `n` jobs in device memory whose buffers hold `len` bytes each, and
-/// `roots` must have room for 32 bytes per region; all of them must stay allocated until the
-/// stream is synchronised.
-unsafe fn launch(
-    jobs: *const LvkJob,
-    n: u32,
-    regions: u64,
-    max_leaves: u32,
-    roots: *mut u8,
-    stream: &Stream,
-) -> Result<()> {
-    // SAFETY: the function's contract.
-    check(
-        unsafe { ffi::lvk_region_roots(jobs, n, regions, max_leaves, roots, stream.raw()) },
-        "Merkle kernel launch",
-    )
 }
 
 fn upload_jobs<'s>(jobs: &[LvkJob], stream: &'s Stream) -> Result<DeviceAlloc<'s>> {
@@ -750,12 +743,7 @@ fn upload_jobs<'s>(jobs: &[LvkJob], stream: &'s Stream) -> Result<DeviceAlloc<'s
 }
 
 fn mem_info() -> Result<(u64, u64)> {
-    let (mut free, mut total) = (0usize, 0usize);
-    // SAFETY: writes two integers through valid pointers.
-    check(
-        unsafe { ffi::lvk_mem_info(&mut free, &mut total) },
-        "cudaMemGetInfo",
-    )?;
+    let (free, total) = runtime::mem_info()?;
     Ok((free as u64, total as u64))
 }
 

@@ -15,8 +15,9 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::ffi::LvkJob;
+use super::launch::{self, Dev};
 use super::runtime::{DeviceScope, Event, PinnedHost, Stream, copy_to_device, copy_to_host};
-use super::{launch, upload_jobs};
+use super::{to_usize, upload_jobs};
 use crate::backend::ingest::{Source, Watch};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::fallible::try_with_capacity;
@@ -184,7 +185,7 @@ impl Board {
 pub(super) struct Targets<'a> {
     pub dsts: &'a [*mut u8],
     /// Region roots of all shards, shard after shard, on the device.
-    pub roots_dev: *mut u8,
+    pub roots_dev: Dev<'a, u8>,
     /// The same, copied back to page-locked host memory shard by shard.
     pub roots_host: &'a PinnedHost,
     /// Each shard's first region in the roots.
@@ -371,22 +372,17 @@ fn queue_all(
         if let Some(b) = ch.ends_batch {
             copied.order(hash, copy)?;
             let layout = &layouts[ch.job];
-            let job = jobs_dev_job(jobs_dev, b);
-            // SAFETY: batch `b`'s job lies in the uploaded table; its bytes (copied before the
-            // event the hash stream now waits on) and its roots (inside the roots of its shard,
-            // sized for all regions) lie in buffers that outlive the synchronisation of both
-            // streams.
+            let job = jobs_dev.view::<LvkJob>(b * size_of::<LvkJob>(), 1)?;
+            let regions = batch_regions(chunks, c, layout);
+            let first = batch_first_region(chunks, c, layout, targets);
+            let roots = targets
+                .roots_dev
+                .part(to_usize(32 * first)?, to_usize(32 * regions)?)?;
+            // SAFETY: batch `b`'s bytes were copied before the event the hash stream now waits
+            // on, into a shard buffer that outlives the synchronisation of both streams; the
+            // job and its roots are views of live allocations.
             unsafe {
-                launch(
-                    job,
-                    1,
-                    batch_regions(chunks, c, layout),
-                    layout.region_leaves() as u32,
-                    targets
-                        .roots_dev
-                        .wrapping_add(32 * batch_first_region(chunks, c, layout, targets) as usize),
-                    hash,
-                )
+                launch::region_roots(job, regions, layout.region_leaves() as u32, roots, hash)
             }?;
         }
         if ch.ends_job {
@@ -399,7 +395,7 @@ fn queue_all(
                     targets.roots_host.ptr().add(32 * first),
                     32 * count,
                 );
-                copy_to_host(host, targets.roots_dev.add(32 * first), hash)?;
+                copy_to_host(host, targets.roots_dev.as_ptr().add(32 * first), hash)?;
             }
             let ev = match spare.pop() {
                 Some(e) => e,
@@ -428,10 +424,6 @@ fn queue_all(
 }
 
 /// Device address of batch `b`'s job in the uploaded table.
-fn jobs_dev_job(jobs_dev: &super::runtime::DeviceAlloc<'_>, b: usize) -> *const LvkJob {
-    jobs_dev.ptr().cast::<LvkJob>().wrapping_add(b).cast_const()
-}
-
 /// Index, among all shards' region roots, of the first region of the batch chunk `c` completes.
 fn batch_first_region(
     chunks: &[Chunk],

@@ -4,7 +4,8 @@
 use std::ffi::{c_int, c_void};
 
 use super::ffi::*;
-use crate::error::Result;
+use super::launch::Dev;
+use crate::error::{Result, VramError};
 
 /// Makes `device` current for the calling thread and restores the previous one on drop, so
 /// libvram never changes the host server's notion of its current device.
@@ -152,6 +153,7 @@ impl Drop for Event {
 /// Device memory allocated on a stream, freed on that stream when dropped (unless released).
 pub struct DeviceAlloc<'s> {
     ptr: *mut c_void,
+    len: usize,
     stream: &'s Stream,
 }
 
@@ -172,17 +174,118 @@ impl<'s> DeviceAlloc<'s> {
         let mut ptr = std::ptr::null_mut();
         // SAFETY: writes one pointer through a valid pointer; size > 0 is checked by lvk.
         check(unsafe { alloc(&mut ptr, size, stream.raw()) }, what)?;
-        Ok(Self { ptr, stream })
+        Ok(Self {
+            ptr,
+            len: size,
+            stream,
+        })
     }
 
     pub fn ptr(&self) -> *mut u8 {
         self.ptr.cast()
     }
 
+    /// `len` values of `T` starting `at` bytes into the allocation, for the launchers; the
+    /// view cannot outlive the allocation.
+    pub fn view<T>(&self, at: usize, len: usize) -> Result<Dev<'_, T>> {
+        view_of(self.ptr.cast(), self.len, at, len)
+    }
+
     /// Hands the memory to the caller, who now frees it.
     pub fn release(mut self) -> *mut u8 {
         std::mem::replace(&mut self.ptr, std::ptr::null_mut()).cast()
     }
+}
+
+/// A checked view into `size` bytes at `base`: inside them and aligned for `T`.
+fn view_of<'a, T>(base: *mut u8, size: usize, at: usize, len: usize) -> Result<Dev<'a, T>> {
+    let end = len
+        .checked_mul(size_of::<T>())
+        .and_then(|b| b.checked_add(at))
+        .filter(|&end| end <= size);
+    let ptr = base.wrapping_add(at);
+    if end.is_none() || (ptr as usize) % align_of::<T>() != 0 {
+        return Err(VramError::new(
+            crate::error::ErrorKind::Device,
+            "a device view past its allocation or misaligned",
+        ));
+    }
+    // SAFETY: inside the live allocation (checked above), which the view's lifetime borrows.
+    Ok(unsafe { Dev::from_raw(ptr.cast(), len) })
+}
+
+/// Device memory that outlives any one stream (a model's plan, a search's node store): freed
+/// at once, on its device, when dropped.
+pub struct DeviceMem {
+    ptr: *mut u8,
+    len: usize,
+    device: i32,
+}
+
+// SAFETY: a device address is a number on the host; what the memory holds is guarded by its
+// users (read-only tables, or slots handed out one owner at a time).
+unsafe impl Send for DeviceMem {}
+// SAFETY: as for Send.
+unsafe impl Sync for DeviceMem {}
+
+impl DeviceMem {
+    /// `bytes` of the current device (which must be `device`), holding `init` at its start
+    /// (copied and waited for).
+    pub fn new(device: i32, bytes: usize, init: &[u8], what: &str) -> Result<Self> {
+        if init.len() > bytes {
+            return Err(VramError::invalid(
+                what,
+                "more initial bytes than the allocation",
+            ));
+        }
+        let stream = Stream::new()?;
+        let mem = DeviceAlloc::new(bytes.max(1), &stream, what)?;
+        if !init.is_empty() {
+            // SAFETY: the destination holds `bytes >= init.len()`; `init` outlives the
+            // synchronisation below.
+            unsafe { copy_to_device(mem.ptr(), init, &stream) }?;
+        }
+        let mem = Self {
+            ptr: mem.release(),
+            len: bytes,
+            device,
+        };
+        stream.sync()?;
+        Ok(mem)
+    }
+
+    /// `len` values of `T` starting `at` bytes in.
+    pub fn view<T>(&self, at: usize, len: usize) -> Result<Dev<'_, T>> {
+        view_of(self.ptr, self.len, at, len)
+    }
+}
+
+impl Drop for DeviceMem {
+    fn drop(&mut self) {
+        // SAFETY: memory from lvk_malloc_async on `device`, freed once; every call that
+        // queued work on it waited for that work before returning.
+        unsafe { free_now(self.device, self.ptr.cast()) };
+    }
+}
+
+/// Free and total bytes of the current device.
+pub fn mem_info() -> Result<(usize, usize)> {
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: writes two integers through valid pointers.
+    check(
+        unsafe { lvk_mem_info(&mut free, &mut total) },
+        "cudaMemGetInfo",
+    )?;
+    Ok((free, total))
+}
+
+/// Multiprocessors of the current device.
+pub fn sm_count() -> Result<u32> {
+    let mut sms: c_int = 0;
+    // SAFETY: writes one int through a valid pointer.
+    check(unsafe { lvk_sm_count(&mut sms) }, "cudaDeviceGetAttribute")?;
+    u32::try_from(sms)
+        .map_err(|_| VramError::new(crate::error::ErrorKind::Device, "no multiprocessors"))
 }
 
 impl Drop for DeviceAlloc<'_> {
@@ -238,6 +341,11 @@ impl PinnedHost {
 
     pub fn size(&self) -> usize {
         self.len
+    }
+
+    /// `len` values of `T` starting `at` bytes in, as kernels see them (mapped memory).
+    pub fn view<T>(&self, at: usize, len: usize) -> Result<Dev<'_, T>> {
+        view_of(self.ptr, self.len, at, len)
     }
 }
 

@@ -2,13 +2,12 @@
 //! itself after the caller's work or the legacy default stream), the key's powers kept in
 //! device memory, and a persistent grid of at most the budgeted number of blocks.
 
-use std::ffi::c_int;
-
 use super::DeviceBuf;
-use super::ffi::{self, LvkJob, check};
-use super::runtime::{DeviceAlloc, DeviceScope, Stream, copy_to_device, copy_to_host};
+use super::ffi::{self, LvkJob};
+use super::launch::{Dev, fast_digests};
+use super::runtime::{DeviceAlloc, DeviceScope, Stream, copy_to_device, copy_to_host, sm_count};
 use crate::error::{ErrorKind, Result, VramError};
-use crate::scrub::digest::PowerTable;
+use crate::scrub::digest::{POWER_TABLE_LEN, PowerTable};
 use crate::seal::merkle::REGION_BYTES;
 
 /// One run of consecutive regions of a buffer.
@@ -35,12 +34,7 @@ impl FastScrub {
     /// Resources on `device` for a scrubber with this key.
     pub fn new(device: i32, table: &PowerTable) -> Result<Self> {
         let _scope = DeviceScope::enter(device)?;
-        let mut sms: c_int = 0;
-        // SAFETY: writes one int through a valid pointer.
-        check(
-            unsafe { ffi::lvk_sm_count(&mut sms) },
-            "cudaDeviceGetAttribute",
-        )?;
+        let sms = sm_count()?;
         let stream = Stream::new()?;
         let bytes = table.as_bytes();
         let powers = DeviceAlloc::new(bytes.len(), &stream, "scrubber key powers")?;
@@ -53,7 +47,7 @@ impl FastScrub {
             device,
             stream,
             powers,
-            sms: u32::try_from(sms).unwrap_or(1).max(1),
+            sms: sms.max(1),
         })
     }
 
@@ -108,23 +102,22 @@ impl FastScrub {
         // SAFETY: the destination was allocated above with the table's length; both outlive
         // the synchronisation of the stream below.
         unsafe { copy_to_device(jobs_dev.ptr(), raw, &self.stream) }?;
+        // SAFETY: the powers were copied to the device in `new` (POWER_TABLE_LEN values) and
+        // live as long as `self`.
+        let powers = unsafe { Dev::from_raw(self.powers.cast::<u64>(), POWER_TABLE_LEN) };
         // SAFETY: every job's bytes lie inside a live shard buffer (the caller holds the
-        // shards for the call); the table, the powers and the digests were allocated for
-        // exactly these jobs and regions and outlive the synchronisation below.
-        check(
-            unsafe {
-                ffi::lvk_fast_digests(
-                    jobs_dev.ptr().cast(),
-                    jobs.len() as u32,
-                    total,
-                    self.powers.cast(),
-                    digests_dev.ptr().cast(),
-                    blocks.max(1),
-                    self.stream.raw(),
-                )
-            },
-            "scrub kernel launch",
-        )?;
+        // shards for the call); the table and the digests are views of the allocations above,
+        // which outlive the synchronisation below.
+        unsafe {
+            fast_digests(
+                jobs_dev.view::<LvkJob>(0, jobs.len())?,
+                total,
+                powers,
+                digests_dev.view::<u64>(0, out.len())?,
+                blocks,
+                &self.stream,
+            )
+        }?;
         // SAFETY: the source holds 8 bytes per region (allocated above); the destination is
         // the same size and outlives the synchronisation.
         unsafe { copy_to_host(bytemuck_u64(&mut out), digests_dev.ptr(), &self.stream) }?;
