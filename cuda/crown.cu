@@ -128,6 +128,10 @@ __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t ro
             }
         }
     }
+    // The per-row sums: the bias, the rounding charge, and the constants of this layer's ReLU
+    // chords (through_relu left μ = λ·slope < 0 exactly where it took the chord of an
+    // unstable neuron; the chord's constant is −μ·l, rounded down).
+    const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (uint32_t r = warp; r < rows; r += WARPS) {
         double c = 0.0, sum = 0.0;
@@ -136,6 +140,7 @@ __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t ro
             double v = s.a[(size_t)o * RS + r];
             if (v == 0.0) continue;
             if (l.bias) c = __fma_rd(v, (double)__ldg(l.bias + o), c);
+            if (l.relu && v < 0.0 && lo[o] < 0.0 && hi[o] > 0.0) c = __dadd_rd(c, __dmul_rd(-v, lo[o]));
             sum = __dadd_ru(sum, fabs(v));
         }
         c = warp_sum_down(c);
@@ -149,8 +154,8 @@ __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t ro
 }
 
 // Coefficients `b` (rows over layer p's activations) through layer p's ReLU (if any) into `a`
-// (rows over its pre-activations). Each element's share of the row's constant is left in `b`
-// (consumed), then summed one warp per row.
+// (rows over its pre-activations). The chords' constants are summed by through_linear, which
+// reads `a` next anyway (one pass over the rows and one barrier fewer).
 __device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
     const lvk_crown_layer &l = g.layers[p];
     const uint32_t n = l.out_f, W = g.width, RS = g.rp + 1;
@@ -165,7 +170,7 @@ __device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows
     const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset, *slope = s.slope + l.offset;
     for (uint32_t e = threadIdx.x; e < rows * n; e += THREADS) {
         uint32_t r = e / n, i = e - r * n;
-        double lam = s.b[(size_t)r * W + i], x_l = lo[i], x_u = hi[i], mu, c = 0.0;
+        double lam = s.b[(size_t)r * W + i], x_l = lo[i], x_u = hi[i], mu;
         if (lam == 0.0 || x_u <= 0.0) {
             mu = 0.0;
         } else if (x_l >= 0.0) {
@@ -174,21 +179,11 @@ __device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows
             mu = x_u >= -x_l ? lam : 0.0;  // z >= x or z >= 0: CROWN's adaptive lower line
         } else {
             // z <= s·(x - l) with s >= u / (u - l); μ = λ·s rounded down (so μ/λ >= s: a
-            // steeper line through (l, 0), still above the chord), constant -μ·l rounded down.
+            // steeper line through (l, 0), still above the chord; negative, never zero, since
+            // λ < 0 < s), constant -μ·l rounded down (in through_linear).
             mu = __dmul_rd(lam, slope[i]);
-            c = __dmul_rd(-mu, x_l);
         }
         s.a[(size_t)i * RS + r] = mu;
-        s.b[(size_t)r * W + i] = c;
-    }
-    __syncthreads();
-    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (uint32_t r = warp; r < rows; r += WARPS) {
-        const double *br = s.b + (size_t)r * W;
-        double c = 0.0;
-        for (uint32_t i = lane; i < n; i += 32) c = __dadd_rd(c, br[i]);
-        c = warp_sum_down(c);
-        if (lane == 0) s.cst[r] = __dadd_rd(s.cst[r], c);
     }
     __syncthreads();
 }
@@ -247,7 +242,11 @@ __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
     __syncthreads();
 }
 
-__global__ void __launch_bounds__(THREADS) crown_kernel(Args g, const double *__restrict__ box_lo,
+// At most 64 registers a thread, so that four blocks share a multiprocessor: with the 113 the
+// compiler takes unbounded, two did (25 % occupancy), and on an H200 16 384 ACAS Xu boxes took
+// 16.7 ms instead of 11.8 ms; 48 or 40 registers spill and are slower again
+// (bench/results/gpu-h200-2026-11-29-plan/).
+__global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double *__restrict__ box_lo,
                                                         const double *__restrict__ box_hi, double *lower,
                                                         double *out_lo, double *out_hi, double *coeffs,
                                                         uint32_t total_out) {
@@ -447,6 +446,8 @@ extern "C" int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_
     // a time.
     (void)n_rows;
     // A multiple of 4 (the tiles of through_linear).
+    // (On an H200, 16 384 ACAS Xu boxes: 13.6 ms at 16 rows, 11.8 ms at 32, 12.0 at 48, 13.3 ms
+    // at 64, where only three blocks fit a multiprocessor.)
     uint32_t want = max(min(2u * width, 32u), 4u);
     for (uint32_t r = want & ~3u; r >= 4; r -= 4) {
         size_t b = smem_bytes(n_layers, n_in, width, total_out, r);
@@ -477,13 +478,13 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
         return cudaErrorInvalidValue;
     if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 4 || rp % 4 || batch > 0x7fffffffu)
         return cudaErrorInvalidValue;
-    cudaError_t e = cudaFuncSetAttribute(crown_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
     Args g = {layers, colmax, n_layers, n_in, width, rp, rows, n_rows, {}};
     if (store) {
         if (store->total_out != total_out) return cudaErrorInvalidValue;
         g.store = *store;
     }
+    cudaError_t e = cudaFuncSetAttribute(crown_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
     crown_kernel<<<batch, THREADS, smem, static_cast<cudaStream_t>(stream)>>>(g, lo, hi, lower, out_lo, out_hi,
                                                                               coeffs, total_out);
     return cudaGetLastError();
