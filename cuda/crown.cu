@@ -76,6 +76,12 @@ __device__ __forceinline__ double in_hi(const Args &g, const Shared &s, uint32_t
 }
 
 constexpr int WARPS = THREADS / 32;
+// Lanes per output in the kernel's interval bounds (a power of two that divides 32 and
+// THREADS), and how far through_linear's loop over live outputs is unrolled. On an H200, 16 384
+// ACAS Xu boxes: one lane per output and no unrolling 12.4–12.7 ms, 4 lanes 11.0 ms, 4 lanes
+// and unrolling by 2 10.9 ms, by 4 10.9–11.3 ms (bench/results/gpu-h200-2026-11-29-plan/).
+constexpr uint32_t SPLIT = 4;
+constexpr int UNROLL = 2;
 
 __device__ __forceinline__ double warp_sum_down(double v) {
     for (int off = 16; off > 0; off >>= 1) v = __dadd_rd(v, __shfl_xor_sync(0xffffffffu, v, off));
@@ -102,6 +108,7 @@ __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t ro
         const uint32_t rg = e % rt, i0 = 2 * (e / rt);
         const bool two = i0 + 1 < nin;
         double c00 = 0.0, c01 = 0.0, c10 = 0.0, c11 = 0.0, c20 = 0.0, c21 = 0.0, c30 = 0.0, c31 = 0.0;
+#pragma unroll UNROLL
         for (uint32_t t = 0; t < nl; t++) {
             const int o = live[t];
             // Rows past `rows` (at most rp - 1) read unused coefficients; their sums are dropped.
@@ -286,34 +293,44 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
         const double *in_l = m == 0 ? s.xlo : s.ylo + g.layers[m - 1].offset;
         const double *in_u = m == 0 ? s.xhi : s.yhi + g.layers[m - 1].offset;
         const bool in_relu = m > 0 && g.layers[m - 1].relu;
-        // IBP through layer m, and the magnitude of its input for the error charges.
-        for (uint32_t o = threadIdx.x; o < l.out_f; o += THREADS) {
-            // Two partial sums per side: each is a rigorous bound of its half, and so is
-            // their sum rounded the same way.
-            double lo0 = l.bias ? (double)__ldg(l.bias + o) : 0.0, hi0 = lo0, lo1 = 0.0, hi1 = 0.0;
-            const float *wr = l.w + (size_t)o * l.in_f;
-            auto add = [&](uint32_t i, double &lo, double &hi) {
-                double w = (double)__ldg(wr + i);
-                double xl = in_l[i], xu = in_u[i];
-                if (in_relu) {
-                    xl = fmax(xl, 0.0);
-                    xu = fmax(xu, 0.0);
+        // IBP through layer m, and the magnitude of its input for the error charges. Each
+        // output's sums are split over SPLIT neighbouring lanes (inputs i ≡ q mod SPLIT): each
+        // partial sum is a rigorous bound of its part, and so is their sum rounded the same
+        // way. Every lane of a warp takes part in the shuffles, active or not.
+        for (uint32_t base = 0; base < l.out_f * SPLIT; base += THREADS) {
+            const uint32_t e = base + threadIdx.x, o = e / SPLIT, q = e % SPLIT;
+            const bool active = o < l.out_f;
+            double lo = 0.0, hi = 0.0;
+            if (active) {
+                const float *wr = l.w + (size_t)o * l.in_f;
+                for (uint32_t i = q; i < l.in_f; i += SPLIT) {
+                    double w = (double)__ldg(wr + i);
+                    double xl = in_l[i], xu = in_u[i];
+                    if (in_relu) {
+                        xl = fmax(xl, 0.0);
+                        xu = fmax(xu, 0.0);
+                    }
+                    if (w > 0.0) {
+                        lo = __fma_rd(w, xl, lo);
+                        hi = __fma_ru(w, xu, hi);
+                    } else if (w < 0.0) {
+                        lo = __fma_rd(w, xu, lo);
+                        hi = __fma_ru(w, xl, hi);
+                    }
                 }
-                if (w > 0.0) {
-                    lo = __fma_rd(w, xl, lo);
-                    hi = __fma_ru(w, xu, hi);
-                } else if (w < 0.0) {
-                    lo = __fma_rd(w, xu, lo);
-                    hi = __fma_ru(w, xl, hi);
+                if (q == 0 && l.bias) {
+                    double b = (double)__ldg(l.bias + o);
+                    lo = __dadd_rd(lo, b);
+                    hi = __dadd_ru(hi, b);
                 }
-            };
-            uint32_t i = 0;
-            for (; i + 2 <= l.in_f; i += 2) {
-                add(i, lo0, hi0);
-                add(i + 1, lo1, hi1);
             }
-            if (i < l.in_f) add(i, lo0, hi0);
-            double ylo = low_or_inf(__dadd_rd(lo0, lo1)), yhi = high_or_inf(__dadd_ru(hi0, hi1));
+#pragma unroll
+            for (uint32_t off = 1; off < SPLIT; off <<= 1) {
+                lo = __dadd_rd(lo, __shfl_xor_sync(0xffffffffu, lo, off));
+                hi = __dadd_ru(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+            }
+            if (!active || q != 0) continue;
+            double ylo = low_or_inf(lo), yhi = high_or_inf(hi);
             if (outer) {
                 // The enclosing box's bounds hold on this box too.
                 ylo = fmax(ylo, outer[l.offset + o]);

@@ -884,3 +884,155 @@ pub unsafe fn flip_byte(bytes: Dev<'_, u8>, offset: u64, mask: u8, stream: &Stre
         "fault drill kernel",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every launcher refuses buffers that do not fit it before it reaches CUDA: these run on
+    //! any machine (the views point nowhere and are never read; the stream is the legacy
+    //! default, which needs no device to name).
+    use super::*;
+
+    fn view<T>(len: usize) -> Dev<'static, T> {
+        // SAFETY: never dereferenced: every call below is refused by its length checks.
+        unsafe { Dev::from_raw(std::ptr::NonNull::<T>::dangling().as_ptr(), len) }
+    }
+
+    fn bounds(len: usize) -> DevBounds<'static> {
+        DevBounds::new(view(len), view(len)).expect("equal lengths")
+    }
+
+    fn refused(r: Result<()>) {
+        let e = r.expect_err("a launch that does not fit must be refused");
+        assert!(e.to_string().contains("GPU launch refused"), "{e}");
+    }
+
+    #[test]
+    fn mismatched_buffers_are_refused_before_any_launch() {
+        // SAFETY: the legacy default stream; nothing is queued on it.
+        let s = unsafe { Stream::borrowed(std::ptr::null_mut()) };
+        let w = |len| Weights {
+            w: view(len),
+            bias: None,
+        };
+        // SAFETY (every call): refused before any pointer is used.
+        unsafe {
+            refused(ibp_to_f64(view(4), view(3), bounds(4), view(1), &s));
+            refused(ibp_to_f32(bounds(4), view(4), view(4), view(0), None, &s));
+            refused(ibp_normalize(view(7), 2, bounds(4), bounds(4), &s));
+            refused(ibp_normalize(view(8), 3, bounds(4), bounds(4), &s));
+            refused(ibp_activation(Activation::Relu, bounds(4), bounds(5), &s));
+            refused(ibp_add(bounds(4), bounds(3), bounds(4), &s));
+            // A weight one short, a bias one short, inputs and outputs of the wrong batch.
+            refused(ibp_linear(
+                w(5),
+                2,
+                3,
+                1,
+                bounds(2),
+                bounds(3),
+                false,
+                false,
+                &s,
+            ));
+            let short_bias = Weights {
+                w: view(6),
+                bias: Some(view(2)),
+            };
+            refused(ibp_linear(
+                short_bias,
+                2,
+                3,
+                1,
+                bounds(2),
+                bounds(3),
+                false,
+                false,
+                &s,
+            ));
+            refused(ibp_linear(
+                w(6),
+                2,
+                3,
+                2,
+                bounds(2),
+                bounds(6),
+                false,
+                false,
+                &s,
+            ));
+            refused(ibp_linear(
+                w(6),
+                2,
+                3,
+                u32::MAX,
+                bounds(2),
+                bounds(3),
+                false,
+                false,
+                &s,
+            ));
+            // cin 2, 3×3, cout 4, out 2×2, kernel 2×2, stride 1, no padding, groups 3: refused.
+            let mut conv = [2, 3, 3, 4, 2, 2, 2, 2, 1, 1, 0, 0, 1, 1, 1];
+            refused(ibp_conv2d(
+                w(31),
+                &ConvShape(conv),
+                1,
+                bounds(18),
+                bounds(16),
+                false,
+                false,
+                &s,
+            ));
+            conv[14] = 3;
+            refused(ibp_conv2d(
+                w(32),
+                &ConvShape(conv),
+                1,
+                bounds(18),
+                bounds(16),
+                false,
+                false,
+                &s,
+            ));
+            let pool = PoolShape([2, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0]);
+            refused(ibp_pool(true, &pool, 1, bounds(32), bounds(7), &s));
+            refused(ibp_batchnorm(
+                view(7),
+                1e-5,
+                2,
+                4,
+                1,
+                bounds(8),
+                bounds(8),
+                &s,
+            ));
+            refused(region_roots(view(1), 2, 1, view(63), &s));
+            refused(fast_digests(
+                view(1),
+                2,
+                view(POWER_TABLE_LEN),
+                view(1),
+                1,
+                &s,
+            ));
+            refused(fast_digests(
+                view(1),
+                1,
+                view(POWER_TABLE_LEN - 1),
+                view(1),
+                1,
+                &s,
+            ));
+            refused(flip_byte(view(8), 8, 1, &s));
+        }
+    }
+
+    #[test]
+    fn views_stay_inside_their_memory() {
+        let v = view::<f64>(10);
+        assert_eq!(v.part(4, 6).map(|p| p.len()).ok(), Some(6));
+        assert!(v.part(5, 6).is_err());
+        assert!(v.part(usize::MAX, 2).is_err());
+        assert!(DevBounds::new(view(3), view(4)).is_err());
+    }
+}

@@ -385,3 +385,31 @@ pub unsafe fn copy_to_host(dst: &mut [u8], src: *const u8, stream: &Stream) -> R
         "cudaMemcpyAsync (device to host)",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_of_an_allocation_are_checked() {
+        // 64 bytes at an address aligned for f64 (never dereferenced).
+        let base = std::ptr::NonNull::<f64>::dangling().as_ptr().cast::<u8>();
+        assert_eq!(
+            view_of::<f64>(base, 64, 0, 8).map(|v| v.len()).ok(),
+            Some(8)
+        );
+        assert!(
+            view_of::<f64>(base, 64, 8, 8).is_err(),
+            "one value past the end"
+        );
+        assert!(view_of::<f64>(base, 64, 4, 1).is_err(), "misaligned");
+        assert!(
+            view_of::<f64>(base, 64, 0, usize::MAX).is_err(),
+            "overflowing length"
+        );
+        assert_eq!(
+            view_of::<u8>(base, 64, 64, 0).map(|v| v.len()).ok(),
+            Some(0)
+        );
+    }
+}
