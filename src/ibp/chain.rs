@@ -4,7 +4,6 @@
 //!
 //! [`Model::chain`]: super::Model::chain
 
-use super::cpu::normalize_bounds;
 use super::graph::{Node, Op};
 use crate::error::{ErrorKind, Result, VramError};
 
@@ -22,8 +21,9 @@ pub struct Layer {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chain {
-    /// Element-wise nodes before the first linear layer, applied to the box itself (they are
-    /// monotone per element, so the image of a box is the box of its corners' images).
+    /// Element-wise nodes before the first linear layer, applied to the box itself on the
+    /// device (they are monotone per element, so the image of a box is the box of its
+    /// corners' images; the device plan holds their constants).
     prefix: Vec<usize>,
     pub layers: Vec<Layer>,
     /// Input size of the first layer.
@@ -106,31 +106,14 @@ impl Chain {
         }
     }
 
+    /// The element-wise nodes before the first linear layer (normalisation, flatten).
+    pub fn prefix(&self) -> &[usize] {
+        &self.prefix
+    }
+
     /// Outputs of the last layer.
     pub fn n_out(&self) -> usize {
         self.layers.last().map_or(0, |l| l.out_f as usize)
-    }
-
-    /// Maps boxes of the network's input (`items × input size`, f64) to boxes of the first
-    /// layer's input through the element-wise prefix, rounded outward.
-    pub fn prefix_boxes(&self, nodes: &[Node], lo: &mut [f64], hi: &mut [f64]) {
-        for &k in &self.prefix {
-            if let Some(Op::Normalize {
-                min,
-                max,
-                mean,
-                range,
-            }) = nodes.get(k).map(|n| &n.op)
-            {
-                let n = min.len().max(1);
-                for (l, h) in lo.chunks_mut(n).zip(hi.chunks_mut(n)) {
-                    for i in 0..l.len().min(min.len()) {
-                        let p = [min[i], max[i], mean[i], range[i]];
-                        (l[i], h[i]) = normalize_bounds(l[i], h[i], p);
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -174,11 +157,7 @@ mod tests {
         assert_eq!(c.layers.len(), 2);
         assert!(c.layers[0].relu && !c.layers[1].relu);
         assert_eq!((c.n_in, c.n_out()), (2, 1));
-        let (mut lo, mut hi) = (vec![-1.0, 0.25], vec![0.75, 3.0]);
-        c.prefix_boxes(&nodes, &mut lo, &mut hi);
-        // Clipped to [0, 1], then (x − 0.5) / 2, rounded outward.
-        assert!(lo[0] <= -0.25 && lo[0] > -0.2500001 && hi[0] >= 0.125 && hi[0] < 0.1250001);
-        assert!(lo[1] <= -0.125 && hi[1] >= 0.25);
+        assert_eq!(c.prefix(), &[1]);
     }
 
     #[test]

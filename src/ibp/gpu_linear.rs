@@ -157,8 +157,18 @@ pub fn bound(
     if batch == 0 {
         return Ok(out);
     }
-    let (mut zlo, mut zhi) = (lo.to_vec(), hi.to_vec());
-    chain.prefix_boxes(model.nodes(), &mut zlo, &mut zhi);
+    // The normalised boxes (the chain's input), fetched back only when the coefficients need
+    // their widths: the normalisation itself runs on the device, from the plan's constants.
+    let prefix = plan(model)?.crown_prefix();
+    let fetch_z = want_coeffs && !prefix.is_empty();
+    let (mut zlo, mut zhi) = if fetch_z {
+        (
+            try_vec(lo.len(), 0.0, "linear bounds")?,
+            try_vec(hi.len(), 0.0, "linear bounds")?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
 
     let table = plan(model)?.crown()?;
     let dev = device(model)?;
@@ -187,13 +197,23 @@ pub fn bound(
         let mut ws = Layout { total: 0 };
         let at_lo = ws.take(b * n_x * 8)?;
         let at_hi = ws.take(b * n_x * 8)?;
+        let at_zlo = ws.take(if prefix.is_empty() { 0 } else { b * n_x * 8 })?;
+        let at_zhi = ws.take(if prefix.is_empty() { 0 } else { b * n_x * 8 })?;
         let at_lower = ws.take(b * n_rows * 8)?;
         let at_olo = ws.take(b * n_out * 8)?;
         let at_ohi = ws.take(b * n_out * 8)?;
         let at_coeffs = ws.take(if want_coeffs { b * n_rows * n_x * 8 } else { 0 })?;
         let at_slots = ws.take(if store.is_some() { 2 * b * 4 } else { 0 })?;
         let mem = DeviceAlloc::scratch(ws.total, &stream, "linear bounds workspace")?;
-        let boxes = DevBounds::new(mem.view(at_lo, b * n_x)?, mem.view(at_hi, b * n_x)?)?;
+        let raw = DevBounds::new(mem.view(at_lo, b * n_x)?, mem.view(at_hi, b * n_x)?)?;
+        // The prefix's normalisations go back and forth between the two buffers; the kernel
+        // reads the last one written.
+        let spare = if prefix.is_empty() {
+            raw
+        } else {
+            DevBounds::new(mem.view(at_zlo, b * n_x)?, mem.view(at_zhi, b * n_x)?)?
+        };
+        let boxes = if prefix.len() % 2 == 1 { spare } else { raw };
         let lower = mem.view::<f64>(at_lower, b * n_rows)?;
         let outs_dev = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
         let coeffs = if want_coeffs {
@@ -213,20 +233,40 @@ pub fn bound(
         let rows_of = first * n_rows..(first + b) * n_rows;
         let outs = first * n_out..(first + b) * n_out;
         // SAFETY: every destination is a view of `mem` of exactly the copied length, or a host
-        // slice of exactly the view's length; all of them, and the sources, stay alive until
+        // slice of exactly the view's length; the normalisations read one view of `mem` and
+        // write the other; all of them, and the sources, stay alive until
         // the stream is synchronised at the end of this iteration. The store's slots belong
         // to this call's boxes (StoreUse's contract, checked against the store's size).
         unsafe {
             copy_to_device(
-                boxes.lo().as_ptr().cast(),
-                plain_bytes(&zlo[box_range.clone()]),
+                raw.lo().as_ptr().cast(),
+                plain_bytes(&lo[box_range.clone()]),
                 &stream,
             )?;
             copy_to_device(
-                boxes.hi().as_ptr().cast(),
-                plain_bytes(&zhi[box_range]),
+                raw.hi().as_ptr().cast(),
+                plain_bytes(&hi[box_range.clone()]),
                 &stream,
             )?;
+            // Outward-rounded, as every IBP kernel (docs/soundness.md, "The GPU path").
+            let (mut from, mut to) = (raw, spare);
+            for &(at, features) in prefix {
+                let consts = plan(model)?.consts(at, 4 * features as usize)?;
+                launch::ibp_normalize(consts, features, from, to, &stream)?;
+                std::mem::swap(&mut from, &mut to);
+            }
+            if fetch_z {
+                copy_to_host(
+                    plain_bytes_mut(&mut zlo[box_range.clone()]),
+                    boxes.lo().as_ptr().cast(),
+                    &stream,
+                )?;
+                copy_to_host(
+                    plain_bytes_mut(&mut zhi[box_range]),
+                    boxes.hi().as_ptr().cast(),
+                    &stream,
+                )?;
+            }
             if let (Some(k), Some(st)) = (&kept, &store) {
                 copy_to_device(
                     k.outer.as_ptr().cast(),
@@ -292,7 +332,10 @@ pub fn bound(
         for (k, c) in out.coeffs.iter_mut().enumerate() {
             let item = k / (n_rows * n_x);
             let j = item * n_x + k % n_x;
-            let (w_x, w_z) = (hi[j] - lo[j], zhi[j] - zlo[j]);
+            let (w_x, w_z) = match (zlo.get(j), zhi.get(j)) {
+                (Some(l), Some(h)) => (hi[j] - lo[j], h - l),
+                _ => continue, // no prefix: the network's input is the chain's
+            };
             if w_x > 0.0 {
                 *c *= w_z / w_x;
             }

@@ -69,6 +69,8 @@ pub struct GpuPlan {
     consts: Option<DeviceMem>,
     /// The linear-bounds table, or why the model has none (not a dense chain, too wide).
     crown: Result<CrownTable>,
+    /// The chain's input normalisations: constants' byte offset and features.
+    crown_prefix: Vec<(usize, u32)>,
 }
 
 fn u32_of(n: u64, what: &str) -> Result<u32> {
@@ -156,7 +158,21 @@ impl GpuPlan {
             // long as it owns this plan (the plan is dropped first).
             unsafe { CrownTable::new(device, &layers, n_in) }
         });
+        let crown_prefix = model.chain().map_or_else(
+            |_| Vec::new(),
+            |chain| {
+                chain
+                    .prefix()
+                    .iter()
+                    .filter_map(|&k| match steps.get(k) {
+                        Some(Step::Normalize { at, features }) => Some((*at, *features)),
+                        _ => None, // a flatten: the same values
+                    })
+                    .collect()
+            },
+        );
         Ok(Self {
+            crown_prefix,
             steps,
             part_of,
             part_size,
@@ -185,6 +201,12 @@ impl GpuPlan {
             .as_ref()
             .ok_or_else(|| VramError::invalid("model", "no normalisation constants"))?
             .view(at, len)
+    }
+
+    /// The normalisations a dense chain applies to its input before its first layer
+    /// (constants' byte offset, features), in order.
+    pub fn crown_prefix(&self) -> &[(usize, u32)] {
+        &self.crown_prefix
     }
 
     /// The linear-bounds table, or why there is none.
