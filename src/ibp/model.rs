@@ -226,8 +226,8 @@ impl Model {
                 continue;
             };
             // One rounded addition each: one step outward covers it.
-            let lo = down32((l + dr).next_down());
-            let hi = up32((-u + dr).next_up());
+            let lo = down32(super::round::below(l + dr));
+            let hi = up32(super::round::above(-u + dr));
             ol[r] = ol[r].max(lo);
             oh[r] = oh[r].min(hi);
         }

@@ -7,21 +7,52 @@
 //! §3.1). See docs/soundness.md.
 
 /// Largest f32 ≤ `x` (NaN gives −∞, the only lower bound that is always safe).
+///
+/// Without a data-dependent branch: whether round-to-nearest went up is close to a coin toss on
+/// real bounds, and as a branch it was mispredicted half the time (narrowing 65 536 × 5 linear
+/// bounds took 9 ms instead of 2 on the dev VM). `f64::from(y) − x` is exact (both are within
+/// one f32 step of each other), so the sign bit of `0 − diff` says whether `y` is above `x`;
+/// one f32 step down is one unit off the bits, towards the sign (a `y` of +0 is never above
+/// `x`: a negative `x` rounds to −0, whose step is the smallest negative subnormal, as
+/// `next_down`'s).
 pub fn down32(x: f64) -> f32 {
-    if x.is_nan() {
-        return f32::NEG_INFINITY;
-    }
     let y = x as f32; // round to nearest, may overflow to ±∞
-    if f64::from(y) > x { y.next_down() } else { y }
+    let diff = f64::from(y) - x;
+    let above = ((0.0 - diff).to_bits() >> 63) as u32;
+    let bits = y.to_bits();
+    let toward = ((bits >> 31) << 1).wrapping_sub(1); // +1 below zero, −1 above
+    let stepped = f32::from_bits(bits.wrapping_add(above.wrapping_mul(toward)));
+    if x.is_finite() {
+        stepped
+    } else if x.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        y
+    }
 }
 
 /// Smallest f32 ≥ `x` (NaN gives +∞).
 pub fn up32(x: f64) -> f32 {
-    if x.is_nan() {
-        return f32::INFINITY;
+    -down32(-x)
+}
+
+/// The largest f64 below `x`, as `f64::next_down`, without a data-dependent branch on the
+/// sign (the same reason as [`down32`]).
+pub fn below(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let stepped = f64::from_bits(bits.wrapping_add(((bits >> 63) << 1).wrapping_sub(1)));
+    if x == 0.0 {
+        -f64::from_bits(1)
+    } else if x.is_nan() || x == f64::NEG_INFINITY {
+        x
+    } else {
+        stepped
     }
-    let y = x as f32;
-    if f64::from(y) < x { y.next_up() } else { y }
+}
+
+/// The smallest f64 above `x`, as `f64::next_up`.
+pub fn above(x: f64) -> f64 {
+    -below(-x)
 }
 
 /// A lower bound in f32 of every real in `[s − err, s + err]`.
@@ -143,6 +174,64 @@ impl SoundAcc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The branch-free steps are bit for bit the plain definitions, on special values and on
+    /// random bit patterns (NaN, infinities, subnormals and the neighbours of f32 values).
+    #[test]
+    fn branch_free_steps_equal_the_definitions() {
+        fn down_ref(x: f64) -> f32 {
+            if x.is_nan() {
+                return f32::NEG_INFINITY;
+            }
+            let y = x as f32;
+            if f64::from(y) > x { y.next_down() } else { y }
+        }
+        fn up_ref(x: f64) -> f32 {
+            if x.is_nan() {
+                return f32::INFINITY;
+            }
+            let y = x as f32;
+            if f64::from(y) < x { y.next_up() } else { y }
+        }
+        let same32 = |a: f32, b: f32| a.to_bits() == b.to_bits();
+        let same64 = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MAX,
+            -f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::from_bits(1),
+            -f64::from_bits(1),
+            f64::from(f32::MAX),
+            -f64::from(f32::MAX),
+            f64::from(f32::MAX).next_up(),
+            f64::from(f32::MIN_POSITIVE),
+            f64::from(f32::from_bits(1)),
+            f64::from(f32::from_bits(1)) / 2.0,
+            -f64::from(f32::from_bits(1)) / 2.0,
+            1e-300,
+            -1e-300,
+        ];
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            xs.push(f64::from_bits(s));
+            let f = f64::from(f32::from_bits((s >> 32) as u32));
+            xs.extend([f, f.next_up(), f.next_down()]);
+        }
+        for &x in &xs {
+            assert!(same32(down32(x), down_ref(x)), "down32({x:e})");
+            assert!(same32(up32(x), up_ref(x)), "up32({x:e})");
+            assert!(same64(below(x), x.next_down()), "below({x:e})");
+            assert!(same64(above(x), x.next_up()), "above({x:e})");
+        }
+    }
 
     #[test]
     fn directed_conversions() {
