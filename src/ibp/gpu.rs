@@ -413,6 +413,11 @@ fn finish(
     }
     let last = run.last()?;
     let n = last.len();
+    if let Out::Host(lo, hi) = &out {
+        if lo.len() != n || hi.len() != n {
+            return Err(VramError::invalid("out_lower/out_upper", "wrong length"));
+        }
+    }
     // Host outputs: written by the kernel into the staging memory when small, else into
     // device scratch and copied.
     let scratch;
@@ -439,10 +444,6 @@ fn finish(
         )
     }?;
     if let Out::Host(lo, hi) = out {
-        if lo.len() != n || hi.len() != n {
-            stream.sync()?;
-            return Err(VramError::invalid("out_lower/out_upper", "wrong length"));
-        }
         let staged = stages(8 * n);
         if !staged {
             // SAFETY: the sources hold n floats each (views of the scratch above), alive until

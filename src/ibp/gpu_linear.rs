@@ -159,7 +159,8 @@ pub fn bound(
     }
     // The normalised boxes (the chain's input), fetched back only when the coefficients need
     // their widths: the normalisation itself runs on the device, from the plan's constants.
-    let prefix = plan(model)?.crown_prefix();
+    let plan = plan(model)?;
+    let prefix = plan.crown_prefix();
     let fetch_z = want_coeffs && !prefix.is_empty();
     let (mut zlo, mut zhi) = if fetch_z {
         (
@@ -170,7 +171,7 @@ pub fn bound(
         (Vec::new(), Vec::new())
     };
 
-    let table = plan(model)?.crown()?;
+    let table = plan.crown()?;
     let dev = device(model)?;
     let _scope = DeviceScope::enter(dev)?;
     let stream = stream_for(stream, dev)?;
@@ -251,7 +252,7 @@ pub fn bound(
             // Outward-rounded, as every IBP kernel (docs/soundness.md, "The GPU path").
             let (mut from, mut to) = (raw, spare);
             for &(at, features) in prefix {
-                let consts = plan(model)?.consts(at, 4 * features as usize)?;
+                let consts = plan.consts(at, 4 * features as usize)?;
                 launch::ibp_normalize(consts, features, from, to, &stream)?;
                 std::mem::swap(&mut from, &mut to);
             }

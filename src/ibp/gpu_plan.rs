@@ -8,6 +8,7 @@
 //! linear bounds' rounding charges are computed from the sealed bytes on every call, so a
 //! weight changed after the plan was made cannot make a charge too small.
 
+use super::gpu::u32_of;
 use super::graph::{Node, Op};
 use super::model::Model;
 use super::round::gamma;
@@ -71,10 +72,6 @@ pub struct GpuPlan {
     crown: Result<CrownTable>,
     /// The chain's input normalisations: constants' byte offset and features.
     crown_prefix: Vec<(usize, u32)>,
-}
-
-fn u32_of(n: u64, what: &str) -> Result<u32> {
-    u32::try_from(n).map_err(|_| VramError::invalid(what, "is too large for the GPU kernels"))
 }
 
 /// Whether node `k` (linear or conv2d) can apply the ReLU of node `k + 1` in its own epilogue:
