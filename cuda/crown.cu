@@ -196,8 +196,11 @@ __device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows
 }
 
 // Backward from coefficients `b` over the inputs of layer `m` down to the box: leaves each
-// row's lower bound in cst[r], and (when `coeffs` is not NULL) the coefficients on the box.
-__device__ void backward(const Args &g, Shared &s, uint32_t m, uint32_t rows, double *coeffs) {
+// row's lower bound in cst[r], and (when `coeffs` is not NULL) the coefficients B on the box
+// and the constant k (offsets[r]) of the linear bound itself: rows·y >= B·x + k holds at every
+// point x of the box (every charge is sized by the box's magnitudes, so it covers each point),
+// which lets the caller cut away the part of the box where it already proves the property.
+__device__ void backward(const Args &g, Shared &s, uint32_t m, uint32_t rows, double *coeffs, double *offsets) {
     for (uint32_t k = m; k >= 1; k--) {
         through_relu(g, s, k - 1, rows);
         through_linear(g, s, k - 1, rows);
@@ -211,7 +214,10 @@ __device__ void backward(const Args &g, Shared &s, uint32_t m, uint32_t rows, do
             if (coeffs) coeffs[(size_t)r * g.n_in + i] = br[i];
         }
         c = warp_sum_down(c);
-        if (lane == 0) s.cst[r] = low_or_inf(__dsub_rd(__dadd_rd(s.cst[r], c), s.err[r]));
+        if (lane == 0) {
+            if (offsets) offsets[r] = low_or_inf(__dsub_rd(s.cst[r], s.err[r]));
+            s.cst[r] = low_or_inf(__dsub_rd(__dadd_rd(s.cst[r], c), s.err[r]));
+        }
     }
     __syncthreads();
 }
@@ -256,7 +262,7 @@ __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
 __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double *__restrict__ box_lo,
                                                         const double *__restrict__ box_hi, double *lower,
                                                         double *out_lo, double *out_hi, double *coeffs,
-                                                        uint32_t total_out) {
+                                                        double *offsets, uint32_t total_out) {
     extern __shared__ double smem[];
     const uint64_t box = blockIdx.x;
     const uint32_t W = g.width, rp = g.rp;
@@ -375,7 +381,7 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
                     s.err[r] = 0.0;
                 }
                 __syncthreads();
-                backward(g, s, m, rows, nullptr);
+                backward(g, s, m, rows, nullptr, nullptr);
                 for (uint32_t t = threadIdx.x; t < cnt; t += THREADS) {
                     int j = s.unst[first + t];
                     s.ylo[l.offset + j] = fmax(s.ylo[l.offset + j], s.cst[2 * t]);
@@ -402,7 +408,8 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
         }
         __syncthreads();
         through_linear(g, s, last, rows);
-        backward(g, s, last, rows, coeffs ? coeffs + (box * g.n_rows + first) * g.n_in : nullptr);
+        backward(g, s, last, rows, coeffs ? coeffs + (box * g.n_rows + first) * g.n_in : nullptr,
+                 coeffs ? offsets + box * g.n_rows + first : nullptr);
         for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
             // IBP's bound of the same row, from the tightened output bounds: never looser.
             double ibp = 0.0;
@@ -488,10 +495,10 @@ extern "C" int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers
 extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
                                 uint32_t total_out, uint32_t rp, size_t smem, const double *colmax, uint32_t batch,
                                 const double *lo, const double *hi, const double *rows, uint32_t n_rows, double *lower,
-                                double *out_lo, double *out_hi, double *coeffs, const lvk_crown_store *store,
-                                void *stream) {
+                                double *out_lo, double *out_hi, double *coeffs, double *offsets,
+                                const lvk_crown_store *store, void *stream) {
     if (layers == nullptr || colmax == nullptr || lo == nullptr || hi == nullptr || rows == nullptr || lower == nullptr ||
-        out_lo == nullptr || out_hi == nullptr)
+        out_lo == nullptr || out_hi == nullptr || (coeffs == nullptr) != (offsets == nullptr))
         return cudaErrorInvalidValue;
     if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 4 || rp % 4 || batch > 0x7fffffffu)
         return cudaErrorInvalidValue;
@@ -503,6 +510,6 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
     cudaError_t e = cudaFuncSetAttribute(crown_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     crown_kernel<<<batch, THREADS, smem, static_cast<cudaStream_t>(stream)>>>(g, lo, hi, lower, out_lo, out_hi,
-                                                                              coeffs, total_out);
+                                                                              coeffs, offsets, total_out);
     return cudaGetLastError();
 }

@@ -175,16 +175,17 @@ int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t 
                      void *stream);
 /* For each of `batch` boxes ([batch][n_in] f64, lo <= hi, finite): lower[batch][n_rows] sound
  * lower bounds of rows·y (rows: [n_rows][output size] f64), out_lo / out_hi [batch][output
- * size] sound output bounds, and (coeffs not NULL) [batch][n_rows][n_in] the linear bound's
- * coefficients on the box. `width` >= every layer's in_f and out_f and n_in; total_out = the sum
- * of the layers' out_f; rp and smem from lvk_crown_rows_per_pass; colmax from
- * lvk_crown_colmax on the same stream; store (host struct of
- * device pointers) NULL or as above. */
+ * size] sound output bounds, and (coeffs and offsets, both or neither NULL) the linear bound
+ * itself: coeffs [batch][n_rows][n_in] and offsets [batch][n_rows] such that
+ * rows_r·y >= coeffs_r·x + offsets_r at every point x of the box. `width` >= every layer's
+ * in_f and out_f and n_in; total_out = the sum of the layers' out_f; rp and smem from
+ * lvk_crown_rows_per_pass; colmax from lvk_crown_colmax on the same stream; store (host struct
+ * of device pointers) NULL or as above. */
 int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
                      uint32_t total_out, uint32_t rp, size_t smem, const double *colmax, uint32_t batch,
                      const double *lo, const double *hi, const double *rows, uint32_t n_rows, double *lower,
-                     double *out_lo, double *out_hi, double *coeffs, const lvk_crown_store *store,
-                     void *stream);
+                     double *out_lo, double *out_hi, double *coeffs, double *offsets,
+                     const lvk_crown_store *store, void *stream);
 
 #ifdef __cplusplus
 }

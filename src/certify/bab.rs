@@ -3,9 +3,10 @@
 //!
 //! For each case of the property, the case's input box is bounded; a box is done when some
 //! unsafe constraint provably cannot hold anywhere in it (its linear lower bound exceeds the
-//! constraint's threshold). Boxes are taken last-in first-out, a round at a time: the open
-//! boxes of a round get a few gradient steps from their centres (a counterexample search),
-//! then each is bisected. The input to bisect is chosen by trying candidates — the two the
+//! constraint's threshold). Boxes are taken last-in first-out, a round at a time: each open
+//! box is first cut down to the part where every constraint's linear bound still allows the
+//! unsafe side ([`contract`]; the rest is proven), gets a few gradient steps from its centre
+//! (a counterexample search), and is then bisected. The input to bisect is chosen by trying candidates — the two the
 //! linear bound is most sensitive to (coefficient times width, for the constraint closest to
 //! proven) and the widest relative to the case's box — and keeping the split whose worse half
 //! comes closest to proven: every candidate's halves of every box of the round are bounded in
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::attack::{Rng, Search, Start, Witness};
+use super::contract::{self, Row};
 use super::engine::{Engine, Job};
 use super::vnnlib::{Case, Property};
 use crate::error::Result;
@@ -172,6 +174,36 @@ impl CaseRun<'_> {
             }
         }
         c
+    }
+
+    /// `b` cut down to where the case can still be unsafe ([`contract`]), or `None` when no
+    /// point of it can be.
+    fn cut(&self, mut b: SubBox) -> Option<SubBox> {
+        let r = &b.bounds;
+        let n = b.lo.len();
+        if r.offsets.len() != self.which.len() {
+            return Some(b);
+        }
+        let rows: Vec<Row<'_>> = self
+            .which
+            .iter()
+            .enumerate()
+            .filter_map(|(k, &i)| {
+                Some(Row {
+                    coeffs: r.input_coeffs.get(k * n..(k + 1) * n)?,
+                    offset: *r.offsets.get(k)?,
+                    threshold: self.case.unsafe_if.get(i)?.bound.hi,
+                })
+            })
+            .collect();
+        let (mut lo, mut hi) = (b.lo.clone(), b.hi.clone());
+        if !contract::cut(&mut lo, &mut hi, &rows) {
+            return None;
+        }
+        b.frac *= contract::kept_share(&b.lo, &b.hi, &lo, &hi);
+        b.lo = lo;
+        b.hi = hi;
+        Some(b)
     }
 
     fn bound_one(&self, lo: &[f64], hi: &[f64]) -> Result<Option<RowBounds>> {
@@ -392,6 +424,7 @@ fn step_round(
     let open: Vec<SubBox> = round
         .into_iter()
         .filter(|b| run.margin(&b.bounds) <= 0.0)
+        .filter_map(|b| run.cut(b))
         .collect();
     if open.is_empty() {
         return Ok(Round::Continue);

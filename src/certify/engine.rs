@@ -84,7 +84,9 @@ fn map_parallel<T: Sync, R: Send>(
 fn either_way(kept: &mut RowBounds, fresh: RowBounds) {
     let best = |r: &RowBounds| r.lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if best(&fresh) > best(kept) {
+        // The coefficients and constants are one linear bound: they go together.
         kept.input_coeffs = fresh.input_coeffs;
+        kept.offsets = fresh.offsets;
     }
     for (a, b) in kept.lower.iter_mut().zip(&fresh.lower) {
         *a = a.max(*b);
@@ -251,6 +253,7 @@ impl Engine for Gpu<'_> {
             Ok(RowBounds {
                 lower: part(&b.lower, k * n_k, n_rows)?,
                 input_coeffs: part(&b.coeffs, k * n_k * n_in, n_rows * n_in)?,
+                offsets: part(&b.offsets, k * n_k, n_rows)?,
                 out_lo: part(&b.out_lo, k * n_out, n_out)?,
                 out_hi: part(&b.out_hi, k * n_out, n_out)?,
                 nodes: Arc::clone(&nodes),
@@ -315,5 +318,138 @@ impl Engine for Gpu<'_> {
 
     fn output_size(&self) -> usize {
         self.model.output_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::BackendChoice;
+    use crate::context::{Context, ContextOptions};
+
+    fn acasxu() -> Option<PathBuf> {
+        let dir = std::env::var_os("VRAM_ACASXU_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/acasxu")
+            });
+        dir.join("onnx").is_dir().then_some(dir)
+    }
+
+    fn context(backend: BackendChoice) -> Option<Arc<Context>> {
+        Context::new(&ContextOptions {
+            secret: &[7u8; 32],
+            backend,
+            device: 0,
+            capacity_bytes: 0,
+            allow_fault_drills: false,
+            max_threads: 2,
+        })
+        .ok()
+        .map(Arc::new)
+    }
+
+    /// xorshift, values in [0, 1).
+    fn uniform(s: &mut u64) -> f64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        (*s >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Every row's linear bound `row·y ≥ coeffs·x + offset` is checked at random points of
+    /// random sub-boxes (inside `lo..hi`) against sound output bounds at the point: it must
+    /// never exceed the row's largest possible value there. Returns how many constants were
+    /// finite.
+    fn offsets_hold(engine: &dyn Engine, lo: &[f64], hi: &[f64]) -> usize {
+        let (n_in, n_out) = (engine.input_size(), engine.output_size());
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut rows = vec![0.0; 2 * n_out];
+        rows[0] = 1.0;
+        rows[1] = -1.0;
+        rows[n_out + 2] = -2.0;
+        rows[n_out + 3] = 0.5;
+        let mut finite = 0;
+        for _ in 0..40 {
+            let (mut l, mut h) = (vec![0.0; n_in], vec![0.0; n_in]);
+            for j in 0..n_in {
+                let w = (hi[j] - lo[j]) * uniform(&mut s) * 0.3;
+                l[j] = lo[j] + (hi[j] - lo[j] - w) * uniform(&mut s);
+                h[j] = l[j] + w;
+            }
+            let job = Job {
+                lo: &l,
+                hi: &h,
+                outer: None,
+                outer_slot: None,
+            };
+            let b = engine.bound(&[job], &rows, 2).unwrap().remove(0);
+            assert_eq!(b.offsets.len(), 2);
+            for _ in 0..8 {
+                let x: Vec<f64> = (0..n_in)
+                    .map(|j| l[j] + (h[j] - l[j]) * uniform(&mut s))
+                    .collect();
+                let (ylo, yhi) = engine.enclose(&x).unwrap();
+                for r in 0..2 {
+                    let k = b.offsets[r];
+                    if k == f64::NEG_INFINITY {
+                        continue;
+                    }
+                    finite += 1;
+                    let row = &rows[r * n_out..(r + 1) * n_out];
+                    let most: f64 = (0..n_out)
+                        .map(|j| (row[j] * ylo[j]).max(row[j] * yhi[j]))
+                        .sum();
+                    let c = &b.input_coeffs[r * n_in..(r + 1) * n_in];
+                    let at: f64 = c.iter().zip(&x).map(|(a, v)| a * v).sum::<f64>() + k;
+                    let slack = 1e-12 * (1.0 + at.abs() + most.abs());
+                    assert!(
+                        at <= most + slack,
+                        "row {r}: bound {at} above {most} at {x:?}"
+                    );
+                }
+            }
+        }
+        finite
+    }
+
+    /// On ACAS Xu (ONNX: normalised inputs; NNet: physical inputs, normalised and clipped by
+    /// the network), on the CPU and, where there is one, on the GPU.
+    #[test]
+    fn linear_bounds_constants_hold_at_every_point() {
+        let Some(dir) = acasxu() else {
+            println!("SKIPPED linear_bounds_constants_hold_at_every_point: no ACAS Xu data");
+            return;
+        };
+        let onnx = dir.join("onnx/ACASXU_experimental_v2a_1_1.onnx");
+        let nnet = dir.join("nnet/ACASXU_experimental_v2a_1_1.nnet");
+        let norm_box = ([-0.3, -0.5, -0.5, -0.5, -0.5], [0.68, 0.5, 0.5, 0.5, 0.5]);
+        let phys_box = (
+            [-1000.0, -3.2, -3.2, 100.0, 0.0],
+            [60760.0, 3.1, 3.1, 1200.0, 1200.0],
+        );
+        let host = context(BackendChoice::Host).expect("a host context");
+        for (path, (lo, hi)) in [(&onnx, norm_box), (&nnet, phys_box)] {
+            let model = if path.extension().is_some_and(|e| e == "onnx") {
+                crate::ibp::onnx::load(Arc::clone(&host), path, None).unwrap()
+            } else {
+                crate::ibp::nnet::load(Arc::clone(&host), path).unwrap()
+            };
+            let net = model.host_network().unwrap();
+            let cpu = Cpu::new(&net, 2);
+            assert!(offsets_hold(&cpu, &lo, &hi) > 300, "{}", path.display());
+        }
+        let Some(gpu_ctx) = context(BackendChoice::Cuda)
+            .filter(|c| matches!(c.residency(), crate::seal::record::Residency::Cuda { .. }))
+        else {
+            println!("SKIPPED linear_bounds_constants_hold_at_every_point on the GPU: no GPU");
+            return;
+        };
+        let model = crate::ibp::onnx::load(gpu_ctx, &onnx, None).unwrap();
+        let gpu = Gpu::new(&model).unwrap();
+        assert!(offsets_hold(&gpu, &norm_box.0, &norm_box.1) > 300);
     }
 }

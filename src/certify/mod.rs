@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod bab;
+pub mod contract;
 pub mod engine;
 pub mod run;
 pub mod vnnlib;

@@ -38,9 +38,13 @@ pub struct LinearBatch {
     /// `batch × output size`: sound output bounds (IBP over the tightened intermediate bounds).
     pub out_lo: Vec<f64>,
     pub out_hi: Vec<f64>,
-    /// `batch × rows × input size` when asked for: the linear bound's coefficients on the
-    /// network's input, as coefficient × width reads them (empty otherwise).
+    /// `batch × rows × input size` when asked for (empty otherwise): the linear bound's
+    /// coefficients on the network's input.
     pub coeffs: Vec<f64>,
+    /// `batch × rows`, with the coefficients: the linear bound's constant, so that
+    /// `row·y ≥ coeffs·x + offset` at every point `x` of the box (`-∞` where an input clip
+    /// acts on the box, which makes the bound not affine in `x`).
+    pub offsets: Vec<f64>,
 }
 
 fn unsupported(k: usize, what: &str) -> VramError {

@@ -45,6 +45,11 @@ pub struct RowBounds {
     /// The linear bound's coefficients on the input, `rows × input size`: where the bound
     /// is most sensitive (used to choose which input to split).
     pub input_coeffs: Vec<f64>,
+    /// The linear bound's constant per row, so that `λ_r·y ≥ input_coeffs_r·x + offsets_r` at
+    /// every point `x` of the box (`-∞` where no such constant is known: the GPU's bounds are
+    /// over the normalised input, and an input clip acting on the box makes them not affine
+    /// in `x`). The part of the box where this already proves a property can be cut away.
+    pub offsets: Vec<f64>,
     /// Sound bounds of the outputs over the box (IBP, with tightened intermediate bounds).
     pub out_lo: Vec<f64>,
     pub out_hi: Vec<f64>,
@@ -168,7 +173,7 @@ impl<'a> Crown<'a> {
         let outer = outer.filter(|o| o.len() == self.net.nodes.len());
         let vals = self.intermediate(lo, hi, outer)?;
         let last = self.net.nodes.len() - 1;
-        let (mut lower, input_coeffs) = self.backward(last, lam.to_vec(), rows, &vals)?;
+        let (mut lower, input_coeffs, offsets) = self.backward(last, lam.to_vec(), rows, &vals)?;
         let y = &vals[last];
         let n_out = self.output_size();
         for (r, l) in lower.iter_mut().enumerate() {
@@ -181,6 +186,7 @@ impl<'a> Crown<'a> {
         Ok(RowBounds {
             lower,
             input_coeffs,
+            offsets,
             out_lo: y.lo.clone(),
             out_hi: y.hi.clone(),
             nodes: Arc::new(vals),
@@ -226,7 +232,7 @@ impl<'a> Crown<'a> {
                 lam[r * n + j] = 1.0;
                 lam[(m + r) * n + j] = -1.0;
             }
-            let (lower, _) = self.backward(k, lam, 2 * m, &vals)?;
+            let (lower, _, _) = self.backward(k, lam, 2 * m, &vals)?;
             let b = &mut vals[k];
             for (r, &j) in unstable.iter().enumerate() {
                 b.lo[j] = b.lo[j].max(lower[r]);
@@ -236,15 +242,17 @@ impl<'a> Crown<'a> {
         Ok(vals)
     }
 
-    /// Lower bounds of `lam · z_start` (`rows × size of node start`), and the coefficients
-    /// that reach the input.
+    /// Lower bounds of `lam · z_start` (`rows × size of node start`), the coefficients that
+    /// reach the input, and each row's constant without the input's terms (a lower bound of
+    /// `lam · z_start − coeffs · x` at every point of the box: every charge and relaxation is
+    /// sized by the box's bounds, so it covers each point).
     fn backward(
         &self,
         start: usize,
         lam: Vec<f64>,
         rows: usize,
         vals: &[Boxes],
-    ) -> Result<(Vec<f64>, Vec<f64>)> {
+    ) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
         let mut pass = Pass {
             rows,
             lams: vec![None; start + 1],
@@ -260,6 +268,7 @@ impl<'a> Crown<'a> {
         let n_in = self.input_size();
         let input = pass.lams[0].take().unwrap_or_default();
         let b = &vals[0];
+        let offsets = pass.acc.iter().map(|acc| acc.finish64().0).collect();
         let lower = pass
             .acc
             .iter_mut()
@@ -278,7 +287,7 @@ impl<'a> Crown<'a> {
         } else {
             input
         };
-        Ok((lower, coeffs))
+        Ok((lower, coeffs, offsets))
     }
 
     /// Moves the coefficients on node `k`'s output to its input(s).

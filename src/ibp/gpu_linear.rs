@@ -9,11 +9,12 @@
 use std::ffi::c_void;
 
 use super::chain::LinearBatch as Bounds;
+use super::chain_input::InputMap;
 use super::gpu::{device, plan, stream_for, u32_of};
 use super::gpu_entry::{NO_SLOT, StoreUse};
 use super::model::Model;
 use super::{plain_bytes, plain_bytes_mut};
-use crate::backend::cuda::launch::{self, CrownStore, Dev, DevBounds};
+use crate::backend::cuda::launch::{self, CrownLinear, CrownStore, Dev, DevBounds};
 use crate::backend::cuda::runtime::{
     DeviceAlloc, DeviceMem, DeviceScope, copy_to_device, copy_to_host, mem_info,
 };
@@ -153,23 +154,18 @@ pub fn bound(
         } else {
             Vec::new()
         },
+        offsets: if want_coeffs {
+            try_vec(batch * n_rows, 0.0, "linear bounds")?
+        } else {
+            Vec::new()
+        },
     };
     if batch == 0 {
         return Ok(out);
     }
-    // The normalised boxes (the chain's input), fetched back only when the coefficients need
-    // their widths: the normalisation itself runs on the device, from the plan's constants.
+    // The input normalisation runs on the device, from the plan's constants.
     let plan = plan(model)?;
     let prefix = plan.crown_prefix();
-    let fetch_z = want_coeffs && !prefix.is_empty();
-    let (mut zlo, mut zhi) = if fetch_z {
-        (
-            try_vec(lo.len(), 0.0, "linear bounds")?,
-            try_vec(hi.len(), 0.0, "linear bounds")?,
-        )
-    } else {
-        (Vec::new(), Vec::new())
-    };
 
     let table = plan.crown()?;
     let dev = device(model)?;
@@ -204,6 +200,7 @@ pub fn bound(
         let at_olo = ws.take(b * n_out * 8)?;
         let at_ohi = ws.take(b * n_out * 8)?;
         let at_coeffs = ws.take(if want_coeffs { b * n_rows * n_x * 8 } else { 0 })?;
+        let at_offsets = ws.take(if want_coeffs { b * n_rows * 8 } else { 0 })?;
         let at_slots = ws.take(if store.is_some() { 2 * b * 4 } else { 0 })?;
         let mem = DeviceAlloc::scratch(ws.total, &stream, "linear bounds workspace")?;
         let raw = DevBounds::new(mem.view(at_lo, b * n_x)?, mem.view(at_hi, b * n_x)?)?;
@@ -217,8 +214,11 @@ pub fn bound(
         let boxes = if prefix.len() % 2 == 1 { spare } else { raw };
         let lower = mem.view::<f64>(at_lower, b * n_rows)?;
         let outs_dev = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
-        let coeffs = if want_coeffs {
-            Some(mem.view::<f64>(at_coeffs, b * n_rows * n_x)?)
+        let linear = if want_coeffs {
+            Some(CrownLinear {
+                coeffs: mem.view::<f64>(at_coeffs, b * n_rows * n_x)?,
+                offsets: mem.view::<f64>(at_offsets, b * n_rows)?,
+            })
         } else {
             None
         };
@@ -246,7 +246,7 @@ pub fn bound(
             )?;
             copy_to_device(
                 raw.hi().as_ptr().cast(),
-                plain_bytes(&hi[box_range.clone()]),
+                plain_bytes(&hi[box_range]),
                 &stream,
             )?;
             // Outward-rounded, as every IBP kernel (docs/soundness.md, "The GPU path").
@@ -255,18 +255,6 @@ pub fn bound(
                 let consts = plan.consts(at, 4 * features as usize)?;
                 launch::ibp_normalize(consts, features, from, to, &stream)?;
                 std::mem::swap(&mut from, &mut to);
-            }
-            if fetch_z {
-                copy_to_host(
-                    plain_bytes_mut(&mut zlo[box_range.clone()]),
-                    boxes.lo().as_ptr().cast(),
-                    &stream,
-                )?;
-                copy_to_host(
-                    plain_bytes_mut(&mut zhi[box_range]),
-                    boxes.hi().as_ptr().cast(),
-                    &stream,
-                )?;
             }
             if let (Some(k), Some(st)) = (&kept, &store) {
                 copy_to_device(
@@ -281,10 +269,10 @@ pub fn bound(
                 )?;
             }
             launch::crown_bounds(
-                table, colmax, boxes, rows_dev, n_rows32, lower, outs_dev, coeffs, kept, &stream,
+                table, colmax, boxes, rows_dev, n_rows32, lower, outs_dev, linear, kept, &stream,
             )?;
             copy_to_host(
-                plain_bytes_mut(&mut out.lower[rows_of]),
+                plain_bytes_mut(&mut out.lower[rows_of.clone()]),
                 lower.as_ptr().cast(),
                 &stream,
             )?;
@@ -298,11 +286,16 @@ pub fn bound(
                 outs_dev.hi().as_ptr().cast(),
                 &stream,
             )?;
-            if let Some(c) = coeffs {
+            if let Some(c) = linear {
                 let range = first * n_rows * n_x..(first + b) * n_rows * n_x;
                 copy_to_host(
                     plain_bytes_mut(&mut out.coeffs[range]),
-                    c.as_ptr().cast(),
+                    c.coeffs.as_ptr().cast(),
+                    &stream,
+                )?;
+                copy_to_host(
+                    plain_bytes_mut(&mut out.offsets[rows_of]),
+                    c.offsets.as_ptr().cast(),
                     &stream,
                 )?;
             }
@@ -327,18 +320,18 @@ pub fn bound(
             *h = f64::INFINITY;
         }
     }
-    // Coefficients on the normalised input, turned into coefficients on the network's input
-    // in the one way the split heuristic reads them: coefficient times the box's width.
+    // The linear bounds are over the normalised box: moved to the network's input, where the
+    // caller's boxes are (exactly: what the move rounds is charged to the constants).
     if want_coeffs {
-        for (k, c) in out.coeffs.iter_mut().enumerate() {
-            let item = k / (n_rows * n_x);
-            let j = item * n_x + k % n_x;
-            let (w_x, w_z) = match (zlo.get(j), zhi.get(j)) {
-                (Some(l), Some(h)) => (hi[j] - lo[j], h - l),
-                _ => continue, // no prefix: the network's input is the chain's
-            };
-            if w_x > 0.0 {
-                *c *= w_z / w_x;
+        let map = InputMap::of(model.nodes(), chain.prefix());
+        let per_box = out
+            .coeffs
+            .chunks_exact_mut(n_rows * n_x)
+            .zip(out.offsets.chunks_exact_mut(n_rows))
+            .zip(lo.chunks_exact(n_x).zip(hi.chunks_exact(n_x)));
+        for ((coeffs, offsets), (blo, bhi)) in per_box {
+            for (c, k) in coeffs.chunks_exact_mut(n_x).zip(offsets.iter_mut()) {
+                *k = map.to_input(c, *k, blo, bhi);
             }
         }
     }

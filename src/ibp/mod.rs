@@ -6,6 +6,7 @@
 
 pub mod builder;
 pub mod chain;
+pub mod chain_input;
 pub mod concrete;
 pub mod cpu;
 pub mod crown;

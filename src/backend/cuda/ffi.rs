@@ -252,6 +252,7 @@ unsafe extern "C" {
         out_lo: *mut f64,
         out_hi: *mut f64,
         coeffs: *mut f64,
+        offsets: *mut f64,
         store: *const LvkCrownStore,
         stream: *mut c_void,
     ) -> c_int;

@@ -707,10 +707,19 @@ pub struct CrownStore<'a> {
     pub own: Dev<'a, u32>,
 }
 
+/// Where the linear-bounds kernel writes each row's linear bound: its coefficients on the box
+/// and its constant.
+#[derive(Clone, Copy)]
+pub struct CrownLinear<'a> {
+    pub coeffs: Dev<'a, f64>,
+    pub offsets: Dev<'a, f64>,
+}
+
 /// Sound lower bounds of `rows` (`n_rows × output size`) times the chain's output over each
 /// box of `boxes` (`batch × n_in`, finite, lo ≤ hi), into `lower` (`batch × n_rows`), the
-/// output bounds into `out` (`batch × output size`), and the bound's coefficients on the box
-/// into `coeffs` (`batch × n_rows × n_in`) when given.
+/// output bounds into `out` (`batch × output size`), and, when given, the linear bound itself
+/// into `linear`: coefficients on the box (`batch × n_rows × n_in`) and constants
+/// (`batch × n_rows`), with `row·y ≥ coeffs·x + constant` at every point of the box.
 ///
 /// # Safety
 /// The launch contract (module docs); the table's weights are alive; `colmax` was written by
@@ -725,7 +734,7 @@ pub unsafe fn crown_bounds(
     n_rows: u32,
     lower: Dev<'_, f64>,
     out: DevBounds<'_>,
-    coeffs: Option<Dev<'_, f64>>,
+    linear: Option<CrownLinear<'_>>,
     store: Option<CrownStore<'_>>,
     stream: &Stream,
 ) -> Result<()> {
@@ -745,7 +754,10 @@ pub unsafe fn crown_bounds(
     let rows_ok = Some(rows.len()) == mul(u64::from(n_rows), u64::from(table.n_out));
     let lower_ok = Some(lower.len()) == mul(b, u64::from(n_rows));
     let out_ok = Some(out.len()) == mul(b, u64::from(table.n_out));
-    let coeffs_ok = coeffs.is_none_or(|c| Some(c.len()) == mul(b * u64::from(n_rows), n_in));
+    let coeffs_ok = linear.is_none_or(|c| {
+        Some(c.coeffs.len()) == mul(b * u64::from(n_rows), n_in)
+            && Some(c.offsets.len()) == mul(b, u64::from(n_rows))
+    });
     if !(rows_ok && lower_ok && out_ok && coeffs_ok) {
         return Err(mismatch("linear bounds outputs"));
     }
@@ -786,7 +798,8 @@ pub unsafe fn crown_bounds(
                 lower.as_ptr(),
                 out.lo.as_ptr(),
                 out.hi.as_ptr(),
-                coeffs.map_or(std::ptr::null_mut(), |c| c.as_ptr()),
+                linear.map_or(std::ptr::null_mut(), |c| c.coeffs.as_ptr()),
+                linear.map_or(std::ptr::null_mut(), |c| c.offsets.as_ptr()),
                 kept.as_ref()
                     .map_or(std::ptr::null(), |k| k as *const LvkCrownStore),
                 stream.raw(),
