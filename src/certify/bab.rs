@@ -6,11 +6,14 @@
 //! constraint's threshold). Boxes are taken last-in first-out, a round at a time: each open
 //! box is first cut down to the part where every constraint's linear bound still allows the
 //! unsafe side ([`contract`]; the rest is proven), gets a few gradient steps from its centre
-//! (a counterexample search), and is then bisected. The input to bisect is chosen by trying candidates — the two the
-//! linear bound is most sensitive to (coefficient times width, for the constraint closest to
-//! proven) and the widest relative to the case's box — and keeping the split whose worse half
-//! comes closest to proven: every candidate's halves of every box of the round are bounded in
-//! one batch, and the chosen halves keep their bounds.
+//! (a counterexample search), and is then bisected. The input to bisect is chosen by trying
+//! candidates — the two the linear bound is most sensitive to (coefficient times width, for the
+//! constraint closest to proven) and the widest relative to the case's box — and keeping the
+//! split whose worse half comes closest to proven: every candidate's halves of every box of
+//! the round are bounded in one batch, and the chosen halves keep their bounds. (Measured on
+//! ACAS Xu 3_3 p9 and 1_1 p6 on the 2-core VM: trying three or five inputs by sensitivity
+//! instead of two takes several times the boxes; scoring a split by its better half or by the
+//! sum of both halves' margins saves under 10 %.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
