@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import nnet_file  # noqa: E402
-from check_witness import parse  # noqa: E402
+from check_witness import parse, value  # noqa: E402
 
 
 def network(path):
@@ -37,32 +37,14 @@ def evaluate(layers, x):
     return v
 
 
-def term(t, y):
-    if isinstance(t, list):
-        op, *args = t
-        vals = [term(a, y) for a in args]
-        if op == "+":
-            return sum(vals)
-        if op == "-":
-            return vals[0] - sum(vals[1:]) if len(vals) > 1 else -vals[0]
-        if op == "*":
-            p = 1.0
-            for v in vals:
-                p = p * v
-            return p
-        raise ValueError(op)
-    if t.startswith("Y_"):
-        return y[:, int(t[2:])]
-    return float(t)
-
-
-def degree(f, y):
+def degree(f, env):
+    """`env` maps each output name `Y_j` to its column of values, one per point."""
     op, *args = f
     if op == "and":
-        return np.min([degree(a, y) for a in args], axis=0)
+        return np.min([degree(a, env) for a in args], axis=0)
     if op == "or":
-        return np.max([degree(a, y) for a in args], axis=0)
-    a, b = term(args[0], y), term(args[1], y)
+        return np.max([degree(a, env) for a in args], axis=0)
+    a, b = value(args[0], env), value(args[1], env)
     return b - a if op in ("<=", "<") else a - b
 
 
@@ -70,8 +52,9 @@ def main():
     net, prop = sys.argv[1:3]
     samples = int(sys.argv[3]) if len(sys.argv) > 3 else 200000
     rng = np.random.default_rng(int(sys.argv[4]) if len(sys.argv) > 4 else 0)
-    asserts = [f[1] for f in parse(open(prop).read()) if f[0] == "assert"]
-    n = 1 + max(int(t[2:]) for a in asserts for t in np.array(a, dtype=object).ravel() if isinstance(t, str) and t.startswith("X_"))
+    forms = parse(open(prop).read())
+    asserts = [f[1] for f in forms if f[0] == "assert"]
+    n = sum(1 for f in forms if f[0] == "declare-const" and f[1].startswith("X_"))
     lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
     unsafe = []
     for a in asserts:
@@ -85,7 +68,10 @@ def main():
             unsafe.append(a)
     cond = ["and", *unsafe]
     layers = network(net)
-    score = lambda x: degree(cond, evaluate(layers, x))  # noqa: E731
+    def score(x):
+        y = evaluate(layers, x)
+        return degree(cond, {f"Y_{j}": y[:, j] for j in range(y.shape[1])})
+
     x = lo + (hi - lo) * rng.random((samples, n))
     s = score(x)
     best = x[np.argsort(-s)[:64]]
