@@ -25,7 +25,8 @@ from check_witness import parse, value  # noqa: E402
 def network(path):
     _, _, layers = nnet_file.read(path)
     # float32 weights, as sealed; float64 arithmetic.
-    return [(np.array(w, np.float32).astype(np.float64), np.array(b, np.float32).astype(np.float64)) for w, b in layers]
+    f64 = lambda v: np.array(v, np.float32).astype(np.float64)  # noqa: E731
+    return [(f64(w), f64(b)) for w, b in layers]
 
 
 def evaluate(layers, x):
@@ -78,7 +79,8 @@ def main():
     print(f"sampled {samples}: largest unsafe degree {s.max():.6g}")
     for it in range(300):
         step = (hi - lo) * 0.02 * 0.97**it
-        cand = np.clip(best[:, None, :] + rng.normal(size=(len(best), 32, n)) * step, lo, hi).reshape(-1, n)
+        moves = rng.normal(size=(len(best), 32, n)) * step
+        cand = np.clip(best[:, None, :] + moves, lo, hi).reshape(-1, n)
         pool = np.vstack([best, cand])
         best = pool[np.argsort(-score(pool))[:64]]
     s = score(best)
