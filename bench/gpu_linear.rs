@@ -12,7 +12,16 @@ use vram::backend::BackendChoice;
 use vram::context::{Context, ContextOptions};
 use vram::ibp::gpu_entry;
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Median milliseconds of `reps` calls of `f`, after one warm-up call.
+fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -64,15 +73,11 @@ fn main() {
             hi.push(c + 0.01);
         }
         let reps = if batch >= 16384 { 5 } else { 11 };
-        let mut t = Vec::new();
-        for _ in 0..=reps {
-            let t0 = Instant::now();
+        let ms = median_ms(reps, || {
             let b = gpu_entry::linear_bounds(&m, &lo, &hi, &rows, 10, false, None, None)
                 .expect("bounds");
-            t.push(t0.elapsed().as_secs_f64() * 1e3);
             assert_eq!(b.lower.len(), batch * 10);
-        }
-        t.remove(0); // warm-up
+        });
         let (flo, fhi): (Vec<f32>, Vec<f32>) = (
             lo.iter().map(|&v| v as f32).collect(),
             hi.iter().map(|&v| v as f32).collect(),
@@ -84,28 +89,17 @@ fn main() {
             in_hi: &fhi,
             spec: None,
         };
-        let mut ti = Vec::new();
-        for _ in 0..=reps {
-            let t0 = Instant::now();
+        let ibp_ms = median_ms(reps, || {
             gpu_entry::propagate_host_boxes(&m, &req, &mut ol, &mut oh, None).expect("ibp");
-            ti.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-        ti.remove(0);
+        });
         // What ibp_propagate with IBP_METHOD_LINEAR runs: f32 boxes, IBP first, then the
         // linear bounds of the output rows, narrowed to f32.
-        let mut tu = Vec::new();
-        for _ in 0..=reps {
-            let t0 = Instant::now();
+        let user_ms = median_ms(reps, || {
             gpu_entry::linear_host_boxes(&m, &req, &mut ol, &mut oh, None).expect("linear");
-            tu.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-        tu.remove(0);
-        let ms = median(t);
+        });
         println!(
-            "| {batch} | {ms:.3} | {:.2} | {:.3} | {:.3} |",
-            1e3 * ms / batch as f64,
-            median(ti),
-            median(tu)
+            "| {batch} | {ms:.3} | {:.2} | {ibp_ms:.3} | {user_ms:.3} |",
+            1e3 * ms / batch as f64
         );
     }
 }

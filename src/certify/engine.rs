@@ -331,11 +331,7 @@ mod tests {
     use crate::context::{Context, ContextOptions};
 
     fn acasxu() -> Option<PathBuf> {
-        let dir = std::env::var_os("VRAM_ACASXU_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/acasxu")
-            });
+        let dir = crate::certify::acasxu_dir();
         dir.join("onnx").is_dir().then_some(dir)
     }
 

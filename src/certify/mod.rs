@@ -8,3 +8,14 @@ pub mod contract;
 pub mod engine;
 pub mod run;
 pub mod vnnlib;
+
+/// Where the ACAS Xu test data are (`VRAM_ACASXU_DIR`, or `../shared/data/acasxu` beside the
+/// repository), for the unit tests.
+#[cfg(test)]
+pub(crate) fn acasxu_dir() -> std::path::PathBuf {
+    std::env::var_os("VRAM_ACASXU_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/acasxu")
+        })
+}

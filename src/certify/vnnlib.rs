@@ -810,10 +810,8 @@ mod tests {
     use super::*;
 
     fn acasxu(prop: u32) -> Option<String> {
-        let dir = std::env::var("VRAM_ACASXU_DIR").unwrap_or_else(|_| {
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/acasxu").into()
-        });
-        std::fs::read_to_string(format!("{dir}/vnnlib/prop_{prop}.vnnlib")).ok()
+        let path = crate::certify::acasxu_dir().join(format!("vnnlib/prop_{prop}.vnnlib"));
+        std::fs::read_to_string(path).ok()
     }
 
     #[test]

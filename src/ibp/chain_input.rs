@@ -7,8 +7,9 @@
 //! `k' = k − Σ B_j·mean_j/range_j`. The coefficients are rounded to nearest, and what that
 //! and the constant's arithmetic can lose is charged to `k'`, so the bound holds exactly.
 
+use super::cpu::normalize_bounds;
 use super::graph::{Node, Op};
-use super::round::{SoundAcc, above, below};
+use super::round::SoundAcc;
 
 /// The chain's input normalisations, per feature, in order (none: the identity).
 pub struct InputMap<'a> {
@@ -34,20 +35,22 @@ impl Norm<'_> {
         .all(|&l| l == n)
     }
 
-    /// The image of the box `[lo, hi]`, rounded outward.
+    /// The image of the box `[lo, hi]`, rounded outward (the CPU path's own step).
     fn image(&self, lo: &[f64], hi: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let f = |x: f64, j: usize, down: bool| {
-            let c = x.clamp(self.min[j], self.max[j]);
-            let (m, s) = (self.mean[j], self.range[j]);
-            if down {
-                below(below(c - m) / s)
-            } else {
-                above(above(c - m) / s)
-            }
-        };
         (0..lo.len())
-            .map(|j| (f(lo[j], j, true), f(hi[j], j, false)))
+            .map(|j| {
+                let p = [self.min[j], self.max[j], self.mean[j], self.range[j]];
+                normalize_bounds(lo[j], hi[j], p)
+            })
             .unzip()
+    }
+
+    /// `x` itself: no clip, mean 0, range 1 (ACAS Xu's ONNX files carry one).
+    fn is_identity(&self) -> bool {
+        self.min.iter().all(|&v| v == f64::NEG_INFINITY)
+            && self.max.iter().all(|&v| v == f64::INFINITY)
+            && self.mean.iter().all(|&v| v == 0.0)
+            && self.range.iter().all(|&v| v == 1.0)
     }
 
     /// One row's bound over this normalisation's output (`coeffs`, `offset`) as one over its
@@ -87,8 +90,8 @@ impl Norm<'_> {
 }
 
 impl<'a> InputMap<'a> {
-    /// The map of the chain prefix `prefix` (node indices into `nodes`; flattens change
-    /// nothing).
+    /// The map of the chain prefix `prefix` (node indices into `nodes`; flattens and identity
+    /// normalisations change nothing and are left out).
     pub fn of(nodes: &'a [Node], prefix: &[usize]) -> Self {
         let norms = prefix
             .iter()
@@ -110,6 +113,7 @@ impl<'a> InputMap<'a> {
                 }),
                 _ => None,
             })
+            .filter(|m| !m.is_identity())
             .collect();
         Self { norms }
     }
@@ -125,15 +129,20 @@ impl<'a> InputMap<'a> {
         if lo.len() != n || hi.len() != n || !self.norms.iter().all(|m| m.len_is(n)) {
             return f64::NEG_INFINITY;
         }
-        // Each normalisation's input box, first to last.
-        let mut boxes = vec![(lo.to_vec(), hi.to_vec())];
-        for m in &self.norms[..self.norms.len().saturating_sub(1)] {
-            let (l, h) = boxes.last().map_or((lo, hi), |(l, h)| (&l[..], &h[..]));
+        // The input boxes of the second and later normalisations (none in the usual case of
+        // one: this runs for every row of every box of a search).
+        let mut later: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+        for m in self.norms.iter().take(self.norms.len().saturating_sub(1)) {
+            let (l, h) = later.last().map_or((lo, hi), |(l, h)| (&l[..], &h[..]));
             let next = m.image(l, h);
-            boxes.push(next);
+            later.push(next);
         }
         let mut k = offset;
-        for (m, (l, h)) in self.norms.iter().zip(&boxes).rev() {
+        for (i, m) in self.norms.iter().enumerate().rev() {
+            let (l, h) = match i.checked_sub(1).and_then(|p| later.get(p)) {
+                Some((l, h)) => (&l[..], &h[..]),
+                None => (lo, hi),
+            };
             k = m.pull(coeffs, k, l, h);
         }
         k

@@ -984,29 +984,21 @@ mod tests {
                 false,
                 &s,
             ));
-            // cin 2, 3×3, cout 4, out 2×2, kernel 2×2, stride 1, no padding, groups 3: refused.
-            let mut conv = [2, 3, 3, 4, 2, 2, 2, 2, 1, 1, 0, 0, 1, 1, 1];
-            refused(ibp_conv2d(
-                w(31),
-                &ConvShape(conv),
-                1,
-                bounds(18),
-                bounds(16),
-                false,
-                false,
-                &s,
-            ));
-            conv[14] = 3;
-            refused(ibp_conv2d(
-                w(32),
-                &ConvShape(conv),
-                1,
-                bounds(18),
-                bounds(16),
-                false,
-                false,
-                &s,
-            ));
+            // cin 2, 3×3, cout 4, out 2×2, kernel 2×2, stride 1, no padding: refused with 31
+            // weights (32 needed), and with groups 3 (which divides neither 2 nor 4).
+            for (weights, groups) in [(31, 1), (32, 3)] {
+                let conv = ConvShape([2, 3, 3, 4, 2, 2, 2, 2, 1, 1, 0, 0, 1, 1, groups]);
+                refused(ibp_conv2d(
+                    w(weights),
+                    &conv,
+                    1,
+                    bounds(18),
+                    bounds(16),
+                    false,
+                    false,
+                    &s,
+                ));
+            }
             let pool = PoolShape([2, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0]);
             refused(ibp_pool(true, &pool, 1, bounds(32), bounds(7), &s));
             refused(ibp_batchnorm(
