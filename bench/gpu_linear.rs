@@ -62,7 +62,12 @@ fn main() {
     );
     println!("|---|---|---|---|---|");
     let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-    for batch in [1usize, 256, 4096, 16384, 65536] {
+    // VRAM_GPU_LINEAR_BATCH=N: that batch size only (to profile one size's kernel).
+    let only: Option<usize> = std::env::var("VRAM_GPU_LINEAR_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let batches = only.map_or(vec![1usize, 256, 4096, 16384, 65536], |n| vec![n]);
+    for batch in batches {
         let (mut lo, mut hi) = (Vec::with_capacity(batch * 5), Vec::with_capacity(batch * 5));
         for _ in 0..batch * 5 {
             s ^= s << 13;

@@ -41,10 +41,12 @@ __device__ __forceinline__ double term_down(double a, double lo, double hi) {
 struct Shared {
     double *ylo, *yhi;  // every layer's output bounds (layer m at layers[m].offset)
     double *xlo, *xhi;  // the box
-    double *a, *b;      // coefficients: rp rows of `width`
+    double *a, *b;      // coefficients of rp rows, transposed (a[o·(rp + 1) + r]); b: the next
     double *cst, *err;  // per row: constant (rounded down), charged rounding error (rounded up)
     double *mag;        // per layer: Σ_i colmax_i · max|input_i| (rounded up)
     double *slope;      // per unstable ReLU input: its chord's slope u / (u - l), rounded up
+    double *chord;      // per neuron: l where its ReLU is unstable (the chord's root), else 0
+    double *bias;       // per neuron: its bias (0 without one), read from the sealed weights
     int *live;          // per layer: the outputs whose coefficient can be nonzero
     int *nlive;         // per layer: how many
     int *unst;          // the unstable neurons of the layer being tightened
@@ -93,125 +95,141 @@ __device__ __forceinline__ double warp_sum_up(double v) {
     return v;
 }
 
-// Coefficients `a` (rows over layer p's outputs, stored transposed: a[o·(rp + 1) + r]) through
-// linear layer p into `b` (rows over its inputs, row-major); the bias goes into the constants,
-// the rounding into the charged error. Each thread computes a tile of 4 rows (r, r + rt, r +
-// 2rt, r + 3rt) by 2 inputs, so every coefficient and weight it loads serves several products
-// (the loads, not the arithmetic, bound this loop); the per-row sums run one warp per row.
+// The rows' coefficients are stored transposed, one column of RS = rp + 1 per neuron:
+// a[o·RS + r] is row r's coefficient of neuron o.
+//
+// A coefficient λ of a ReLU's output, as one μ of its input with bounds [x_l, x_u]: the exact
+// CROWN choices. λ > 0 (a lower line): slope 1 or 0, whichever CROWN's adaptive rule picks.
+// λ < 0 (the chord above, z <= s·(x - l) with s >= u / (u - l)): μ = λ·s rounded down, so
+// μ/λ >= s, a steeper line through (l, 0), still above the chord; negative, never zero, since
+// λ < 0 < s; its constant -μ·l is summed, rounded down, by the next through_linear.
+__device__ __forceinline__ double relax(double lam, double x_l, double x_u, double slope) {
+    if (lam == 0.0 || x_u <= 0.0) return 0.0;
+    if (x_l >= 0.0) return lam;
+    if (lam > 0.0) return x_u >= -x_l ? lam : 0.0;  // z >= x or z >= 0
+    return __dmul_rd(lam, slope);
+}
+
+// The ReLU (if any) between layer p - 1 and layer p, as through_linear's output needs it.
+struct InRelu {
+    const double *lo, *hi, *slope;
+    bool on;
+};
+
+__device__ __forceinline__ InRelu relu_before(const Args &g, const Shared &s, uint32_t p) {
+    if (p == 0 || !g.layers[p - 1].relu) return {nullptr, nullptr, nullptr, false};
+    const uint32_t at = g.layers[p - 1].offset;
+    return {s.ylo + at, s.yhi + at, s.slope + at, true};
+}
+
+// The last warp sums the rows' constants while the others multiply the coefficients.
+constexpr uint32_t TILE_THREADS = THREADS - 32;
+
+// Coefficients `a` (rows over layer p's pre-activations) through linear layer p and then
+// through the ReLU in front of it (if any) into `b` (rows over layer p - 1's pre-activations,
+// or over the box when p = 0); then a and b swap. The bias and the constants of layer p's own
+// ReLU chords go into the constants, the rounding into the charged error.
+//
+// The products: each tile thread computes 4 rows (r, r + rt, r + 2rt, r + 3rt) by 2 inputs,
+// so every coefficient and weight it loads serves several products (the loads, not the
+// arithmetic, bound this loop), and relaxes its results through the ReLU before storing them
+// (its inputs' bounds loaded once). The per-row sums: the last warp, one row per lane, reading
+// the same `a` (the chord constant of an unstable neuron is −μ·l where μ < 0, rounded down).
+// One barrier a layer.
 __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
     const lvk_crown_layer &l = g.layers[p];
-    const uint32_t nin = l.in_f, W = g.width, nl = s.nlive[p], RS = g.rp + 1;
+    const uint32_t nin = l.in_f, nl = s.nlive[p], RS = g.rp + 1;
     const int *live = s.live + l.offset;
-    const float *w = l.w;
-    const uint32_t rt = (rows + 3) / 4, ct = (nin + 1) / 2;
-    for (uint32_t e = threadIdx.x; e < rt * ct; e += THREADS) {
-        const uint32_t rg = e % rt, i0 = 2 * (e / rt);
-        const bool two = i0 + 1 < nin;
-        double c00 = 0.0, c01 = 0.0, c10 = 0.0, c11 = 0.0, c20 = 0.0, c21 = 0.0, c30 = 0.0, c31 = 0.0;
+    if (threadIdx.x < TILE_THREADS) {
+        const float *w = l.w;
+        const InRelu in = relu_before(g, s, p);
+        const uint32_t rt = (rows + 3) / 4, ct = (nin + 1) / 2;
+        for (uint32_t e = threadIdx.x; e < rt * ct; e += TILE_THREADS) {
+            const uint32_t rg = e % rt, i0 = 2 * (e / rt);
+            const bool two = i0 + 1 < nin;
+            double c00 = 0.0, c01 = 0.0, c10 = 0.0, c11 = 0.0, c20 = 0.0, c21 = 0.0, c30 = 0.0, c31 = 0.0;
 #pragma unroll UNROLL
-        for (uint32_t t = 0; t < nl; t++) {
-            const int o = live[t];
-            // Rows past `rows` (at most rp - 1) read unused coefficients; their sums are dropped.
-            const double *ac = s.a + (size_t)o * RS + rg;
-            const double a0 = ac[0], a1 = ac[rt], a2 = ac[2 * rt], a3 = ac[3 * rt];
-            const float *wr = w + (size_t)o * nin + i0;
-            const double w0 = (double)__ldg(wr), w1 = two ? (double)__ldg(wr + 1) : 0.0;
-            c00 = fma(a0, w0, c00);
-            c01 = fma(a0, w1, c01);
-            c10 = fma(a1, w0, c10);
-            c11 = fma(a1, w1, c11);
-            c20 = fma(a2, w0, c20);
-            c21 = fma(a2, w1, c21);
-            c30 = fma(a3, w0, c30);
-            c31 = fma(a3, w1, c31);
-        }
-        const double c0[4] = {c00, c10, c20, c30}, c1[4] = {c01, c11, c21, c31};
+            for (uint32_t t = 0; t < nl; t++) {
+                const uint32_t o = (uint32_t)live[t];
+                // Rows past `rows` (at most rp - 1) read unused coefficients; their sums are dropped.
+                const double *ac = s.a + o * RS + rg;
+                const double a0 = ac[0], a1 = ac[rt], a2 = ac[2 * rt], a3 = ac[3 * rt];
+                const float *wr = w + ((size_t)o * nin + i0);
+                const double w0 = (double)__ldg(wr), w1 = two ? (double)__ldg(wr + 1) : 0.0;
+                c00 = fma(a0, w0, c00);
+                c01 = fma(a0, w1, c01);
+                c10 = fma(a1, w0, c10);
+                c11 = fma(a1, w1, c11);
+                c20 = fma(a2, w0, c20);
+                c21 = fma(a2, w1, c21);
+                c30 = fma(a3, w0, c30);
+                c31 = fma(a3, w1, c31);
+            }
+            double l0 = 0.0, u0 = 0.0, s0 = 0.0, l1 = 0.0, u1 = 0.0, s1 = 0.0;
+            if (in.on) {
+                l0 = in.lo[i0];
+                u0 = in.hi[i0];
+                s0 = in.slope[i0];
+                if (two) {
+                    l1 = in.lo[i0 + 1];
+                    u1 = in.hi[i0 + 1];
+                    s1 = in.slope[i0 + 1];
+                }
+            }
+            const double c0[4] = {c00, c10, c20, c30}, c1[4] = {c01, c11, c21, c31};
 #pragma unroll
-        for (uint32_t q = 0; q < 4; q++) {
-            const uint32_t r = rg + q * rt;
-            if (r < rows) {
-                s.b[(size_t)r * W + i0] = c0[q];
-                if (two) s.b[(size_t)r * W + i0 + 1] = c1[q];
+            for (uint32_t q = 0; q < 4; q++) {
+                const uint32_t r = rg + q * rt;
+                if (r < rows) {
+                    s.b[i0 * RS + r] = in.on ? relax(c0[q], l0, u0, s0) : c0[q];
+                    if (two) s.b[(i0 + 1) * RS + r] = in.on ? relax(c1[q], l1, u1, s1) : c1[q];
+                }
             }
         }
-    }
-    // The per-row sums: the bias, the rounding charge, and the constants of this layer's ReLU
-    // chords (through_relu left μ = λ·slope < 0 exactly where it took the chord of an
-    // unstable neuron; the chord's constant is −μ·l, rounded down).
-    const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
-    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (uint32_t r = warp; r < rows; r += WARPS) {
-        double c = 0.0, sum = 0.0;
-        for (uint32_t t = lane; t < nl; t += 32) {
-            int o = live[t];
-            double v = s.a[(size_t)o * RS + r];
-            if (v == 0.0) continue;
-            if (l.bias) c = __fma_rd(v, (double)__ldg(l.bias + o), c);
-            if (l.relu && v < 0.0 && lo[o] < 0.0 && hi[o] > 0.0) c = __dadd_rd(c, __dmul_rd(-v, lo[o]));
-            sum = __dadd_ru(sum, fabs(v));
-        }
-        c = warp_sum_down(c);
-        sum = warp_sum_up(sum);
-        if (lane == 0) {
-            s.cst[r] = __dadd_rd(s.cst[r], c);
-            s.err[r] = __dadd_ru(s.err[r], __dmul_ru(__dmul_ru(l.gamma, sum), s.mag[p]));
+    } else {
+        // Two chains of sums (even and odd t): the loop is bound by their latency.
+        const double *bias = s.bias + l.offset, *chord = s.chord + l.offset;
+        for (uint32_t r = threadIdx.x - TILE_THREADS; r < rows; r += 32) {
+            double c0 = 0.0, c1 = 0.0, sum0 = 0.0, sum1 = 0.0;
+            for (uint32_t t = 0; t < nl; t += 2) {
+                const uint32_t o = (uint32_t)live[t];
+                const double v = s.a[o * RS + r], root = chord[o];
+                c0 = __fma_rd(v, bias[o], c0);
+                if (v < 0.0 && root != 0.0) c0 = __dadd_rd(c0, __dmul_rd(-v, root));
+                sum0 = __dadd_ru(sum0, fabs(v));
+                if (t + 1 < nl) {
+                    const uint32_t o1 = (uint32_t)live[t + 1];
+                    const double v1 = s.a[o1 * RS + r], root1 = chord[o1];
+                    c1 = __fma_rd(v1, bias[o1], c1);
+                    if (v1 < 0.0 && root1 != 0.0) c1 = __dadd_rd(c1, __dmul_rd(-v1, root1));
+                    sum1 = __dadd_ru(sum1, fabs(v1));
+                }
+            }
+            s.cst[r] = __dadd_rd(s.cst[r], __dadd_rd(c0, c1));
+            s.err[r] = __dadd_ru(s.err[r], __dmul_ru(__dmul_ru(l.gamma, __dadd_ru(sum0, sum1)), s.mag[p]));
         }
     }
     __syncthreads();
+    double *t = s.a;
+    s.a = s.b;
+    s.b = t;
 }
 
-// Coefficients `b` (rows over layer p's activations) through layer p's ReLU (if any) into `a`
-// (rows over its pre-activations). The chords' constants are summed by through_linear, which
-// reads `a` next anyway (one pass over the rows and one barrier fewer).
-__device__ void through_relu(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
-    const lvk_crown_layer &l = g.layers[p];
-    const uint32_t n = l.out_f, W = g.width, RS = g.rp + 1;
-    if (!l.relu) {
-        for (uint32_t e = threadIdx.x; e < rows * n; e += THREADS) {
-            uint32_t r = e / n, i = e - r * n;
-            s.a[(size_t)i * RS + r] = s.b[(size_t)r * W + i];
-        }
-        __syncthreads();
-        return;
-    }
-    const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset, *slope = s.slope + l.offset;
-    for (uint32_t e = threadIdx.x; e < rows * n; e += THREADS) {
-        uint32_t r = e / n, i = e - r * n;
-        double lam = s.b[(size_t)r * W + i], x_l = lo[i], x_u = hi[i], mu;
-        if (lam == 0.0 || x_u <= 0.0) {
-            mu = 0.0;
-        } else if (x_l >= 0.0) {
-            mu = lam;
-        } else if (lam > 0.0) {
-            mu = x_u >= -x_l ? lam : 0.0;  // z >= x or z >= 0: CROWN's adaptive lower line
-        } else {
-            // z <= s·(x - l) with s >= u / (u - l); μ = λ·s rounded down (so μ/λ >= s: a
-            // steeper line through (l, 0), still above the chord; negative, never zero, since
-            // λ < 0 < s), constant -μ·l rounded down (in through_linear).
-            mu = __dmul_rd(lam, slope[i]);
-        }
-        s.a[(size_t)i * RS + r] = mu;
-    }
-    __syncthreads();
-}
-
-// Backward from coefficients `b` over the inputs of layer `m` down to the box: leaves each
-// row's lower bound in cst[r], and (when `coeffs` is not NULL) the coefficients B on the box
-// and the constant k (offsets[r]) of the linear bound itself: rows·y >= B·x + k holds at every
-// point x of the box (every charge is sized by the box's magnitudes, so it covers each point),
-// which lets the caller cut away the part of the box where it already proves the property.
-__device__ void backward(const Args &g, Shared &s, uint32_t m, uint32_t rows, double *coeffs, double *offsets) {
-    for (uint32_t k = m; k >= 1; k--) {
-        through_relu(g, s, k - 1, rows);
-        through_linear(g, s, k - 1, rows);
-    }
-    const uint32_t W = g.width, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// Backward from coefficients `a` over the pre-activations of layer `top` down to the box:
+// leaves each row's lower bound in cst[r], and (when `coeffs` is not NULL) the coefficients B
+// on the box and the constant k (offsets[r]) of the linear bound itself: rows·y >= B·x + k
+// holds at every point x of the box (every charge is sized by the box's magnitudes, so it
+// covers each point), which lets the caller cut away the part of the box where it already
+// proves the property.
+__device__ void backward(const Args &g, Shared &s, uint32_t top, uint32_t rows, double *coeffs, double *offsets) {
+    for (uint32_t p = top + 1; p-- > 0;) through_linear(g, s, p, rows);
+    const uint32_t RS = g.rp + 1, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (uint32_t r = warp; r < rows; r += WARPS) {
-        const double *br = s.b + (size_t)r * W;
         double c = 0.0;
         for (uint32_t i = lane; i < g.n_in; i += 32) {
-            c = __dadd_rd(c, term_down(br[i], s.xlo[i], s.xhi[i]));
-            if (coeffs) coeffs[(size_t)r * g.n_in + i] = br[i];
+            const double bi = s.a[i * RS + r];
+            c = __dadd_rd(c, term_down(bi, s.xlo[i], s.xhi[i]));
+            if (coeffs) coeffs[(size_t)r * g.n_in + i] = bi;
         }
         c = warp_sum_down(c);
         if (lane == 0) {
@@ -248,9 +266,10 @@ __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
         int n = compact(l.out_f, s.live + l.offset, [&](uint32_t o) { return !relu || hi[o] > 0.0; });
         if (threadIdx.x == 0) s.nlive[m] = n;
     }
-    if (l.relu) {
-        for (uint32_t o = threadIdx.x; o < l.out_f; o += THREADS)
-            if (lo[o] < 0.0 && hi[o] > 0.0) s.slope[l.offset + o] = __ddiv_ru(hi[o], __dsub_rd(hi[o], lo[o]));
+    for (uint32_t o = threadIdx.x; o < l.out_f; o += THREADS) {
+        const bool unstable = l.relu && lo[o] < 0.0 && hi[o] > 0.0;
+        if (unstable) s.slope[l.offset + o] = __ddiv_ru(hi[o], __dsub_rd(hi[o], lo[o]));
+        s.chord[l.offset + o] = unstable ? lo[o] : 0.0;
     }
     __syncthreads();
 }
@@ -273,11 +292,13 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
     s.xlo = p; p += g.n_in;
     s.xhi = p; p += g.n_in;
     s.a = p; p += (size_t)(rp + 1) * W;
-    s.b = p; p += (size_t)rp * W;
+    s.b = p; p += (size_t)(rp + 1) * W;
     s.cst = p; p += rp;
     s.err = p; p += rp;
     s.mag = p; p += g.n_layers;
     s.slope = p; p += total_out;
+    s.chord = p; p += total_out;
+    s.bias = p; p += total_out;
     int *q = reinterpret_cast<int *>(p);
     s.live = q; q += total_out;
     s.nlive = q; q += g.n_layers;
@@ -344,6 +365,7 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
             }
             s.ylo[l.offset + o] = ylo;
             s.yhi[l.offset + o] = yhi;
+            s.bias[l.offset + o] = l.bias ? (double)__ldg(l.bias + o) : 0.0;
         }
         if (threadIdx.x < 32) {
             double acc = 0.0;
@@ -368,11 +390,20 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
             const uint32_t nu = (uint32_t)*s.nunst, per = rp / 2;
             for (uint32_t first = 0; first < nu; first += per) {
                 const uint32_t cnt = min(per, nu - first), rows = 2 * cnt;
-                for (uint32_t e = threadIdx.x; e < rows * l.in_f; e += THREADS) {
-                    uint32_t r = e / l.in_f, i = e - r * l.in_f;
-                    int j = s.unst[first + r / 2];
-                    double w = (double)__ldg(l.w + (size_t)j * l.in_f + i);
-                    s.b[(size_t)r * W + i] = (r & 1) ? -w : w;
+                // Rows +e_j and -e_j through layer m's weights are ±W_j over its inputs, and
+                // then through the ReLU in front of it.
+                const InRelu in = relu_before(g, s, m);
+                for (uint32_t e = threadIdx.x; e < cnt * l.in_f; e += THREADS) {
+                    const uint32_t t = e / l.in_f, i = e - t * l.in_f;
+                    const int j = s.unst[first + t];
+                    const double w = (double)__ldg(l.w + (size_t)j * l.in_f + i);
+                    double up = w, down = -w;
+                    if (in.on) {
+                        up = relax(w, in.lo[i], in.hi[i], in.slope[i]);
+                        down = relax(-w, in.lo[i], in.hi[i], in.slope[i]);
+                    }
+                    s.a[i * (rp + 1) + 2 * t] = up;
+                    s.a[i * (rp + 1) + 2 * t + 1] = down;
                 }
                 for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
                     int j = s.unst[first + r / 2];
@@ -381,7 +412,7 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
                     s.err[r] = 0.0;
                 }
                 __syncthreads();
-                backward(g, s, m, rows, nullptr, nullptr);
+                backward(g, s, m - 1, rows, nullptr, nullptr);
                 for (uint32_t t = threadIdx.x; t < cnt; t += THREADS) {
                     int j = s.unst[first + t];
                     s.ylo[l.offset + j] = fmax(s.ylo[l.offset + j], s.cst[2 * t]);
@@ -407,7 +438,6 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
             s.err[r] = 0.0;
         }
         __syncthreads();
-        through_linear(g, s, last, rows);
         backward(g, s, last, rows, coeffs ? coeffs + (box * g.n_rows + first) * g.n_in : nullptr,
                  coeffs ? offsets + box * g.n_rows + first : nullptr);
         for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
@@ -449,7 +479,7 @@ __global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers, 
 }
 
 size_t smem_bytes(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out, uint32_t rp) {
-    size_t doubles = 3ull * total_out + 2ull * n_in + (2ull * rp + 1) * width + 2ull * rp + n_layers;
+    size_t doubles = 5ull * total_out + 2ull * n_in + (2ull * rp + 2) * width + 2ull * rp + n_layers;
     size_t ints = (size_t)total_out + n_layers + width + 1;
     return doubles * 8 + ints * 4;
 }
