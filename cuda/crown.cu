@@ -90,11 +90,6 @@ __device__ __forceinline__ double warp_sum_down(double v) {
     return v;
 }
 
-__device__ __forceinline__ double warp_sum_up(double v) {
-    for (int off = 16; off > 0; off >>= 1) v = __dadd_ru(v, __shfl_xor_sync(0xffffffffu, v, off));
-    return v;
-}
-
 // The rows' coefficients are stored transposed, one column of RS = rp + 1 per neuron:
 // a[o·RS + r] is row r's coefficient of neuron o.
 //
@@ -133,7 +128,10 @@ constexpr uint32_t TILE_THREADS = THREADS - 32;
 // The products: each tile thread computes 4 rows (r, r + rt, r + 2rt, r + 3rt) by 2 inputs,
 // so every coefficient and weight it loads serves several products (the loads, not the
 // arithmetic, bound this loop), and relaxes its results through the ReLU before storing them
-// (its inputs' bounds loaded once). The per-row sums: the last warp, one row per lane, reading
+// (its inputs' bounds loaded once). Tiles of 4 rows by 3 or 4 inputs spill under the
+// 64-register cap: on an H200, 16 384 ACAS Xu boxes took 7.5 and 8.8 ms against 6.7 ms; nor
+// did splitting each tile's sum over 2 or 4 lanes when rows are few, or each row's constant
+// sums over several lanes, change the time (bench/results/gpu-h200-2026-11-29-fused/). The per-row sums: the last warp, one row per lane, reading
 // the same `a` (the chord constant of an unstable neuron is −μ·l where μ < 0, rounded down).
 // One barrier a layer.
 __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
