@@ -123,17 +123,22 @@ constexpr uint32_t TILE_THREADS = THREADS - 32;
 // Coefficients `a` (rows over layer p's pre-activations) through linear layer p and then
 // through the ReLU in front of it (if any) into `b` (rows over layer p - 1's pre-activations,
 // or over the box when p = 0); then a and b swap. The bias and the constants of layer p's own
-// ReLU chords go into the constants, the rounding into the charged error.
+// ReLU chords go into the constants, the rounding into the charged error. One barrier a layer.
 //
 // The products: each tile thread computes 4 rows (r, r + rt, r + 2rt, r + 3rt) by 2 inputs,
 // so every coefficient and weight it loads serves several products (the loads, not the
 // arithmetic, bound this loop), and relaxes its results through the ReLU before storing them
-// (its inputs' bounds loaded once). Tiles of 4 rows by 3 or 4 inputs spill under the
-// 64-register cap: on an H200, 16 384 ACAS Xu boxes took 7.5 and 8.8 ms against 6.7 ms; nor
-// did splitting each tile's sum over 2 or 4 lanes when rows are few, or each row's constant
-// sums over several lanes, change the time (bench/results/gpu-h200-2026-11-29-fused/). The per-row sums: the last warp, one row per lane, reading
-// the same `a` (the chord constant of an unstable neuron is −μ·l where μ < 0, rounded down).
-// One barrier a layer.
+// (its inputs' bounds loaded once). The per-row sums: the last warp, one row per lane,
+// reading the same `a` (the chord constant of an unstable neuron is −μ·l where μ < 0, rounded
+// down).
+//
+// Tried on an H200 with 16 384 ACAS Xu boxes (6.5–6.7 ms a call with this code;
+// bench/results/gpu-h200-2026-11-29-fused/): tiles of 4 rows by 3 or 4 inputs spill under the
+// 64-register cap (7.5 and 8.8 ms); splitting each tile's sum over 2 or 4 lanes when rows are
+// few, or each row's constant sums over several lanes, changed nothing; the same products on
+// the FP64 tensor cores (mma.sync m8n8k4, each warp 8 rows × 8 inputs, with the tensor-core
+// IBP kernels' error model) passed the tests but took 7.0 ms against 6.5 ms: tiles of 8 rows
+// are mostly padding where a pass has 10 to 32 rows.
 __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
     const lvk_crown_layer &l = g.layers[p];
     const uint32_t nin = l.in_f, nl = s.nlive[p], RS = g.rp + 1;
