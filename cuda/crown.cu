@@ -41,7 +41,8 @@ __device__ __forceinline__ double term_down(double a, double lo, double hi) {
 struct Shared {
     double *ylo, *yhi;  // every layer's output bounds (layer m at layers[m].offset)
     double *xlo, *xhi;  // the box
-    double *a, *b;      // coefficients of rp rows, transposed (a[o·(rp + 1) + r]); b: the next
+    double *a, *b;      // rp rows' coefficients, transposed (a[o·(rp + 1) + r]); a layer step
+                        // reads a and writes b, then they swap
     double *cst, *err;  // per row: constant (rounded down), charged rounding error (rounded up)
     double *mag;        // per layer: Σ_i colmax_i · max|input_i| (rounded up)
     double *slope;      // per unstable ReLU input: its chord's slope u / (u - l), rounded up
