@@ -68,9 +68,6 @@ fn build_cuda() -> Option<String> {
         .cpp_link_stdlib(None)
         .include("cuda")
         .flag("-O3")
-        // Line tables only (the code is unchanged): lets Nsight Compute attribute stalls to
-        // source lines of the kernels.
-        .flag("-lineinfo")
         .flag("-std=c++17")
         // Static-local guards would pull in libstdc++ (__cxa_guard_*); the launchers need none.
         .flag("-Xcompiler=-fno-threadsafe-statics")
@@ -79,6 +76,13 @@ fn build_cuda() -> Option<String> {
         .flag("-prec-div=true")
         .flag("-prec-sqrt=true")
         .flag("-fmad=true");
+    // VRAM_CUDA_LINEINFO=1: line tables in the kernels (the code is unchanged), so that Nsight
+    // Compute attributes stalls to source lines; off by default, as libvram.so grows from 9.7
+    // to 23 MB with them.
+    println!("cargo:rerun-if-env-changed=VRAM_CUDA_LINEINFO");
+    if env::var("VRAM_CUDA_LINEINFO").is_ok_and(|v| v == "1") {
+        build.flag("-lineinfo");
+    }
     const ARCHS: [&str; 4] = ["80", "86", "89", "90"];
     for sm in ARCHS {
         build.flag(format!("-gencode=arch=compute_{sm},code=sm_{sm}"));
