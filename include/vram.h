@@ -434,7 +434,8 @@ typedef struct vram_ctx_options {
   /**
    * The most threads one call uses: on the host backend to copy (or read) and hash, on the
    * CUDA backend to fill the page-locked staging of a seal from pageable memory or a load
-   * from files (0 = one per core; on CUDA one per core but one, at most 16). A server that
+   * from files (0 = one per core; on CUDA one per core but one, at most 16), and on CUDA
+   * the host side of ibp_certify()'s search (0 = one per core). A server that
    * keeps cores for its own work bounds libvram's here. (As `flags`: an older struct_size
    * reads it as 0.)
    */
@@ -1086,8 +1087,9 @@ size_t ibp_spec_case_count(const struct ibp_spec *spec);
  * (branch and bound) and looks for counterexamples with gradient steps on the concrete
  * network alongside. It runs where the weights live: on the CPU, on the context's threads
  * (`max_threads`), for a host-backed model; on the model's GPU (thousands of sub-boxes per
- * launch, gradients from zero-width boxes) for a CUDA-backed model whose graph is a chain of
- * linear layers with ReLU after input normalisation. Same algorithm, same soundness.
+ * launch, gradients from zero-width boxes, the host's share of the work between launches on
+ * the context's threads) for a CUDA-backed model whose graph is a chain of linear layers with
+ * ReLU after input normalisation. Same algorithm, same soundness.
  *
  * The verdict is about the sealed network: its weights are verified where they live before
  * and after the search, and a weight that differs (or a seal that is not authentic) makes the

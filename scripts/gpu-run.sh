@@ -36,7 +36,8 @@ fi
 if [ "${VRAM_GPU_RUN:-all}" = acasxu ]; then
   jobs="${VRAM_BENCH_JOBS:-4}"
   if [ "${VRAM_ACASXU_BACKEND:-cuda}" = cuda ]; then
-    args="--backend cuda"
+    # The host's share of each search (cuts, choosing splits, unpacking) on its share of cores.
+    args="--backend cuda --threads $(( $(nproc) / jobs ))"
   else
     args="--backend host --threads $(( $(nproc) / jobs ))"
   fi

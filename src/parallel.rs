@@ -43,6 +43,41 @@ where
     }
 }
 
+/// Parts smaller than this run on the calling thread: spawning costs more than they do.
+const MIN_PARALLEL: usize = 256;
+
+/// `f` of every item, in order, the items split into a few contiguous chunks over up to
+/// `threads` threads (all on the calling thread when there are fewer than [`MIN_PARALLEL`]).
+/// For many small pieces of work (a chunk per worker, not a lock per item).
+pub fn map_owned<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let n = items.len();
+    if threads <= 1 || n < MIN_PARALLEL {
+        return items.into_iter().map(f).collect();
+    }
+    let chunk = n.div_ceil(threads * 4);
+    let mut it = items.into_iter();
+    let chunks: Vec<Mutex<(Vec<T>, Vec<R>)>> = std::iter::from_fn(|| {
+        let c: Vec<T> = it.by_ref().take(chunk).collect();
+        (!c.is_empty()).then(|| Mutex::new((c, Vec::new())))
+    })
+    .collect();
+    // Every chunk runs (the work cannot fail), on a spawned worker or on this thread.
+    let _ = for_each(chunks.iter(), threads, |c| {
+        let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
+        let (todo, done) = &mut *c;
+        done.extend(std::mem::take(todo).into_iter().map(&f));
+        Ok::<(), std::convert::Infallible>(())
+    });
+    chunks
+        .into_iter()
+        .flat_map(|c| c.into_inner().unwrap_or_else(PoisonError::into_inner).1)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,5 +93,14 @@ mod tests {
         assert_eq!(seen.load(Ordering::Relaxed), 999 * 1000 / 2);
         let r = super::for_each(0..100usize, 3, |i| if i == 42 { Err(i) } else { Ok(()) });
         assert_eq!(r, Err(42));
+        for (n, threads) in [(0, 4), (10, 4), (1000, 1), (1000, 3), (4099, 16)] {
+            let v: Vec<String> = (0..n).map(|i: usize| i.to_string()).collect();
+            let out = super::map_owned(v, threads, |s| s.parse::<usize>().map_or(0, |i| 2 * i));
+            assert_eq!(
+                out,
+                (0..n).map(|i| 2 * i).collect::<Vec<_>>(),
+                "{n} on {threads}"
+            );
+        }
     }
 }

@@ -2,7 +2,7 @@
 # All 186 ACAS Xu instances of VNN-COMP 2021 through the VNN-COMP tool scripts
 # (scripts/vnncomp/run_instance.sh), with a per-instance limit (the competition's 116 s by
 # default). Writes OUT/results.csv (network, property, verdict, seconds, witness check, sub-boxes
-# bounded, % of the region proven, seconds spent bounding) and
+# bounded, % of the region proven, seconds spent bounding and searching for counterexamples) and
 # OUT/summary.txt; every `sat` is re-checked by check_witness.py (float64 from the NNet twin,
 # and onnxruntime where installed).
 #
@@ -46,10 +46,10 @@ one() { # one instance: "INDEX,NETWORK,PROPERTY,LIMIT" -> OUT/results/INDEX.row
         fi
     fi
     secs="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
-    # "N boxes, P% of the region proven, T s (B s bounding)" from `vram certify`.
+    # "N boxes, P% of the region proven, T s (B s bounding, S s searching)" from `vram certify`.
     work="$(grep -E '^[0-9]+ boxes, ' "$res.log" | tail -n 1 |
-        sed -E 's/^([0-9]+) boxes, ([0-9.]+)% .*\(([0-9.]+) s bounding\)$/\1,\2,\3/')"
-    [[ "$work" =~ ^[0-9]+,[0-9.]+,[0-9.]+$ ]] || work="-,-,-"
+        sed -E 's/^([0-9]+) boxes, ([0-9.]+)% .*\(([0-9.]+) s bounding, ([0-9.]+) s searching\)$/\1,\2,\3,\4/')"
+    [[ "$work" =~ ^[0-9]+,[0-9.]+,[0-9.]+,[0-9.]+$ ]] || work="-,-,-,-"
     echo "$ab,${prop%.vnnlib},$verdict,$secs,$witness,$work" | tee "$out/results/$idx.row"
 }
 export -f one
@@ -58,14 +58,14 @@ start=$(date +%s.%N)
 head -n "$first" "$data/acasxu_instances.csv" | awk '{ printf "%03d,%s\n", NR, $0 }' |
     xargs -d '\n' -P "$jobs" -I{} bash -c 'one "$1"' _ {}
 end=$(date +%s.%N)
-echo "network,property,verdict,seconds,witness,boxes,proven_percent,bounding_seconds" > "$out/results.csv"
+echo "network,property,verdict,seconds,witness,boxes,proven_percent,bounding_seconds,searching_seconds" > "$out/results.csv"
 cat "$out"/results/*.row >> "$out/results.csv"
 {
     echo "ACAS Xu, $(($(wc -l < "$out/results.csv") - 1)) instances, limit ${timeout} s each, $jobs at a time, $(date -u +%F) on $(hostname), $(nproc) CPUs"
     awk -F, 'NR > 1 { n[$3]++; t += $4; if ($3 == "sat" || $3 == "unsat") { d++; td += $4 } if ($5 == "REFUTED") bad++
-              if ($6 != "-") { bx += $6; tb += $8 } }
+              if ($6 != "-") { bx += $6; tb += $8; ts += $9 } }
         END { for (v in n) printf "%s: %d\n", v, n[v];
               printf "decided: %d, total %.1f s (decided ones %.1f s), refuted witnesses: %d\n", d, t, td, bad + 0;
-              if (t > 0) printf "sub-boxes bounded: %d, %.0f per second overall, %.0f per second of bounding (%.1f s)\n", bx, bx / t, (tb > 0 ? bx / tb : 0), tb }' "$out/results.csv"
+              if (t > 0) printf "sub-boxes bounded: %d, %.0f per second overall, %.0f per second of bounding (%.1f s; searching %.1f s)\n", bx, bx / t, (tb > 0 ? bx / tb : 0), tb, ts }' "$out/results.csv"
     awk -v a="$start" -v b="$end" 'BEGIN { printf "wall: %.1f s\n", b - a }'
 } | tee "$out/summary.txt"

@@ -158,11 +158,12 @@ pub fn run(a: &Args<'_>) -> Result<(), Error> {
         model.params().len()
     );
     println!(
-        "{} boxes, {:.4}% of the region proven, {:.3} s ({:.3} s bounding)",
+        "{} boxes, {:.4}% of the region proven, {:.3} s ({:.3} s bounding, {:.3} s searching)",
         o.boxes,
         100.0 * o.proven,
         o.elapsed.as_secs_f64(),
-        o.bounding.as_secs_f64()
+        o.bounding.as_secs_f64(),
+        o.searching.as_secs_f64()
     );
     if let Some(out) = a.output {
         std::fs::write(out, vnncomp(&o.verdict, model.output_size()))

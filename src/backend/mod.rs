@@ -158,13 +158,13 @@ impl Backend {
         ))
     }
 
-    /// Threads a CPU computation of one call may use (the host backend's `max_threads`, or
-    /// one per core).
+    /// Threads a CPU computation of one call may use (the context's `max_threads`, or one per
+    /// core; on the CUDA backend, the host's share of a GPU search).
     pub fn cpu_threads(&self) -> usize {
         match self {
             Backend::Host(h) => h.threads(),
             #[cfg(vram_cuda)]
-            Backend::Cuda(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Backend::Cuda(c) => c.cpu_threads(),
         }
     }
 

@@ -190,8 +190,9 @@ unsafe impl Sync for Callback {}
 /// (branch and bound) and looks for counterexamples with gradient steps on the concrete
 /// network alongside. It runs where the weights live: on the CPU, on the context's threads
 /// (`max_threads`), for a host-backed model; on the model's GPU (thousands of sub-boxes per
-/// launch, gradients from zero-width boxes) for a CUDA-backed model whose graph is a chain of
-/// linear layers with ReLU after input normalisation. Same algorithm, same soundness.
+/// launch, gradients from zero-width boxes, the host's share of the work between launches on
+/// the context's threads) for a CUDA-backed model whose graph is a chain of linear layers with
+/// ReLU after input normalisation. Same algorithm, same soundness.
 ///
 /// The verdict is about the sealed network: its weights are verified where they live before
 /// and after the search, and a weight that differs (or a seal that is not authentic) makes the

@@ -105,7 +105,8 @@ pub struct vram_ctx_options {
     pub flags: u32,
     /// The most threads one call uses: on the host backend to copy (or read) and hash, on the
     /// CUDA backend to fill the page-locked staging of a seal from pageable memory or a load
-    /// from files (0 = one per core; on CUDA one per core but one, at most 16). A server that
+    /// from files (0 = one per core; on CUDA one per core but one, at most 16), and on CUDA
+    /// the host side of ibp_certify()'s search (0 = one per core). A server that
     /// keeps cores for its own work bounds libvram's here. (As `flags`: an older struct_size
     /// reads it as 0.)
     pub max_threads: u32,

@@ -67,13 +67,14 @@ pub struct Outcome {
     pub boxes: u64,
     pub proven: f64,
     pub elapsed: Duration,
-    /// Of `elapsed`, the time spent bounding sub-boxes (the rest went to the counterexample
-    /// search, the cuts and the bookkeeping).
+    /// Of `elapsed`, the time spent bounding sub-boxes.
     pub bounding: Duration,
+    /// Of `elapsed`, the time spent searching for counterexamples (sampling and gradient
+    /// steps on the concrete network).
+    pub searching: Duration,
 }
 
 /// An open box, already bounded.
-#[derive(Clone)]
 struct SubBox {
     lo: Vec<f64>,
     hi: Vec<f64>,
@@ -259,6 +260,16 @@ struct Split {
     upper: (Vec<f64>, Vec<f64>),
 }
 
+/// A candidate split with its halves' bounds.
+type Tried = (Split, RowBounds, RowBounds);
+
+/// Where a run's time went, besides the whole.
+#[derive(Default)]
+struct Clock {
+    bounding: std::cell::Cell<Duration>,
+    searching: std::cell::Cell<Duration>,
+}
+
 /// What happened to a round's boxes.
 enum Round {
     Continue,
@@ -283,6 +294,12 @@ const WANDER_FROM: u64 = 1 << 16;
 /// of ACAS Xu 3_3 property 2 proved 61 % of the region with 2^4, 81 % with 2^6, 74 % with 2^8
 /// and 65 % without the bound; 3_7 property 1 took 3.4 s with 2^6 and 21 s with 2^10.
 const ASPECT: f64 = 64.0;
+
+/// At most this many open boxes of a round start gradient steps (those furthest from
+/// proven). With every open box of a GPU round (2048) as a start, the steps took 23.9 s of
+/// ACAS Xu 4_2 property 2's 115 s on the H200; with 256, 10.3 s. (The CPU takes 32 boxes a
+/// round per thread: on up to 8 threads, every one starts.)
+const DESCENT_STARTS: usize = 256;
 
 /// A split's gain (its worse half's margin over its parent's), relative to the parent's
 /// margin, under which the split counts as stalled ([`step_round`]).
@@ -337,13 +354,14 @@ pub fn decide(engine: &dyn Engine, prop: &Property, opts: &Options<'_>) -> Resul
     let mut rng = Rng(opts.seed | 1);
     let mut boxes = 0u64;
     let cases = prop.cases.len().max(1) as f64;
-    let bounding = std::cell::Cell::new(Duration::ZERO);
+    let clock = Clock::default();
     let outcome = |verdict, boxes, proven| Outcome {
         verdict,
         boxes,
         proven,
         elapsed: start.elapsed(),
-        bounding: bounding.get(),
+        bounding: clock.bounding.get(),
+        searching: clock.searching.get(),
     };
     // Every case's counterexample search first: the cases are a disjunction, and a witness
     // for a later case must not wait for an earlier case's proof (ACAS Xu 2_9 property 8).
@@ -355,7 +373,10 @@ pub fn decide(engine: &dyn Engine, prop: &Property, opts: &Options<'_>) -> Resul
                 0.0,
             ));
         }
-        if let Some(w) = attack(engine, case, ci, false, &mut rng)? {
+        let t0 = Instant::now();
+        let found = attack(engine, case, ci, false, &mut rng)?;
+        clock.searching.set(clock.searching.get() + t0.elapsed());
+        if let Some(w) = found {
             return Ok(outcome(Verdict::Violated(w), boxes, 0.0));
         }
     }
@@ -411,7 +432,10 @@ pub fn decide(engine: &dyn Engine, prop: &Property, opts: &Options<'_>) -> Resul
             for st in open_cases.iter().filter(|st| !st.stack.is_empty()) {
                 let deep = boxes >= WANDER_FROM;
                 let ci = st.search.case_index;
-                if let Some(w) = attack(engine, st.run.case, ci, deep, &mut rng)? {
+                let t0 = Instant::now();
+                let found = attack(engine, st.run.case, ci, deep, &mut rng)?;
+                clock.searching.set(clock.searching.get() + t0.elapsed());
+                if let Some(w) = found {
                     let p = proven(&open_cases);
                     return Ok(outcome(Verdict::Violated(w), boxes, p));
                 }
@@ -444,7 +468,7 @@ pub fn decide(engine: &dyn Engine, prop: &Property, opts: &Options<'_>) -> Resul
                 &mut st.stack,
                 &mut st.stuck,
                 &mut boxes,
-                &bounding,
+                &clock,
             )?;
             if let Round::Found(w) = step {
                 let p = proven(&open_cases);
@@ -523,6 +547,48 @@ fn inherit(parent: &RowBounds, lo: &[f64], hi: &[f64], child: &mut RowBounds) {
     }
 }
 
+/// The split of `parent` to keep, of its candidates with their halves' bounds: the one whose
+/// worse half comes closest to proven (the first on ties), unless that gains less than
+/// [`STALL`] of the parent's margin and a split along the widest input was tried. Each half
+/// first takes what it can of the parent's bounds ([`inherit`]).
+fn choose(run: &CaseRun<'_>, parent: &SubBox, group: Vec<Tried>) -> Option<(SubBox, SubBox)> {
+    let mut best: Option<(f64, usize)> = None;
+    let mut widest = None;
+    let mut tried = Vec::with_capacity(group.len());
+    for (i, (split, mut ra, mut rb)) in group.into_iter().enumerate() {
+        inherit(&parent.bounds, &split.lower.0, &split.lower.1, &mut ra);
+        inherit(&parent.bounds, &split.upper.0, &split.upper.1, &mut rb);
+        let score = run.margin(&ra).min(run.margin(&rb));
+        if split.widest {
+            widest = Some(i);
+        }
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, i));
+        }
+        tried.push((split, ra, rb));
+    }
+    // A split that barely moves the bound is a trap: on ACAS Xu 3_3 property 2, splits of
+    // inputs already 2^-10 wide gained 10^-5 of a -0.013 margin, round after round, while the
+    // input an eighth wide, whose halves gained nothing at first, stayed whole. Then the
+    // widest input is split.
+    let m = run.margin(&parent.bounds);
+    let stalled = |s: f64| m.is_finite() && s - m < STALL * m.abs();
+    let pick = match (best, widest) {
+        (Some((s, _)), Some(w)) if stalled(s) => w,
+        (Some((_, b)), _) => b,
+        (None, _) => return None,
+    };
+    let (split, ra, rb) = tried.into_iter().nth(pick)?;
+    let half = parent.frac / 2.0;
+    let sub = |(lo, hi): (Vec<f64>, Vec<f64>), bounds: RowBounds| SubBox {
+        lo,
+        hi,
+        frac: half,
+        bounds,
+    };
+    Some((sub(split.lower, ra), sub(split.upper, rb)))
+}
+
 /// One round: drops the proven boxes, searches the others for counterexamples, bisects them
 /// (bounding every candidate split at once) and pushes the chosen halves.
 fn step_round(
@@ -532,18 +598,36 @@ fn step_round(
     stack: &mut Vec<SubBox>,
     case_stuck: &mut f64,
     boxes: &mut u64,
-    bounding: &std::cell::Cell<Duration>,
+    clock: &Clock,
 ) -> Result<Round> {
-    let open: Vec<SubBox> = round
-        .into_iter()
-        .filter(|b| run.margin(&b.bounds) <= 0.0)
-        .filter_map(|b| run.cut(b))
-        .collect();
+    let threads = run.engine.host_threads();
+    let open: Vec<SubBox> = crate::parallel::map_owned(round, threads, |b| {
+        if run.margin(&b.bounds) <= 0.0 {
+            run.cut(b)
+        } else {
+            None
+        }
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     if open.is_empty() {
         return Ok(Round::Continue);
     }
-    let starts: Vec<Start> = open
+    // The gradient steps start from the boxes furthest from proven, at most DESCENT_STARTS.
+    let mut order: Vec<usize> = (0..open.len()).collect();
+    if open.len() > DESCENT_STARTS {
+        let m: Vec<f64> = open.iter().map(|b| run.margin(&b.bounds)).collect();
+        order.sort_by(|&a, &d| {
+            let at = |k: usize| m.get(k).copied().unwrap_or(f64::INFINITY);
+            at(a).total_cmp(&at(d))
+        });
+        order.truncate(DESCENT_STARTS);
+        order.sort_unstable();
+    }
+    let starts: Vec<Start> = order
         .iter()
+        .filter_map(|&k| open.get(k))
         .map(|b| Start {
             x: b.lo
                 .iter()
@@ -554,7 +638,10 @@ fn step_round(
             hi: b.hi.clone(),
         })
         .collect();
-    if let Some(w) = search.descend(starts, 4, 0.7)? {
+    let t0 = Instant::now();
+    let found = search.descend(starts, 4, 0.7)?;
+    clock.searching.set(clock.searching.get() + t0.elapsed());
+    if let Some(w) = found {
         return Ok(Round::Found(w));
     }
     // Every candidate split of every open box.
@@ -610,63 +697,26 @@ fn step_round(
         .engine
         .bound(&jobs, &run.rows, run.which.len())?
         .into_iter();
-    bounding.set(bounding.get() + t0.elapsed());
+    clock.bounding.set(clock.bounding.get() + t0.elapsed());
     *boxes += jobs.len() as u64;
     drop(jobs);
-    // Per box, the split whose worse half comes closest to proven (the first on ties), and
-    // the split along the widest input.
-    type Halves = Option<(f64, SubBox, SubBox)>;
-    let mut chosen: Vec<(Halves, Halves)> = (0..open.len()).map(|_| (None, None)).collect();
-    for Split {
-        parent: k,
-        widest,
-        lower: (lo1, hi1),
-        upper: (lo2, hi2),
-    } in splits
-    {
-        let (Some(mut ra), Some(mut rb)) = (bounds.next(), bounds.next()) else {
+    // Each open box's candidate splits with their halves' bounds (a short result leaves the
+    // remaining splits out).
+    let mut groups: Vec<(usize, Vec<Tried>)> = (0..open.len()).map(|k| (k, Vec::new())).collect();
+    for split in splits {
+        let (Some(ra), Some(rb)) = (bounds.next(), bounds.next()) else {
             break;
         };
-        if let Some(p) = open.get(k) {
-            inherit(&p.bounds, &lo1, &hi1, &mut ra);
-            inherit(&p.bounds, &lo2, &hi2, &mut rb);
-        }
-        let score = run.margin(&ra).min(run.margin(&rb));
-        let Some(slot) = chosen.get_mut(k) else {
-            continue;
-        };
-        let half = open[k].frac / 2.0;
-        let sub = |lo: Vec<f64>, hi: Vec<f64>, bounds: RowBounds| SubBox {
-            lo,
-            hi,
-            frac: half,
-            bounds,
-        };
-        let halves = Some((score, sub(lo1, hi1, ra), sub(lo2, hi2, rb)));
-        if widest {
-            slot.1 = halves.clone();
-        }
-        if slot.0.as_ref().is_none_or(|(s, _, _)| score > *s) {
-            slot.0 = halves;
+        if let Some((_, g)) = groups.get_mut(split.parent) {
+            g.push((split, ra, rb));
         }
     }
-    for (k, (best, widest)) in chosen.into_iter().enumerate() {
-        // A split that barely moves the bound is a trap: on ACAS Xu 3_3 property 2, splits of
-        // inputs already 2^-10 wide gained 10^-5 of a -0.013 margin, round after round, while
-        // the input an eighth wide, whose halves gained nothing at first, stayed whole. Then
-        // the widest input is split.
-        let parent = open
-            .get(k)
-            .map_or(f64::NEG_INFINITY, |b| run.margin(&b.bounds));
-        let stalled = |s: f64| parent.is_finite() && s - parent < STALL * parent.abs();
-        let pick = match (best, widest) {
-            (Some(b), Some(w)) if stalled(b.0) => Some(w),
-            (b, _) => b,
-        };
-        if let Some((_, a, b)) = pick {
-            stack.push(a);
-            stack.push(b);
-        }
+    let chosen = crate::parallel::map_owned(groups, threads, |(k, group)| {
+        open.get(k).and_then(|p| choose(run, p, group))
+    });
+    for (a, b) in chosen.into_iter().flatten() {
+        stack.push(a);
+        stack.push(b);
     }
     Ok(Round::Continue)
 }

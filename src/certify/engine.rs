@@ -49,6 +49,9 @@ pub trait Engine: Sync {
     /// Boxes worth taking per round of the branch and bound.
     fn parents_per_round(&self) -> usize;
 
+    /// Threads the search's own per-box work may use (cuts, choosing splits).
+    fn host_threads(&self) -> usize;
+
     fn input_size(&self) -> usize;
     fn output_size(&self) -> usize;
 }
@@ -171,6 +174,10 @@ impl Engine for Cpu<'_> {
         32 * self.threads
     }
 
+    fn host_threads(&self) -> usize {
+        self.threads
+    }
+
     fn input_size(&self) -> usize {
         self.net.nodes.first().map_or(0, |n| n.size() as usize)
     }
@@ -186,13 +193,16 @@ impl Engine for Cpu<'_> {
 pub struct Gpu<'a> {
     model: &'a Model,
     store: Arc<NodeStore>,
+    /// For the host's share of the work between launches (unpacking results).
+    threads: usize,
 }
 
 impl<'a> Gpu<'a> {
-    pub fn new(model: &'a Model) -> Result<Self> {
+    pub fn new(model: &'a Model, threads: usize) -> Result<Self> {
         Ok(Self {
             model,
             store: Arc::new(NodeStore::new(model)?),
+            threads: threads.max(1),
         })
     }
 
@@ -260,18 +270,17 @@ impl Engine for Gpu<'_> {
                 slot: None,
             })
         };
-        slots
-            .into_iter()
-            .enumerate()
-            .map(|(k, slot)| {
-                let mut r = of(&b, k)?;
-                if let (Some(f), Some(_)) = (&fresh, outer.get(k).filter(|&&o| o != NO_SLOT)) {
-                    either_way(&mut r, of(f, k)?);
-                }
-                r.slot = slot.map(Arc::new);
-                Ok(r)
-            })
-            .collect()
+        let items: Vec<(usize, Option<Slot>)> = slots.into_iter().enumerate().collect();
+        crate::parallel::map_owned(items, self.threads, |(k, slot)| {
+            let mut r = of(&b, k)?;
+            if let (Some(f), Some(_)) = (&fresh, outer.get(k).filter(|&&o| o != NO_SLOT)) {
+                either_way(&mut r, of(f, k)?);
+            }
+            r.slot = slot.map(Arc::new);
+            Ok(r)
+        })
+        .into_iter()
+        .collect()
     }
 
     fn probe(
@@ -310,6 +319,10 @@ impl Engine for Gpu<'_> {
 
     fn parents_per_round(&self) -> usize {
         2048
+    }
+
+    fn host_threads(&self) -> usize {
+        self.threads
     }
 
     fn input_size(&self) -> usize {
@@ -445,7 +458,7 @@ mod tests {
             return;
         };
         let model = crate::ibp::onnx::load(gpu_ctx, &onnx, None).unwrap();
-        let gpu = Gpu::new(&model).unwrap();
+        let gpu = Gpu::new(&model, 2).unwrap();
         assert!(offsets_hold(&gpu, &norm_box.0, &norm_box.1) > 300);
     }
 }

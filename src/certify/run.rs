@@ -65,7 +65,10 @@ pub fn certify(model: &Model, prop: &Property, opts: &Options<'_>) -> Result<Rep
             let engine = Cpu::new(&net, model.context().backend().cpu_threads());
             bab::decide(&engine, prop, opts)?
         }
-        Residency::Cuda { .. } => bab::decide(&Gpu::new(model)?, prop, opts)?,
+        Residency::Cuda { .. } => {
+            let threads = model.context().backend().cpu_threads();
+            bab::decide(&Gpu::new(model, threads)?, prop, opts)?
+        }
     };
     intact(model, "after the search")?;
     Ok(Report {

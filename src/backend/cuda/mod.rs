@@ -78,6 +78,8 @@ pub struct CudaBackend {
     total_bytes: u64,
     /// Threads that fill the staging ring.
     workers: usize,
+    /// Threads a CPU computation of one call may use: `max_threads`, or one per core.
+    cpu_threads: usize,
     /// The page-locked staging ring, made on first use and kept for the context's life; one
     /// seal uses it at a time (a seal from memory that finds it busy copies directly).
     ring: Mutex<Option<pipeline::Ring>>,
@@ -209,12 +211,20 @@ impl CudaBackend {
             device,
             total_bytes: total,
             workers,
+            cpu_threads: match max_threads {
+                0 => cores,
+                n => n.min(cores),
+            },
             ring: Mutex::new(None),
         })
     }
 
     pub fn device(&self) -> i32 {
         self.device
+    }
+
+    pub fn cpu_threads(&self) -> usize {
+        self.cpu_threads
     }
 
     pub fn total_bytes(&self) -> u64 {
