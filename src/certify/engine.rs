@@ -84,29 +84,58 @@ fn map_parallel<T: Sync, R: Send>(
 /// prove the property: each row keeps the better lower bound, each output the tighter
 /// interval, the split heuristic the coefficients of the better bound; the node bounds passed
 /// on stay the parent-based ones (the tighter).
-fn either_way(kept: &mut RowBounds, fresh: RowBounds) {
-    let best = |r: &RowBounds| r.lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if best(&fresh) > best(kept) {
+fn either_way(kept: &mut RowBounds, fresh: Fresh<'_>) {
+    let best = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if best(fresh.lower) > best(&kept.lower) {
         // The coefficients and constants are one linear bound: they go together.
-        kept.input_coeffs = fresh.input_coeffs;
-        kept.offsets = fresh.offsets;
+        kept.input_coeffs.clear();
+        kept.input_coeffs.extend_from_slice(fresh.input_coeffs);
+        kept.offsets.clear();
+        kept.offsets.extend_from_slice(fresh.offsets);
     }
-    for (a, b) in kept.lower.iter_mut().zip(&fresh.lower) {
+    for (a, b) in kept.lower.iter_mut().zip(fresh.lower) {
         *a = a.max(*b);
     }
-    for (a, b) in kept.out_lo.iter_mut().zip(&fresh.out_lo) {
+    for (a, b) in kept.out_lo.iter_mut().zip(fresh.out_lo) {
         *a = a.max(*b);
     }
-    for (a, b) in kept.out_hi.iter_mut().zip(&fresh.out_hi) {
+    for (a, b) in kept.out_hi.iter_mut().zip(fresh.out_hi) {
         *a = a.min(*b);
     }
 }
 
+/// The parts of a from-scratch bound that [`either_way`] reads, borrowed (on the GPU, from
+/// the launch's result: no copy per box).
+struct Fresh<'a> {
+    lower: &'a [f64],
+    input_coeffs: &'a [f64],
+    offsets: &'a [f64],
+    out_lo: &'a [f64],
+    out_hi: &'a [f64],
+}
+
+impl<'a> From<&'a RowBounds> for Fresh<'a> {
+    fn from(r: &'a RowBounds) -> Self {
+        Self {
+            lower: &r.lower,
+            input_coeffs: &r.input_coeffs,
+            offsets: &r.offsets,
+            out_lo: &r.out_lo,
+            out_hi: &r.out_hi,
+        }
+    }
+}
+
+/// `len` values of a GPU result from `at`, borrowed (a short result is an error, never a
+/// panic).
+fn slice(v: &[f64], at: usize, len: usize) -> Result<&[f64]> {
+    v.get(at..at + len)
+        .ok_or_else(|| VramError::invalid("linear bounds", "short result"))
+}
+
 /// `len` values of a GPU result from `at` (a short result is an error, never a panic).
 fn part(v: &[f64], at: usize, len: usize) -> Result<Vec<f64>> {
-    v.get(at..at + len)
-        .map(<[f64]>::to_vec)
-        .ok_or_else(|| VramError::invalid("linear bounds", "short result"))
+    slice(v, at, len).map(<[f64]>::to_vec)
 }
 
 /// The CPU: CROWN-style bounds one box per thread, concrete f64 evaluation and gradients.
@@ -138,7 +167,8 @@ impl Engine for Cpu<'_> {
             let mut kept = self
                 .crown
                 .bound_within(j.lo, j.hi, rows, n_rows, Some(outer))?;
-            either_way(&mut kept, self.crown.bound(j.lo, j.hi, rows, n_rows)?);
+            let fresh = self.crown.bound(j.lo, j.hi, rows, n_rows)?;
+            either_way(&mut kept, Fresh::from(&fresh));
             Ok(kept)
         })
     }
@@ -258,7 +288,6 @@ impl Engine for Gpu<'_> {
         } else {
             None
         };
-        let nodes = Arc::new(Vec::new());
         let of = |b: &LinearBatch, k: usize| -> Result<RowBounds> {
             Ok(RowBounds {
                 lower: part(&b.lower, k * n_k, n_rows)?,
@@ -266,7 +295,9 @@ impl Engine for Gpu<'_> {
                 offsets: part(&b.offsets, k * n_k, n_rows)?,
                 out_lo: part(&b.out_lo, k * n_out, n_out)?,
                 out_hi: part(&b.out_hi, k * n_out, n_out)?,
-                nodes: Arc::clone(&nodes),
+                // Its own (empty) list: one shared by every box of the call would be one
+                // reference count that the threads unpacking and dropping boxes all write.
+                nodes: Arc::default(),
                 slot: None,
             })
         };
@@ -274,7 +305,16 @@ impl Engine for Gpu<'_> {
         crate::parallel::map_owned(items, self.threads, |(k, slot)| {
             let mut r = of(&b, k)?;
             if let (Some(f), Some(_)) = (&fresh, outer.get(k).filter(|&&o| o != NO_SLOT)) {
-                either_way(&mut r, of(f, k)?);
+                either_way(
+                    &mut r,
+                    Fresh {
+                        lower: slice(&f.lower, k * n_k, n_rows)?,
+                        input_coeffs: slice(&f.coeffs, k * n_k * n_in, n_rows * n_in)?,
+                        offsets: slice(&f.offsets, k * n_k, n_rows)?,
+                        out_lo: slice(&f.out_lo, k * n_out, n_out)?,
+                        out_hi: slice(&f.out_hi, k * n_out, n_out)?,
+                    },
+                );
             }
             r.slot = slot.map(Arc::new);
             Ok(r)

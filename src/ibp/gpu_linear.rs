@@ -31,8 +31,15 @@ pub struct NodeStore {
     mem: DeviceMem,
     slots: u32,
     slot_len: usize,
-    free: std::sync::Mutex<Vec<u32>>,
+    /// Free slots, in shards (slot `id` in shard `id % FREE_SHARDS`): the certify search
+    /// gives slots back from several threads at once, and one lock for all of them made those
+    /// threads wait on each other.
+    free: Vec<std::sync::Mutex<Vec<u32>>>,
+    /// Where the next `take` starts looking.
+    cursor: std::sync::atomic::AtomicUsize,
 }
+
+const FREE_SHARDS: usize = 16;
 
 impl NodeStore {
     /// A store for `model` (CUDA-backed, a dense chain): as many slots as fit in 2 GiB or a
@@ -50,23 +57,39 @@ impl NodeStore {
             mem: DeviceMem::new(dev, slots * slot_bytes, &[], "linear bounds: node store")?,
             slots: slots as u32,
             slot_len,
-            free: std::sync::Mutex::new((0..slots as u32).rev().collect()),
+            free: (0..FREE_SHARDS)
+                .map(|k| {
+                    std::sync::Mutex::new(
+                        (0..slots as u32)
+                            .rev()
+                            .filter(|id| *id as usize % FREE_SHARDS == k)
+                            .collect(),
+                    )
+                })
+                .collect(),
+            cursor: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
-    pub fn take(&self) -> Option<u32> {
+    fn shard(&self, k: usize) -> Option<std::sync::MutexGuard<'_, Vec<u32>>> {
         self.free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
+            .get(k % FREE_SHARDS)
+            .map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// A free slot, if any: from the shards in turn, starting one further each call.
+    pub fn take(&self) -> Option<u32> {
+        let start = self
+            .cursor
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (0..FREE_SHARDS).find_map(|i| self.shard(start.wrapping_add(i))?.pop())
     }
 
     pub fn give(&self, id: u32) {
         if id < self.slots {
-            self.free
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(id);
+            if let Some(mut s) = self.shard(id as usize) {
+                s.push(id);
+            }
         }
     }
 
