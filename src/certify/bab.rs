@@ -160,12 +160,7 @@ impl CaseRun<'_> {
             };
             m(a).total_cmp(&m(d))
         });
-        let splittable: Vec<usize> = (0..n)
-            .filter(|&j| {
-                let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
-                mid > b.lo[j] && mid < b.hi[j]
-            })
-            .collect();
+        let splittable = splittable(b);
         let smear = |j: usize| {
             let coeff = best_row.map_or(1.0, |k| {
                 r.input_coeffs.get(k * n + j).copied().unwrap_or(0.0).abs()
@@ -199,11 +194,8 @@ impl CaseRun<'_> {
     /// The splittable input widest relative to the case's box.
     fn widest(&self, b: &SubBox) -> Option<usize> {
         let rel = |j: usize| (b.hi[j] - b.lo[j]) / self.case_width(j);
-        (0..b.lo.len())
-            .filter(|&j| {
-                let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
-                mid > b.lo[j] && mid < b.hi[j]
-            })
+        splittable(b)
+            .into_iter()
             .max_by(|&a, &d| rel(a).total_cmp(&rel(d)))
     }
 
@@ -249,6 +241,16 @@ impl CaseRun<'_> {
             .bound(std::slice::from_ref(&job), &self.rows, self.which.len())?
             .pop())
     }
+}
+
+/// The inputs along which `b` can still be bisected (its midpoint a double strictly inside).
+fn splittable(b: &SubBox) -> Vec<usize> {
+    (0..b.lo.len().min(b.hi.len()))
+        .filter(|&j| {
+            let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
+            mid > b.lo[j] && mid < b.hi[j]
+        })
+        .collect()
 }
 
 /// One candidate bisection of an open box: its two halves (lo, hi).
