@@ -482,6 +482,31 @@ __global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers, 
     }
 }
 
+// Linear bounds of f32 boxes in device memory (ibp_propagate_ex, IBP_METHOD_LINEAR): item b's
+// bounds are its interval ones [ibp_lo, ibp_hi] (rows values) narrowed by the lower bounds of
+// its signed rows (lower: 2·rows per item, row r then its negation at rows + r) plus the offsets
+// d, rounded outward: max(ibp_lo, ↓(l + d)) and min(ibp_hi, ↑(d − u)). A box with an infinite
+// bound keeps its interval bounds (the linear-bounds kernel takes finite boxes); a NaN bound
+// (never expected) narrows nothing. One thread per item and row.
+__global__ void narrow_kernel(const float *in_lo, const float *in_hi, uint32_t n_in, const double *lower,
+                              const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
+                              const float *ibp_hi, float *out_lo, float *out_hi) {
+    const uint64_t k = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x;
+    if (k >= batch * rows) return;
+    const uint64_t b = k / rows;
+    const uint32_t r = (uint32_t)(k - b * rows);
+    bool finite = true;
+    for (uint32_t i = 0; i < n_in; i++) finite = finite && isfinite(in_lo[b * n_in + i]) && isfinite(in_hi[b * n_in + i]);
+    float lo = ibp_lo[k], hi = ibp_hi[k];
+    if (finite) {
+        const double l = lower[b * 2 * rows + r], u = lower[b * 2 * rows + rows + r];
+        lo = fmaxf(lo, __double2float_rd(__dadd_rd(l, d[r])));
+        hi = fminf(hi, __double2float_ru(__dsub_ru(d[r], u)));
+    }
+    out_lo[k] = lo;
+    out_hi[k] = hi;
+}
+
 size_t smem_bytes(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out, uint32_t rp) {
     size_t doubles = 5ull * total_out + 2ull * n_in + (2ull * rp + 2) * width + 2ull * rp + n_layers;
     size_t ints = (size_t)total_out + n_layers + width + 1;
@@ -545,5 +570,18 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
     if (e != cudaSuccess) return e;
     crown_kernel<<<batch, THREADS, smem, static_cast<cudaStream_t>(stream)>>>(g, lo, hi, lower, out_lo, out_hi,
                                                                               coeffs, offsets, total_out);
+    return cudaGetLastError();
+}
+
+extern "C" int lvk_crown_narrow(const float *in_lo, const float *in_hi, uint32_t n_in, const double *lower,
+                                const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
+                                const float *ibp_hi, float *out_lo, float *out_hi, void *stream) {
+    if (in_lo == nullptr || in_hi == nullptr || lower == nullptr || d == nullptr || ibp_lo == nullptr ||
+        ibp_hi == nullptr || out_lo == nullptr || out_hi == nullptr || rows == 0 || batch == 0 ||
+        batch > (1ull << 38) / rows)
+        return cudaErrorInvalidValue;
+    const uint64_t n = batch * rows, blocks = (n + 255) / 256;
+    narrow_kernel<<<(unsigned)blocks, 256, 0, static_cast<cudaStream_t>(stream)>>>(
+        in_lo, in_hi, n_in, lower, d, rows, batch, ibp_lo, ibp_hi, out_lo, out_hi);
     return cudaGetLastError();
 }

@@ -209,7 +209,11 @@ enum ibp_method
    * GPU (one block per box, weights read where they live) for a CUDA-backed model whose
    * graph is a chain of linear layers with ReLU after input normalisation (any other
    * graph there → ::VRAM_ERR_UNSUPPORTED naming the node; weights are never copied to the
-   * host). Boxes in host memory only.
+   * host). Boxes in host or, on a CUDA-backed model, device memory: device boxes never leave
+   * the GPU, and the call waits for its work; its device scratch is what interval bounds of
+   * the batch take, plus 8 bytes per output value, plus (4 × input size + 2 × output size +
+   * 2 × rows) × 8 bytes per box for at most 2^15 boxes at a time. On the GPU an item whose
+   * box has an infinite bound gets its interval bounds.
    */
   IBP_METHOD_LINEAR = 1,
 };
@@ -1380,8 +1384,7 @@ vram_status ibp_propagate(const struct ibp_model *model,
  * (`spec_rows` values per item; C is folded into the last layer when it is linear, which is
  * tighter than applying C to the output box). `opts` NULL → ::VRAM_ERR_NULL_ARGUMENT; wrong
  * `struct_size`, unknown `memory` or `method` → ::VRAM_ERR_INVALID_ARGUMENT; device memory
- * with a host-backed model, or with ::IBP_METHOD_LINEAR → ::VRAM_ERR_UNSUPPORTED. Otherwise
- * as ibp_propagate().
+ * with a host-backed model → ::VRAM_ERR_UNSUPPORTED. Otherwise as ibp_propagate().
  */
 vram_status ibp_propagate_ex(const struct ibp_model *model,
                              size_t batch,

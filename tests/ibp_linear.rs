@@ -13,6 +13,10 @@ use ibp::{
 };
 use vram::*;
 
+#[cfg(vram_cuda)]
+#[path = "common/cuda.rs"]
+mod cuda;
+
 /// A residual network: linear, ReLU, add the linear layer's output back, leaky ReLU, linear.
 fn residual(r: &mut Rng) -> Net {
     Net {
@@ -123,6 +127,8 @@ fn acasxu_gpu_matches_cpu(gpu: &Ctx) {
         "ACAS Xu linear bounds, GPU against CPU: {far} of {} outputs beyond 1e-6",
         gl.len()
     );
+    #[cfg(vram_cuda)]
+    device_boxes::same_bounds(mg, &lo, &hi, (&gl, &gh), (&il, &ih));
     assert!(far * 1000 <= gl.len(), "{far} outputs differ");
     // The outputs at each box's centre (a zero-width box on the CPU path) lie inside.
     let centre: Vec<f32> = lo.iter().zip(&hi).map(|(a, b)| 0.5 * (a + b)).collect();
@@ -476,4 +482,122 @@ fn spec_bounds(ctx: &Ctx) {
     );
     assert!(last_error().contains("method"));
     ibp_model_free(m);
+}
+
+/// Linear bounds of boxes already in device memory (IBP_MEMORY_DEVICE): the bounds of the same
+/// boxes in host memory, up to the last f32 step of the narrowing (the device path rounds the
+/// one addition directed, the host path steps once past round-to-nearest), never wider than
+/// the interval bounds; an item with an infinite bound gets its interval bounds; a NaN input is
+/// refused with the outputs untouched.
+#[cfg(vram_cuda)]
+mod device_boxes {
+    use super::cuda::{DevMem, device_options};
+    use super::*;
+
+    type Pair<'a> = (&'a [f32], &'a [f32]);
+
+    fn run(
+        m: *const ibp_model,
+        lo: &[f32],
+        hi: &[f32],
+        spec: Option<(&[f32], &[f32])>,
+    ) -> (vram_status, Vec<f32>, Vec<f32>) {
+        let rows = spec.map_or(ibp_model_output_size(m), |(_, d)| d.len());
+        let n = lo.len() / ibp_model_input_size(m) * rows;
+        let (dl, dh) = (DevMem::from_f32(lo), DevMem::from_f32(hi));
+        let sentinel = vec![7.5f32; n];
+        let (ol, oh) = (DevMem::from_f32(&sentinel), DevMem::from_f32(&sentinel));
+        let mut o = device_options(std::ptr::null_mut());
+        o.method = ibp_method::IBP_METHOD_LINEAR as u32;
+        if let Some((c, d)) = spec {
+            o.spec_rows = d.len();
+            o.spec_c = c.as_ptr();
+            o.spec_d = d.as_ptr();
+        }
+        let batch = lo.len() / ibp_model_input_size(m);
+        let s = ibp_propagate_ex(
+            m,
+            batch,
+            dl.0.cast::<f32>(),
+            dh.0.cast::<f32>(),
+            ol.0.cast::<f32>(),
+            oh.0.cast::<f32>(),
+            &o,
+        );
+        (s, ol.f32s(n), oh.f32s(n))
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        a == b || (f64::from(a) - f64::from(b)).abs() <= 1e-6 * (1.0 + f64::from(b).abs())
+    }
+
+    pub fn same_bounds(m: *const ibp_model, lo: &[f32], hi: &[f32], host: Pair<'_>, ibp: Pair<'_>) {
+        let (s, dl, dh) = run(m, lo, hi, None);
+        assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+        for k in 0..dl.len() {
+            assert!(
+                dl[k] <= dh[k] && dl[k] >= ibp.0[k] && dh[k] <= ibp.1[k],
+                "device output {k}"
+            );
+            assert!(
+                close(dl[k], host.0[k]) && close(dh[k], host.1[k]),
+                "device output {k}: [{}, {}] against [{}, {}]",
+                dl[k],
+                dh[k],
+                host.0[k],
+                host.1[k]
+            );
+        }
+        // A specification (y0 - y1 + 0.25, and -y2), and an item with an infinite bound.
+        let (n_x, n_y) = (ibp_model_input_size(m), ibp_model_output_size(m));
+        let mut c = vec![0f32; 2 * n_y];
+        (c[0], c[1], c[n_y + 2]) = (1.0, -1.0, -1.0);
+        let d = [0.25f32, 0.0];
+        let (mut l2, h2) = (lo[..8 * n_x].to_vec(), hi[..8 * n_x].to_vec());
+        l2[3 * n_x + 1] = f32::NEG_INFINITY;
+        let (s, sl, sh) = run(m, &l2, &h2, Some((&c, &d)));
+        assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+        let mut o = propagate_options(ibp_method::IBP_METHOD_LINEAR);
+        (o.spec_rows, o.spec_c, o.spec_d) = (2, c.as_ptr(), d.as_ptr());
+        let (hl, hh) = propagate_boxes(m, &o, &l2, &h2);
+        o.method = ibp_method::IBP_METHOD_INTERVAL as u32;
+        let (il, ih) = propagate_boxes(m, &o, &l2, &h2);
+        for k in 0..sl.len() {
+            assert!(
+                close(sl[k], hl[k]) && close(sh[k], hh[k]),
+                "spec output {k}"
+            );
+            assert!(
+                sl[k] >= il[k] && sh[k] <= ih[k],
+                "spec output {k} wider than IBP"
+            );
+        }
+        assert_eq!(
+            (sl[6], sh[6], sl[7], sh[7]),
+            (il[6], ih[6], il[7], ih[7]),
+            "the infinite item"
+        );
+        assert!(
+            sh[0] - sl[0] < ih[0] - il[0],
+            "linear bounds tighter than IBP on a finite item"
+        );
+        // A NaN: refused, nothing written.
+        let mut bad = lo[..4 * n_x].to_vec();
+        bad[2 * n_x] = f32::NAN;
+        let (s, bl, bh) = run(m, &bad, &hi[..4 * n_x], None);
+        assert_eq!(
+            s,
+            vram_status::VRAM_ERR_INVALID_ARGUMENT,
+            "{}",
+            last_error()
+        );
+        assert!(
+            bl.iter().chain(&bh).all(|&v| v == 7.5),
+            "outputs written on failure"
+        );
+        println!(
+            "ACAS Xu linear bounds of device boxes: the host boxes' bounds on {} outputs, a spec, an infinite item; NaN refused",
+            dl.len()
+        );
+    }
 }

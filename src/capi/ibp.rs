@@ -65,7 +65,11 @@ pub enum ibp_method {
     /// GPU (one block per box, weights read where they live) for a CUDA-backed model whose
     /// graph is a chain of linear layers with ReLU after input normalisation (any other
     /// graph there → ::VRAM_ERR_UNSUPPORTED naming the node; weights are never copied to the
-    /// host). Boxes in host memory only.
+    /// host). Boxes in host or, on a CUDA-backed model, device memory: device boxes never leave
+    /// the GPU, and the call waits for its work; its device scratch is what interval bounds of
+    /// the batch take, plus 8 bytes per output value, plus (4 × input size + 2 × output size +
+    /// 2 × rows) × 8 bytes per box for at most 2^15 boxes at a time. On the GPU an item whose
+    /// box has an infinite bound gets its interval bounds.
     IBP_METHOD_LINEAR = 1,
 }
 
@@ -657,13 +661,6 @@ fn propagate(
             ));
         }
     };
-    if linear && memory == Memory::Device {
-        return Err(VramError::new(
-            ErrorKind::Unsupported,
-            "ibp_propagate_ex: IBP_METHOD_LINEAR takes boxes in host memory \
-             (opts->memory = IBP_MEMORY_HOST)",
-        ));
-    }
     let out_per_item = spec.as_ref().map_or(model.output_size(), |s| s.rows);
     model.check_batch(batch, memory == Memory::Host, out_per_item)?;
     let n_in = batch
@@ -675,8 +672,13 @@ fn propagate(
     if memory == Memory::Device {
         // SAFETY: the export's documented contract: with IBP_MEMORY_DEVICE the four pointers
         // are device buffers of the model's GPU holding n_in and n_out floats.
+        let run = if linear {
+            crate::ibp::gpu_entry::linear_device
+        } else {
+            crate::ibp::gpu_entry::propagate_device
+        };
         return unsafe {
-            crate::ibp::gpu_entry::propagate_device(
+            run(
                 model,
                 batch,
                 in_lower,
@@ -760,8 +762,7 @@ pub extern "C" fn ibp_propagate(
 /// (`spec_rows` values per item; C is folded into the last layer when it is linear, which is
 /// tighter than applying C to the output box). `opts` NULL → ::VRAM_ERR_NULL_ARGUMENT; wrong
 /// `struct_size`, unknown `memory` or `method` → ::VRAM_ERR_INVALID_ARGUMENT; device memory
-/// with a host-backed model, or with ::IBP_METHOD_LINEAR → ::VRAM_ERR_UNSUPPORTED. Otherwise
-/// as ibp_propagate().
+/// with a host-backed model → ::VRAM_ERR_UNSUPPORTED. Otherwise as ibp_propagate().
 #[unsafe(no_mangle)]
 pub extern "C" fn ibp_propagate_ex(
     model: *const ibp_model,

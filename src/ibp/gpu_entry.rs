@@ -56,6 +56,37 @@ pub unsafe fn propagate_device(
     }
 }
 
+/// Linear (CROWN-style) bounds for boxes already in device memory, intersected with IBP's
+/// (CUDA-backed models whose graph is a dense chain).
+///
+/// # Safety
+/// As [`propagate_device`]; the outputs must not overlap the inputs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn linear_device(
+    model: &Model,
+    batch: usize,
+    in_lo: *const f32,
+    in_hi: *const f32,
+    out_lo: *mut f32,
+    out_hi: *mut f32,
+    spec: Option<&Spec>,
+    stream: Option<*mut c_void>,
+) -> Result<()> {
+    if in_lo.is_null() || in_hi.is_null() || out_lo.is_null() || out_hi.is_null() {
+        return Err(VramError::null("in_lower/in_upper/out_lower/out_upper"));
+    }
+    match model.context().residency() {
+        Residency::Host => Err(VramError::new(
+            ErrorKind::Unsupported,
+            "memory: device memory needs a CUDA-backed model; this one uses the host backend",
+        )),
+        // SAFETY: this function's contract, passed on.
+        Residency::Cuda { .. } => unsafe {
+            gpu::linear_device(model, batch, [in_lo, in_hi], [out_lo, out_hi], spec, stream)
+        },
+    }
+}
+
 /// Linear (CROWN-style) bounds for boxes in host memory, intersected with IBP's: on the CPU
 /// for a host-backed model, on its GPU for a CUDA-backed one (a dense chain).
 pub fn linear_host_boxes(
@@ -71,15 +102,37 @@ pub fn linear_host_boxes(
     model.chain()?;
     propagate_host_boxes(model, req, out_lo, out_hi, stream)?;
     let (rows, lam, d) = model.signed_rows(req.spec)?;
-    let lo: Vec<f64> = req.in_lo.iter().map(|&v| f64::from(v)).collect();
-    let hi: Vec<f64> = req.in_hi.iter().map(|&v| f64::from(v)).collect();
+    let n_x = model.input_size();
+    // The linear-bounds kernel takes finite boxes: an item with an infinite bound keeps its
+    // interval bounds.
+    let finite: Vec<usize> = (0..req.batch)
+        .filter(|&k| {
+            let xs = k * n_x..(k + 1) * n_x;
+            let all = |v: &[f32]| {
+                v.get(xs.clone())
+                    .is_some_and(|x| x.iter().all(|f| f.is_finite()))
+            };
+            all(req.in_lo) && all(req.in_hi)
+        })
+        .collect();
+    if finite.is_empty() {
+        return Ok(());
+    }
+    let widen = |v: &[f32]| -> Vec<f64> {
+        finite
+            .iter()
+            .flat_map(|&k| v.get(k * n_x..(k + 1) * n_x).into_iter().flatten())
+            .map(|&f| f64::from(f))
+            .collect()
+    };
+    let (lo, hi) = (widen(req.in_lo), widen(req.in_hi));
     let b = linear_bounds(model, &lo, &hi, &lam, 2 * rows, false, None, stream)?;
-    for ((ol, oh), lower) in out_lo
-        .chunks_mut(rows)
-        .zip(out_hi.chunks_mut(rows))
-        .zip(b.lower.chunks(2 * rows))
-    {
-        Model::narrow(lower, &d, ol, oh);
+    let mut lowers = finite.iter().zip(b.lower.chunks(2 * rows)).peekable();
+    let items = out_lo.chunks_mut(rows).zip(out_hi.chunks_mut(rows));
+    for (k, (ol, oh)) in items.enumerate() {
+        if let Some((_, lower)) = lowers.next_if(|(f, _)| **f == k) {
+            Model::narrow(lower, &d, ol, oh);
+        }
     }
     Ok(())
 }
@@ -203,6 +256,19 @@ mod gpu {
         Err(none())
     }
 
+    /// # Safety
+    /// Never reads its pointers (no CUDA in this build).
+    pub unsafe fn linear_device(
+        _: &Model,
+        _: usize,
+        _: [*const f32; 2],
+        _: [*mut f32; 2],
+        _: Option<&Spec>,
+        _: Option<*mut c_void>,
+    ) -> Result<()> {
+        Err(none())
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn linear(
         _: &Model,
@@ -222,4 +288,5 @@ mod gpu {
 mod gpu {
     pub use super::super::gpu::{propagate, propagate_device};
     pub use super::super::gpu_linear::bound as linear;
+    pub use super::super::gpu_linear_device::bound as linear_device;
 }

@@ -22,7 +22,7 @@ use crate::error::{Result, VramError};
 use crate::fallible::try_vec;
 
 /// Boxes per launch: bounds the workspace (a few MiB for ACAS Xu) and the time of one launch.
-const MAX_BATCH: usize = 1 << 15;
+pub(super) const MAX_BATCH: usize = 1 << 15;
 
 /// Every layer's bounds of many boxes, kept in device memory between calls (a branch and
 /// bound's open boxes: a sub-box starts from its parent's, which hold inside it). One
@@ -100,12 +100,12 @@ impl NodeStore {
 }
 
 /// Offsets of the parts of one workspace, each 256-byte aligned.
-struct Layout {
-    total: usize,
+pub(super) struct Layout {
+    pub(super) total: usize,
 }
 
 impl Layout {
-    fn take(&mut self, bytes: usize) -> Result<usize> {
+    pub(super) fn take(&mut self, bytes: usize) -> Result<usize> {
         let at = self.total;
         self.total = bytes
             .checked_next_multiple_of(256)

@@ -17,6 +17,8 @@ pub mod gpu_entry;
 #[cfg(vram_cuda)]
 mod gpu_linear;
 #[cfg(vram_cuda)]
+mod gpu_linear_device;
+#[cfg(vram_cuda)]
 mod gpu_plan;
 #[cfg(vram_cuda)]
 mod gpu_stage;

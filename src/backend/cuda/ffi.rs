@@ -256,6 +256,20 @@ unsafe extern "C" {
         store: *const LvkCrownStore,
         stream: *mut c_void,
     ) -> c_int;
+    pub fn lvk_crown_narrow(
+        in_lo: *const f32,
+        in_hi: *const f32,
+        n_in: u32,
+        lower: *const f64,
+        d: *const f64,
+        rows: u32,
+        batch: u64,
+        ibp_lo: *const f32,
+        ibp_hi: *const f32,
+        out_lo: *mut f32,
+        out_hi: *mut f32,
+        stream: *mut c_void,
+    ) -> c_int;
 }
 
 /// `cudaErrorMemoryAllocation`

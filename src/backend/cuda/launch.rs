@@ -809,6 +809,63 @@ pub unsafe fn crown_bounds(
     )
 }
 
+/// Linear bounds of f32 boxes in device memory: each item's interval bounds `ibp`
+/// (`batch × rows`) narrowed by the lower bounds of its signed rows (`lower`,
+/// `batch × 2·rows`: the rows, then their negations, from [`crown_bounds`]) plus `d`, rounded
+/// outward, into `out`. An item whose box (`boxes`, `batch × n_in` f32) has an infinite bound
+/// keeps its interval bounds.
+///
+/// # Safety
+/// The launch contract (module docs); `out` does not overlap the other buffers.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn crown_narrow(
+    boxes: [Dev<'_, f32>; 2],
+    lower: Dev<'_, f64>,
+    d: Dev<'_, f64>,
+    ibp: [Dev<'_, f32>; 2],
+    out: [Dev<'_, f32>; 2],
+    stream: &Stream,
+) -> Result<()> {
+    let rows = d.len() as u64;
+    let n = out[0].len() as u64;
+    if rows == 0 || n == 0 || n % rows != 0 {
+        return Err(mismatch("linear bounds: rows"));
+    }
+    let batch = n / rows;
+    let n_in = boxes[0].len() as u64 / batch;
+    let sizes_ok = [ibp[0].len(), ibp[1].len(), out[1].len()]
+        .iter()
+        .all(|&l| l as u64 == n)
+        && boxes[0].len() == boxes[1].len()
+        && Some(boxes[0].len()) == mul(batch, n_in)
+        && Some(lower.len()) == mul(batch, 2 * rows);
+    let (Ok(rows32), Ok(n_in32), true) = (u32::try_from(rows), u32::try_from(n_in), sizes_ok)
+    else {
+        return Err(mismatch("linear bounds: narrowing sizes"));
+    };
+    // SAFETY: every size checked above; the launch contract and this function's contract cover
+    // the rest.
+    check(
+        unsafe {
+            ffi::lvk_crown_narrow(
+                boxes[0].as_ptr(),
+                boxes[1].as_ptr(),
+                n_in32,
+                lower.as_ptr(),
+                d.as_ptr(),
+                rows32,
+                batch,
+                ibp[0].as_ptr(),
+                ibp[1].as_ptr(),
+                out[0].as_ptr(),
+                out[1].as_ptr(),
+                stream.raw(),
+            )
+        },
+        "linear bounds narrowing",
+    )
+}
+
 // ---- sealing (cuda/merkle.cu, cuda/scrub.cu, cuda/vram_ops.cu) ----
 
 /// The RFC 9162 root of every region of every job into `roots` (32 bytes per region, batch

@@ -1,0 +1,181 @@
+//! Linear bounds of f32 boxes that are already in device memory (`ibp_propagate_ex` with
+//! `IBP_METHOD_LINEAR` and `IBP_MEMORY_DEVICE`): a PyTorch or CUDA caller's boxes go through
+//! IBP, the linear-bounds kernel and the outward narrowing to f32 without leaving the GPU.
+//!
+//! Every input is checked (by the IBP pass) before anything is written, and the caller's
+//! outputs are written by one kernel at the end, so a failure leaves them untouched.
+
+use std::ffi::c_void;
+
+use super::gpu::{device, plan, stream_for, u32_of};
+use super::gpu_linear::{Layout, MAX_BATCH};
+use super::model::Model;
+use super::plain_bytes;
+use super::spec::Spec;
+use crate::backend::cuda::launch::{self, Dev, DevBounds};
+use crate::backend::cuda::runtime::{DeviceAlloc, DeviceScope, Stream, copy_to_device};
+use crate::error::{Result, VramError};
+
+/// Bounds of `batch` boxes (`inp`: lower and upper, `batch × input size` f32 each) of a
+/// CUDA-backed dense chain, or of `spec`'s rows, into `out` (`batch × output size` or
+/// `spec.rows` f32 each): IBP's, narrowed by the linear bounds of each row and its negation.
+/// Queued on `stream` (or this thread's own) and waited for.
+///
+/// # Safety
+/// The four pointers must be device memory of the model's GPU holding those many values,
+/// alive and not used by other work until the call returns; `out` must not overlap `inp`.
+pub unsafe fn bound(
+    model: &Model,
+    batch: usize,
+    inp: [*const f32; 2],
+    out: [*mut f32; 2],
+    spec: Option<&Spec>,
+    stream: Option<*mut c_void>,
+) -> Result<()> {
+    let dev = device(model)?;
+    let _scope = DeviceScope::enter(dev)?;
+    let stream = stream_for(stream, dev)?;
+    // SAFETY: this function's contract, passed on.
+    let done = unsafe { queue(model, batch, inp, out, spec, &stream) };
+    if done.is_err() {
+        // Nothing queued may still read the caller's buffers once this call returns.
+        let _ = stream.sync(); // the error says what went wrong
+    }
+    done
+}
+
+/// The values `r` of `v`.
+fn part<'a>(v: Dev<'a, f32>, r: &std::ops::Range<usize>) -> Result<Dev<'a, f32>> {
+    v.part(r.start, r.len())
+}
+
+/// [`bound`]'s work on `stream`, waited for when it succeeds.
+///
+/// # Safety
+/// As [`bound`].
+unsafe fn queue(
+    model: &Model,
+    batch: usize,
+    inp: [*const f32; 2],
+    out: [*mut f32; 2],
+    spec: Option<&Spec>,
+    stream: &Stream,
+) -> Result<()> {
+    let chain = model.chain()?;
+    let n_x = model.input_size();
+    let n_out = chain.n_out();
+    let (rows, lam, d) = model.signed_rows(spec)?;
+    let too_large = || VramError::invalid("batch", "batch × sizes overflow");
+    let n_in_all = batch.checked_mul(n_x).ok_or_else(too_large)?;
+    let n_res = batch.checked_mul(rows).ok_or_else(too_large)?;
+    if batch == 0 {
+        return Err(VramError::invalid("batch", "must be at least 1"));
+    }
+    let plan = plan(model)?;
+    let prefix = plan.crown_prefix();
+    let table = plan.crown()?;
+    let n_rows32 = u32_of(2 * rows as u64, "rows")?;
+
+    // Everything is allocated before anything runs: the interval bounds of the whole batch,
+    // the call's constants, and one chunk's workspace (reused: the stream orders the chunks).
+    let chunk = batch.min(MAX_BATCH);
+    let mut ws = Layout { total: 0 };
+    let at_ibp_lo = ws.take(n_res * 4)?;
+    let at_ibp_hi = ws.take(n_res * 4)?;
+    let at_colmax = ws.take(table.colmax_len() * 8)?;
+    let at_rows = ws.take(lam.len() * 8)?;
+    let at_d = ws.take(d.len() * 8)?;
+    let at_flag = ws.take(8)?;
+    let at_lo = ws.take(chunk * n_x * 8)?;
+    let at_hi = ws.take(chunk * n_x * 8)?;
+    let spare_len = if prefix.is_empty() { 0 } else { chunk * n_x };
+    let at_zlo = ws.take(spare_len * 8)?;
+    let at_zhi = ws.take(spare_len * 8)?;
+    let at_lower = ws.take(chunk * 2 * rows * 8)?;
+    let at_olo = ws.take(chunk * n_out * 8)?;
+    let at_ohi = ws.take(chunk * n_out * 8)?;
+    let mem = DeviceAlloc::scratch(ws.total, stream, "linear bounds (device boxes)")?;
+    let ibp_lo = mem.view::<f32>(at_ibp_lo, n_res)?;
+    let ibp_hi = mem.view::<f32>(at_ibp_hi, n_res)?;
+    let colmax = mem.view::<f64>(at_colmax, table.colmax_len())?;
+    let rows_dev = mem.view::<f64>(at_rows, lam.len())?;
+    let d_dev = mem.view::<f64>(at_d, d.len())?;
+    let flag = mem.view::<u64>(at_flag, 1)?;
+
+    // SAFETY: the caller's buffers hold these many values in device memory of this GPU
+    // (this function's contract).
+    let (il, ih, ol, oh) = unsafe {
+        (
+            Dev::from_raw(inp[0].cast_mut(), n_in_all),
+            Dev::from_raw(inp[1].cast_mut(), n_in_all),
+            Dev::from_raw(out[0], n_res),
+            Dev::from_raw(out[1], n_res),
+        )
+    };
+    // The interval bounds, into the scratch; this checks every input (NaN, or lower above
+    // upper, fails here) and waits for it.
+    // SAFETY: the caller's boxes and views of `mem`, which outlives the call's work.
+    unsafe {
+        super::gpu::propagate_device(
+            model,
+            batch,
+            inp,
+            [ibp_lo.as_ptr(), ibp_hi.as_ptr()],
+            spec,
+            Some(stream.raw()),
+        )
+    }?;
+    // SAFETY: each destination is a view of `mem` of exactly the copied length; the sources
+    // outlive the synchronisation at the end; the table's weights are the model's sealed
+    // shards.
+    unsafe {
+        copy_to_device(rows_dev.as_ptr().cast(), plain_bytes(&lam), stream)?;
+        copy_to_device(d_dev.as_ptr().cast(), plain_bytes(&d), stream)?;
+        launch::crown_colmax(table, colmax, stream)?;
+    }
+    let mut first = 0;
+    while first < batch {
+        let b = (batch - first).min(MAX_BATCH);
+        let raw = DevBounds::new(mem.view(at_lo, b * n_x)?, mem.view(at_hi, b * n_x)?)?;
+        let spare = if prefix.is_empty() {
+            raw
+        } else {
+            DevBounds::new(mem.view(at_zlo, b * n_x)?, mem.view(at_zhi, b * n_x)?)?
+        };
+        let boxes = if prefix.len() % 2 == 1 { spare } else { raw };
+        let lower = mem.view::<f64>(at_lower, b * 2 * rows)?;
+        let outs = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
+        let (xs, res) = (
+            first * n_x..(first + b) * n_x,
+            first * rows..(first + b) * rows,
+        );
+        let (cl, ch) = (part(il, &xs)?, part(ih, &xs)?);
+        // SAFETY: views of `mem` and of the caller's buffers (checked lengths), alive until the
+        // synchronisation below; the normalisations read one of `raw`/`spare` and write the
+        // other; the narrowing writes only the caller's outputs, which overlap nothing else.
+        unsafe {
+            launch::ibp_to_f64(cl, ch, raw, flag, stream)?;
+            let (mut from, mut to) = (raw, spare);
+            for &(at, features) in prefix {
+                let consts = plan.consts(at, 4 * features as usize)?;
+                launch::ibp_normalize(consts, features, from, to, stream)?;
+                std::mem::swap(&mut from, &mut to);
+            }
+            launch::crown_bounds(
+                table, colmax, boxes, rows_dev, n_rows32, lower, outs, None, None, stream,
+            )?;
+            launch::crown_narrow(
+                [cl, ch],
+                lower,
+                d_dev,
+                [part(ibp_lo, &res)?, part(ibp_hi, &res)?],
+                [part(ol, &res)?, part(oh, &res)?],
+                stream,
+            )?;
+        }
+        first += b;
+    }
+    stream.sync()?;
+    drop(mem);
+    Ok(())
+}
