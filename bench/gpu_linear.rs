@@ -3,6 +3,10 @@
 //! the same boxes' interval bounds on the GPU for scale. The slope over batch sizes is the
 //! kernel's cost per box; the time at batch 1 is the fixed cost of a call.
 //!
+//! The last column is what a PyTorch or CUDA caller gets: `ibp_propagate_ex` with the linear
+//! method on boxes already in device memory (IBP, the linear bounds, the narrowing to f32; no
+//! copies).
+//!
 //! `cargo bench --bench gpu_linear` (needs a GPU; says SKIPPED without one)
 
 use std::sync::Arc;
@@ -11,6 +15,9 @@ use std::time::Instant;
 use vram::backend::BackendChoice;
 use vram::context::{Context, ContextOptions};
 use vram::ibp::gpu_entry;
+
+#[path = "../tests/common/cuda.rs"]
+mod cuda;
 
 /// Median milliseconds of `reps` calls of `f`, after one warm-up call.
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -58,9 +65,9 @@ fn main() {
     }
     println!("gpu_linear: ACAS Xu 1_1 (ONNX, 5-50x6-5), boxes of half-width 0.01, 10 output rows");
     println!(
-        "| boxes | linear bounds (ms) | per box (us) | interval bounds (ms) | ibp_propagate, linear method (ms) |"
+        "| boxes | linear bounds (ms) | per box (us) | interval bounds (ms) | ibp_propagate, linear method (ms) | the same, boxes in device memory (ms) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
     // VRAM_GPU_LINEAR_BATCH=N: that batch size only (to profile one size's kernel).
     let only: Option<usize> = std::env::var("VRAM_GPU_LINEAR_BATCH")
@@ -102,8 +109,37 @@ fn main() {
         let user_ms = median_ms(reps, || {
             gpu_entry::linear_host_boxes(&m, &req, &mut ol, &mut oh, None).expect("linear");
         });
+        let (dl, dh) = (cuda::DevMem::from_f32(&flo), cuda::DevMem::from_f32(&fhi));
+        let (dol, doh) = (
+            cuda::DevMem::new(batch * 5 * 4),
+            cuda::DevMem::new(batch * 5 * 4),
+        );
+        let device_ms = median_ms(reps, || {
+            // SAFETY: device buffers of batch × 5 floats each, alive for the call.
+            unsafe {
+                gpu_entry::linear_device(
+                    &m,
+                    batch,
+                    dl.0.cast(),
+                    dh.0.cast(),
+                    dol.0.cast(),
+                    doh.0.cast(),
+                    None,
+                    None,
+                )
+            }
+            .expect("linear, device boxes");
+        });
+        // The same bounds, up to the last f32 step of the narrowing (directed on the device,
+        // one step past round-to-nearest on the host).
+        let same = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-6 * (1.0 + y.abs()))
+        };
+        assert!(same(&dol.f32s(batch * 5), &ol) && same(&doh.f32s(batch * 5), &oh));
         println!(
-            "| {batch} | {ms:.3} | {:.2} | {ibp_ms:.3} | {user_ms:.3} |",
+            "| {batch} | {ms:.3} | {:.2} | {ibp_ms:.3} | {user_ms:.3} | {device_ms:.3} |",
             1e3 * ms / batch as f64
         );
     }

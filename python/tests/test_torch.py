@@ -41,3 +41,42 @@ def test_a_cuda_module_is_sealed_in_place_and_a_torch_bit_flip_is_caught():
         assert sealed.damaged() == [] and w.data_ptr == module.weight.data_ptr()
         with pytest.raises(ValueError, match="contiguous"):
             gpu.seal("t", module.weight.t())
+
+
+def test_cuda_boxes_stay_on_the_gpu_and_get_the_host_boxes_bounds():
+    """propagate() with CUDA tensors on a CUDA-backed network's GPU: the bounds come back as
+    CUDA tensors, equal (to the last f32 step of the narrowing) to those of the same boxes
+    passed as NumPy arrays, for both methods; float64 tensors are rounded outward first."""
+    import os
+
+    import numpy as np
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch on this machine")
+    data = os.environ.get("VRAM_ACASXU_DIR",
+                          os.path.join(os.path.dirname(__file__), "../../../shared/data/acasxu"))
+    if not os.path.isdir(os.path.join(data, "onnx")):
+        pytest.skip("../shared/data/acasxu not found (set VRAM_ACASXU_DIR)")
+    with vram.Context(key=KEY, backend="cuda") as gpu:
+        net = gpu.network_from_onnx(os.path.join(data, "onnx/ACASXU_experimental_v2a_1_1.onnx"))
+        g = torch.Generator().manual_seed(5)
+        centre = torch.rand((3000, 5), generator=g, dtype=torch.float64) * 0.8 - 0.4
+        lo64, hi64 = (centre - 0.01).cuda(), (centre + 0.01).cuda()
+        for method in ("interval", "linear"):
+            dl, dh = net.propagate(lo64, hi64, method=method)
+            assert dl.is_cuda and dl.dtype == torch.float32 and dl.shape == (3000, 5)
+            hl, hh = net.propagate(lo64.cpu().numpy(), hi64.cpu().numpy(), method=method)
+            tol = 1e-6 * (1 + np.abs(hl))
+            assert np.all(np.abs(dl.cpu().numpy() - hl) <= tol), method
+            assert np.all(np.abs(dh.cpu().numpy() - hh) <= 1e-6 * (1 + np.abs(hh))), method
+            assert (dl <= dh).all()
+        il, ih = net.propagate(lo64, hi64)
+        ll, lh = net.propagate(lo64, hi64, method="linear")
+        assert (ll >= il).all() and (lh <= ih).all() and ((lh - ll) < (ih - il)).all()
+        one_lo, one_hi = net.propagate(lo64[0], hi64[0], method="linear")
+        assert one_lo.shape == (5,) and one_lo.is_cuda
+        assert torch.allclose(one_lo, ll[0], rtol=1e-6, atol=1e-6) and torch.allclose(one_hi, lh[0], rtol=1e-6, atol=1e-6)
+        bad = lo64.clone()
+        bad[7, 2] = float("nan")
+        with pytest.raises(ValueError):
+            net.propagate(bad, hi64, method="linear")

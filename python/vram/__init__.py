@@ -417,6 +417,11 @@ class Network(_Handle):
 
     _free = staticmethod(lambda h: _C.ibp_model_free(h))
 
+    def __init__(self, handle: int, ctx: Optional["Context"] = None):
+        super().__init__(handle)
+        # Where the weights live: CUDA tensors on that GPU stay there (propagate).
+        self._gpu = ctx.device if ctx is not None and ctx.backend == "cuda" else None
+
     @property
     def input_size(self) -> int:
         return _C.ibp_model_input_size(self._live())
@@ -434,7 +439,12 @@ class Network(_Handle):
 
         libvram computes in float32. Float64 (or other) inputs are converted soundly — lower
         bounds rounded down, upper bounds up, so the float32 box contains the given one — never
-        passed as raw bytes. Device tensors are copied to the host first."""
+        passed as raw bytes. CUDA tensors on the GPU of a CUDA-backed network stay there: the
+        bounds come back as float32 CUDA tensors on that device, computed on its current
+        stream (the call waits for them). Other device tensors are copied to the host first."""
+        on_gpu = [_is_torch(x) and x.is_cuda and x.device.index == self._gpu for x in (lower, upper)]
+        if self._gpu is not None and all(on_gpu):
+            return self._propagate_cuda(lower, upper, method)
         import numpy as np
 
         lo, hi = _outward_f32(lower, np.floor), _outward_f32(upper, np.ceil)
@@ -456,6 +466,36 @@ class Network(_Handle):
         opts.method = methods[method]
         _check(_C.ibp_propagate_ex(self._live(), batch, lo2.ctypes.data_as(fp), hi2.ctypes.data_as(fp),
                                    olo.ctypes.data_as(fp), ohi.ctypes.data_as(fp), ctypes.byref(opts)))
+        return (olo[0], ohi[0]) if single else (olo, ohi)
+
+    def _propagate_cuda(self, lower: Any, upper: Any, method: str) -> tuple[Any, Any]:
+        """propagate() for CUDA tensors on this network's GPU: ibp_propagate_ex with the boxes,
+        and the bounds, in device memory."""
+        import torch
+
+        lo, hi = _outward_f32_torch(lower, down=True), _outward_f32_torch(upper, down=False)
+        if lo.shape != hi.shape:
+            raise ValueError(f"lower {tuple(lo.shape)} and upper {tuple(hi.shape)} differ in shape")
+        single = lo.dim() == 1
+        lo2, hi2 = lo.reshape(1, -1) if single else lo, hi.reshape(1, -1) if single else hi
+        if lo2.dim() != 2 or lo2.shape[1] != self.input_size:
+            raise ValueError(f"inputs must be (batch, {self.input_size}); got {tuple(lo.shape)}")
+        methods = {"interval": 0, "linear": 1}
+        if method not in methods:
+            raise ValueError(f"method must be one of {sorted(methods)}; got {method!r}")
+        batch = lo2.shape[0]
+        olo = torch.empty((batch, self.output_size), dtype=torch.float32, device=lo2.device)
+        ohi = torch.empty_like(olo)
+        opts = _lib.PropagateOptions()
+        opts.struct_size = ctypes.sizeof(_lib.PropagateOptions)
+        opts.memory = 1  # IBP_MEMORY_DEVICE
+        opts.stream = ctypes.c_void_p(torch.cuda.current_stream(lo2.device).cuda_stream)
+        opts.method = methods[method]
+        def ptr(t: Any) -> Any:
+            return ctypes.cast(ctypes.c_void_p(t.data_ptr()), ctypes.POINTER(ctypes.c_float))
+
+        _check(_C.ibp_propagate_ex(self._live(), batch, ptr(lo2), ptr(hi2), ptr(olo), ptr(ohi),
+                                   ctypes.byref(opts)))
         return (olo[0], ohi[0]) if single else (olo, ohi)
 
 
@@ -542,6 +582,24 @@ class Spec(_Handle):
     @property
     def case_count(self) -> int:
         return _C.ibp_spec_case_count(self._live())
+
+
+def _outward_f32_torch(x: Any, down: bool) -> Any:
+    """A contiguous float32 CUDA tensor on x's device whose every value is on the safe side of
+    x's: rounded down for lower bounds (``down``), up for upper ones."""
+    import torch
+
+    if x.dtype == torch.float32:
+        return x.detach().contiguous()
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"bounds must be real numbers; got dtype {x.dtype}")
+    wide = x.detach().to(torch.float64)
+    if torch.isnan(wide).any():
+        raise ValueError("bounds contain NaN")
+    f = wide.to(torch.float32)
+    toward = torch.full_like(f, -float("inf") if down else float("inf"))
+    off = (f.to(torch.float64) > wide) if down else (f.to(torch.float64) < wide)
+    return torch.where(off, torch.nextafter(f, toward), f).contiguous()
 
 
 def _outward_f32(x: Any, direction: Callable) -> Any:
@@ -790,14 +848,14 @@ class Context(_Handle):
         """A network read from an NNet file, its weights sealed in this context."""
         out = ctypes.c_void_p()
         _check(_C.ibp_model_from_nnet(self._live(), str(path).encode(), ctypes.byref(out)))
-        return Network(out.value)
+        return Network(out.value, self)
 
     def network_from_onnx(self, path: str) -> Network:
         """A network read from an ONNX file (ibp_model_from_onnx), its weights sealed in
         this context; an operator libvram does not support raises Error naming it."""
         out = ctypes.c_void_p()
         _check(_C.ibp_model_from_onnx(self._live(), str(path).encode(), None, ctypes.byref(out)))
-        return Network(out.value)
+        return Network(out.value, self)
 
 
 class SealedModule:
