@@ -41,19 +41,9 @@ pub unsafe fn propagate_device(
     spec: Option<&Spec>,
     stream: Option<*mut c_void>,
 ) -> Result<()> {
-    if in_lo.is_null() || in_hi.is_null() || out_lo.is_null() || out_hi.is_null() {
-        return Err(VramError::null("in_lower/in_upper/out_lower/out_upper"));
-    }
-    match model.context().residency() {
-        Residency::Host => Err(VramError::new(
-            ErrorKind::Unsupported,
-            "memory: device memory needs a CUDA-backed model; this one uses the host backend",
-        )),
-        // SAFETY: this function's contract, passed on.
-        Residency::Cuda { .. } => unsafe {
-            gpu::propagate_device(model, batch, [in_lo, in_hi], [out_lo, out_hi], spec, stream)
-        },
-    }
+    let (inp, out) = device_boxes(model, [in_lo, in_hi], [out_lo, out_hi])?;
+    // SAFETY: this function's contract, passed on.
+    unsafe { gpu::propagate_device(model, batch, inp, out, spec, stream) }
 }
 
 /// Linear (CROWN-style) bounds for boxes already in device memory, intersected with IBP's
@@ -72,7 +62,16 @@ pub unsafe fn linear_device(
     spec: Option<&Spec>,
     stream: Option<*mut c_void>,
 ) -> Result<()> {
-    if in_lo.is_null() || in_hi.is_null() || out_lo.is_null() || out_hi.is_null() {
+    let (inp, out) = device_boxes(model, [in_lo, in_hi], [out_lo, out_hi])?;
+    // SAFETY: this function's contract, passed on.
+    unsafe { gpu::linear_device(model, batch, inp, out, spec, stream) }
+}
+
+/// Boxes in device memory need a CUDA-backed model and four pointers.
+type DevicePtrs = ([*const f32; 2], [*mut f32; 2]);
+
+fn device_boxes(model: &Model, inp: [*const f32; 2], out: [*mut f32; 2]) -> Result<DevicePtrs> {
+    if inp.iter().any(|p| p.is_null()) || out.iter().any(|p| p.is_null()) {
         return Err(VramError::null("in_lower/in_upper/out_lower/out_upper"));
     }
     match model.context().residency() {
@@ -80,10 +79,7 @@ pub unsafe fn linear_device(
             ErrorKind::Unsupported,
             "memory: device memory needs a CUDA-backed model; this one uses the host backend",
         )),
-        // SAFETY: this function's contract, passed on.
-        Residency::Cuda { .. } => unsafe {
-            gpu::linear_device(model, batch, [in_lo, in_hi], [out_lo, out_hi], spec, stream)
-        },
+        Residency::Cuda { .. } => Ok((inp, out)),
     }
 }
 

@@ -12,11 +12,12 @@ use super::chain::LinearBatch as Bounds;
 use super::chain_input::InputMap;
 use super::gpu::{device, plan, stream_for, u32_of};
 use super::gpu_entry::{NO_SLOT, StoreUse};
+use super::gpu_plan::GpuPlan;
 use super::model::Model;
 use super::{plain_bytes, plain_bytes_mut};
 use crate::backend::cuda::launch::{self, CrownLinear, CrownStore, Dev, DevBounds};
 use crate::backend::cuda::runtime::{
-    DeviceAlloc, DeviceMem, DeviceScope, copy_to_device, copy_to_host, mem_info,
+    DeviceAlloc, DeviceMem, DeviceScope, Stream, copy_to_device, copy_to_host, mem_info,
 };
 use crate::error::{Result, VramError};
 use crate::fallible::try_vec;
@@ -113,6 +114,29 @@ impl Layout {
             .ok_or_else(|| VramError::out_of_memory("linear bounds: workspace too large"))?;
         Ok(at)
     }
+}
+
+/// Runs the plan's input normalisations on the boxes in `raw`, back and forth between `raw` and
+/// `spare` (the same view when there are none), outward-rounded as every IBP kernel
+/// (docs/soundness.md, "The GPU path"); returns the view written last, which the kernel reads.
+///
+/// # Safety
+/// The launch contract (launch.rs); `raw` and `spare` stay alive until the stream is
+/// synchronised.
+pub(super) unsafe fn normalise<'a>(
+    plan: &GpuPlan,
+    raw: DevBounds<'a>,
+    spare: DevBounds<'a>,
+    stream: &Stream,
+) -> Result<DevBounds<'a>> {
+    let (mut from, mut to) = (raw, spare);
+    for &(at, features) in plan.crown_prefix() {
+        let consts = plan.consts(at, 4 * features as usize)?;
+        // SAFETY: this function's contract; the constants are the plan's, alive with it.
+        unsafe { launch::ibp_normalize(consts, features, from, to, stream) }?;
+        std::mem::swap(&mut from, &mut to);
+    }
+    Ok(from)
 }
 
 /// Lower bounds of `rows` (`n_rows × output size`, f64) times the output of a CUDA-backed
@@ -234,7 +258,6 @@ pub fn bound(
         } else {
             DevBounds::new(mem.view(at_zlo, b * n_x)?, mem.view(at_zhi, b * n_x)?)?
         };
-        let boxes = if prefix.len() % 2 == 1 { spare } else { raw };
         let lower = mem.view::<f64>(at_lower, b * n_rows)?;
         let outs_dev = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
         let linear = if want_coeffs {
@@ -272,13 +295,7 @@ pub fn bound(
                 plain_bytes(&hi[box_range]),
                 &stream,
             )?;
-            // Outward-rounded, as every IBP kernel (docs/soundness.md, "The GPU path").
-            let (mut from, mut to) = (raw, spare);
-            for &(at, features) in prefix {
-                let consts = plan.consts(at, 4 * features as usize)?;
-                launch::ibp_normalize(consts, features, from, to, &stream)?;
-                std::mem::swap(&mut from, &mut to);
-            }
+            let boxes = normalise(plan, raw, spare, &stream)?;
             if let (Some(k), Some(st)) = (&kept, &store) {
                 copy_to_device(
                     k.outer.as_ptr().cast(),

@@ -8,7 +8,7 @@
 use std::ffi::c_void;
 
 use super::gpu::{device, plan, stream_for, u32_of};
-use super::gpu_linear::{Layout, MAX_BATCH};
+use super::gpu_linear::{Layout, MAX_BATCH, normalise};
 use super::model::Model;
 use super::plain_bytes;
 use super::spec::Spec;
@@ -142,7 +142,6 @@ unsafe fn queue(
         } else {
             DevBounds::new(mem.view(at_zlo, b * n_x)?, mem.view(at_zhi, b * n_x)?)?
         };
-        let boxes = if prefix.len() % 2 == 1 { spare } else { raw };
         let lower = mem.view::<f64>(at_lower, b * 2 * rows)?;
         let outs = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
         let (xs, res) = (
@@ -155,12 +154,7 @@ unsafe fn queue(
         // other; the narrowing writes only the caller's outputs, which overlap nothing else.
         unsafe {
             launch::ibp_to_f64(cl, ch, raw, flag, stream)?;
-            let (mut from, mut to) = (raw, spare);
-            for &(at, features) in prefix {
-                let consts = plan.consts(at, 4 * features as usize)?;
-                launch::ibp_normalize(consts, features, from, to, stream)?;
-                std::mem::swap(&mut from, &mut to);
-            }
+            let boxes = normalise(plan, raw, spare, stream)?;
             launch::crown_bounds(
                 table, colmax, boxes, rows_dev, n_rows32, lower, outs, None, None, stream,
             )?;
