@@ -640,11 +640,17 @@ fn step_round(
             hi: b.hi.clone(),
         })
         .collect();
-    let t0 = Instant::now();
-    let found = search.descend(starts, 4, 0.7)?;
-    clock.searching.set(clock.searching.get() + t0.elapsed());
-    if let Some(w) = found {
-        return Ok(Round::Found(w));
+    // On an engine that bounds on a device, the gradient steps run while the bounding call
+    // waits for it; elsewhere first, and a witness ends the round before any bounding.
+    let overlap = run.engine.overlaps_search();
+    let mut starts = Some(starts);
+    if !overlap {
+        let t0 = Instant::now();
+        let found = search.descend(starts.take().unwrap_or_default(), 4, 0.7)?;
+        clock.searching.set(clock.searching.get() + t0.elapsed());
+        if let Some(w) = found {
+            return Ok(Round::Found(w));
+        }
     }
     // Every candidate split of every open box.
     let mut splits: Vec<Split> = Vec::new();
@@ -694,12 +700,35 @@ fn step_round(
             ]
         })
         .collect();
-    let t0 = Instant::now();
-    let mut bounds = run
-        .engine
-        .bound(&jobs, &run.rows, run.which.len())?
-        .into_iter();
-    clock.bounding.set(clock.bounding.get() + t0.elapsed());
+    let bound = || {
+        let t0 = Instant::now();
+        let b = run.engine.bound(&jobs, &run.rows, run.which.len());
+        (b, t0.elapsed())
+    };
+    let (bounded, bound_time) = match starts.take() {
+        Some(st) => {
+            let (found, searched, bounded) = std::thread::scope(|scope| {
+                let descent = scope.spawn(|| {
+                    let t0 = Instant::now();
+                    (search.descend(st, 4, 0.7), t0.elapsed())
+                });
+                let bounded = bound();
+                // A panic in the descent goes on unwinding here (the C boundary catches it).
+                let (found, searched) = descent
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+                (found, searched, bounded)
+            });
+            clock.searching.set(clock.searching.get() + searched);
+            if let Some(w) = found? {
+                return Ok(Round::Found(w));
+            }
+            bounded
+        }
+        None => bound(),
+    };
+    clock.bounding.set(clock.bounding.get() + bound_time);
+    let mut bounds = bounded?.into_iter();
     *boxes += jobs.len() as u64;
     drop(jobs);
     // Each open box's candidate splits with their halves' bounds (a short result leaves the

@@ -52,6 +52,13 @@ pub trait Engine: Sync {
     /// Threads the search's own per-box work may use (cuts, choosing splits).
     fn host_threads(&self) -> usize;
 
+    /// Whether the counterexample search may run on another thread while a [`Engine::bound`]
+    /// call is in flight: worth it where the bounds are computed on a device and the calling
+    /// thread only waits (on the CPU both would share the same cores).
+    fn overlaps_search(&self) -> bool {
+        false
+    }
+
     fn input_size(&self) -> usize;
     fn output_size(&self) -> usize;
 }
@@ -363,6 +370,10 @@ impl Engine for Gpu<'_> {
 
     fn host_threads(&self) -> usize {
         self.threads
+    }
+
+    fn overlaps_search(&self) -> bool {
+        true
     }
 
     fn input_size(&self) -> usize {
