@@ -486,9 +486,10 @@ __global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers, 
 // bounds are its interval ones [ibp_lo, ibp_hi] (rows values) narrowed by the lower bounds of
 // its signed rows (lower: 2·rows per item, row r then its negation at rows + r) plus the offsets
 // d, rounded outward: max(ibp_lo, ↓(l + d)) and min(ibp_hi, ↑(d − u)). A box with an infinite
-// bound keeps its interval bounds (the linear-bounds kernel takes finite boxes); a NaN bound
-// (never expected) narrows nothing. One thread per item and row.
-__global__ void narrow_kernel(const float *in_lo, const float *in_hi, uint32_t n_in, const double *lower,
+// bound keeps its interval bounds (the linear-bounds kernel takes finite boxes; box_lo / box_hi
+// are the boxes it read); a NaN bound (never expected) narrows nothing. One thread per item and
+// row.
+__global__ void narrow_kernel(const double *box_lo, const double *box_hi, uint32_t n_in, const double *lower,
                               const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
                               const float *ibp_hi, float *out_lo, float *out_hi) {
     const uint64_t k = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x;
@@ -496,7 +497,7 @@ __global__ void narrow_kernel(const float *in_lo, const float *in_hi, uint32_t n
     const uint64_t b = k / rows;
     const uint32_t r = (uint32_t)(k - b * rows);
     bool finite = true;
-    for (uint32_t i = 0; i < n_in; i++) finite = finite && isfinite(in_lo[b * n_in + i]) && isfinite(in_hi[b * n_in + i]);
+    for (uint32_t i = 0; i < n_in; i++) finite = finite && isfinite(box_lo[b * n_in + i]) && isfinite(box_hi[b * n_in + i]);
     float lo = ibp_lo[k], hi = ibp_hi[k];
     if (finite) {
         const double l = lower[b * 2 * rows + r], u = lower[b * 2 * rows + rows + r];
@@ -573,15 +574,15 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
     return cudaGetLastError();
 }
 
-extern "C" int lvk_crown_narrow(const float *in_lo, const float *in_hi, uint32_t n_in, const double *lower,
+extern "C" int lvk_crown_narrow(const double *box_lo, const double *box_hi, uint32_t n_in, const double *lower,
                                 const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
                                 const float *ibp_hi, float *out_lo, float *out_hi, void *stream) {
-    if (in_lo == nullptr || in_hi == nullptr || lower == nullptr || d == nullptr || ibp_lo == nullptr ||
+    if (box_lo == nullptr || box_hi == nullptr || lower == nullptr || d == nullptr || ibp_lo == nullptr ||
         ibp_hi == nullptr || out_lo == nullptr || out_hi == nullptr || rows == 0 || batch == 0 ||
         batch > (1ull << 38) / rows)
         return cudaErrorInvalidValue;
     const uint64_t n = batch * rows, blocks = (n + 255) / 256;
     narrow_kernel<<<(unsigned)blocks, 256, 0, static_cast<cudaStream_t>(stream)>>>(
-        in_lo, in_hi, n_in, lower, d, rows, batch, ibp_lo, ibp_hi, out_lo, out_hi);
+        box_lo, box_hi, n_in, lower, d, rows, batch, ibp_lo, ibp_hi, out_lo, out_hi);
     return cudaGetLastError();
 }

@@ -189,9 +189,10 @@ int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t 
 /* Linear bounds of f32 boxes in device memory: for each of `batch` items and each of `rows`
  * rows, out = [max(ibp_lo, down(l + d)), min(ibp_hi, up(d - u))], with l = lower[b][r] and
  * u = lower[b][rows + r] (lower: [batch][2·rows] from lvk_crown_bounds over the rows and their
- * negations), rounded outward to f32; items whose box (in_lo / in_hi, [batch][n_in] f32) has an
- * infinite bound keep [ibp_lo, ibp_hi]. All device memory; out may not alias the rest. */
-int lvk_crown_narrow(const float *in_lo, const float *in_hi, uint32_t n_in, const double *lower,
+ * negations), rounded outward to f32; items whose box (box_lo / box_hi, [batch][n_in] f64, as
+ * lvk_crown_bounds read it) has an infinite bound keep [ibp_lo, ibp_hi]. All device memory;
+ * out may not alias the rest. */
+int lvk_crown_narrow(const double *box_lo, const double *box_hi, uint32_t n_in, const double *lower,
                      const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
                      const float *ibp_hi, float *out_lo, float *out_hi, void *stream);
 

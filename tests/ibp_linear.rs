@@ -581,6 +581,25 @@ mod device_boxes {
             sh[0] - sl[0] < ih[0] - il[0],
             "linear bounds tighter than IBP on a finite item"
         );
+        // In place: the outputs written over the inputs' own buffers (5 inputs, 5 outputs,
+        // more boxes than one launch takes) give the same bounds.
+        let (dl_in, dh_in) = (DevMem::from_f32(lo), DevMem::from_f32(hi));
+        let mut o = device_options(std::ptr::null_mut());
+        o.method = ibp_method::IBP_METHOD_LINEAR as u32;
+        let s = ibp_propagate_ex(
+            m,
+            lo.len() / n_x,
+            dl_in.0.cast::<f32>(),
+            dh_in.0.cast::<f32>(),
+            dl_in.0.cast::<f32>(),
+            dh_in.0.cast::<f32>(),
+            &o,
+        );
+        assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+        assert!(
+            n_x == n_y && dl_in.f32s(dl.len()) == dl && dh_in.f32s(dh.len()) == dh,
+            "in place"
+        );
         // A NaN: refused, nothing written.
         let mut bad = lo[..4 * n_x].to_vec();
         bad[2 * n_x] = f32::NAN;

@@ -66,10 +66,11 @@ pub enum ibp_method {
     /// graph is a chain of linear layers with ReLU after input normalisation (any other
     /// graph there → ::VRAM_ERR_UNSUPPORTED naming the node; weights are never copied to the
     /// host). Boxes in host or, on a CUDA-backed model, device memory: device boxes never leave
-    /// the GPU, and the call waits for its work; its device scratch is what interval bounds of
-    /// the batch take, plus 8 bytes per output value, plus (4 × input size + 2 × output size +
-    /// 2 × rows) × 8 bytes per box for at most 2^15 boxes at a time. On the GPU an item whose
-    /// box has an infinite bound gets its interval bounds.
+    /// the GPU, the outputs may be the inputs' own buffers, and the call waits for its work;
+    /// its device scratch is what interval bounds of the batch take, plus (4 × input size +
+    /// 3 × rows) × 8 bytes per box, plus 2 × output size × 8 bytes per box for at most 2^15
+    /// boxes at a time. On the GPU an item whose box has an infinite bound gets its interval
+    /// bounds.
     IBP_METHOD_LINEAR = 1,
 }
 

@@ -23,7 +23,7 @@ use crate::error::{Result, VramError};
 ///
 /// # Safety
 /// The four pointers must be device memory of the model's GPU holding those many values,
-/// alive and not used by other work until the call returns; `out` must not overlap `inp`.
+/// alive and not used by other work until the call returns (`out` may be `inp`'s buffers).
 pub unsafe fn bound(
     model: &Model,
     batch: usize,
@@ -42,11 +42,6 @@ pub unsafe fn bound(
         let _ = stream.sync(); // the error says what went wrong
     }
     done
-}
-
-/// The values `r` of `v`.
-fn part<'a>(v: Dev<'a, f32>, r: &std::ops::Range<usize>) -> Result<Dev<'a, f32>> {
-    v.part(r.start, r.len())
 }
 
 /// [`bound`]'s work on `stream`, waited for when it succeeds.
@@ -76,9 +71,13 @@ unsafe fn queue(
     let table = plan.crown()?;
     let n_rows32 = u32_of(2 * rows as u64, "rows")?;
 
-    // Everything is allocated before anything runs: the interval bounds of the whole batch,
-    // the call's constants, and one chunk's workspace (reused: the stream orders the chunks).
+    // Everything is allocated before anything runs: the whole batch's interval bounds, boxes
+    // in f64 (and their normalised copies) and linear bounds, the call's constants, and one
+    // chunk's output bounds (reused: the stream orders the chunks). Every input is read into
+    // the scratch before the one kernel that writes the outputs, so the outputs may be the
+    // inputs' own buffers.
     let chunk = batch.min(MAX_BATCH);
+    let spare_len = if prefix.is_empty() { 0 } else { n_in_all };
     let mut ws = Layout { total: 0 };
     let at_ibp_lo = ws.take(n_res * 4)?;
     let at_ibp_hi = ws.take(n_res * 4)?;
@@ -86,12 +85,11 @@ unsafe fn queue(
     let at_rows = ws.take(lam.len() * 8)?;
     let at_d = ws.take(d.len() * 8)?;
     let at_flag = ws.take(8)?;
-    let at_lo = ws.take(chunk * n_x * 8)?;
-    let at_hi = ws.take(chunk * n_x * 8)?;
-    let spare_len = if prefix.is_empty() { 0 } else { chunk * n_x };
+    let at_lo = ws.take(n_in_all * 8)?;
+    let at_hi = ws.take(n_in_all * 8)?;
     let at_zlo = ws.take(spare_len * 8)?;
     let at_zhi = ws.take(spare_len * 8)?;
-    let at_lower = ws.take(chunk * 2 * rows * 8)?;
+    let at_lower = ws.take(n_res * 2 * 8)?;
     let at_olo = ws.take(chunk * n_out * 8)?;
     let at_ohi = ws.take(chunk * n_out * 8)?;
     let mem = DeviceAlloc::scratch(ws.total, stream, "linear bounds (device boxes)")?;
@@ -101,6 +99,13 @@ unsafe fn queue(
     let rows_dev = mem.view::<f64>(at_rows, lam.len())?;
     let d_dev = mem.view::<f64>(at_d, d.len())?;
     let flag = mem.view::<u64>(at_flag, 1)?;
+    let raw = DevBounds::new(mem.view(at_lo, n_in_all)?, mem.view(at_hi, n_in_all)?)?;
+    let spare = if prefix.is_empty() {
+        raw
+    } else {
+        DevBounds::new(mem.view(at_zlo, n_in_all)?, mem.view(at_zhi, n_in_all)?)?
+    };
+    let lower = mem.view::<f64>(at_lower, n_res * 2)?;
 
     // SAFETY: the caller's buffers hold these many values in device memory of this GPU
     // (this function's contract).
@@ -127,48 +132,44 @@ unsafe fn queue(
     }?;
     // SAFETY: each destination is a view of `mem` of exactly the copied length; the sources
     // outlive the synchronisation at the end; the table's weights are the model's sealed
-    // shards.
-    unsafe {
+    // shards; the conversion reads the caller's boxes into `raw`, and the normalisations go
+    // back and forth between `raw` and `spare`, ending in the view the kernel reads.
+    let boxes = unsafe {
         copy_to_device(rows_dev.as_ptr().cast(), plain_bytes(&lam), stream)?;
         copy_to_device(d_dev.as_ptr().cast(), plain_bytes(&d), stream)?;
         launch::crown_colmax(table, colmax, stream)?;
-    }
+        launch::ibp_to_f64(il, ih, raw, flag, stream)?;
+        normalise(plan, raw, spare, stream)?
+    };
     let mut first = 0;
     while first < batch {
         let b = (batch - first).min(MAX_BATCH);
-        let raw = DevBounds::new(mem.view(at_lo, b * n_x)?, mem.view(at_hi, b * n_x)?)?;
-        let spare = if prefix.is_empty() {
-            raw
-        } else {
-            DevBounds::new(mem.view(at_zlo, b * n_x)?, mem.view(at_zhi, b * n_x)?)?
-        };
-        let lower = mem.view::<f64>(at_lower, b * 2 * rows)?;
+        let xs = first * n_x..(first + b) * n_x;
+        let these = DevBounds::new(
+            boxes.lo().part(xs.start, xs.len())?,
+            boxes.hi().part(xs.start, xs.len())?,
+        )?;
         let outs = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
-        let (xs, res) = (
-            first * n_x..(first + b) * n_x,
-            first * rows..(first + b) * rows,
-        );
-        let (cl, ch) = (part(il, &xs)?, part(ih, &xs)?);
-        // SAFETY: views of `mem` and of the caller's buffers (checked lengths), alive until the
-        // synchronisation below; the normalisations read one of `raw`/`spare` and write the
-        // other; the narrowing writes only the caller's outputs, which overlap nothing else.
+        // SAFETY: views of `mem` (checked lengths), alive until the synchronisation below.
         unsafe {
-            launch::ibp_to_f64(cl, ch, raw, flag, stream)?;
-            let boxes = normalise(plan, raw, spare, stream)?;
             launch::crown_bounds(
-                table, colmax, boxes, rows_dev, n_rows32, lower, outs, None, None, stream,
-            )?;
-            launch::crown_narrow(
-                [cl, ch],
-                lower,
-                d_dev,
-                [part(ibp_lo, &res)?, part(ibp_hi, &res)?],
-                [part(ol, &res)?, part(oh, &res)?],
+                table,
+                colmax,
+                these,
+                rows_dev,
+                n_rows32,
+                lower.part(first * 2 * rows, b * 2 * rows)?,
+                outs,
+                None,
+                None,
                 stream,
             )?;
         }
         first += b;
     }
+    // SAFETY: views of `mem` and the caller's outputs (checked lengths), alive until the
+    // synchronisation below; every read of the caller's inputs is queued before this.
+    unsafe { launch::crown_narrow(boxes, lower, d_dev, [ibp_lo, ibp_hi], [ol, oh], stream) }?;
     stream.sync()?;
     drop(mem);
     Ok(())

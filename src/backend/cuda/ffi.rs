@@ -257,8 +257,8 @@ unsafe extern "C" {
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_crown_narrow(
-        in_lo: *const f32,
-        in_hi: *const f32,
+        box_lo: *const f64,
+        box_hi: *const f64,
         n_in: u32,
         lower: *const f64,
         d: *const f64,

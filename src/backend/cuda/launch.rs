@@ -812,14 +812,13 @@ pub unsafe fn crown_bounds(
 /// Linear bounds of f32 boxes in device memory: each item's interval bounds `ibp`
 /// (`batch × rows`) narrowed by the lower bounds of its signed rows (`lower`,
 /// `batch × 2·rows`: the rows, then their negations, from [`crown_bounds`]) plus `d`, rounded
-/// outward, into `out`. An item whose box (`boxes`, `batch × n_in` f32) has an infinite bound
-/// keeps its interval bounds.
+/// outward, into `out`. An item whose box (`boxes`, `batch × n_in`, as the linear-bounds
+/// kernel read it) has an infinite bound keeps its interval bounds.
 ///
 /// # Safety
 /// The launch contract (module docs); `out` does not overlap the other buffers.
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn crown_narrow(
-    boxes: [Dev<'_, f32>; 2],
+    boxes: DevBounds<'_>,
     lower: Dev<'_, f64>,
     d: Dev<'_, f64>,
     ibp: [Dev<'_, f32>; 2],
@@ -832,12 +831,11 @@ pub unsafe fn crown_narrow(
         return Err(mismatch("linear bounds: rows"));
     }
     let batch = n / rows;
-    let n_in = boxes[0].len() as u64 / batch;
+    let n_in = boxes.len() as u64 / batch;
     let sizes_ok = [ibp[0].len(), ibp[1].len(), out[1].len()]
         .iter()
         .all(|&l| l as u64 == n)
-        && boxes[0].len() == boxes[1].len()
-        && Some(boxes[0].len()) == mul(batch, n_in)
+        && Some(boxes.len()) == mul(batch, n_in)
         && Some(lower.len()) == mul(batch, 2 * rows);
     let (Ok(rows32), Ok(n_in32), true) = (u32::try_from(rows), u32::try_from(n_in), sizes_ok)
     else {
@@ -848,8 +846,8 @@ pub unsafe fn crown_narrow(
     check(
         unsafe {
             ffi::lvk_crown_narrow(
-                boxes[0].as_ptr(),
-                boxes[1].as_ptr(),
+                boxes.lo.as_ptr(),
+                boxes.hi.as_ptr(),
                 n_in32,
                 lower.as_ptr(),
                 d.as_ptr(),
