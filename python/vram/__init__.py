@@ -491,13 +491,13 @@ class Network(_Handle):
         opts.memory = 1  # IBP_MEMORY_DEVICE
         opts.stream = ctypes.c_void_p(torch.cuda.current_stream(lo2.device).cuda_stream)
         opts.method = methods[method]
+
         def ptr(t: Any) -> Any:
             return ctypes.cast(ctypes.c_void_p(t.data_ptr()), ctypes.POINTER(ctypes.c_float))
 
         _check(_C.ibp_propagate_ex(self._live(), batch, ptr(lo2), ptr(hi2), ptr(olo), ptr(ohi),
                                    ctypes.byref(opts)))
         return (olo[0], ohi[0]) if single else (olo, ohi)
-
 
     def certify(self, spec: "Spec", timeout: float = 300.0, seed: int = 0,
                 progress: Optional[Callable[[int, float], bool]] = None) -> "Verdict":

@@ -58,14 +58,10 @@ impl NodeStore {
             mem: DeviceMem::new(dev, slots * slot_bytes, &[], "linear bounds: node store")?,
             slots: slots as u32,
             slot_len,
-            free: (0..FREE_SHARDS)
+            // Shard k holds k, k + FREE_SHARDS, …, highest first (taken from the end).
+            free: (0..FREE_SHARDS as u32)
                 .map(|k| {
-                    std::sync::Mutex::new(
-                        (0..slots as u32)
-                            .rev()
-                            .filter(|id| *id as usize % FREE_SHARDS == k)
-                            .collect(),
-                    )
+                    std::sync::Mutex::new((k..slots as u32).step_by(FREE_SHARDS).rev().collect())
                 })
                 .collect(),
             cursor: std::sync::atomic::AtomicUsize::new(0),

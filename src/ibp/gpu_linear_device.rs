@@ -63,6 +63,7 @@ unsafe fn queue(
     let too_large = || VramError::invalid("batch", "batch × sizes overflow");
     let n_in_all = batch.checked_mul(n_x).ok_or_else(too_large)?;
     let n_res = batch.checked_mul(rows).ok_or_else(too_large)?;
+    let by = |n: usize, size: usize| n.checked_mul(size).ok_or_else(too_large);
     if batch == 0 {
         return Err(VramError::invalid("batch", "must be at least 1"));
     }
@@ -79,17 +80,17 @@ unsafe fn queue(
     let chunk = batch.min(MAX_BATCH);
     let spare_len = if prefix.is_empty() { 0 } else { n_in_all };
     let mut ws = Layout { total: 0 };
-    let at_ibp_lo = ws.take(n_res * 4)?;
-    let at_ibp_hi = ws.take(n_res * 4)?;
+    let at_ibp_lo = ws.take(by(n_res, 4)?)?;
+    let at_ibp_hi = ws.take(by(n_res, 4)?)?;
     let at_colmax = ws.take(table.colmax_len() * 8)?;
     let at_rows = ws.take(lam.len() * 8)?;
     let at_d = ws.take(d.len() * 8)?;
     let at_flag = ws.take(8)?;
-    let at_lo = ws.take(n_in_all * 8)?;
-    let at_hi = ws.take(n_in_all * 8)?;
-    let at_zlo = ws.take(spare_len * 8)?;
-    let at_zhi = ws.take(spare_len * 8)?;
-    let at_lower = ws.take(n_res * 2 * 8)?;
+    let at_lo = ws.take(by(n_in_all, 8)?)?;
+    let at_hi = ws.take(by(n_in_all, 8)?)?;
+    let at_zlo = ws.take(by(spare_len, 8)?)?;
+    let at_zhi = ws.take(by(spare_len, 8)?)?;
+    let at_lower = ws.take(by(n_res, 16)?)?;
     let at_olo = ws.take(chunk * n_out * 8)?;
     let at_ohi = ws.take(chunk * n_out * 8)?;
     let mem = DeviceAlloc::scratch(ws.total, stream, "linear bounds (device boxes)")?;
