@@ -117,14 +117,13 @@ fn main() {
         let device_ms = median_ms(reps, || {
             // SAFETY: device buffers of batch × 5 floats each, alive for the call.
             unsafe {
-                gpu_entry::linear_device(
+                gpu_entry::propagate_device(
                     &m,
                     batch,
-                    dl.0.cast(),
-                    dh.0.cast(),
-                    dol.0.cast(),
-                    doh.0.cast(),
+                    [dl.0.cast(), dh.0.cast()],
+                    [dol.0.cast(), doh.0.cast()],
                     None,
+                    true,
                     None,
                 )
             }

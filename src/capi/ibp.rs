@@ -673,20 +673,14 @@ fn propagate(
     if memory == Memory::Device {
         // SAFETY: the export's documented contract: with IBP_MEMORY_DEVICE the four pointers
         // are device buffers of the model's GPU holding n_in and n_out floats.
-        let run = if linear {
-            crate::ibp::gpu_entry::linear_device
-        } else {
-            crate::ibp::gpu_entry::propagate_device
-        };
         return unsafe {
-            run(
+            crate::ibp::gpu_entry::propagate_device(
                 model,
                 batch,
-                in_lower,
-                in_upper,
-                out_lower,
-                out_upper,
+                [in_lower, in_upper],
+                [out_lower, out_upper],
                 spec.as_ref(),
+                linear,
                 opts.map(|o| o.stream),
             )
         };

@@ -642,16 +642,17 @@ fn step_round(
         .collect();
     // On an engine that bounds on a device, the gradient steps run while the bounding call
     // waits for it; elsewhere first, and a witness ends the round before any bounding.
-    let overlap = run.engine.overlaps_search();
-    let mut starts = Some(starts);
-    if !overlap {
+    let deferred = if run.engine.overlaps_search() {
+        Some(starts)
+    } else {
         let t0 = Instant::now();
-        let found = search.descend(starts.take().unwrap_or_default(), 4, 0.7)?;
+        let found = search.descend(starts, 4, 0.7)?;
         clock.searching.set(clock.searching.get() + t0.elapsed());
         if let Some(w) = found {
             return Ok(Round::Found(w));
         }
-    }
+        None
+    };
     // Every candidate split of every open box.
     let mut splits: Vec<Split> = Vec::new();
     for (k, b) in open.iter().enumerate() {
@@ -705,7 +706,7 @@ fn step_round(
         let b = run.engine.bound(&jobs, &run.rows, run.which.len());
         (b, t0.elapsed())
     };
-    let (bounded, bound_time) = match starts.take() {
+    let (bounded, bound_time) = match deferred {
         Some(st) => {
             let (found, searched, bounded) = std::thread::scope(|scope| {
                 let descent = scope.spawn(|| {

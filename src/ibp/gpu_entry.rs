@@ -24,53 +24,22 @@ pub fn propagate_host_boxes(
     }
 }
 
-/// Bounds for boxes already in device memory (CUDA-backed models only).
+/// Bounds for boxes already in device memory (CUDA-backed models only): interval bounds, or
+/// with `linear` linear (CROWN-style) bounds intersected with them (a dense chain).
 ///
 /// # Safety
-/// `in_lo`/`in_hi` must each point to `batch × input size` f32 values, and `out_lo`/`out_hi` to
+/// `inp` (lower, upper) must each point to `batch × input size` f32 values, and `out` to
 /// `batch × output size` (or `spec.rows`) writable f32 values, in device memory of the model's
-/// GPU, alive and not used by other work until the call returns.
-#[allow(clippy::too_many_arguments)]
+/// GPU, alive and not used by other work until the call returns (`out` may be `inp`'s buffers).
 pub unsafe fn propagate_device(
     model: &Model,
     batch: usize,
-    in_lo: *const f32,
-    in_hi: *const f32,
-    out_lo: *mut f32,
-    out_hi: *mut f32,
+    inp: [*const f32; 2],
+    out: [*mut f32; 2],
     spec: Option<&Spec>,
+    linear: bool,
     stream: Option<*mut c_void>,
 ) -> Result<()> {
-    let (inp, out) = device_boxes(model, [in_lo, in_hi], [out_lo, out_hi])?;
-    // SAFETY: this function's contract, passed on.
-    unsafe { gpu::propagate_device(model, batch, inp, out, spec, stream) }
-}
-
-/// Linear (CROWN-style) bounds for boxes already in device memory, intersected with IBP's
-/// (CUDA-backed models whose graph is a dense chain).
-///
-/// # Safety
-/// As [`propagate_device`]; the outputs must not overlap the inputs.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn linear_device(
-    model: &Model,
-    batch: usize,
-    in_lo: *const f32,
-    in_hi: *const f32,
-    out_lo: *mut f32,
-    out_hi: *mut f32,
-    spec: Option<&Spec>,
-    stream: Option<*mut c_void>,
-) -> Result<()> {
-    let (inp, out) = device_boxes(model, [in_lo, in_hi], [out_lo, out_hi])?;
-    // SAFETY: this function's contract, passed on.
-    unsafe { gpu::linear_device(model, batch, inp, out, spec, stream) }
-}
-
-/// Boxes in device memory need a CUDA-backed model and four pointers.
-type DevicePtrs = ([*const f32; 2], [*mut f32; 2]);
-
-fn device_boxes(model: &Model, inp: [*const f32; 2], out: [*mut f32; 2]) -> Result<DevicePtrs> {
     if inp.iter().any(|p| p.is_null()) || out.iter().any(|p| p.is_null()) {
         return Err(VramError::null("in_lower/in_upper/out_lower/out_upper"));
     }
@@ -79,7 +48,10 @@ fn device_boxes(model: &Model, inp: [*const f32; 2], out: [*mut f32; 2]) -> Resu
             ErrorKind::Unsupported,
             "memory: device memory needs a CUDA-backed model; this one uses the host backend",
         )),
-        Residency::Cuda { .. } => Ok((inp, out)),
+        // SAFETY: this function's contract, passed on.
+        Residency::Cuda { .. } => unsafe {
+            gpu::propagate_device(model, batch, inp, out, spec, linear, stream)
+        },
     }
 }
 
@@ -247,19 +219,7 @@ mod gpu {
         _: [*const f32; 2],
         _: [*mut f32; 2],
         _: Option<&Spec>,
-        _: Option<*mut c_void>,
-    ) -> Result<()> {
-        Err(none())
-    }
-
-    /// # Safety
-    /// Never reads its pointers (no CUDA in this build).
-    pub unsafe fn linear_device(
-        _: &Model,
-        _: usize,
-        _: [*const f32; 2],
-        _: [*mut f32; 2],
-        _: Option<&Spec>,
+        _: bool,
         _: Option<*mut c_void>,
     ) -> Result<()> {
         Err(none())
@@ -282,7 +242,28 @@ mod gpu {
 
 #[cfg(vram_cuda)]
 mod gpu {
-    pub use super::super::gpu::{propagate, propagate_device};
+    pub use super::super::gpu::propagate;
     pub use super::super::gpu_linear::bound as linear;
-    pub use super::super::gpu_linear_device::bound as linear_device;
+    use super::*;
+
+    /// # Safety
+    /// As [`super::propagate_device`].
+    pub unsafe fn propagate_device(
+        model: &Model,
+        batch: usize,
+        inp: [*const f32; 2],
+        out: [*mut f32; 2],
+        spec: Option<&Spec>,
+        linear: bool,
+        stream: Option<*mut c_void>,
+    ) -> Result<()> {
+        // SAFETY: this function's contract, passed on.
+        unsafe {
+            if linear {
+                super::super::gpu_linear_device::bound(model, batch, inp, out, spec, stream)
+            } else {
+                super::super::gpu::propagate_device(model, batch, inp, out, spec, stream)
+            }
+        }
+    }
 }
