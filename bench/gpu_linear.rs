@@ -5,7 +5,8 @@
 //!
 //! The last column is what a PyTorch or CUDA caller gets: `ibp_propagate_ex` with the linear
 //! method on boxes already in device memory (IBP, the linear bounds, the narrowing to f32; no
-//! copies).
+//! copies); the one after it, the same with `IBP_METHOD_LINEAR_BOTH` (the intersected
+//! relaxation and textbook CROWN, the better bound of each row).
 //!
 //! `cargo bench --bench gpu_linear` (needs a GPU; says SKIPPED without one)
 
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 use vram::backend::BackendChoice;
 use vram::context::{Context, ContextOptions};
+use vram::ibp::crown::{Linear, Relaxation};
 use vram::ibp::gpu_entry;
 
 #[path = "../tests/common/cuda.rs"]
@@ -65,9 +67,9 @@ fn main() {
     }
     println!("gpu_linear: ACAS Xu 1_1 (ONNX, 5-50x6-5), boxes of half-width 0.01, 10 output rows");
     println!(
-        "| boxes | linear bounds (ms) | per box (us) | interval bounds (ms) | ibp_propagate, linear method (ms) | the same, boxes in device memory (ms) |"
+        "| boxes | linear bounds (ms) | per box (us) | interval bounds (ms) | ibp_propagate, linear method (ms) | the same, boxes in device memory (ms) | both relaxations, device memory (ms) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
     // VRAM_GPU_LINEAR_BATCH=N: that batch size only (to profile one size's kernel).
     let only: Option<usize> = std::env::var("VRAM_GPU_LINEAR_BATCH")
@@ -86,8 +88,18 @@ fn main() {
         }
         let reps = if batch >= 16384 { 5 } else { 11 };
         let ms = median_ms(reps, || {
-            let b = gpu_entry::linear_bounds(&m, &lo, &hi, &rows, 10, false, None, None)
-                .expect("bounds");
+            let b = gpu_entry::linear_bounds(
+                &m,
+                &lo,
+                &hi,
+                &rows,
+                10,
+                false,
+                None,
+                Relaxation::Intersected,
+                None,
+            )
+            .expect("bounds");
             assert_eq!(b.lower.len(), batch * 10);
         });
         let (flo, fhi): (Vec<f32>, Vec<f32>) = (
@@ -107,28 +119,34 @@ fn main() {
         // What ibp_propagate with IBP_METHOD_LINEAR runs: f32 boxes, IBP first, then the
         // linear bounds of the output rows, narrowed to f32.
         let user_ms = median_ms(reps, || {
-            gpu_entry::linear_host_boxes(&m, &req, &mut ol, &mut oh, None).expect("linear");
+            gpu_entry::linear_host_boxes(&m, &req, &mut ol, &mut oh, Linear::Intersected, None)
+                .expect("linear");
         });
         let (dl, dh) = (cuda::DevMem::from_f32(&flo), cuda::DevMem::from_f32(&fhi));
         let (dol, doh) = (
             cuda::DevMem::new(batch * 5 * 4),
             cuda::DevMem::new(batch * 5 * 4),
         );
-        let device_ms = median_ms(reps, || {
-            // SAFETY: device buffers of batch × 5 floats each, alive for the call.
-            unsafe {
-                gpu_entry::propagate_device(
-                    &m,
-                    batch,
-                    [dl.0.cast(), dh.0.cast()],
-                    [dol.0.cast(), doh.0.cast()],
-                    None,
-                    true,
-                    None,
-                )
-            }
-            .expect("linear, device boxes");
-        });
+        let on_device = |method: Linear| {
+            median_ms(reps, || {
+                // SAFETY: device buffers of batch × 5 floats each, alive for the call.
+                unsafe {
+                    gpu_entry::propagate_device(
+                        &m,
+                        batch,
+                        [dl.0.cast(), dh.0.cast()],
+                        [dol.0.cast(), doh.0.cast()],
+                        None,
+                        Some(method),
+                        None,
+                    )
+                }
+                .expect("linear, device boxes");
+            })
+        };
+        let both_ms = on_device(Linear::Both);
+        let (both_lo, both_hi) = (dol.f32s(batch * 5), doh.f32s(batch * 5));
+        let device_ms = on_device(Linear::Intersected);
         // The same bounds, up to the last f32 step of the narrowing (directed on the device,
         // one step past round-to-nearest on the host).
         let same = |a: &[f32], b: &[f32]| {
@@ -136,9 +154,13 @@ fn main() {
                 .zip(b)
                 .all(|(x, y)| (x - y).abs() <= 1e-6 * (1.0 + y.abs()))
         };
-        assert!(same(&dol.f32s(batch * 5), &ol) && same(&doh.f32s(batch * 5), &oh));
+        let (dev_lo, dev_hi) = (dol.f32s(batch * 5), doh.f32s(batch * 5));
+        assert!(same(&dev_lo, &ol) && same(&dev_hi, &oh));
+        // Both relaxations: never wider than the intersected one alone.
+        assert!(both_lo.iter().zip(&dev_lo).all(|(b, o)| b >= o));
+        assert!(both_hi.iter().zip(&dev_hi).all(|(b, o)| b <= o));
         println!(
-            "| {batch} | {ms:.3} | {:.2} | {ibp_ms:.3} | {user_ms:.3} | {device_ms:.3} |",
+            "| {batch} | {ms:.3} | {:.2} | {ibp_ms:.3} | {user_ms:.3} | {device_ms:.3} | {both_ms:.3} |",
             1e3 * ms / batch as f64
         );
     }

@@ -61,6 +61,10 @@ struct Args {
     const double *rows;
     uint32_t n_rows;
     lvk_crown_store store;
+    // Textbook CROWN (auto_LiRPA's method="CROWN"): every neuron in front of a ReLU past the
+    // first layer bounded by a backward pass, and its bounds those alone; otherwise only the
+    // neurons IBP leaves unstable, their bounds intersected with IBP's.
+    bool textbook;
 };
 
 // Input bounds of linear layer m: the box, or the previous layer's outputs (after its ReLU).
@@ -272,7 +276,14 @@ __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
     }
     for (uint32_t o = threadIdx.x; o < l.out_f; o += THREADS) {
         const bool unstable = l.relu && lo[o] < 0.0 && hi[o] > 0.0;
-        if (unstable) s.slope[l.offset + o] = __ddiv_ru(hi[o], __dsub_rd(hi[o], lo[o]));
+        // An unstable neuron with an infinite bound (an overflow) has no chord: a NaN slope
+        // makes every row that would use it NaN, which ends as the widest bound. (The slope
+        // would round to 0 there, and z <= 0 does not hold; the layer's input magnitude is then
+        // infinite too, so the error charge would discard such a row anyway, but the bound
+        // should not rest on that.)
+        if (unstable)
+            s.slope[l.offset + o] = isfinite(lo[o]) && isfinite(hi[o]) ? __ddiv_ru(hi[o], __dsub_rd(hi[o], lo[o]))
+                                                                       : CUDART_NAN;
         s.chord[l.offset + o] = unstable ? lo[o] : 0.0;
     }
     __syncthreads();
@@ -383,11 +394,12 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
         __syncthreads();
 
         // Tighten the neurons whose ReLU is undecided (the first layer's IBP is already the
-        // exact image of the box, up to rounding).
+        // exact image of the box, up to rounding); textbook CROWN bounds them all.
         if (m > 0 && l.relu) {
             if (threadIdx.x < 32) {
                 const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
-                int n = compact(l.out_f, s.unst, [&](uint32_t o) { return lo[o] < 0.0 && hi[o] > 0.0; });
+                const bool all = g.textbook;
+                int n = compact(l.out_f, s.unst, [&](uint32_t o) { return all || (lo[o] < 0.0 && hi[o] > 0.0); });
                 if (threadIdx.x == 0) *s.nunst = n;
             }
             __syncthreads();
@@ -419,8 +431,9 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
                 backward(g, s, m - 1, rows, nullptr, nullptr);
                 for (uint32_t t = threadIdx.x; t < cnt; t += THREADS) {
                     int j = s.unst[first + t];
-                    s.ylo[l.offset + j] = fmax(s.ylo[l.offset + j], s.cst[2 * t]);
-                    s.yhi[l.offset + j] = fmin(s.yhi[l.offset + j], -s.cst[2 * t + 1]);
+                    const double lo = s.cst[2 * t], hi = -s.cst[2 * t + 1];
+                    s.ylo[l.offset + j] = g.textbook ? lo : fmax(s.ylo[l.offset + j], lo);
+                    s.yhi[l.offset + j] = g.textbook ? hi : fmin(s.yhi[l.offset + j], hi);
                 }
                 __syncthreads();
             }
@@ -484,13 +497,14 @@ __global__ void colmax_kernel(const lvk_crown_layer *layers, uint32_t n_layers, 
 
 // Linear bounds of f32 boxes in device memory (ibp_propagate_ex, IBP_METHOD_LINEAR): item b's
 // bounds are its interval ones [ibp_lo, ibp_hi] (rows values) narrowed by the lower bounds of
-// its signed rows (lower: 2·rows per item, row r then its negation at rows + r) plus the offsets
+// its signed rows (lower: 2·rows per item, row r then its negation at rows + r; with lower2, a
+// second set from the other relaxation, the larger of the two) plus the offsets
 // d, rounded outward: max(ibp_lo, ↓(l + d)) and min(ibp_hi, ↑(d − u)). A box with an infinite
 // bound keeps its interval bounds (the linear-bounds kernel takes finite boxes; box_lo / box_hi
 // are the boxes it read); a NaN bound (never expected) narrows nothing. One thread per item and
 // row.
 __global__ void narrow_kernel(const double *box_lo, const double *box_hi, uint32_t n_in, const double *lower,
-                              const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
+                              const double *lower2, const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
                               const float *ibp_hi, float *out_lo, float *out_hi) {
     const uint64_t k = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x;
     if (k >= batch * rows) return;
@@ -500,7 +514,11 @@ __global__ void narrow_kernel(const double *box_lo, const double *box_hi, uint32
     for (uint32_t i = 0; i < n_in; i++) finite = finite && isfinite(box_lo[b * n_in + i]) && isfinite(box_hi[b * n_in + i]);
     float lo = ibp_lo[k], hi = ibp_hi[k];
     if (finite) {
-        const double l = lower[b * 2 * rows + r], u = lower[b * 2 * rows + rows + r];
+        double l = lower[b * 2 * rows + r], u = lower[b * 2 * rows + rows + r];
+        if (lower2) {
+            l = fmax(l, lower2[b * 2 * rows + r]);
+            u = fmax(u, lower2[b * 2 * rows + rows + r]);
+        }
         lo = fmaxf(lo, __double2float_rd(__dadd_rd(l, d[r])));
         hi = fminf(hi, __double2float_ru(__dsub_ru(d[r], u)));
     }
@@ -556,13 +574,13 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
                                 uint32_t total_out, uint32_t rp, size_t smem, const double *colmax, uint32_t batch,
                                 const double *lo, const double *hi, const double *rows, uint32_t n_rows, double *lower,
                                 double *out_lo, double *out_hi, double *coeffs, double *offsets,
-                                const lvk_crown_store *store, void *stream) {
+                                const lvk_crown_store *store, uint32_t textbook, void *stream) {
     if (layers == nullptr || colmax == nullptr || lo == nullptr || hi == nullptr || rows == nullptr || lower == nullptr ||
         out_lo == nullptr || out_hi == nullptr || (coeffs == nullptr) != (offsets == nullptr))
         return cudaErrorInvalidValue;
-    if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 4 || rp % 4 || batch > 0x7fffffffu)
+    if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 4 || rp % 4 || batch > 0x7fffffffu || textbook > 1)
         return cudaErrorInvalidValue;
-    Args g = {layers, colmax, n_layers, n_in, width, rp, rows, n_rows, {}};
+    Args g = {layers, colmax, n_layers, n_in, width, rp, rows, n_rows, {}, textbook != 0};
     if (store) {
         if (store->total_out != total_out) return cudaErrorInvalidValue;
         g.store = *store;
@@ -575,7 +593,7 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
 }
 
 extern "C" int lvk_crown_narrow(const double *box_lo, const double *box_hi, uint32_t n_in, const double *lower,
-                                const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
+                                const double *lower2, const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
                                 const float *ibp_hi, float *out_lo, float *out_hi, void *stream) {
     if (box_lo == nullptr || box_hi == nullptr || lower == nullptr || d == nullptr || ibp_lo == nullptr ||
         ibp_hi == nullptr || out_lo == nullptr || out_hi == nullptr || rows == 0 || batch == 0 ||
@@ -583,6 +601,6 @@ extern "C" int lvk_crown_narrow(const double *box_lo, const double *box_hi, uint
         return cudaErrorInvalidValue;
     const uint64_t n = batch * rows, blocks = (n + 255) / 256;
     narrow_kernel<<<(unsigned)blocks, 256, 0, static_cast<cudaStream_t>(stream)>>>(
-        box_lo, box_hi, n_in, lower, d, rows, batch, ibp_lo, ibp_hi, out_lo, out_hi);
+        box_lo, box_hi, n_in, lower, lower2, d, rows, batch, ibp_lo, ibp_hi, out_lo, out_hi);
     return cudaGetLastError();
 }

@@ -180,20 +180,23 @@ int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t 
  * rows_r·y >= coeffs_r·x + offsets_r at every point x of the box. `width` >= every layer's
  * in_f and out_f and n_in; total_out = the sum of the layers' out_f; rp and smem from
  * lvk_crown_rows_per_pass; colmax from lvk_crown_colmax on the same stream; store (host struct
- * of device pointers) NULL or as above. */
+ * of device pointers) NULL or as above. textbook 0: the neurons IBP leaves unstable are bounded by
+ * backward passes and their bounds intersected with IBP's; 1: textbook CROWN (auto_LiRPA's),
+ * every ReLU input past the first layer bounded by a backward pass alone. */
 int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
                      uint32_t total_out, uint32_t rp, size_t smem, const double *colmax, uint32_t batch,
                      const double *lo, const double *hi, const double *rows, uint32_t n_rows, double *lower,
                      double *out_lo, double *out_hi, double *coeffs, double *offsets,
-                     const lvk_crown_store *store, void *stream);
+                     const lvk_crown_store *store, uint32_t textbook, void *stream);
 /* Linear bounds of f32 boxes in device memory: for each of `batch` items and each of `rows`
  * rows, out = [max(ibp_lo, down(l + d)), min(ibp_hi, up(d - u))], with l = lower[b][r] and
  * u = lower[b][rows + r] (lower: [batch][2·rows] from lvk_crown_bounds over the rows and their
- * negations), rounded outward to f32; items whose box (box_lo / box_hi, [batch][n_in] f64, as
+ * negations; with lower2 not NULL, of the same shape, the larger of the two), rounded outward to
+ * f32; items whose box (box_lo / box_hi, [batch][n_in] f64, as
  * lvk_crown_bounds read it) has an infinite bound keep [ibp_lo, ibp_hi]. All device memory;
  * out may not alias the rest. */
 int lvk_crown_narrow(const double *box_lo, const double *box_hi, uint32_t n_in, const double *lower,
-                     const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
+                     const double *lower2, const double *d, uint32_t rows, uint64_t batch, const float *ibp_lo,
                      const float *ibp_hi, float *out_lo, float *out_hi, void *stream);
 
 #ifdef __cplusplus

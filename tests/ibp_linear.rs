@@ -64,6 +64,7 @@ fn on_the_gpu_the_same_guarantees() {
     enclose_exact(&ctx, false);
     affine_regions(&ctx, false);
     match_plain_crown(&ctx);
+    overflow(&ctx);
     spec_bounds(&ctx);
     acasxu_gpu_matches_cpu(&ctx);
     assert_eq!(ctx.used(), 0);
@@ -130,6 +131,31 @@ fn acasxu_gpu_matches_cpu(gpu: &Ctx) {
     #[cfg(vram_cuda)]
     device_boxes::same_bounds(mg, &lo, &hi, (&gl, &gh), (&il, &ih));
     assert!(far * 1000 <= gl.len(), "{far} outputs differ");
+    // Both relaxations on the first 4000 boxes: the GPU's are the CPU's, never wider than the
+    // intersected relaxation's; boxes in device memory get them too.
+    let few = 5 * 4000;
+    let ob = propagate_options(ibp_method::IBP_METHOD_LINEAR_BOTH);
+    let (bgl, bgh) = propagate_boxes(mg, &ob, &lo[..few], &hi[..few]);
+    let (bcl, bch) = propagate_boxes(mh, &ob, &lo[..few], &hi[..few]);
+    let mut far_both = 0;
+    let mut tighter = 0;
+    for k in 0..bgl.len() {
+        assert!(bgl[k] >= gl[k] && bgh[k] <= gh[k], "both: output {k}");
+        let tol = 1e-6 * (1.0 + f64::from(bcl[k]).abs() + f64::from(bch[k]).abs());
+        if (f64::from(bgl[k]) - f64::from(bcl[k])).abs() > tol
+            || (f64::from(bgh[k]) - f64::from(bch[k])).abs() > tol
+        {
+            far_both += 1;
+        }
+        tighter += usize::from(bgl[k] > gl[k] || bgh[k] < gh[k]);
+    }
+    println!(
+        "ACAS Xu, both relaxations: GPU against CPU {far_both} of {} outputs beyond 1e-6; tighter than the intersected one alone on {tighter}",
+        bgl.len()
+    );
+    assert!(far_both * 1000 <= bgl.len(), "{far_both} outputs differ");
+    #[cfg(vram_cuda)]
+    device_boxes::same_both(mg, &lo[..few], &hi[..few], (&bgl, &bgh));
     // The outputs at each box's centre (a zero-width box on the CPU path) lie inside.
     let centre: Vec<f32> = lo.iter().zip(&hi).map(|(a, b)| 0.5 * (a + b)).collect();
     let (yl, yh) = propagate_boxes(mh, &oi, &centre[..5 * 1000], &centre[..5 * 1000]);
@@ -180,9 +206,16 @@ fn enclose_exact(ctx: &Ctx, all_ops: bool) {
                 &lo,
                 &hi,
             );
+            let (bl, bh) = propagate_boxes(
+                m,
+                &propagate_options(ibp_method::IBP_METHOD_LINEAR_BOTH),
+                &lo,
+                &hi,
+            );
             for o in 0..il.len() {
                 assert!(ll[o] >= il[o] && lh[o] <= ih[o], "net {i}: wider than IBP");
                 assert!(ll[o] <= lh[o]);
+                assert!(bl[o] >= ll[o] && bh[o] <= lh[o], "net {i}: both wider");
                 ibp_w += f64::from(ih[o] - il[o]);
                 lin_w += f64::from(lh[o] - ll[o]);
             }
@@ -205,6 +238,13 @@ fn enclose_exact(ctx: &Ctx, all_ops: bool) {
                         to_f64(y),
                         ll[o],
                         lh[o]
+                    );
+                    assert!(
+                        q(bl[o]) <= *y && *y <= q(bh[o]),
+                        "net {i}: output {o}: {} ∉ both [{}, {}]",
+                        to_f64(y),
+                        bl[o],
+                        bh[o]
                     );
                 }
             }
@@ -305,8 +345,11 @@ fn stable(net: &Net, lo: &[f32], hi: &[f32]) -> bool {
 }
 
 /// A plain float64 CROWN (no rounding control) for Linear/ReLU chains: the library's bounds
-/// must match it to within its rounding-error terms, which are tiny.
-fn plain_crown(net: &Net, lo: &[f64], hi: &[f64]) -> (Vec<f64>, Vec<f64>) {
+/// must match it to within its rounding-error terms, which are tiny. `textbook`: CROWN as
+/// published (every neuron in front of a ReLU bounded by a backward pass, those bounds alone);
+/// otherwise the library's IBP_METHOD_LINEAR (the neurons IBP leaves unstable, intersected
+/// with IBP).
+fn plain_crown(net: &Net, lo: &[f64], hi: &[f64], textbook: bool) -> (Vec<f64>, Vec<f64>) {
     let linears: Vec<(usize, &Vec<f32>, &Vec<f32>)> = net
         .layers
         .iter()
@@ -389,12 +432,18 @@ fn plain_crown(net: &Net, lo: &[f64], hi: &[f64]) -> (Vec<f64>, Vec<f64>) {
         }
         let last = k + 1 == linears.len();
         for o in 0..out {
-            if last || (l[o] < 0.0 && u[o] > 0.0) {
+            if last || textbook || (l[o] < 0.0 && u[o] > 0.0) {
                 let mut e = vec![0.0; out];
                 e[o] = 1.0;
-                l[o] = l[o].max(back(&pre, k, e.clone()));
+                let bl = back(&pre, k, e.clone());
                 e[o] = -1.0;
-                u[o] = u[o].min(-back(&pre, k, e));
+                let bu = -back(&pre, k, e);
+                // The outputs' bounds are intersected with IBP's either way.
+                (l[o], u[o]) = if textbook && !last {
+                    (bl, bu)
+                } else {
+                    (l[o].max(bl), u[o].min(bu))
+                };
             }
         }
         pre.push((l, u));
@@ -407,8 +456,12 @@ fn linear_bounds_match_plain_float64_crown() {
     match_plain_crown(&host_ctx());
 }
 
+/// IBP_METHOD_LINEAR matches the plain intersected CROWN, and IBP_METHOD_LINEAR_BOTH the
+/// better of it and plain textbook CROWN on each output (so never wider than either); the
+/// count of outputs where textbook CROWN alone was the tighter shows both relaxations ran.
 fn match_plain_crown(ctx: &Ctx) {
     let mut r = Rng(0xc0de_c0de);
+    let mut textbook_won = 0;
     for i in 0..6 {
         let net = mlp(&mut r, &[5, 16, 16, 16, 5], 0.5, false);
         let m = build(ctx.0, &format!("crown{i}"), &net);
@@ -416,33 +469,92 @@ fn match_plain_crown(ctx: &Ctx) {
             let c = r.vec(5, 1.0);
             let lo: Vec<f32> = c.iter().map(|v| v - 0.1).collect();
             let hi: Vec<f32> = c.iter().map(|v| v + 0.1).collect();
-            let (ll, lh) = propagate_boxes(
-                m,
-                &propagate_options(ibp_method::IBP_METHOD_LINEAR),
-                &lo,
-                &hi,
-            );
+            let run = |method| propagate_boxes(m, &propagate_options(method), &lo, &hi);
+            let (ll, lh) = run(ibp_method::IBP_METHOD_LINEAR);
+            let (bl, bh) = run(ibp_method::IBP_METHOD_LINEAR_BOTH);
             let lo64: Vec<f64> = lo.iter().map(|&v| f64::from(v)).collect();
             let hi64: Vec<f64> = hi.iter().map(|&v| f64::from(v)).collect();
-            let (pl, ph) = plain_crown(&net, &lo64, &hi64);
+            let (pl, ph) = plain_crown(&net, &lo64, &hi64, false);
+            let (tl, th) = plain_crown(&net, &lo64, &hi64, true);
             for o in 0..5 {
-                let tol = 1e-6 * (1.0 + pl[o].abs() + ph[o].abs());
+                let tol = 1e-6 * (1.0 + pl[o].abs() + ph[o].abs() + tl[o].abs() + th[o].abs());
+                let near = |got: f32, want: f64| (f64::from(got) - want).abs() <= tol;
                 assert!(
-                    (f64::from(ll[o]) - pl[o]).abs() <= tol,
-                    "net {i} out {o}: lower {} vs plain {}",
+                    near(ll[o], pl[o]) && near(lh[o], ph[o]),
+                    "net {i} out {o}: [{}, {}] vs plain [{}, {}]",
                     ll[o],
-                    pl[o]
-                );
-                assert!(
-                    (f64::from(lh[o]) - ph[o]).abs() <= tol,
-                    "net {i} out {o}: upper {} vs plain {}",
                     lh[o],
+                    pl[o],
                     ph[o]
                 );
+                assert!(
+                    near(bl[o], pl[o].max(tl[o])) && near(bh[o], ph[o].min(th[o])),
+                    "net {i} out {o}: both [{}, {}] vs plain [{}, {}] and textbook [{}, {}]",
+                    bl[o],
+                    bh[o],
+                    pl[o],
+                    ph[o],
+                    tl[o],
+                    th[o]
+                );
+                assert!(bl[o] >= ll[o] && bh[o] <= lh[o], "both wider than linear");
+                textbook_won += usize::from(tl[o] > pl[o] + tol || th[o] < ph[o] - tol);
             }
         }
         ibp_model_free(m);
     }
+    println!("textbook CROWN tighter than the intersected relaxation on {textbook_won} of 300 bounds");
+}
+
+/// A ReLU input whose lower bound overflows to -inf while its upper bound is finite has no
+/// chord; its bounds must not be treated as if the chord's slope were 0 (which would claim the
+/// ReLU's output is at most 0). Seven 1-wide layers of weight 3e38 carry [0, 3e38] near the top
+/// of f64; the eighth's weight -3e38 overflows the lower bound; at x = 0 the output is 1.
+#[test]
+fn an_overflowing_bound_never_gives_a_wrong_bound() {
+    overflow(&host_ctx());
+}
+
+fn overflow(ctx: &Ctx) {
+    let mut layers = Vec::new();
+    for k in 0..8 {
+        let w = if k < 7 { 3e38f32 } else { -3e38 };
+        let b = if k < 7 { 0.0 } else { 1.0 };
+        layers.push(Layer::Linear {
+            out: 1,
+            w: vec![w],
+            b: vec![b],
+        });
+        layers.push(Layer::Relu);
+    }
+    layers.push(Layer::Linear {
+        out: 1,
+        w: vec![1.0],
+        b: vec![0.0],
+    });
+    let net = Net {
+        input: vec![1],
+        layers,
+    };
+    let m = build(ctx.0, "overflow", &net);
+    let y0 = exact_at(&net, &[0.0]);
+    for method in [
+        ibp_method::IBP_METHOD_INTERVAL,
+        ibp_method::IBP_METHOD_LINEAR,
+        ibp_method::IBP_METHOD_LINEAR_BOTH,
+    ] {
+        let (l, h) = propagate_boxes(m, &propagate_options(method), &[0.0], &[3e38]);
+        let below = l[0] == f32::NEG_INFINITY || q(l[0]) <= y0[0];
+        let above = h[0] == f32::INFINITY || y0[0] <= q(h[0]);
+        assert!(
+            below && above,
+            "{method:?}: [{}, {}] misses {}",
+            l[0],
+            h[0],
+            to_f64(&y0[0])
+        );
+    }
+    ibp_model_free(m);
 }
 
 #[test]
@@ -502,13 +614,23 @@ mod device_boxes {
         hi: &[f32],
         spec: Option<(&[f32], &[f32])>,
     ) -> (vram_status, Vec<f32>, Vec<f32>) {
+        run_with(m, lo, hi, spec, ibp_method::IBP_METHOD_LINEAR)
+    }
+
+    fn run_with(
+        m: *const ibp_model,
+        lo: &[f32],
+        hi: &[f32],
+        spec: Option<(&[f32], &[f32])>,
+        method: ibp_method,
+    ) -> (vram_status, Vec<f32>, Vec<f32>) {
         let rows = spec.map_or(ibp_model_output_size(m), |(_, d)| d.len());
         let n = lo.len() / ibp_model_input_size(m) * rows;
         let (dl, dh) = (DevMem::from_f32(lo), DevMem::from_f32(hi));
         let sentinel = vec![7.5f32; n];
         let (ol, oh) = (DevMem::from_f32(&sentinel), DevMem::from_f32(&sentinel));
         let mut o = device_options(std::ptr::null_mut());
-        o.method = ibp_method::IBP_METHOD_LINEAR as u32;
+        o.method = method as u32;
         if let Some((c, d)) = spec {
             o.spec_rows = d.len();
             o.spec_c = c.as_ptr();
@@ -525,6 +647,22 @@ mod device_boxes {
             &o,
         );
         (s, ol.f32s(n), oh.f32s(n))
+    }
+
+    /// IBP_METHOD_LINEAR_BOTH on device boxes: the host boxes' bounds (`host`).
+    pub fn same_both(m: *const ibp_model, lo: &[f32], hi: &[f32], host: Pair<'_>) {
+        let (s, dl, dh) = run_with(m, lo, hi, None, ibp_method::IBP_METHOD_LINEAR_BOTH);
+        assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
+        for k in 0..dl.len() {
+            assert!(
+                close(dl[k], host.0[k]) && close(dh[k], host.1[k]),
+                "both, device output {k}: [{}, {}] against [{}, {}]",
+                dl[k],
+                dh[k],
+                host.0[k],
+                host.1[k]
+            );
+        }
     }
 
     fn close(a: f32, b: f32) -> bool {

@@ -10,6 +10,7 @@ use super::types::{ibp_builder, ibp_model, vram_ctx, vram_status, vram_verify_re
 use crate::error::{ErrorKind, Result, VramError};
 use crate::ibp::graph::{Conv2d, Op, Pool2d};
 use crate::ibp::{Builder, Memory, Model, Request, Spec};
+use crate::ibp::crown::Linear;
 
 /// The previous node, as the `input` argument of every ibp_builder_add_* function.
 pub const IBP_PREV: u32 = u32::MAX;
@@ -59,7 +60,11 @@ pub enum ibp_method {
     IBP_METHOD_INTERVAL = 0,
     /// Linear bounds: a backward linear relaxation (CROWN / DeepPoly family) with the same
     /// soundness standard (docs/soundness.md), intersected with the interval bounds, so never
-    /// wider on any box. Dense layers, ReLU, LeakyReLU, normalisation, batch norm, flatten and
+    /// wider on any box. The ReLU inputs' own bounds (which choose their relaxations) are
+    /// linear bounds of the neurons that interval bounds leave unstable, intersected with the
+    /// interval bounds: on 16 384 ACAS Xu boxes half as wide on average as textbook CROWN's,
+    /// but on 0.14 % of the outputs more than 10⁻⁴ wider (::IBP_METHOD_LINEAR_BOTH is never
+    /// wider than either). Dense layers, ReLU, LeakyReLU, normalisation, batch norm, flatten and
     /// residual adds are relaxed linearly; other layers by their interval bounds. Runs on the
     /// CPU threads (the context's `max_threads`) for a host-backed model, and on the model's
     /// GPU (one block per box, weights read where they live) for a CUDA-backed model whose
@@ -72,6 +77,13 @@ pub enum ibp_method {
     /// boxes at a time. On the GPU an item whose box has an infinite bound gets its interval
     /// bounds.
     IBP_METHOD_LINEAR = 1,
+    /// ::IBP_METHOD_LINEAR and textbook CROWN (auto_LiRPA's `method="CROWN"`: every ReLU input
+    /// bounded by a backward pass, those bounds alone choosing the relaxations), the larger
+    /// lower bound of each row kept: never wider than either (nor than the interval bounds),
+    /// at the cost of both (textbook CROWN bounds every neuron, so it costs more than
+    /// ::IBP_METHOD_LINEAR). The same models, memory and errors as ::IBP_METHOD_LINEAR; with
+    /// boxes in device memory its scratch takes 2 × rows × 8 bytes more per box.
+    IBP_METHOD_LINEAR_BOTH = 2,
 }
 
 /// An ::ibp_propagate_options flag: before propagating, re-hash every sealed weight of the
@@ -653,8 +665,9 @@ fn propagate(
         _ => None,
     };
     let linear = match opts.map_or(0, |o| o.method) {
-        0 => false,
-        1 => true,
+        0 => None,
+        1 => Some(Linear::Intersected),
+        2 => Some(Linear::Both),
         m => {
             return Err(VramError::invalid(
                 "opts->method",
@@ -699,18 +712,24 @@ fn propagate(
     // Computed into scratch first: outputs are written only on success.
     let mut tmp_lo = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
     let mut tmp_hi = crate::fallible::try_vec(n_out, 0.0f32, "ibp_propagate outputs")?;
-    let run = if linear {
-        crate::ibp::gpu_entry::linear_host_boxes
-    } else {
-        crate::ibp::gpu_entry::propagate_host_boxes
-    };
-    run(
-        model,
-        &req,
-        &mut tmp_lo,
-        &mut tmp_hi,
-        opts.map(|o| o.stream),
-    )?;
+    let stream = opts.map(|o| o.stream);
+    match linear {
+        Some(method) => crate::ibp::gpu_entry::linear_host_boxes(
+            model,
+            &req,
+            &mut tmp_lo,
+            &mut tmp_hi,
+            method,
+            stream,
+        ),
+        None => crate::ibp::gpu_entry::propagate_host_boxes(
+            model,
+            &req,
+            &mut tmp_lo,
+            &mut tmp_hi,
+            stream,
+        ),
+    }?;
     out_lo.copy_from_slice(&tmp_lo);
     out_hi.copy_from_slice(&tmp_hi);
     Ok(())

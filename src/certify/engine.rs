@@ -9,7 +9,7 @@ use crate::error::{Result, VramError};
 use crate::ibp::Model;
 use crate::ibp::chain::LinearBatch;
 use crate::ibp::cpu::{Boxes, Network};
-use crate::ibp::crown::{Crown, RowBounds};
+use crate::ibp::crown::{Crown, Relaxation, RowBounds};
 use crate::ibp::gpu_entry::{self, NO_SLOT, NodeStore, Slot, StoreUse};
 
 /// One box to bound: inside a box already bounded (`outer`: its node bounds, which the CPU
@@ -156,10 +156,13 @@ impl<'a> Cpu<'a> {
     pub fn new(net: &'a Network<'a>, threads: usize) -> Self {
         Self {
             net,
-            crown: Crown::new(Network {
-                nodes: net.nodes,
-                params: net.params.clone(),
-            }),
+            crown: Crown::new(
+                Network {
+                    nodes: net.nodes,
+                    params: net.params.clone(),
+                },
+                Relaxation::Intersected,
+            ),
             threads: threads.max(1),
         }
     }
@@ -285,12 +288,12 @@ impl Engine for Gpu<'_> {
             own: &own,
         };
         let b =
-            gpu_entry::linear_bounds(self.model, &lo, &hi, rows_k, n_k, true, Some(store), None)?;
+            gpu_entry::linear_bounds(self.model, &lo, &hi, rows_k, n_k, true, Some(store), Relaxation::Intersected, None)?;
         // The same boxes from scratch, when any started from a parent's bounds (see
         // `either_way`).
         let fresh = if outer.iter().any(|&o| o != NO_SLOT) {
             Some(gpu_entry::linear_bounds(
-                self.model, &lo, &hi, rows_k, n_k, true, None, None,
+                self.model, &lo, &hi, rows_k, n_k, true, None, Relaxation::Intersected, None,
             )?)
         } else {
             None
@@ -345,7 +348,9 @@ impl Engine for Gpu<'_> {
             (rows, n_rows)
         };
         let b =
-            gpu_entry::linear_bounds(self.model, points, points, rows_k, n_k, true, None, None)?;
+            gpu_entry::linear_bounds(
+                self.model, points, points, rows_k, n_k, true, None, Relaxation::Intersected, None,
+            )?;
         let k = points.len() / n_in.max(1);
         (0..k)
             .map(|p| {
@@ -360,7 +365,9 @@ impl Engine for Gpu<'_> {
     }
 
     fn enclose(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
-        let b = gpu_entry::linear_bounds(self.model, x, x, &self.unit_row(), 1, false, None, None)?;
+        let b = gpu_entry::linear_bounds(
+            self.model, x, x, &self.unit_row(), 1, false, None, Relaxation::Intersected, None,
+        )?;
         Ok((b.out_lo, b.out_hi))
     }
 

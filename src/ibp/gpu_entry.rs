@@ -5,6 +5,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use super::chain::LinearBatch;
+use super::crown::{Linear, Relaxation};
 use super::model::{Model, Request};
 use super::spec::Spec;
 use crate::error::{ErrorKind, Result, VramError};
@@ -37,7 +38,7 @@ pub unsafe fn propagate_device(
     inp: [*const f32; 2],
     out: [*mut f32; 2],
     spec: Option<&Spec>,
-    linear: bool,
+    linear: Option<Linear>,
     stream: Option<*mut c_void>,
 ) -> Result<()> {
     if inp.iter().any(|p| p.is_null()) || out.iter().any(|p| p.is_null()) {
@@ -62,10 +63,11 @@ pub fn linear_host_boxes(
     req: &Request<'_>,
     out_lo: &mut [f32],
     out_hi: &mut [f32],
+    method: Linear,
     stream: Option<*mut c_void>,
 ) -> Result<()> {
     if model.context().residency() == Residency::Host {
-        return model.linear_host(req, out_lo, out_hi);
+        return model.linear_host(req, out_lo, out_hi, method);
     }
     model.chain()?;
     propagate_host_boxes(model, req, out_lo, out_hi, stream)?;
@@ -94,8 +96,17 @@ pub fn linear_host_boxes(
             .collect()
     };
     let (lo, hi) = (widen(req.in_lo), widen(req.in_hi));
-    let b = linear_bounds(model, &lo, &hi, &lam, 2 * rows, false, None, stream)?;
-    let mut lowers = finite.iter().zip(b.lower.chunks(2 * rows)).peekable();
+    // Each row's best lower bound over the method's relaxations.
+    let mut best: Vec<f64> = Vec::new();
+    for &relax in method.passes() {
+        let b = linear_bounds(model, &lo, &hi, &lam, 2 * rows, false, None, relax, stream)?;
+        if best.is_empty() {
+            best = b.lower;
+        } else {
+            best.iter_mut().zip(&b.lower).for_each(|(l, &o)| *l = l.max(o));
+        }
+    }
+    let mut lowers = finite.iter().zip(best.chunks(2 * rows)).peekable();
     let items = out_lo.chunks_mut(rows).zip(out_hi.chunks_mut(rows));
     for (k, (ol, oh)) in items.enumerate() {
         if let Some((_, lower)) = lowers.next_if(|(f, _)| **f == k) {
@@ -118,6 +129,7 @@ pub fn linear_bounds(
     n_rows: usize,
     want_coeffs: bool,
     store: Option<StoreUse<'_>>,
+    relax: Relaxation,
     stream: Option<*mut c_void>,
 ) -> Result<LinearBatch> {
     match model.context().residency() {
@@ -126,7 +138,7 @@ pub fn linear_bounds(
             "linear bounds on the GPU need a CUDA-backed model; this one uses the host backend",
         )),
         Residency::Cuda { .. } => {
-            gpu::linear(model, lo, hi, rows, n_rows, want_coeffs, store, stream)
+            gpu::linear(model, lo, hi, rows, n_rows, want_coeffs, store, relax, stream)
         }
     }
 }
@@ -219,7 +231,7 @@ mod gpu {
         _: [*const f32; 2],
         _: [*mut f32; 2],
         _: Option<&Spec>,
-        _: bool,
+        _: Option<Linear>,
         _: Option<*mut c_void>,
     ) -> Result<()> {
         Err(none())
@@ -234,6 +246,7 @@ mod gpu {
         _: usize,
         _: bool,
         _: Option<StoreUse<'_>>,
+        _: Relaxation,
         _: Option<*mut c_void>,
     ) -> Result<LinearBatch> {
         Err(none())
@@ -254,15 +267,16 @@ mod gpu {
         inp: [*const f32; 2],
         out: [*mut f32; 2],
         spec: Option<&Spec>,
-        linear: bool,
+        linear: Option<Linear>,
         stream: Option<*mut c_void>,
     ) -> Result<()> {
         // SAFETY: this function's contract, passed on.
         unsafe {
-            if linear {
-                super::super::gpu_linear_device::bound(model, batch, inp, out, spec, stream)
-            } else {
-                super::super::gpu::propagate_device(model, batch, inp, out, spec, stream)
+            match linear {
+                Some(method) => super::super::gpu_linear_device::bound(
+                    model, batch, inp, out, spec, method, stream,
+                ),
+                None => super::super::gpu::propagate_device(model, batch, inp, out, spec, stream),
             }
         }
     }

@@ -10,6 +10,7 @@ use std::ffi::c_void;
 
 use super::chain::LinearBatch as Bounds;
 use super::chain_input::InputMap;
+use super::crown::Relaxation;
 use super::gpu::{device, plan, stream_for, u32_of};
 use super::gpu_entry::{NO_SLOT, StoreUse};
 use super::gpu_plan::GpuPlan;
@@ -137,7 +138,8 @@ pub(super) unsafe fn normalise<'a>(
 
 /// Lower bounds of `rows` (`n_rows × output size`, f64) times the output of a CUDA-backed
 /// model over each box (`lo`/`hi`: `batch × input size`, f64, finite, `lo ≤ hi`), on the
-/// model's GPU, queued on `stream` (or this thread's own stream) and waited for.
+/// model's GPU with the relaxation `relax`, queued on `stream` (or this thread's own stream)
+/// and waited for.
 #[allow(clippy::too_many_arguments)]
 pub fn bound(
     model: &Model,
@@ -147,6 +149,7 @@ pub fn bound(
     n_rows: usize,
     want_coeffs: bool,
     store: Option<StoreUse<'_>>,
+    relax: Relaxation,
     stream: Option<*mut c_void>,
 ) -> Result<Bounds> {
     let chain = model.chain()?;
@@ -305,7 +308,17 @@ pub fn bound(
                 )?;
             }
             launch::crown_bounds(
-                table, colmax, boxes, rows_dev, n_rows32, lower, outs_dev, linear, kept, &stream,
+                table,
+                colmax,
+                boxes,
+                rows_dev,
+                n_rows32,
+                lower,
+                outs_dev,
+                linear,
+                kept,
+                relax == Relaxation::Textbook,
+                &stream,
             )?;
             copy_to_host(
                 plain_bytes_mut(&mut out.lower[rows_of.clone()]),

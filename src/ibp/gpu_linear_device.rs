@@ -7,6 +7,7 @@
 
 use std::ffi::c_void;
 
+use super::crown::{Linear, Relaxation};
 use super::gpu::{device, plan, stream_for, u32_of};
 use super::gpu_linear::{Layout, MAX_BATCH, normalise};
 use super::model::Model;
@@ -18,8 +19,9 @@ use crate::error::{Result, VramError};
 
 /// Bounds of `batch` boxes (`inp`: lower and upper, `batch × input size` f32 each) of a
 /// CUDA-backed dense chain, or of `spec`'s rows, into `out` (`batch × output size` or
-/// `spec.rows` f32 each): IBP's, narrowed by the linear bounds of each row and its negation.
-/// Queued on `stream` (or this thread's own) and waited for.
+/// `spec.rows` f32 each): IBP's, narrowed by the linear bounds of each row and its negation
+/// (with [`Linear::Both`], the better of the two relaxations'). Queued on `stream` (or this
+/// thread's own) and waited for.
 ///
 /// # Safety
 /// The four pointers must be device memory of the model's GPU holding those many values,
@@ -30,13 +32,14 @@ pub unsafe fn bound(
     inp: [*const f32; 2],
     out: [*mut f32; 2],
     spec: Option<&Spec>,
+    method: Linear,
     stream: Option<*mut c_void>,
 ) -> Result<()> {
     let dev = device(model)?;
     let _scope = DeviceScope::enter(dev)?;
     let stream = stream_for(stream, dev)?;
     // SAFETY: this function's contract, passed on.
-    let done = unsafe { queue(model, batch, inp, out, spec, &stream) };
+    let done = unsafe { queue(model, batch, inp, out, spec, method, &stream) };
     if done.is_err() {
         // Nothing queued may still read the caller's buffers once this call returns.
         let _ = stream.sync(); // the error says what went wrong
@@ -54,6 +57,7 @@ unsafe fn queue(
     inp: [*const f32; 2],
     out: [*mut f32; 2],
     spec: Option<&Spec>,
+    method: Linear,
     stream: &Stream,
 ) -> Result<()> {
     let chain = model.chain()?;
@@ -91,6 +95,8 @@ unsafe fn queue(
     let at_zlo = ws.take(by(spare_len, 8)?)?;
     let at_zhi = ws.take(by(spare_len, 8)?)?;
     let at_lower = ws.take(by(n_res, 16)?)?;
+    let both = method == Linear::Both;
+    let at_lower2 = ws.take(if both { by(n_res, 16)? } else { 0 })?;
     let at_olo = ws.take(chunk * n_out * 8)?;
     let at_ohi = ws.take(chunk * n_out * 8)?;
     let mem = DeviceAlloc::scratch(ws.total, stream, "linear bounds (device boxes)")?;
@@ -107,6 +113,11 @@ unsafe fn queue(
         DevBounds::new(mem.view(at_zlo, n_in_all)?, mem.view(at_zhi, n_in_all)?)?
     };
     let lower = mem.view::<f64>(at_lower, n_res * 2)?;
+    let lower2 = if both {
+        Some(mem.view::<f64>(at_lower2, n_res * 2)?)
+    } else {
+        None
+    };
 
     // SAFETY: the caller's buffers hold these many values in device memory of this GPU
     // (this function's contract).
@@ -151,26 +162,33 @@ unsafe fn queue(
             boxes.hi().part(xs.start, xs.len())?,
         )?;
         let outs = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
-        // SAFETY: views of `mem` (checked lengths), alive until the synchronisation below.
-        unsafe {
-            launch::crown_bounds(
-                table,
-                colmax,
-                these,
-                rows_dev,
-                n_rows32,
-                lower.part(first * 2 * rows, b * 2 * rows)?,
-                outs,
-                None,
-                None,
-                stream,
-            )?;
+        let into = [(Relaxation::Intersected, Some(lower)), (Relaxation::Textbook, lower2)];
+        for (relax, to) in into {
+            let Some(to) = to else { continue };
+            // SAFETY: views of `mem` (checked lengths), alive until the synchronisation below.
+            unsafe {
+                launch::crown_bounds(
+                    table,
+                    colmax,
+                    these,
+                    rows_dev,
+                    n_rows32,
+                    to.part(first * 2 * rows, b * 2 * rows)?,
+                    outs,
+                    None,
+                    None,
+                    relax == Relaxation::Textbook,
+                    stream,
+                )?;
+            }
         }
         first += b;
     }
     // SAFETY: views of `mem` and the caller's outputs (checked lengths), alive until the
     // synchronisation below; every read of the caller's inputs is queued before this.
-    unsafe { launch::crown_narrow(boxes, lower, d_dev, [ibp_lo, ibp_hi], [ol, oh], stream) }?;
+    unsafe {
+        launch::crown_narrow(boxes, lower, lower2, d_dev, [ibp_lo, ibp_hi], [ol, oh], stream)
+    }?;
     stream.sync()?;
     drop(mem);
     Ok(())

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use super::chain::Chain;
 
 use super::cpu::Network;
-use super::crown::Crown;
+use super::crown::{Crown, Linear};
 use super::graph::{Node, Op};
 use super::round::{down32, up32};
 use super::spec::Spec;
@@ -234,15 +234,21 @@ impl Model {
     }
 
     /// Linear (CROWN-style) bounds for host boxes on the CPU, intersected with IBP's: never
-    /// wider than [`Model::propagate_host`] on any box.
+    /// wider than [`Model::propagate_host`] on any box (with [`Linear::Both`], nor than either
+    /// relaxation's).
     pub fn linear_host(
         &self,
         req: &Request<'_>,
         out_lo: &mut [f32],
         out_hi: &mut [f32],
+        method: Linear,
     ) -> Result<()> {
         self.propagate_host(req, out_lo, out_hi)?;
-        let crown = Crown::new(self.host_network()?);
+        let crowns = method
+            .passes()
+            .iter()
+            .map(|&relax| Ok(Crown::new(self.host_network()?, relax)))
+            .collect::<Result<Vec<_>>>()?;
         let n_in = self.input_size();
         let (rows, lam, d) = self.signed_rows(req.spec)?;
         let items = out_lo
@@ -255,8 +261,16 @@ impl Model {
             |((ol, oh), (l, h))| {
                 let l: Vec<f64> = l.iter().map(|&v| f64::from(v)).collect();
                 let h: Vec<f64> = h.iter().map(|&v| f64::from(v)).collect();
-                let b = crown.bound(&l, &h, &lam, 2 * rows)?;
-                Self::narrow(&b.lower, &d, ol, oh);
+                let mut best: Vec<f64> = Vec::new();
+                for crown in &crowns {
+                    let b = crown.bound(&l, &h, &lam, 2 * rows)?;
+                    if best.is_empty() {
+                        best = b.lower;
+                    } else {
+                        best.iter_mut().zip(&b.lower).for_each(|(x, &o)| *x = x.max(o));
+                    }
+                }
+                Self::narrow(&best, &d, ol, oh);
                 Ok(())
             },
         )

@@ -254,6 +254,7 @@ unsafe extern "C" {
         coeffs: *mut f64,
         offsets: *mut f64,
         store: *const LvkCrownStore,
+        textbook: u32,
         stream: *mut c_void,
     ) -> c_int;
     pub fn lvk_crown_narrow(
@@ -261,6 +262,7 @@ unsafe extern "C" {
         box_hi: *const f64,
         n_in: u32,
         lower: *const f64,
+        lower2: *const f64,
         d: *const f64,
         rows: u32,
         batch: u64,

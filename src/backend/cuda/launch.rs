@@ -720,6 +720,9 @@ pub struct CrownLinear<'a> {
 /// output bounds into `out` (`batch × output size`), and, when given, the linear bound itself
 /// into `linear`: coefficients on the box (`batch × n_rows × n_in`) and constants
 /// (`batch × n_rows`), with `row·y ≥ coeffs·x + constant` at every point of the box.
+/// `textbook`: CROWN as published (every ReLU input past the first layer bounded by a backward
+/// pass, those bounds alone choosing the relaxations); otherwise the neurons IBP leaves
+/// unstable, intersected with IBP.
 ///
 /// # Safety
 /// The launch contract (module docs); the table's weights are alive; `colmax` was written by
@@ -736,6 +739,7 @@ pub unsafe fn crown_bounds(
     out: DevBounds<'_>,
     linear: Option<CrownLinear<'_>>,
     store: Option<CrownStore<'_>>,
+    textbook: bool,
     stream: &Stream,
 ) -> Result<()> {
     let n_in = u64::from(table.n_in);
@@ -802,6 +806,7 @@ pub unsafe fn crown_bounds(
                 linear.map_or(std::ptr::null_mut(), |c| c.offsets.as_ptr()),
                 kept.as_ref()
                     .map_or(std::ptr::null(), |k| k as *const LvkCrownStore),
+                u32::from(textbook),
                 stream.raw(),
             )
         },
@@ -812,14 +817,16 @@ pub unsafe fn crown_bounds(
 /// Linear bounds of f32 boxes in device memory: each item's interval bounds `ibp`
 /// (`batch × rows`) narrowed by the lower bounds of its signed rows (`lower`,
 /// `batch × 2·rows`: the rows, then their negations, from [`crown_bounds`]) plus `d`, rounded
-/// outward, into `out`. An item whose box (`boxes`, `batch × n_in`, as the linear-bounds
-/// kernel read it) has an infinite bound keeps its interval bounds.
+/// outward, into `out`; with `lower2` (the same shape, from the other relaxation), the larger
+/// of the two. An item whose box (`boxes`, `batch × n_in`, as the linear-bounds kernel read
+/// it) has an infinite bound keeps its interval bounds.
 ///
 /// # Safety
 /// The launch contract (module docs); `out` does not overlap the other buffers.
 pub unsafe fn crown_narrow(
     boxes: DevBounds<'_>,
     lower: Dev<'_, f64>,
+    lower2: Option<Dev<'_, f64>>,
     d: Dev<'_, f64>,
     ibp: [Dev<'_, f32>; 2],
     out: [Dev<'_, f32>; 2],
@@ -836,7 +843,8 @@ pub unsafe fn crown_narrow(
         .iter()
         .all(|&l| l as u64 == n)
         && Some(boxes.len()) == mul(batch, n_in)
-        && Some(lower.len()) == mul(batch, 2 * rows);
+        && Some(lower.len()) == mul(batch, 2 * rows)
+        && lower2.is_none_or(|l| l.len() == lower.len());
     let (Ok(rows32), Ok(n_in32), true) = (u32::try_from(rows), u32::try_from(n_in), sizes_ok)
     else {
         return Err(mismatch("linear bounds: narrowing sizes"));
@@ -850,6 +858,7 @@ pub unsafe fn crown_narrow(
                 boxes.hi.as_ptr(),
                 n_in32,
                 lower.as_ptr(),
+                lower2.map_or(std::ptr::null(), |l| l.as_ptr().cast_const()),
                 d.as_ptr(),
                 rows32,
                 batch,
