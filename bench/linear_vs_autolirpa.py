@@ -4,7 +4,9 @@ auto_LiRPA 0.7.1's CROWN (float32 and float64, on the GPU; not sound under float
 IBP, on the same ACAS Xu boxes, measured in one run: mean output width (tightness), how much
 wider than float64 CROWN libvram's bounds are per box and output (relative excess: largest,
 99.9th percentile, share above 1e-4), and time per batch (median of 5 after a warm-up). libvram
-is timed twice on the GPU: boxes as CUDA tensors (as auto_LiRPA gets them) and as NumPy arrays.
+is timed twice on the GPU: boxes as CUDA tensors (as auto_LiRPA gets them) and as NumPy arrays;
+and method="linear_both" (the intersected relaxation and textbook CROWN, the better bound of each
+output) with CUDA tensors.
 
 usage: linear_vs_autolirpa.py ACASXU_DIR [BATCH]   (auto_LiRPA importable; torch with CUDA)"""
 import os
@@ -70,17 +72,19 @@ def main():
                 t = time.perf_counter()
                 ll, lh = net.propagate(lo, hi, method="linear")
                 times.append(1e3 * (time.perf_counter() - t))
-            dev_ms = None
+            dev_ms, both = None, None
             if backend == "cuda":
                 # Boxes as CUDA tensors, as auto_LiRPA takes them: nothing crosses to the host.
                 dlo, dhi = torch.from_numpy(lo).cuda(), torch.from_numpy(hi).cuda()
                 (dl, dh), dev_ms = timed(lambda: net.propagate(dlo, dhi, method="linear"))
                 same = np.abs(dl.cpu().numpy().astype(np.float64) - ll) <= 1e-6 * (1 + np.abs(ll))
                 assert same.all() and dl.is_cuda, "CUDA-tensor and NumPy boxes' bounds differ"
-            return il, ih, ll, lh, sorted(times)[len(times) // 2], dev_ms
+                (bl, bh), both_ms = timed(lambda: net.propagate(dlo, dhi, method="linear_both"))
+                both = (bl.cpu().numpy(), bh.cpu().numpy(), both_ms)
+            return il, ih, ll, lh, sorted(times)[len(times) // 2], dev_ms, both
 
-    il, ih, ll, lh, ours_ms, _ = ours("host")
-    _, _, gl, gh, gpu_ms, gpu_dev_ms = ours("cuda")
+    il, ih, ll, lh, ours_ms, _, _ = ours("host")
+    _, _, gl, gh, gpu_ms, gpu_dev_ms, (bl, bh, both_ms) = ours("cuda")
 
     res = {}
     for dtype in (torch.float32, torch.float64):
@@ -110,6 +114,7 @@ def main():
     print(f"| libvram IBP (sound) | {width(il, ih):.6g} | |")
     print(f"| libvram linear (sound, GPU, boxes as CUDA tensors) | {width(gl, gh):.6g} | {gpu_dev_ms:.2f} ms |")
     print(f"| libvram linear (sound, GPU, boxes as NumPy arrays) | {width(gl, gh):.6g} | {gpu_ms:.2f} ms |")
+    print(f"| libvram linear_both (sound, GPU, boxes as CUDA tensors) | {width(bl, bh):.6g} | {both_ms:.2f} ms |")
     print(f"| libvram linear (sound, CPU, {os.cpu_count()} threads) | {width(ll, lh):.6g} | {ours_ms:.1f} ms |")
     for (method, dtype), (l, u, ms) in res.items():
         print(f"| auto_LiRPA {method} {str(dtype).split('.')[-1]} (GPU, not sound) | {width(l, u):.6g} | {ms:.1f} ms |")
@@ -117,7 +122,9 @@ def main():
     print(f"libvram GPU linear bounds: {crown32_ms / gpu_dev_ms:.1f} x auto_LiRPA float32 CROWN's speed with "
           f"the boxes as CUDA tensors (as auto_LiRPA takes them), {crown32_ms / gpu_ms:.1f} x with NumPy "
           f"arrays (copies to and from the GPU included)")
-    for label, (l, u) in (("GPU", (gl, gh)), ("CPU", (ll, lh))):
+    print(f"libvram GPU linear_both: {crown32_ms / both_ms:.1f} x auto_LiRPA float32 CROWN's speed (CUDA tensors)")
+    assert (bl >= gl).all() and (bh <= gh).all(), "linear_both wider than linear"
+    for label, (l, u) in (("GPU", (gl, gh)), ("CPU", (ll, lh)), ("GPU linear_both", (bl, bh))):
         mx, q999, share = excess(l, u)
         print(f"libvram {label} width over float64 CROWN, relative: largest {mx:.3g}, "
               f"99.9th percentile {q999:.3g}, share above 1e-4: {100 * share:.3f} %")

@@ -92,5 +92,7 @@ def test_linear_bounds_are_never_wider_than_interval_ones():
         il, ih = net.propagate(lo, hi)
         ll, lh = net.propagate(lo, hi, method="linear")
         assert (ll >= il).all() and (lh <= ih).all() and ll[0, 0] <= -0.5 and lh[0, 0] >= 1.5
+        bl, bh = net.propagate(lo, hi, method="linear_both")
+        assert (bl >= ll).all() and (bh <= lh).all() and bl[0, 0] <= -0.5 and bh[0, 0] >= 1.5
         with pytest.raises(ValueError):
             net.propagate(lo, hi, method="crown")

@@ -62,7 +62,7 @@ def test_cuda_boxes_stay_on_the_gpu_and_get_the_host_boxes_bounds():
         g = torch.Generator().manual_seed(5)
         centre = torch.rand((3000, 5), generator=g, dtype=torch.float64) * 0.8 - 0.4
         lo64, hi64 = (centre - 0.01).cuda(), (centre + 0.01).cuda()
-        for method in ("interval", "linear"):
+        for method in ("interval", "linear", "linear_both"):
             dl, dh = net.propagate(lo64, hi64, method=method)
             assert dl.is_cuda and dl.dtype == torch.float32 and dl.shape == (3000, 5)
             hl, hh = net.propagate(lo64.cpu().numpy(), hi64.cpu().numpy(), method=method)
@@ -73,6 +73,8 @@ def test_cuda_boxes_stay_on_the_gpu_and_get_the_host_boxes_bounds():
         il, ih = net.propagate(lo64, hi64)
         ll, lh = net.propagate(lo64, hi64, method="linear")
         assert (ll >= il).all() and (lh <= ih).all() and ((lh - ll) < (ih - il)).all()
+        bl, bh = net.propagate(lo64, hi64, method="linear_both")
+        assert (bl >= ll).all() and (bh <= lh).all()
         one_lo, one_hi = net.propagate(lo64[0], hi64[0], method="linear")
         assert one_lo.shape == (5,) and one_lo.is_cuda
         assert torch.allclose(one_lo, ll[0], rtol=1e-6, atol=1e-6) and torch.allclose(one_hi, lh[0], rtol=1e-6, atol=1e-6)

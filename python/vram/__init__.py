@@ -435,13 +435,16 @@ class Network(_Handle):
         shape (batch, input_size) or (input_size,)); returns float32 NumPy arrays.
         ``method="linear"``: sound linear (CROWN-style) bounds, never wider than the interval
         ones (on the CPU for a host-backed network; on the GPU for a CUDA-backed one whose graph
-        is a chain of linear layers with ReLU).
+        is a chain of linear layers with ReLU). ``method="linear_both"``: those and textbook
+        CROWN's (auto_LiRPA's), the tighter of the two on each output: never wider than either,
+        at the cost of both.
 
         libvram computes in float32. Float64 (or other) inputs are converted soundly — lower
         bounds rounded down, upper bounds up, so the float32 box contains the given one — never
         passed as raw bytes. CUDA tensors on the GPU of a CUDA-backed network stay there: the
         bounds come back as float32 CUDA tensors on that device, computed on its current
         stream (the call waits for them). Other device tensors are copied to the host first."""
+        _method(method)
         on_gpu = [_is_torch(x) and x.is_cuda and x.device.index == self._gpu for x in (lower, upper)]
         if self._gpu is not None and all(on_gpu):
             return self._propagate_cuda(lower, upper, method)
@@ -458,12 +461,9 @@ class Network(_Handle):
         olo = np.empty((batch, self.output_size), np.float32)
         ohi = np.empty_like(olo)
         fp = ctypes.POINTER(ctypes.c_float)
-        methods = {"interval": 0, "linear": 1}
-        if method not in methods:
-            raise ValueError(f"method must be one of {sorted(methods)}; got {method!r}")
         opts = _lib.PropagateOptions()
         opts.struct_size = ctypes.sizeof(_lib.PropagateOptions)
-        opts.method = methods[method]
+        opts.method = _method(method)
         _check(_C.ibp_propagate_ex(self._live(), batch, lo2.ctypes.data_as(fp), hi2.ctypes.data_as(fp),
                                    olo.ctypes.data_as(fp), ohi.ctypes.data_as(fp), ctypes.byref(opts)))
         return (olo[0], ohi[0]) if single else (olo, ohi)
@@ -480,9 +480,6 @@ class Network(_Handle):
         lo2, hi2 = lo.reshape(1, -1) if single else lo, hi.reshape(1, -1) if single else hi
         if lo2.dim() != 2 or lo2.shape[1] != self.input_size:
             raise ValueError(f"inputs must be (batch, {self.input_size}); got {tuple(lo.shape)}")
-        methods = {"interval": 0, "linear": 1}
-        if method not in methods:
-            raise ValueError(f"method must be one of {sorted(methods)}; got {method!r}")
         batch = lo2.shape[0]
         olo = torch.empty((batch, self.output_size), dtype=torch.float32, device=lo2.device)
         ohi = torch.empty_like(olo)
@@ -490,7 +487,7 @@ class Network(_Handle):
         opts.struct_size = ctypes.sizeof(_lib.PropagateOptions)
         opts.memory = 1  # IBP_MEMORY_DEVICE
         opts.stream = ctypes.c_void_p(torch.cuda.current_stream(lo2.device).cuda_stream)
-        opts.method = methods[method]
+        opts.method = _method(method)
 
         def ptr(t: Any) -> Any:
             return ctypes.cast(ctypes.c_void_p(t.data_ptr()), ctypes.POINTER(ctypes.c_float))
@@ -600,6 +597,16 @@ def _outward_f32_torch(x: Any, down: bool) -> Any:
     toward = torch.full_like(f, -float("inf") if down else float("inf"))
     off = (f.to(torch.float64) > wide) if down else (f.to(torch.float64) < wide)
     return torch.where(off, torch.nextafter(f, toward), f).contiguous()
+
+
+# ibp_method values by name (include/vram.h).
+_METHODS = {"interval": 0, "linear": 1, "linear_both": 2}
+
+
+def _method(name: str) -> int:
+    if name not in _METHODS:
+        raise ValueError(f"method must be one of {sorted(_METHODS)}; got {name!r}")
+    return _METHODS[name]
 
 
 def _outward_f32(x: Any, direction: Callable) -> Any:
