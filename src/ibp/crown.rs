@@ -23,6 +23,7 @@
 use std::sync::Arc;
 
 use super::cpu::{Boxes, Network};
+use super::forward;
 use super::graph::Op;
 use super::round::{SoundAcc, gamma};
 use crate::error::{Result, VramError};
@@ -67,6 +68,10 @@ impl Linear {
 pub struct Crown<'a> {
     net: Network<'a>,
     relax: Relaxation,
+    /// With the intersected relaxation on a dense ReLU chain of at most
+    /// [`forward::MAX_INPUTS`] inputs: the node whose output the forward linear bounds are
+    /// functions of (the input after its element-wise normalisation).
+    forward_from: Option<usize>,
     /// Per Linear node: max over outputs `o` of `|W[o][j]|`, per input `j`.
     colmax: Vec<Vec<f64>>,
     /// Nodes whose bounds choose a relaxation (the inputs of ReLU and LeakyReLU).
@@ -170,9 +175,14 @@ impl<'a> Crown<'a> {
                 _ => {}
             }
         }
+        let forward_from = match relax {
+            Relaxation::Intersected => forward_variable(net.nodes),
+            Relaxation::Textbook => None,
+        };
         Self {
             net,
             relax,
+            forward_from,
             colmax,
             pre_act,
         }
@@ -236,6 +246,8 @@ impl<'a> Crown<'a> {
     fn intermediate(&self, lo: &[f64], hi: &[f64], outer: Option<&[Boxes]>) -> Result<Vec<Boxes>> {
         let nodes = self.net.nodes;
         let mut vals: Vec<Boxes> = Vec::with_capacity(nodes.len());
+        // The forward functions of each Linear and ReLU node's output (forward_from only).
+        let mut funs: Vec<Option<forward::Affine>> = vec![None; nodes.len()];
         vals.push(Boxes {
             lo: lo.to_vec(),
             hi: hi.to_vec(),
@@ -253,6 +265,9 @@ impl<'a> Crown<'a> {
                     out.lo[j] = out.lo[j].max(o.lo[j]);
                     out.hi[j] = out.hi[j].min(o.hi[j]);
                 }
+            }
+            if let Some(v) = self.forward_from.filter(|&v| k > v) {
+                self.forward_step(k, v, &vals, &mut funs, &mut out);
             }
             vals.push(out);
             if !self.pre_act[k] {
@@ -285,6 +300,67 @@ impl<'a> Crown<'a> {
             }
         }
         Ok(vals)
+    }
+
+    /// Node `k`'s forward functions (of node `v`'s output) from its input's, and its bounds
+    /// `out` intersected with their concretisation (a Linear node), or from its input's final
+    /// bounds (a ReLU, whose input has been tightened by then).
+    fn forward_step(
+        &self,
+        k: usize,
+        v: usize,
+        vals: &[Boxes],
+        funs: &mut [Option<forward::Affine>],
+        out: &mut Boxes,
+    ) {
+        let (Some(node), Some(var)) = (self.net.nodes.get(k), vals.get(v)) else {
+            return;
+        };
+        let mag: Vec<f64> = var
+            .lo
+            .iter()
+            .zip(&var.hi)
+            .map(|(l, h)| l.abs().max(h.abs()))
+            .collect();
+        let made = match &node.op {
+            Op::Linear {
+                in_features,
+                weight,
+                bias,
+                ..
+            } => {
+                let from = if node.input == v {
+                    Some(forward::Affine::identity(var.lo.len()))
+                } else {
+                    funs.get(node.input).cloned().flatten()
+                };
+                from.map(|r| {
+                    let f = forward::linear(
+                        &r,
+                        self.net.param(*weight),
+                        bias.map(|b| self.net.param(b)),
+                        *in_features as usize,
+                        &mag,
+                    );
+                    let (lo, hi) = f.concretise(&var.lo, &var.hi);
+                    for (o, l) in out.lo.iter_mut().zip(lo) {
+                        *o = o.max(l);
+                    }
+                    for (o, h) in out.hi.iter_mut().zip(hi) {
+                        *o = o.min(h);
+                    }
+                    f
+                })
+            }
+            Op::Relu => match (funs.get(node.input), vals.get(node.input)) {
+                (Some(Some(f)), Some(b)) => Some(forward::relu(f, b, &mag)),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(slot) = funs.get_mut(k) {
+            *slot = made;
+        }
     }
 
     /// Lower bounds of `lam · z_start` (`rows × size of node start`), the coefficients that
@@ -496,6 +572,38 @@ fn elementwise(
     Ok(next)
 }
 
+/// The node whose output is the variable of the forward linear bounds, when the network is an
+/// element-wise input normalisation (or none) and then Linear layers each optionally followed
+/// by a ReLU, each node reading the one before, on at most [`forward::MAX_INPUTS`] inputs.
+fn forward_variable(nodes: &[super::graph::Node]) -> Option<usize> {
+    let first = nodes.iter().position(|n| matches!(n.op, Op::Linear { .. }))?;
+    let v = first.checked_sub(1)?;
+    let prefix_ok = nodes
+        .iter()
+        .enumerate()
+        .take(first)
+        .all(|(k, n)| k == 0 || (matches!(n.op, Op::Normalize { .. }) && n.input == k - 1));
+    let chain_ok = nodes.iter().enumerate().skip(first).all(|(k, n)| {
+        n.input == k - 1
+            && match n.op {
+                Op::Linear { .. } => true,
+                Op::Relu => matches!(nodes[k - 1].op, Op::Linear { .. }),
+                _ => false,
+            }
+    });
+    let small = nodes[v].size() as usize <= forward::MAX_INPUTS;
+    (prefix_ok && chain_ok && small).then_some(v)
+}
+
+/// The slope of an unstable leaky ReLU's chord over `[xl, xu]`, rounded up: at least
+/// `(u − a·l) / (u − l)`.
+pub(super) fn chord_slope(a: f64, xl: f64, xu: f64) -> f64 {
+    let al = a * xl; // ≤ 0, within one rounding of a·xl
+    let num = (xu - al.next_down()).next_up(); // ≥ u − a·l
+    let den = (xu - xl).next_down(); // ≤ u − l, > 0
+    (num / den).next_up()
+}
+
 /// λ > 0 on an unstable leaky ReLU z = max(x, a·x) (a < 1): z ≥ β·x for any β in [a, 1];
 /// β = 1 when the upper side dominates (CROWN's adaptive choice), else a. Returns λβ' with
 /// β' = μ/λ kept in [a, 1] despite rounding.
@@ -514,9 +622,7 @@ fn relu_lower(l: f64, a: f64, xl: f64, xu: f64) -> f64 {
 /// row's constant and returns μ = λ·s'' with s'' ≥ s exactly.
 fn relu_upper(l: f64, a: f64, xl: f64, xu: f64, acc: &mut SoundAcc) -> f64 {
     let al = a * xl; // ≤ 0, within one rounding of a·xl
-    let num = (xu - al.next_down()).next_up(); // ≥ u − a·l
-    let den = (xu - xl).next_down(); // ≤ u − l, > 0
-    let s = (num / den).next_up();
+    let s = chord_slope(a, xl, xu);
     let mu = (l * s).next_down(); // ≤ λ·s: μ/λ ≥ s
     acc.term(-mu, xl, xl);
     if a != 0.0 {

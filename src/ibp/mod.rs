@@ -10,6 +10,7 @@ pub mod chain_input;
 pub mod concrete;
 pub mod cpu;
 pub mod crown;
+pub mod forward;
 pub mod dense;
 #[cfg(vram_cuda)]
 pub mod gpu;
