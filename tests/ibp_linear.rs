@@ -562,7 +562,9 @@ fn match_plain_crown(ctx: &Ctx) {
         }
         ibp_model_free(m);
     }
-    println!("textbook CROWN tighter than the intersected relaxation on {textbook_won} of 300 bounds");
+    println!(
+        "textbook CROWN tighter than the intersected relaxation on {textbook_won} of 300 bounds"
+    );
 }
 
 /// A ReLU input whose lower bound overflows to -inf while its upper bound is finite has no

@@ -8,9 +8,9 @@ use super::boundary::{
 };
 use super::types::{ibp_builder, ibp_model, vram_ctx, vram_status, vram_verify_report};
 use crate::error::{ErrorKind, Result, VramError};
+use crate::ibp::crown::Linear;
 use crate::ibp::graph::{Conv2d, Op, Pool2d};
 use crate::ibp::{Builder, Memory, Model, Request, Spec};
-use crate::ibp::crown::Linear;
 
 /// The previous node, as the `input` argument of every ibp_builder_add_* function.
 pub const IBP_PREV: u32 = u32::MAX;

@@ -287,13 +287,30 @@ impl Engine for Gpu<'_> {
             outer: &outer,
             own: &own,
         };
-        let b =
-            gpu_entry::linear_bounds(self.model, &lo, &hi, rows_k, n_k, true, Some(store), Relaxation::Intersected, None)?;
+        let b = gpu_entry::linear_bounds(
+            self.model,
+            &lo,
+            &hi,
+            rows_k,
+            n_k,
+            true,
+            Some(store),
+            Relaxation::Intersected,
+            None,
+        )?;
         // The same boxes from scratch, when any started from a parent's bounds (see
         // `either_way`).
         let fresh = if outer.iter().any(|&o| o != NO_SLOT) {
             Some(gpu_entry::linear_bounds(
-                self.model, &lo, &hi, rows_k, n_k, true, None, Relaxation::Intersected, None,
+                self.model,
+                &lo,
+                &hi,
+                rows_k,
+                n_k,
+                true,
+                None,
+                Relaxation::Intersected,
+                None,
             )?)
         } else {
             None
@@ -347,10 +364,17 @@ impl Engine for Gpu<'_> {
         } else {
             (rows, n_rows)
         };
-        let b =
-            gpu_entry::linear_bounds(
-                self.model, points, points, rows_k, n_k, true, None, Relaxation::Intersected, None,
-            )?;
+        let b = gpu_entry::linear_bounds(
+            self.model,
+            points,
+            points,
+            rows_k,
+            n_k,
+            true,
+            None,
+            Relaxation::Intersected,
+            None,
+        )?;
         let k = points.len() / n_in.max(1);
         (0..k)
             .map(|p| {
@@ -366,7 +390,15 @@ impl Engine for Gpu<'_> {
 
     fn enclose(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
         let b = gpu_entry::linear_bounds(
-            self.model, x, x, &self.unit_row(), 1, false, None, Relaxation::Intersected, None,
+            self.model,
+            x,
+            x,
+            &self.unit_row(),
+            1,
+            false,
+            None,
+            Relaxation::Intersected,
+            None,
         )?;
         Ok((b.out_lo, b.out_hi))
     }

@@ -576,7 +576,9 @@ fn elementwise(
 /// element-wise input normalisation (or none) and then Linear layers each optionally followed
 /// by a ReLU, each node reading the one before, on at most [`forward::MAX_INPUTS`] inputs.
 fn forward_variable(nodes: &[super::graph::Node]) -> Option<usize> {
-    let first = nodes.iter().position(|n| matches!(n.op, Op::Linear { .. }))?;
+    let first = nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::Linear { .. }))?;
     let v = first.checked_sub(1)?;
     let prefix_ok = nodes
         .iter()

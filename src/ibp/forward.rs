@@ -203,17 +203,31 @@ mod tests {
         let (lo, hi) = f.concretise(&vl, &vh);
         let r = relu(&f, &Boxes { lo, hi }, &mag);
         let g = linear(&r, &w, Some(&bias), 2, &mag);
-        for p in [[-1.0, -0.5], [1.0, 0.5], [-1.0, 0.5], [1.0, -0.5], [0.0, 0.0], [0.3, -0.2]] {
+        for p in [
+            [-1.0, -0.5],
+            [1.0, 0.5],
+            [-1.0, 0.5],
+            [1.0, -0.5],
+            [0.0, 0.0],
+            [0.3, -0.2],
+        ] {
             let z1: Vec<f64> = (0..2)
-                .map(|k| f64::from(w[2 * k]) * p[0] + f64::from(w[2 * k + 1]) * p[1] + f64::from(bias[k]))
+                .map(|k| {
+                    f64::from(w[2 * k]) * p[0] + f64::from(w[2 * k + 1]) * p[1] + f64::from(bias[k])
+                })
                 .collect();
             let y: Vec<f64> = z1.iter().map(|z| z.max(0.0)).collect();
             let z2: Vec<f64> = (0..2)
-                .map(|k| f64::from(w[2 * k]) * y[0] + f64::from(w[2 * k + 1]) * y[1] + f64::from(bias[k]))
+                .map(|k| {
+                    f64::from(w[2 * k]) * y[0] + f64::from(w[2 * k + 1]) * y[1] + f64::from(bias[k])
+                })
                 .collect();
             for k in 0..2 {
                 let at = |v: &[f64]| v[k * 3] * p[0] + v[k * 3 + 1] * p[1] + v[k * 3 + 2];
-                assert!(at(&g.lo) <= z2[k] + 1e-12 && z2[k] <= at(&g.up) + 1e-12, "{p:?} {k}");
+                assert!(
+                    at(&g.lo) <= z2[k] + 1e-12 && z2[k] <= at(&g.up) + 1e-12,
+                    "{p:?} {k}"
+                );
             }
         }
     }

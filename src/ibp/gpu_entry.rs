@@ -103,7 +103,9 @@ pub fn linear_host_boxes(
         if best.is_empty() {
             best = b.lower;
         } else {
-            best.iter_mut().zip(&b.lower).for_each(|(l, &o)| *l = l.max(o));
+            best.iter_mut()
+                .zip(&b.lower)
+                .for_each(|(l, &o)| *l = l.max(o));
         }
     }
     let mut lowers = finite.iter().zip(best.chunks(2 * rows)).peekable();
@@ -137,9 +139,17 @@ pub fn linear_bounds(
             ErrorKind::Unsupported,
             "linear bounds on the GPU need a CUDA-backed model; this one uses the host backend",
         )),
-        Residency::Cuda { .. } => {
-            gpu::linear(model, lo, hi, rows, n_rows, want_coeffs, store, relax, stream)
-        }
+        Residency::Cuda { .. } => gpu::linear(
+            model,
+            lo,
+            hi,
+            rows,
+            n_rows,
+            want_coeffs,
+            store,
+            relax,
+            stream,
+        ),
     }
 }
 

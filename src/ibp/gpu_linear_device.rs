@@ -162,7 +162,10 @@ unsafe fn queue(
             boxes.hi().part(xs.start, xs.len())?,
         )?;
         let outs = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
-        let into = [(Relaxation::Intersected, Some(lower)), (Relaxation::Textbook, lower2)];
+        let into = [
+            (Relaxation::Intersected, Some(lower)),
+            (Relaxation::Textbook, lower2),
+        ];
         for (relax, to) in into {
             let Some(to) = to else { continue };
             // SAFETY: views of `mem` (checked lengths), alive until the synchronisation below.
@@ -187,7 +190,15 @@ unsafe fn queue(
     // SAFETY: views of `mem` and the caller's outputs (checked lengths), alive until the
     // synchronisation below; every read of the caller's inputs is queued before this.
     unsafe {
-        launch::crown_narrow(boxes, lower, lower2, d_dev, [ibp_lo, ibp_hi], [ol, oh], stream)
+        launch::crown_narrow(
+            boxes,
+            lower,
+            lower2,
+            d_dev,
+            [ibp_lo, ibp_hi],
+            [ol, oh],
+            stream,
+        )
     }?;
     stream.sync()?;
     drop(mem);

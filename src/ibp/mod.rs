@@ -10,8 +10,8 @@ pub mod chain_input;
 pub mod concrete;
 pub mod cpu;
 pub mod crown;
-pub mod forward;
 pub mod dense;
+pub mod forward;
 #[cfg(vram_cuda)]
 pub mod gpu;
 pub mod gpu_entry;

@@ -267,7 +267,9 @@ impl Model {
                     if best.is_empty() {
                         best = b.lower;
                     } else {
-                        best.iter_mut().zip(&b.lower).for_each(|(x, &o)| *x = x.max(o));
+                        best.iter_mut()
+                            .zip(&b.lower)
+                            .for_each(|(x, &o)| *x = x.max(o));
                     }
                 }
                 Self::narrow(&best, &d, ol, oh);
