@@ -22,6 +22,7 @@
 
 use std::sync::Arc;
 
+use super::chain::Chain;
 use super::cpu::{Boxes, Network};
 use super::forward;
 use super::graph::Op;
@@ -356,6 +357,7 @@ impl<'a> Crown<'a> {
                 (Some(Some(f)), Some(b)) => Some(forward::relu(f, b, &mag)),
                 _ => None,
             },
+            Op::Flatten => funs.get(node.input).cloned().flatten(),
             _ => None,
         };
         if let Some(slot) = funs.get_mut(k) {
@@ -572,29 +574,17 @@ fn elementwise(
     Ok(next)
 }
 
-/// The node whose output is the variable of the forward linear bounds, when the network is an
-/// element-wise input normalisation (or none) and then Linear layers each optionally followed
-/// by a ReLU, each node reading the one before, on at most [`forward::MAX_INPUTS`] inputs.
+/// The node whose output is the variable of the forward linear bounds: the one before the first
+/// Linear node, when the network is a dense chain as the GPU takes it ([`Chain`]: element-wise
+/// input normalisation, then Linear layers each optionally followed by a ReLU) on at most
+/// [`forward::MAX_INPUTS`] inputs.
 fn forward_variable(nodes: &[super::graph::Node]) -> Option<usize> {
-    let first = nodes
+    Chain::of(nodes).ok()?;
+    let v = nodes
         .iter()
-        .position(|n| matches!(n.op, Op::Linear { .. }))?;
-    let v = first.checked_sub(1)?;
-    let prefix_ok = nodes
-        .iter()
-        .enumerate()
-        .take(first)
-        .all(|(k, n)| k == 0 || (matches!(n.op, Op::Normalize { .. }) && n.input == k - 1));
-    let chain_ok = nodes.iter().enumerate().skip(first).all(|(k, n)| {
-        n.input == k - 1
-            && match n.op {
-                Op::Linear { .. } => true,
-                Op::Relu => matches!(nodes[k - 1].op, Op::Linear { .. }),
-                _ => false,
-            }
-    });
-    let small = nodes[v].size() as usize <= forward::MAX_INPUTS;
-    (prefix_ok && chain_ok && small).then_some(v)
+        .position(|n| matches!(n.op, Op::Linear { .. }))?
+        .checked_sub(1)?;
+    (nodes.get(v)?.size() as usize <= forward::MAX_INPUTS).then_some(v)
 }
 
 /// The slope of an unstable leaky ReLU's chord over `[xl, xu]`, rounded up: at least

@@ -83,7 +83,7 @@ impl Affine {
 /// those of its inputs `r`; `mag` holds `max(|vl_i|, |vh_i|)` of the box.
 pub fn linear(r: &Affine, w: &[f32], bias: Option<&[f32]>, n_in: usize, mag: &[f64]) -> Affine {
     let n_v = r.n_v;
-    let n_out = if n_in == 0 { 0 } else { w.len() / n_in };
+    let n_out = w.len().checked_div(n_in).unwrap_or(0);
     let width = n_v + 1;
     let (mut lo, mut up) = (vec![0.0; n_out * width], vec![0.0; n_out * width]);
     // M_j: the larger of Σ_i |R_ji|·mag_i over the lower and the upper function of input j.
@@ -92,12 +92,10 @@ pub fn linear(r: &Affine, w: &[f32], bias: Option<&[f32]>, n_in: usize, mag: &[f
         .collect();
     let g = gamma(n_in as u64 + 2);
     let slack = 1.0 + 4.0 * gamma((n_in + n_v) as u64 + 8) + 1e-12;
-    for k in 0..n_out {
-        let wk = &w[k * n_in..(k + 1) * n_in];
-        let (lk, uk) = (
-            &mut lo[k * width..(k + 1) * width],
-            &mut up[k * width..(k + 1) * width],
-        );
+    let rows = w
+        .chunks_exact(n_in.max(1))
+        .zip(lo.chunks_exact_mut(width).zip(up.chunks_exact_mut(width)));
+    for (k, (wk, (lk, uk))) in rows.enumerate() {
         let (mut c_lo, mut c_up) = (SoundAcc::default(), SoundAcc::default());
         let mut charge = 0.0;
         for (j, &wj) in wk.iter().enumerate() {
@@ -122,7 +120,7 @@ pub fn linear(r: &Affine, w: &[f32], bias: Option<&[f32]>, n_in: usize, mag: &[f
             );
             c_lo.term(wj, a, a);
             c_up.term(wj, b, b);
-            charge += wj.abs() * m[j];
+            charge += wj.abs() * m.get(j).copied().unwrap_or(f64::INFINITY);
         }
         if let Some(b) = bias.and_then(|b| b.get(k)) {
             c_lo.constant(f64::from(*b));
