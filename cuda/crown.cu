@@ -52,17 +52,7 @@ struct Shared {
     int *nlive;         // per layer: how many
     int *unst;          // the unstable neurons of the layer being tightened
     int *nunst;
-    // Forward linear bounds (n_in <= FWD_MAX_IN): each row n_in coefficients on the box, then
-    // a constant; lower (flo, rlo) and upper (fup, rup) functions.
-    double *flo, *fup;  // of the current layer's pre-activations
-    double *rlo, *rup;  // of the previous layer's outputs (after its ReLU)
-    double *rmag;       // per previous-layer output: max over both sides of Σ_i |R_i|·vmag_i
-    double *vmag;       // per box input: max(|lo|, |hi|)
 };
-
-// Forward linear bounds are kept for chains of at most this many inputs (their rows take
-// (n_in + 1) doubles per neuron and side).
-constexpr uint32_t FWD_MAX_IN = 16;
 
 struct Args {
     const lvk_crown_layer *layers;
@@ -75,9 +65,6 @@ struct Args {
     // first layer bounded by a backward pass, and its bounds those alone; otherwise only the
     // neurons IBP leaves unstable, their bounds intersected with IBP's.
     bool textbook;
-    // Forward linear bounds intersected with IBP before the backward passes (not textbook;
-    // n_in <= FWD_MAX_IN).
-    bool forward;
 };
 
 // Input bounds of linear layer m: the box, or the previous layer's outputs (after its ReLU).
@@ -302,130 +289,6 @@ __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
     __syncthreads();
 }
 
-// max(a·lo, a·hi), rounded up.
-__device__ __forceinline__ double term_up(double a, double lo, double hi) {
-    if (a == 0.0) return 0.0;
-    return a > 0.0 ? __dmul_ru(a, hi) : __dmul_ru(a, lo);
-}
-
-// Forward linear bounds of layer m's pre-activations (the CPU twin: src/ibp/forward.rs):
-// each is bounded below by flo_k·x + c and above by fup_k·x + c' over the box, where x is the
-// (normalised) box's point. Layer 0's are its own weights and bias, exactly. Layer m's are
-// Σ_j W_kj·R_j over the previous layer's live outputs (R: the lower function of output j
-// where W_kj > 0 and its upper one where W_kj < 0, for the lower bound; the reverse for the
-// upper), coefficients in round-to-nearest FMAs, constants rounded down (up). Each
-// coefficient's rounding is at most γ_n·Σ_j |W_kj||R_ji| (n = in_f + 2), so over the box all of
-// them together move the function by at most γ_n·Σ_j |W_kj|·rmag_j, charged to the constant.
-// The functions' minimum (maximum) over the box then narrows the layer's bounds.
-__device__ void forward_layer(const Args &g, Shared &s, uint32_t m) {
-    const lvk_crown_layer &l = g.layers[m];
-    const uint32_t nv = g.n_in, fw = nv + 1, nin = l.in_f;
-    const int *live = m > 0 ? s.live + g.layers[m - 1].offset : nullptr;
-    const uint32_t nl = m > 0 ? (uint32_t)s.nlive[m - 1] : 0;
-    for (uint32_t e = threadIdx.x; e < 2 * l.out_f * fw; e += THREADS) {
-        const uint32_t k = e / (2 * fw), rest = e - k * 2 * fw, up = rest / fw, i = rest - up * fw;
-        const float *wk = l.w + (size_t)k * nin;
-        double v;
-        if (m == 0) {
-            v = i < nv ? (double)__ldg(wk + i) : (l.bias ? (double)__ldg(l.bias + k) : 0.0);
-        } else {
-            v = 0.0;
-            for (uint32_t t = 0; t < nl; t++) {
-                const uint32_t j = (uint32_t)live[t];
-                const double w = (double)__ldg(wk + j);
-                if (w == 0.0) continue;
-                const double *r = ((w > 0.0) != (up != 0) ? s.rlo : s.rup) + (size_t)j * fw;
-                if (i < nv)
-                    v = fma(w, r[i], v);
-                else
-                    v = up ? __fma_ru(w, r[nv], v) : __fma_rd(w, r[nv], v);
-            }
-            if (i == nv && l.bias) {
-                const double b = (double)__ldg(l.bias + k);
-                v = up ? __dadd_ru(v, b) : __dadd_rd(v, b);
-            }
-        }
-        (up ? s.fup : s.flo)[k * fw + i] = v;
-    }
-    __syncthreads();
-    // γ_n for this layer's sums, rounded up.
-    const double nu = __dmul_ru((double)(nin + 2), 0x1p-53);
-    const double gam = __ddiv_ru(nu, __dsub_rd(1.0, nu));
-    for (uint32_t e = threadIdx.x; e < 2 * l.out_f; e += THREADS) {
-        const uint32_t k = e >> 1, up = e & 1;
-        double err = 0.0;
-        if (m > 0) {
-            const float *wk = l.w + (size_t)k * nin;
-            for (uint32_t t = 0; t < nl; t++) {
-                const uint32_t j = (uint32_t)live[t];
-                err = __dadd_ru(err, __dmul_ru(fabs((double)__ldg(wk + j)), s.rmag[j]));
-            }
-            err = __dmul_ru(gam, err);
-        }
-        const double *f = (up ? s.fup : s.flo) + k * fw;
-        double c = f[nv];
-        for (uint32_t i = 0; i < nv; i++)
-            c = up ? __dadd_ru(c, term_up(f[i], s.xlo[i], s.xhi[i])) : __dadd_rd(c, term_down(f[i], s.xlo[i], s.xhi[i]));
-        if (up) {
-            const double hi = __dadd_ru(c, err);
-            if (!(hi != hi)) s.yhi[l.offset + k] = fmin(s.yhi[l.offset + k], hi);
-        } else {
-            const double lo = __dsub_rd(c, err);
-            if (!(lo != lo)) s.ylo[l.offset + k] = fmax(s.ylo[l.offset + k], lo);
-        }
-    }
-    __syncthreads();
-}
-
-// The forward functions of layer m's outputs after its ReLU (if any), from its pre-activations' and
-// their final bounds [l, u]: 0 (u <= 0); the same (l >= 0); for an unstable neuron the lower
-// function where CROWN's adaptive rule takes z >= x (else 0), and above s·(upper − l), s the
-// chord's slope rounded up (NaN where a bound is infinite: no chord, and the NaN makes every
-// bound that uses it the widest), its coefficients rounded to nearest and their rounding
-// charged to the constant through the box's magnitudes. Then each output's rmag.
-__device__ void forward_relu(const Args &g, Shared &s, uint32_t m) {
-    const lvk_crown_layer &l = g.layers[m];
-    const uint32_t nv = g.n_in, fw = nv + 1;
-    const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset, *slope = s.slope + l.offset;
-    for (uint32_t e = threadIdx.x; e < 2 * l.out_f * fw; e += THREADS) {
-        const uint32_t o = e / (2 * fw), rest = e - o * 2 * fw, up = rest / fw, i = rest - up * fw;
-        const double *f = (up ? s.fup : s.flo) + o * fw;
-        double v = 0.0;
-        if (!l.relu) {
-            v = f[i];  // no ReLU: the outputs are the pre-activations
-        } else if (hi[o] <= 0.0) {
-            v = 0.0;
-        } else if (lo[o] >= 0.0) {
-            v = f[i];
-        } else if (!up) {
-            v = hi[o] >= -lo[o] ? f[i] : 0.0;
-        } else if (i < nv) {
-            v = slope[o] * f[i];
-        } else {
-            // s·(c − l) rounded up, plus each coefficient's rounding (at most 2^-52·|s·f_i|,
-            // and 2^-1074 below the normal range) times the box's magnitude.
-            const double sl = slope[o];
-            double charge = 0.0;
-            for (uint32_t q = 0; q < nv; q++) {
-                const double cq = fabs(sl * f[q]);
-                charge = __dadd_ru(charge, __dmul_ru(__fma_ru(cq, 0x1p-52, 0x1p-1074), s.vmag[q]));
-            }
-            v = __dadd_ru(__dmul_ru(sl, __dsub_ru(f[nv], lo[o])), charge);
-        }
-        (up ? s.rup : s.rlo)[o * fw + i] = v;
-    }
-    __syncthreads();
-    for (uint32_t o = threadIdx.x; o < l.out_f; o += THREADS) {
-        double ml = 0.0, mu = 0.0;
-        for (uint32_t i = 0; i < nv; i++) {
-            ml = __dadd_ru(ml, __dmul_ru(fabs(s.rlo[o * fw + i]), s.vmag[i]));
-            mu = __dadd_ru(mu, __dmul_ru(fabs(s.rup[o * fw + i]), s.vmag[i]));
-        }
-        s.rmag[o] = fmax(ml, mu) != fmax(ml, mu) ? CUDART_INF : fmax(ml, mu);
-    }
-    __syncthreads();
-}
-
 // At most 64 registers a thread, so that four blocks share a multiprocessor: with the 113 the
 // compiler takes unbounded, two did (25 % occupancy), and on an H200 16 384 ACAS Xu boxes took
 // 16.7 ms instead of 11.8 ms; 48 or 40 registers spill and are slower again
@@ -455,16 +318,7 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
     s.live = q; q += total_out;
     s.nlive = q; q += g.n_layers;
     s.unst = q; q += W;
-    s.nunst = q; q += 1;
-    // The forward rows, 8-byte aligned after the ints.
-    p = reinterpret_cast<double *>(((uintptr_t)q + 7) & ~(uintptr_t)7);
-    const uint32_t fw = g.n_in + 1;
-    s.flo = p; p += g.forward ? (size_t)W * fw : 0;
-    s.fup = p; p += g.forward ? (size_t)W * fw : 0;
-    s.rlo = p; p += g.forward ? (size_t)W * fw : 0;
-    s.rup = p; p += g.forward ? (size_t)W * fw : 0;
-    s.rmag = p; p += g.forward ? W : 0;
-    s.vmag = p;
+    s.nunst = q;
 
     const double *outer = nullptr;
     if (g.store.nodes && g.store.outer_slot && g.store.outer_slot[box] < g.store.slots)
@@ -472,7 +326,6 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
     for (uint32_t i = threadIdx.x; i < g.n_in; i += THREADS) {
         s.xlo[i] = box_lo[box * g.n_in + i];
         s.xhi[i] = box_hi[box * g.n_in + i];
-        if (g.forward) s.vmag[i] = fmax(fabs(s.xlo[i]), fabs(s.xhi[i]));
     }
     __syncthreads();
 
@@ -540,8 +393,6 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
         }
         __syncthreads();
 
-        if (g.forward) forward_layer(g, s, m);
-
         // Tighten the neurons whose ReLU is undecided (the first layer's IBP is already the
         // exact image of the box, up to rounding); textbook CROWN bounds them all.
         if (m > 0 && l.relu) {
@@ -588,7 +439,6 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
             }
         }
         list_live(g, s, m);
-        if (g.forward && m + 1 < g.n_layers) forward_relu(g, s, m);
     }
 
     // The caller's rows over the output, rp at a time.
@@ -679,9 +529,7 @@ __global__ void narrow_kernel(const double *box_lo, const double *box_hi, uint32
 size_t smem_bytes(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out, uint32_t rp) {
     size_t doubles = 5ull * total_out + 2ull * n_in + (2ull * rp + 2) * width + 2ull * rp + n_layers;
     size_t ints = (size_t)total_out + n_layers + width + 1;
-    // The forward rows (four sets of width × (n_in + 1)), rmag and vmag, after 8-byte alignment.
-    size_t fwd = n_in <= FWD_MAX_IN ? 4ull * width * (n_in + 1) + width : 0;
-    return (doubles * 8 + ints * 4 + 7) / 8 * 8 + (fwd + n_in) * 8;
+    return doubles * 8 + ints * 4;
 }
 
 }  // namespace
@@ -732,8 +580,7 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
         return cudaErrorInvalidValue;
     if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 4 || rp % 4 || batch > 0x7fffffffu || textbook > 1)
         return cudaErrorInvalidValue;
-    Args g = {layers, colmax, n_layers, n_in, width, rp, rows, n_rows, {}, textbook != 0,
-              textbook == 0 && n_in <= FWD_MAX_IN};
+    Args g = {layers, colmax, n_layers, n_in, width, rp, rows, n_rows, {}, textbook != 0};
     if (store) {
         if (store->total_out != total_out) return cudaErrorInvalidValue;
         g.store = *store;

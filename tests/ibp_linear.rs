@@ -347,8 +347,8 @@ fn stable(net: &Net, lo: &[f32], hi: &[f32]) -> bool {
 /// A plain float64 CROWN (no rounding control) for Linear/ReLU chains: the library's bounds
 /// must match it to within its rounding-error terms, which are tiny. `textbook`: CROWN as
 /// published (every neuron in front of a ReLU bounded by a backward pass, those bounds alone);
-/// otherwise the library's IBP_METHOD_LINEAR (IBP intersected with forward linear bounds, then
-/// the neurons still unstable, intersected with those).
+/// otherwise the library's IBP_METHOD_LINEAR (the neurons IBP leaves unstable, intersected
+/// with IBP).
 fn plain_crown(net: &Net, lo: &[f64], hi: &[f64], textbook: bool) -> (Vec<f64>, Vec<f64>) {
     let linears: Vec<(usize, &Vec<f32>, &Vec<f32>)> = net
         .layers
@@ -405,16 +405,6 @@ fn plain_crown(net: &Net, lo: &[f64], hi: &[f64], textbook: bool) -> (Vec<f64>, 
         }
         c
     };
-    // Forward functions of the current layer's inputs (the ReLU outputs): per input j, lower
-    // and upper rows of n_v coefficients and a constant; the box's own inputs at first.
-    let n_v = lo.len();
-    let unit = |j: usize| {
-        let mut r = vec![0.0; n_v + 1];
-        r[j] = 1.0;
-        r
-    };
-    let mut r_lo: Vec<Vec<f64>> = (0..n_v).map(unit).collect();
-    let mut r_up = r_lo.clone();
     for k in 0..linears.len() {
         let out = linears[k].0;
         // IBP first, as the library does, then linear bounds for the unstable neurons.
@@ -440,38 +430,6 @@ fn plain_crown(net: &Net, lo: &[f64], hi: &[f64], textbook: bool) -> (Vec<f64>, 
             l[o] = a;
             u[o] = bb;
         }
-        // The forward functions of this layer's outputs, concretised over the box.
-        let mut f_lo = vec![vec![0.0; n_v + 1]; out];
-        let mut f_up = f_lo.clone();
-        for o in 0..out {
-            for j in 0..fi {
-                let wv = f64::from(w[o * fi + j]);
-                let (a, c) = if wv > 0.0 {
-                    (&r_lo[j], &r_up[j])
-                } else {
-                    (&r_up[j], &r_lo[j])
-                };
-                for i in 0..=n_v {
-                    f_lo[o][i] += wv * a[i];
-                    f_up[o][i] += wv * c[i];
-                }
-            }
-            f_lo[o][n_v] += f64::from(b[o]);
-            f_up[o][n_v] += f64::from(b[o]);
-            if !textbook {
-                let at = |f: &[f64], low: bool| {
-                    f[n_v]
-                        + (0..n_v)
-                            .map(|i| {
-                                let (p, q) = (f[i] * lo[i], f[i] * hi[i]);
-                                if low { p.min(q) } else { p.max(q) }
-                            })
-                            .sum::<f64>()
-                };
-                l[o] = l[o].max(at(&f_lo[o], true));
-                u[o] = u[o].min(at(&f_up[o], false));
-            }
-        }
         let last = k + 1 == linears.len();
         for o in 0..out {
             if last || textbook || (l[o] < 0.0 && u[o] > 0.0) {
@@ -486,23 +444,6 @@ fn plain_crown(net: &Net, lo: &[f64], hi: &[f64], textbook: bool) -> (Vec<f64>, 
                 } else {
                     (l[o].max(bl), u[o].min(bu))
                 };
-            }
-        }
-        // Through the ReLU: 0, the identity, or CROWN's adaptive lower line and the chord.
-        r_lo = vec![vec![0.0; n_v + 1]; out];
-        r_up = r_lo.clone();
-        for o in 0..out {
-            if u[o] <= 0.0 {
-            } else if l[o] >= 0.0 {
-                r_lo[o] = f_lo[o].clone();
-                r_up[o] = f_up[o].clone();
-            } else {
-                if u[o] >= -l[o] {
-                    r_lo[o] = f_lo[o].clone();
-                }
-                let s = u[o] / (u[o] - l[o]);
-                r_up[o] = f_up[o].iter().map(|c| s * c).collect();
-                r_up[o][n_v] -= s * l[o];
             }
         }
         pre.push((l, u));

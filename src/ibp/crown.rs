@@ -22,9 +22,7 @@
 
 use std::sync::Arc;
 
-use super::chain::Chain;
 use super::cpu::{Boxes, Network};
-use super::forward;
 use super::graph::Op;
 use super::round::{SoundAcc, gamma};
 use crate::error::{Result, VramError};
@@ -69,10 +67,6 @@ impl Linear {
 pub struct Crown<'a> {
     net: Network<'a>,
     relax: Relaxation,
-    /// With the intersected relaxation on a dense ReLU chain of at most
-    /// [`forward::MAX_INPUTS`] inputs: the node whose output the forward linear bounds are
-    /// functions of (the input after its element-wise normalisation).
-    forward_from: Option<usize>,
     /// Per Linear node: max over outputs `o` of `|W[o][j]|`, per input `j`.
     colmax: Vec<Vec<f64>>,
     /// Nodes whose bounds choose a relaxation (the inputs of ReLU and LeakyReLU).
@@ -176,14 +170,9 @@ impl<'a> Crown<'a> {
                 _ => {}
             }
         }
-        let forward_from = match relax {
-            Relaxation::Intersected => forward_variable(net.nodes),
-            Relaxation::Textbook => None,
-        };
         Self {
             net,
             relax,
-            forward_from,
             colmax,
             pre_act,
         }
@@ -247,8 +236,6 @@ impl<'a> Crown<'a> {
     fn intermediate(&self, lo: &[f64], hi: &[f64], outer: Option<&[Boxes]>) -> Result<Vec<Boxes>> {
         let nodes = self.net.nodes;
         let mut vals: Vec<Boxes> = Vec::with_capacity(nodes.len());
-        // The forward functions of each Linear and ReLU node's output (forward_from only).
-        let mut funs: Vec<Option<forward::Affine>> = vec![None; nodes.len()];
         vals.push(Boxes {
             lo: lo.to_vec(),
             hi: hi.to_vec(),
@@ -266,9 +253,6 @@ impl<'a> Crown<'a> {
                     out.lo[j] = out.lo[j].max(o.lo[j]);
                     out.hi[j] = out.hi[j].min(o.hi[j]);
                 }
-            }
-            if let Some(v) = self.forward_from.filter(|&v| k > v) {
-                self.forward_step(k, v, &vals, &mut funs, &mut out);
             }
             vals.push(out);
             if !self.pre_act[k] {
@@ -301,68 +285,6 @@ impl<'a> Crown<'a> {
             }
         }
         Ok(vals)
-    }
-
-    /// Node `k`'s forward functions (of node `v`'s output) from its input's, and its bounds
-    /// `out` intersected with their concretisation (a Linear node), or from its input's final
-    /// bounds (a ReLU, whose input has been tightened by then).
-    fn forward_step(
-        &self,
-        k: usize,
-        v: usize,
-        vals: &[Boxes],
-        funs: &mut [Option<forward::Affine>],
-        out: &mut Boxes,
-    ) {
-        let (Some(node), Some(var)) = (self.net.nodes.get(k), vals.get(v)) else {
-            return;
-        };
-        let mag: Vec<f64> = var
-            .lo
-            .iter()
-            .zip(&var.hi)
-            .map(|(l, h)| l.abs().max(h.abs()))
-            .collect();
-        let made = match &node.op {
-            Op::Linear {
-                in_features,
-                weight,
-                bias,
-                ..
-            } => {
-                let from = if node.input == v {
-                    Some(forward::Affine::identity(var.lo.len()))
-                } else {
-                    funs.get(node.input).cloned().flatten()
-                };
-                from.map(|r| {
-                    let f = forward::linear(
-                        &r,
-                        self.net.param(*weight),
-                        bias.map(|b| self.net.param(b)),
-                        *in_features as usize,
-                        &mag,
-                    );
-                    let (lo, hi) = f.concretise(&var.lo, &var.hi);
-                    for (o, l) in out.lo.iter_mut().zip(lo) {
-                        *o = o.max(l);
-                    }
-                    for (o, h) in out.hi.iter_mut().zip(hi) {
-                        *o = o.min(h);
-                    }
-                    f
-                })
-            }
-            Op::Relu => match (funs.get(node.input), vals.get(node.input)) {
-                (Some(Some(f)), Some(b)) => Some(forward::relu(f, b, &mag)),
-                _ => None,
-            },
-            Op::Flatten => funs.get(node.input).cloned().flatten(),
-            _ => None,
-        };
-        if let Some(slot) = funs.get_mut(k) {
-            *slot = made;
-        }
     }
 
     /// Lower bounds of `lam · z_start` (`rows × size of node start`), the coefficients that
@@ -574,28 +496,6 @@ fn elementwise(
     Ok(next)
 }
 
-/// The node whose output is the variable of the forward linear bounds: the one before the first
-/// Linear node, when the network is a dense chain as the GPU takes it ([`Chain`]: element-wise
-/// input normalisation, then Linear layers each optionally followed by a ReLU) on at most
-/// [`forward::MAX_INPUTS`] inputs.
-fn forward_variable(nodes: &[super::graph::Node]) -> Option<usize> {
-    Chain::of(nodes).ok()?;
-    let v = nodes
-        .iter()
-        .position(|n| matches!(n.op, Op::Linear { .. }))?
-        .checked_sub(1)?;
-    (nodes.get(v)?.size() as usize <= forward::MAX_INPUTS).then_some(v)
-}
-
-/// The slope of an unstable leaky ReLU's chord over `[xl, xu]`, rounded up: at least
-/// `(u − a·l) / (u − l)`.
-pub(super) fn chord_slope(a: f64, xl: f64, xu: f64) -> f64 {
-    let al = a * xl; // ≤ 0, within one rounding of a·xl
-    let num = (xu - al.next_down()).next_up(); // ≥ u − a·l
-    let den = (xu - xl).next_down(); // ≤ u − l, > 0
-    (num / den).next_up()
-}
-
 /// λ > 0 on an unstable leaky ReLU z = max(x, a·x) (a < 1): z ≥ β·x for any β in [a, 1];
 /// β = 1 when the upper side dominates (CROWN's adaptive choice), else a. Returns λβ' with
 /// β' = μ/λ kept in [a, 1] despite rounding.
@@ -614,7 +514,9 @@ fn relu_lower(l: f64, a: f64, xl: f64, xu: f64) -> f64 {
 /// row's constant and returns μ = λ·s'' with s'' ≥ s exactly.
 fn relu_upper(l: f64, a: f64, xl: f64, xu: f64, acc: &mut SoundAcc) -> f64 {
     let al = a * xl; // ≤ 0, within one rounding of a·xl
-    let s = chord_slope(a, xl, xu);
+    let num = (xu - al.next_down()).next_up(); // ≥ u − a·l
+    let den = (xu - xl).next_down(); // ≤ u − l, > 0
+    let s = (num / den).next_up();
     let mu = (l * s).next_down(); // ≤ λ·s: μ/λ ≥ s
     acc.term(-mu, xl, xl);
     if a != 0.0 {

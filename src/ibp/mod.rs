@@ -11,7 +11,6 @@ pub mod concrete;
 pub mod cpu;
 pub mod crown;
 pub mod dense;
-pub mod forward;
 #[cfg(vram_cuda)]
 pub mod gpu;
 pub mod gpu_entry;
