@@ -287,31 +287,24 @@ impl Engine for Gpu<'_> {
             outer: &outer,
             own: &own,
         };
-        let b = gpu_entry::linear_bounds(
-            self.model,
-            &lo,
-            &hi,
-            rows_k,
-            n_k,
-            true,
-            Some(store),
-            Relaxation::Intersected,
-            None,
-        )?;
-        // The same boxes from scratch, when any started from a parent's bounds (see
-        // `either_way`).
-        let fresh = if outer.iter().any(|&o| o != NO_SLOT) {
-            Some(gpu_entry::linear_bounds(
+        let run = |store| {
+            gpu_entry::linear_bounds(
                 self.model,
                 &lo,
                 &hi,
                 rows_k,
                 n_k,
                 true,
-                None,
+                store,
                 Relaxation::Intersected,
                 None,
-            )?)
+            )
+        };
+        let b = run(Some(store))?;
+        // The same boxes from scratch, when any started from a parent's bounds (see
+        // `either_way`).
+        let fresh = if outer.iter().any(|&o| o != NO_SLOT) {
+            Some(run(None)?)
         } else {
             None
         };

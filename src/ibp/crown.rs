@@ -55,12 +55,22 @@ pub enum Linear {
 }
 
 impl Linear {
-    /// The relaxations to run, each row's best lower bound kept.
+    /// The relaxations to run, each row's best lower bound kept ([`keep_larger`]).
     pub fn passes(self) -> &'static [Relaxation] {
         match self {
             Self::Intersected => &[Relaxation::Intersected],
             Self::Both => &[Relaxation::Intersected, Relaxation::Textbook],
         }
+    }
+}
+
+/// Folds one relaxation's lower bounds into the best so far (empty: none yet): each is a sound
+/// lower bound of the same row, so their maximum is.
+pub fn keep_larger(best: &mut Vec<f64>, next: Vec<f64>) {
+    if best.is_empty() {
+        *best = next;
+    } else {
+        best.iter_mut().zip(&next).for_each(|(b, &n)| *b = b.max(n));
     }
 }
 

@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use super::chain::LinearBatch;
-use super::crown::{Linear, Relaxation};
+use super::crown::{Linear, Relaxation, keep_larger};
 use super::model::{Model, Request};
 use super::spec::Spec;
 use crate::error::{ErrorKind, Result, VramError};
@@ -100,13 +100,7 @@ pub fn linear_host_boxes(
     let mut best: Vec<f64> = Vec::new();
     for &relax in method.passes() {
         let b = linear_bounds(model, &lo, &hi, &lam, 2 * rows, false, None, relax, stream)?;
-        if best.is_empty() {
-            best = b.lower;
-        } else {
-            best.iter_mut()
-                .zip(&b.lower)
-                .for_each(|(l, &o)| *l = l.max(o));
-        }
+        keep_larger(&mut best, b.lower);
     }
     let mut lowers = finite.iter().zip(best.chunks(2 * rows)).peekable();
     let items = out_lo.chunks_mut(rows).zip(out_hi.chunks_mut(rows));

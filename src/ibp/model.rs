@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use super::chain::Chain;
 
 use super::cpu::Network;
-use super::crown::{Crown, Linear};
+use super::crown::{Crown, Linear, keep_larger};
 use super::graph::{Node, Op};
 use super::round::{down32, up32};
 use super::spec::Spec;
@@ -263,14 +263,7 @@ impl Model {
                 let h: Vec<f64> = h.iter().map(|&v| f64::from(v)).collect();
                 let mut best: Vec<f64> = Vec::new();
                 for crown in &crowns {
-                    let b = crown.bound(&l, &h, &lam, 2 * rows)?;
-                    if best.is_empty() {
-                        best = b.lower;
-                    } else {
-                        best.iter_mut()
-                            .zip(&b.lower)
-                            .for_each(|(x, &o)| *x = x.max(o));
-                    }
+                    keep_larger(&mut best, crown.bound(&l, &h, &lam, 2 * rows)?.lower);
                 }
                 Self::narrow(&best, &d, ol, oh);
                 Ok(())
