@@ -95,7 +95,7 @@ unsafe fn queue(
     let at_zlo = ws.take(by(spare_len, 8)?)?;
     let at_zhi = ws.take(by(spare_len, 8)?)?;
     let at_lower = ws.take(by(n_res, 16)?)?;
-    let both = method == Linear::Both;
+    let both = method.passes().len() > 1;
     let at_lower2 = ws.take(if both { by(n_res, 16)? } else { 0 })?;
     let at_olo = ws.take(chunk * n_out * 8)?;
     let at_ohi = ws.take(chunk * n_out * 8)?;
@@ -162,12 +162,9 @@ unsafe fn queue(
             boxes.hi().part(xs.start, xs.len())?,
         )?;
         let outs = DevBounds::new(mem.view(at_olo, b * n_out)?, mem.view(at_ohi, b * n_out)?)?;
-        let into = [
-            (Relaxation::Intersected, Some(lower)),
-            (Relaxation::Textbook, lower2),
-        ];
-        for (relax, to) in into {
-            let Some(to) = to else { continue };
+        // One launch per relaxation of the method, each into its own lower bounds.
+        let targets = [Some(lower), lower2].into_iter().flatten();
+        for (&relax, to) in method.passes().iter().zip(targets) {
             // SAFETY: views of `mem` (checked lengths), alive until the synchronisation below.
             unsafe {
                 launch::crown_bounds(
