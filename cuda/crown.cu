@@ -46,8 +46,8 @@ struct Shared {
     double *cst, *err;  // per row: constant (rounded down), charged rounding error (rounded up)
     double *mag;        // per layer: Σ_i colmax_i · max|input_i| (rounded up)
     double *slope;      // per unstable ReLU input: its chord's slope u / (u - l), rounded up
-    double *chord;      // per neuron: l where its ReLU is unstable (the chord's root), else 0
-    double *bias;       // per neuron: its bias (0 without one), read from the sealed weights
+    double2 *bc;        // per neuron: its bias (0 without one, read from the sealed weights), and
+                        // l where its ReLU is unstable (the chord's root), else 0: one load
     int *live;          // per layer: the outputs whose coefficient can be nonzero
     int *nlive;         // per layer: how many
     int *unst;          // the unstable neurons of the layer being tightened
@@ -125,17 +125,88 @@ __device__ __forceinline__ InRelu relu_before(const Args &g, const Shared &s, ui
 // The last warp sums the rows' constants while the others multiply the coefficients.
 constexpr uint32_t TILE_THREADS = THREADS - 32;
 
+// The same pointer, hidden from the compiler's arithmetic: p + 32-bit offset then costs one
+// multiply-add instead of a 64-bit re-computation of the base every time.
+__device__ __forceinline__ const float *opaque(const float *p) {
+    asm("mov.b64 %0, %0;" : "+l"(p));
+    return p;
+}
+
+// through_linear's products: rows of `a` times layer l's weights, relaxed through the ReLU in
+// front of it, into `b`; each tile thread computes R rows (r, r + rt, ...) by 2 inputs (the
+// inputs: cols[k], or k without a list).
+template <int R>
+__device__ __forceinline__ void tiles(Shared &s, const lvk_crown_layer &l, const InRelu &in, const int *live,
+                                      uint32_t nl, const int *cols, uint32_t nc, uint32_t rows, uint32_t RS) {
+    const uint32_t nin = l.in_f, rt = (rows + R - 1) / R, ct = (nc + 1) / 2;
+    for (uint32_t e = threadIdx.x; e < rt * ct; e += TILE_THREADS) {
+        const uint32_t rg = e % rt, k0 = 2 * (e / rt);
+        const bool two = k0 + 1 < nc;
+        const uint32_t i0 = cols ? (uint32_t)cols[k0] : k0;
+        const uint32_t i1 = !two ? i0 : cols ? (uint32_t)cols[k0 + 1] : k0 + 1;
+        const float *w0p = opaque(l.w + i0), *w1p = opaque(l.w + i1);
+        double c0[R], c1[R];
+#pragma unroll
+        for (int q = 0; q < R; q++) c0[q] = c1[q] = 0.0;
+#pragma unroll UNROLL
+        for (uint32_t t = 0; t < nl; t++) {
+            const uint32_t o = (uint32_t)live[t];
+            // Rows past `rows` (at most rp - 1) read unused coefficients; their sums are dropped.
+            const double *ac = s.a + (o * RS + rg);
+            double a[R];
+#pragma unroll
+            for (int q = 0; q < R; q++) a[q] = ac[q * rt];
+            // 32-bit offsets from the two columns (one multiply-add an address); without a
+            // second column i1 = i0, whose products are dropped.
+            const uint32_t wo = o * nin;
+            const double w0 = (double)__ldg(w0p + wo), w1 = (double)__ldg(w1p + wo);
+#pragma unroll
+            for (int q = 0; q < R; q++) {
+                c0[q] = fma(a[q], w0, c0[q]);
+                c1[q] = fma(a[q], w1, c1[q]);
+            }
+        }
+        double l0 = 0.0, u0 = 0.0, s0 = 0.0, l1 = 0.0, u1 = 0.0, s1 = 0.0;
+        if (in.on) {
+            l0 = in.lo[i0];
+            u0 = in.hi[i0];
+            s0 = in.slope[i0];
+            if (two) {
+                l1 = in.lo[i1];
+                u1 = in.hi[i1];
+                s1 = in.slope[i1];
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < R; q++) {
+            const uint32_t r = rg + q * rt;
+            if (r < rows) {
+                s.b[i0 * RS + r] = in.on ? relax(c0[q], l0, u0, s0) : c0[q];
+                if (two) s.b[i1 * RS + r] = in.on ? relax(c1[q], l1, u1, s1) : c1[q];
+            }
+        }
+    }
+}
+
 // Coefficients `a` (rows over layer p's pre-activations) through linear layer p and then
 // through the ReLU in front of it (if any) into `b` (rows over layer p - 1's pre-activations,
 // or over the box when p = 0); then a and b swap. The bias and the constants of layer p's own
 // ReLU chords go into the constants, the rounding into the charged error. One barrier a layer.
 //
-// The products: each tile thread computes 4 rows (r, r + rt, r + 2rt, r + 3rt) by 2 inputs,
-// so every coefficient and weight it loads serves several products (the loads, not the
-// arithmetic, bound this loop), and relaxes its results through the ReLU before storing them
-// (its inputs' bounds loaded once). The per-row sums: the last warp, one row per lane,
-// reading the same `a` (the chord constant of an unstable neuron is −μ·l where μ < 0, rounded
-// down).
+// The products: each tile thread computes 2 or 4 rows by 2 inputs (tiles()), so every
+// coefficient and weight it loads serves several products, and relaxes its results through
+// the ReLU before storing them. The per-row sums: the last warp, one row per lane, reading the
+// same `a` (the chord constant of an unstable neuron is −μ·l where μ < 0, rounded down).
+//
+// A step ends at a barrier, so it takes as long as its longest thread (Nsight Compute on an
+// H200: a quarter of the warps' time was spent waiting there), and the per-element work is
+// mostly address arithmetic (FP64 instructions were 8 % of those executed). On 16 384 ACAS Xu
+// boxes in device memory, one change at a time (bench/results/gpu-h200-2026-11-30f/):
+// 5.25–5.37 ms before; skipping inputs whose ReLU is always off 4.67–4.73 ms; a thread a row
+// for the input terms 4.22–4.31; tiles of 2 rows where threads are idle 4.11; 32-bit weight
+// offsets from opaque column pointers and one load of (bias, chord root) 3.86–3.89. Tried
+// and slower: a second sums warp (4.39–4.42), rows per pass 48 or 64 (4.50–5.26), each
+// tile's sum split over two lanes (3.92–4.16).
 //
 // Tried on an H200 with 16 384 ACAS Xu boxes (6.5–6.7 ms a call with this code;
 // bench/results/gpu-h200-2026-11-29-fused/): tiles of 4 rows by 3 or 4 inputs spill under the
@@ -146,70 +217,41 @@ constexpr uint32_t TILE_THREADS = THREADS - 32;
 // are mostly padding where a pass has 10 to 32 rows.
 __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t rows) {
     const lvk_crown_layer &l = g.layers[p];
-    const uint32_t nin = l.in_f, nl = s.nlive[p], RS = g.rp + 1;
+    const uint32_t nl = s.nlive[p], RS = g.rp + 1;
     const int *live = s.live + l.offset;
     if (threadIdx.x < TILE_THREADS) {
-        const float *w = l.w;
         const InRelu in = relu_before(g, s, p);
-        const uint32_t rt = (rows + 3) / 4, ct = (nin + 1) / 2;
-        for (uint32_t e = threadIdx.x; e < rt * ct; e += TILE_THREADS) {
-            const uint32_t rg = e % rt, i0 = 2 * (e / rt);
-            const bool two = i0 + 1 < nin;
-            double c00 = 0.0, c01 = 0.0, c10 = 0.0, c11 = 0.0, c20 = 0.0, c21 = 0.0, c30 = 0.0, c31 = 0.0;
-#pragma unroll UNROLL
-            for (uint32_t t = 0; t < nl; t++) {
-                const uint32_t o = (uint32_t)live[t];
-                // Rows past `rows` (at most rp - 1) read unused coefficients; their sums are dropped.
-                const double *ac = s.a + o * RS + rg;
-                const double a0 = ac[0], a1 = ac[rt], a2 = ac[2 * rt], a3 = ac[3 * rt];
-                const float *wr = w + ((size_t)o * nin + i0);
-                const double w0 = (double)__ldg(wr), w1 = two ? (double)__ldg(wr + 1) : 0.0;
-                c00 = fma(a0, w0, c00);
-                c01 = fma(a0, w1, c01);
-                c10 = fma(a1, w0, c10);
-                c11 = fma(a1, w1, c11);
-                c20 = fma(a2, w0, c20);
-                c21 = fma(a2, w1, c21);
-                c30 = fma(a3, w0, c30);
-                c31 = fma(a3, w1, c31);
-            }
-            double l0 = 0.0, u0 = 0.0, s0 = 0.0, l1 = 0.0, u1 = 0.0, s1 = 0.0;
-            if (in.on) {
-                l0 = in.lo[i0];
-                u0 = in.hi[i0];
-                s0 = in.slope[i0];
-                if (two) {
-                    l1 = in.lo[i0 + 1];
-                    u1 = in.hi[i0 + 1];
-                    s1 = in.slope[i0 + 1];
-                }
-            }
-            const double c0[4] = {c00, c10, c20, c30}, c1[4] = {c01, c11, c21, c31};
-#pragma unroll
-            for (uint32_t q = 0; q < 4; q++) {
-                const uint32_t r = rg + q * rt;
-                if (r < rows) {
-                    s.b[i0 * RS + r] = in.on ? relax(c0[q], l0, u0, s0) : c0[q];
-                    if (two) s.b[(i0 + 1) * RS + r] = in.on ? relax(c1[q], l1, u1, s1) : c1[q];
-                }
-            }
-        }
+        // Only the inputs a coefficient can reach: past the first layer, the previous layer's
+        // live outputs (a ReLU that is always off sends every coefficient to 0, and no later
+        // step reads a neuron that is not live), so its entries of b are never written.
+        const int *cols = p > 0 ? s.live + g.layers[p - 1].offset : nullptr;
+        const uint32_t nc = p > 0 ? (uint32_t)s.nlive[p - 1] : l.in_f;
+        // Tiles of 4 rows, or of 2 where that still leaves a tile per thread at most (each
+        // thread's chain of products is then half as long, and the step ends sooner).
+        if (((rows + 1) / 2) * ((nc + 1) / 2) <= TILE_THREADS)
+            tiles<2>(s, l, in, live, nl, cols, nc, rows, RS);
+        else
+            tiles<4>(s, l, in, live, nl, cols, nc, rows, RS);
     } else {
         // Two chains of sums (even and odd t): the loop is bound by their latency.
-        const double *bias = s.bias + l.offset, *chord = s.chord + l.offset;
+        // The chord constant −μ·l of an unstable neuron (μ < 0) is one fused step rounded down
+        // (l = 0 elsewhere adds nothing).
+        const double2 *bc = s.bc + l.offset;
         for (uint32_t r = threadIdx.x - TILE_THREADS; r < rows; r += 32) {
             double c0 = 0.0, c1 = 0.0, sum0 = 0.0, sum1 = 0.0;
             for (uint32_t t = 0; t < nl; t += 2) {
                 const uint32_t o = (uint32_t)live[t];
-                const double v = s.a[o * RS + r], root = chord[o];
-                c0 = __fma_rd(v, bias[o], c0);
-                if (v < 0.0 && root != 0.0) c0 = __dadd_rd(c0, __dmul_rd(-v, root));
+                const double v = s.a[o * RS + r];
+                const double2 k = bc[o];
+                c0 = __fma_rd(v, k.x, c0);
+                if (v < 0.0) c0 = __fma_rd(-v, k.y, c0);
                 sum0 = __dadd_ru(sum0, fabs(v));
                 if (t + 1 < nl) {
                     const uint32_t o1 = (uint32_t)live[t + 1];
-                    const double v1 = s.a[o1 * RS + r], root1 = chord[o1];
-                    c1 = __fma_rd(v1, bias[o1], c1);
-                    if (v1 < 0.0 && root1 != 0.0) c1 = __dadd_rd(c1, __dmul_rd(-v1, root1));
+                    const double v1 = s.a[o1 * RS + r];
+                    const double2 k1 = bc[o1];
+                    c1 = __fma_rd(v1, k1.x, c1);
+                    if (v1 < 0.0) c1 = __fma_rd(-v1, k1.y, c1);
                     sum1 = __dadd_ru(sum1, fabs(v1));
                 }
             }
@@ -232,6 +274,21 @@ __device__ void through_linear(const Args &g, Shared &s, uint32_t p, uint32_t ro
 __device__ void backward(const Args &g, Shared &s, uint32_t top, uint32_t rows, double *coeffs, double *offsets) {
     for (uint32_t p = top + 1; p-- > 0;) through_linear(g, s, p, rows);
     const uint32_t RS = g.rp + 1, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (g.n_in <= 32) {
+        // Few inputs (ACAS Xu has 5): a thread a row, without the shuffles' latency.
+        for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
+            double c = 0.0;
+            for (uint32_t i = 0; i < g.n_in; i++) {
+                const double bi = s.a[i * RS + r];
+                c = __dadd_rd(c, term_down(bi, s.xlo[i], s.xhi[i]));
+                if (coeffs) coeffs[(size_t)r * g.n_in + i] = bi;
+            }
+            if (offsets) offsets[r] = low_or_inf(__dsub_rd(s.cst[r], s.err[r]));
+            s.cst[r] = low_or_inf(__dsub_rd(__dadd_rd(s.cst[r], c), s.err[r]));
+        }
+        __syncthreads();
+        return;
+    }
     for (uint32_t r = warp; r < rows; r += WARPS) {
         double c = 0.0;
         for (uint32_t i = lane; i < g.n_in; i += 32) {
@@ -284,7 +341,7 @@ __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
         if (unstable)
             s.slope[l.offset + o] = isfinite(lo[o]) && isfinite(hi[o]) ? __ddiv_ru(hi[o], __dsub_rd(hi[o], lo[o]))
                                                                        : CUDART_NAN;
-        s.chord[l.offset + o] = unstable ? lo[o] : 0.0;
+        s.bc[l.offset + o].y = unstable ? lo[o] : 0.0;
     }
     __syncthreads();
 }
@@ -297,11 +354,12 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
                                                         const double *__restrict__ box_hi, double *lower,
                                                         double *out_lo, double *out_hi, double *coeffs,
                                                         double *offsets, uint32_t total_out) {
-    extern __shared__ double smem[];
+    extern __shared__ double2 smem[];
     const uint64_t box = blockIdx.x;
     const uint32_t W = g.width, rp = g.rp;
     Shared s;
-    double *p = smem;
+    s.bc = smem;  // first: 16-byte aligned
+    double *p = reinterpret_cast<double *>(smem + total_out);
     s.ylo = p; p += total_out;
     s.yhi = p; p += total_out;
     s.xlo = p; p += g.n_in;
@@ -312,8 +370,6 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
     s.err = p; p += rp;
     s.mag = p; p += g.n_layers;
     s.slope = p; p += total_out;
-    s.chord = p; p += total_out;
-    s.bias = p; p += total_out;
     int *q = reinterpret_cast<int *>(p);
     s.live = q; q += total_out;
     s.nlive = q; q += g.n_layers;
@@ -335,6 +391,10 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
         const double *in_l = m == 0 ? s.xlo : s.ylo + g.layers[m - 1].offset;
         const double *in_u = m == 0 ? s.xhi : s.yhi + g.layers[m - 1].offset;
         const bool in_relu = m > 0 && g.layers[m - 1].relu;
+        // Past the first layer, only the previous layer's live outputs (a ReLU that is always
+        // off contributes exactly 0).
+        const int *in_live = m > 0 ? s.live + g.layers[m - 1].offset : nullptr;
+        const uint32_t n_in_live = m > 0 ? (uint32_t)s.nlive[m - 1] : l.in_f;
         // IBP through layer m, and the magnitude of its input for the error charges. Each
         // output's sums are split over SPLIT neighbouring lanes (inputs i ≡ q mod SPLIT): each
         // partial sum is a rigorous bound of its part, and so is their sum rounded the same
@@ -345,7 +405,8 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
             double lo = 0.0, hi = 0.0;
             if (active) {
                 const float *wr = l.w + (size_t)o * l.in_f;
-                for (uint32_t i = q; i < l.in_f; i += SPLIT) {
+                for (uint32_t k = q; k < n_in_live; k += SPLIT) {
+                    const uint32_t i = in_live ? (uint32_t)in_live[k] : k;
                     double w = (double)__ldg(wr + i);
                     double xl = in_l[i], xu = in_u[i];
                     if (in_relu) {
@@ -380,7 +441,7 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
             }
             s.ylo[l.offset + o] = ylo;
             s.yhi[l.offset + o] = yhi;
-            s.bias[l.offset + o] = l.bias ? (double)__ldg(l.bias + o) : 0.0;
+            s.bc[l.offset + o].x = l.bias ? (double)__ldg(l.bias + o) : 0.0;
         }
         if (threadIdx.x < 32) {
             double acc = 0.0;
