@@ -204,9 +204,11 @@ __device__ __forceinline__ void tiles(Shared &s, const lvk_crown_layer &l, const
 // boxes in device memory, one change at a time (bench/results/gpu-h200-2026-11-30f/):
 // 5.25–5.37 ms before; skipping inputs whose ReLU is always off 4.67–4.73 ms; a thread a row
 // for the input terms 4.22–4.31; tiles of 2 rows where threads are idle 4.11; 32-bit weight
-// offsets from opaque column pointers and one load of (bias, chord root) 3.86–3.89. Tried
-// and slower: a second sums warp (4.39–4.42), rows per pass 48 or 64 (4.50–5.26), each
-// tile's sum split over two lanes (3.92–4.16).
+// offsets from opaque column pointers and one load of (bias, chord root) 3.84–3.95; a
+// tightening pass's first rows a warp a neuron over the live inputs only 3.70–3.74. Tried and
+// slower: a second sums warp (4.39–4.42), rows per pass 48 or 64 (4.50–5.26), each tile's sum
+// split over two lanes (3.92–4.16), the layers' descriptors copied to shared memory
+// (3.75–3.79).
 //
 // Tried on an H200 with 16 384 ACAS Xu boxes (6.5–6.7 ms a call with this code;
 // bench/results/gpu-h200-2026-11-29-fused/): tiles of 4 rows by 3 or 4 inputs spill under the
@@ -468,19 +470,24 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
             for (uint32_t first = 0; first < nu; first += per) {
                 const uint32_t cnt = min(per, nu - first), rows = 2 * cnt;
                 // Rows +e_j and -e_j through layer m's weights are ±W_j over its inputs, and
-                // then through the ReLU in front of it.
+                // then through the ReLU in front of it: a warp a neuron, a lane an input, and
+                // only the inputs a later step reads (layer m - 1's live outputs).
                 const InRelu in = relu_before(g, s, m);
-                for (uint32_t e = threadIdx.x; e < cnt * l.in_f; e += THREADS) {
-                    const uint32_t t = e / l.in_f, i = e - t * l.in_f;
-                    const int j = s.unst[first + t];
-                    const double w = (double)__ldg(l.w + (size_t)j * l.in_f + i);
-                    double up = w, down = -w;
-                    if (in.on) {
-                        up = relax(w, in.lo[i], in.hi[i], in.slope[i]);
-                        down = relax(-w, in.lo[i], in.hi[i], in.slope[i]);
+                const int *cols = s.live + g.layers[m - 1].offset;
+                const uint32_t nc = (uint32_t)s.nlive[m - 1], lane = threadIdx.x & 31;
+                for (uint32_t t = threadIdx.x >> 5; t < cnt; t += WARPS) {
+                    const float *wj = l.w + (size_t)s.unst[first + t] * l.in_f;
+                    for (uint32_t k = lane; k < nc; k += 32) {
+                        const uint32_t i = (uint32_t)cols[k];
+                        const double w = (double)__ldg(wj + i);
+                        double up = w, down = -w;
+                        if (in.on) {
+                            up = relax(w, in.lo[i], in.hi[i], in.slope[i]);
+                            down = relax(-w, in.lo[i], in.hi[i], in.slope[i]);
+                        }
+                        s.a[i * (rp + 1) + 2 * t] = up;
+                        s.a[i * (rp + 1) + 2 * t + 1] = down;
                     }
-                    s.a[i * (rp + 1) + 2 * t] = up;
-                    s.a[i * (rp + 1) + 2 * t + 1] = down;
                 }
                 for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
                     int j = s.unst[first + r / 2];
