@@ -603,8 +603,8 @@ size_t smem_bytes(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t tot
 }  // namespace
 
 extern "C" int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out,
-                                       uint32_t n_rows, uint32_t *rp, size_t *smem) {
-    if (rp == nullptr || smem == nullptr || n_layers == 0 || width == 0 || n_rows == 0) return cudaErrorInvalidValue;
+                                       uint32_t textbook, uint32_t *rp, size_t *smem) {
+    if (rp == nullptr || smem == nullptr || n_layers == 0 || width == 0 || textbook > 1) return cudaErrorInvalidValue;
     int dev = 0, optin = 0;
     cudaError_t e = cudaGetDevice(&dev);
     if (e != cudaSuccess) return e;
@@ -614,11 +614,19 @@ extern "C" int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_
     // small boxes of a search, and a small buffer lets more boxes share a multiprocessor),
     // fewer while the block's shared memory would not fit. The caller's rows are taken rp at
     // a time.
-    (void)n_rows;
     // A multiple of 4 (the tiles of through_linear).
     // (On an H200, 16 384 ACAS Xu boxes: 13.6 ms at 16 rows, 11.8 ms at 32, 12.0 at 48, 13.3 ms
     // at 64, where only three blocks fit a multiprocessor.)
     uint32_t want = max(min(2u * width, 32u), 4u);
+    // Textbook CROWN bounds every neuron, so its passes are full: as few as fit 26 neurons
+    // (52 rows) each, balanced. (On an H200, 16 384 ACAS Xu boxes, width 50, both relaxations:
+    // 9.35–9.42 ms at 32 rows, four passes a layer; 8.80–8.83 ms at 52, two passes, though only
+    // three blocks then fit a multiprocessor; 10.79–10.84 ms at 100, one pass, two blocks;
+    // bench/results/gpu-h200-2026-11-30f/ab-textbook-rows.txt.)
+    if (textbook) {
+        const uint32_t passes = (width + 25) / 26, per = (width + passes - 1) / passes;
+        want = max((2u * per + 3) & ~3u, 4u);
+    }
     for (uint32_t r = want & ~3u; r >= 4; r -= 4) {
         size_t b = smem_bytes(n_layers, n_in, width, total_out, r);
         if (b <= (size_t)optin) {

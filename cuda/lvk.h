@@ -164,10 +164,11 @@ typedef struct lvk_crown_store {
     const uint32_t *self_slot;  /* per box, device */
 } lvk_crown_store;
 
-/* Rows per backward pass and the dynamic shared memory one block needs on the current device
- * (cudaErrorInvalidConfiguration when even two rows do not fit). */
+/* Rows per backward pass and the dynamic shared memory one block needs on the current device,
+ * for lvk_crown_bounds with the same textbook flag (cudaErrorInvalidConfiguration when even
+ * four rows do not fit). */
 int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out,
-                            uint32_t n_rows, uint32_t *rp, size_t *smem);
+                            uint32_t textbook, uint32_t *rp, size_t *smem);
 /* Writes every layer's column maxima, max_o |w[o][i]| (infinite for a column with a NaN), from
  * its weights into colmax (device, the sum of the layers' in_f values). They size the rounding
  * charges, so they are computed from the sealed bytes on every call, never kept. */

@@ -223,7 +223,7 @@ unsafe extern "C" {
         n_in: u32,
         width: u32,
         total_out: u32,
-        n_rows: u32,
+        textbook: u32,
         rp: *mut u32,
         smem: *mut usize,
     ) -> c_int;

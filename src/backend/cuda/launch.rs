@@ -572,8 +572,9 @@ pub struct CrownTable {
     total_out: u32,
     n_out: u32,
     colmax_len: usize,
-    rows_per_pass: u32,
-    smem: usize,
+    /// Rows per backward pass and the block's shared memory: for the intersected relaxation,
+    /// then for textbook CROWN (whose passes are full: it bounds every neuron).
+    passes: [(u32, usize); 2],
 }
 
 impl CrownTable {
@@ -621,22 +622,24 @@ impl CrownTable {
                 .ok_or_else(|| mismatch("a chain too large"))?;
             prev = l.out_f;
         }
-        let (mut rows_per_pass, mut smem) = (0u32, 0usize);
-        // SAFETY: writes two values through valid pointers.
-        check(
-            unsafe {
-                ffi::lvk_crown_rows_per_pass(
-                    n_layers,
-                    n_in,
-                    width,
-                    total_out,
-                    1,
-                    &mut rows_per_pass,
-                    &mut smem,
-                )
-            },
-            "linear bounds: the layers are too wide for one block's shared memory",
-        )?;
+        let mut passes = [(0u32, 0usize); 2];
+        for (textbook, (rows_per_pass, smem)) in (0u32..).zip(passes.iter_mut()) {
+            // SAFETY: writes two values through valid pointers.
+            check(
+                unsafe {
+                    ffi::lvk_crown_rows_per_pass(
+                        n_layers,
+                        n_in,
+                        width,
+                        total_out,
+                        textbook,
+                        rows_per_pass,
+                        smem,
+                    )
+                },
+                "linear bounds: the layers are too wide for one block's shared memory",
+            )?;
+        }
         // SAFETY: LvkCrownLayer is repr(C) and Copy, made of pointers, an f64 and u32s with no
         // padding (48 bytes): its bytes are initialised.
         let bytes = unsafe {
@@ -650,8 +653,7 @@ impl CrownTable {
             total_out,
             n_out: prev,
             colmax_len: colmax_at as usize,
-            rows_per_pass,
-            smem,
+            passes,
         })
     }
 
@@ -781,6 +783,7 @@ pub unsafe fn crown_bounds(
         }
         None => None,
     };
+    let (rows_per_pass, smem) = table.passes[usize::from(textbook)];
     // SAFETY: every size checked above (the kernel ignores slot ids at or past `slots`); the
     // launch contract and this function's contract cover the rest.
     check(
@@ -791,8 +794,8 @@ pub unsafe fn crown_bounds(
                 table.n_in,
                 table.width,
                 table.total_out,
-                table.rows_per_pass,
-                table.smem,
+                rows_per_pass,
+                smem,
                 colmax.as_ptr(),
                 batch,
                 boxes.lo.as_ptr(),
