@@ -208,7 +208,8 @@ __device__ __forceinline__ void tiles(Shared &s, const lvk_crown_layer &l, const
 // tightening pass's first rows a warp a neuron over the live inputs only 3.70–3.74. Tried and
 // slower: a second sums warp (4.39–4.42), rows per pass 48 or 64 (4.50–5.26), each tile's sum
 // split over two lanes (3.92–4.16), the layers' descriptors copied to shared memory
-// (3.75–3.79).
+// (3.75–3.79), five blocks a multiprocessor with 192 threads (4.10–4.22) or with 256 threads
+// and 48 registers (5.40–5.46, spilling).
 //
 // Tried on an H200 with 16 384 ACAS Xu boxes (6.5–6.7 ms a call with this code;
 // bench/results/gpu-h200-2026-11-29-fused/): tiles of 4 rows by 3 or 4 inputs spill under the
