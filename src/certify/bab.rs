@@ -653,27 +653,19 @@ fn step_round(
         }
         None
     };
-    // Every candidate split of every open box, the boxes on the host threads (in order): one
-    // thread took 13 % of a round on ACAS Xu 4_2 property 2 on the H200
-    // (bench/results/gpu-h200-2026-11-30f/acasxu-host-phases.txt).
-    let per_box = crate::parallel::map_owned((0..open.len()).collect(), threads, |k| {
-        let mut splits = Vec::new();
-        let Some(b) = open.get(k) else {
-            return (splits, 0.0);
-        };
+    // Every candidate split of every open box.
+    let mut splits: Vec<Split> = Vec::new();
+    for (k, b) in open.iter().enumerate() {
         let cands = run.candidates(b);
-        let stuck = if cands.is_empty() { b.frac } else { 0.0 };
+        if cands.is_empty() {
+            *case_stuck += b.frac;
+        }
         let widest = run.widest(b);
         for j in cands {
+            let mid = 0.5 * b.lo[j] + 0.5 * b.hi[j];
             let (mut lo2, mut hi1) = (b.lo.clone(), b.hi.clone());
-            let (Some(l), Some(h)) = (b.lo.get(j), b.hi.get(j)) else {
-                continue;
-            };
-            let mid = 0.5 * l + 0.5 * h;
-            if let (Some(a), Some(c)) = (lo2.get_mut(j), hi1.get_mut(j)) {
-                *a = mid;
-                *c = mid;
-            }
+            lo2[j] = mid;
+            hi1[j] = mid;
             splits.push(Split {
                 parent: k,
                 widest: widest == Some(j),
@@ -681,12 +673,6 @@ fn step_round(
                 upper: (lo2, b.hi.clone()),
             });
         }
-        (splits, stuck)
-    });
-    let mut splits: Vec<Split> = Vec::with_capacity(per_box.iter().map(|(s, _)| s.len()).sum());
-    for (s, stuck) in per_box {
-        *case_stuck += stuck;
-        splits.extend(s);
     }
     let outers: Vec<(&Arc<Vec<crate::ibp::cpu::Boxes>>, Option<u32>)> = open
         .iter()
