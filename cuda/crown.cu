@@ -202,8 +202,8 @@ __device__ __forceinline__ void tiles(Shared &s, const lvk_crown_layer &l, const
 // H200: a quarter of the warps' time was spent waiting there), and the per-element work is
 // mostly address arithmetic (FP64 instructions were 8 % of those executed). On 16 384 ACAS Xu
 // boxes in device memory, one change at a time (bench/results/gpu-h200-2026-11-30f/):
-// 5.25–5.37 ms before; skipping inputs whose ReLU is always off 4.67–4.73 ms; a thread a row
-// for the input terms 4.22–4.31; tiles of 2 rows where threads are idle 4.11; 32-bit weight
+// 5.20–5.37 ms before; skipping inputs whose ReLU is always off 4.67–4.73 ms; a thread a row
+// for the input terms 4.21–4.31; tiles of 2 rows where threads are idle 4.11; 32-bit weight
 // offsets from opaque column pointers and one load of (bias, chord root) 3.84–3.95; a
 // tightening pass's first rows a warp a neuron over the live inputs only 3.70–3.74. Tried and
 // slower: a second sums warp (4.39–4.42), rows per pass 48 or 64 (4.50–5.26), each tile's sum
