@@ -156,8 +156,9 @@ __device__ __forceinline__ void tiles(Shared &s, const lvk_crown_layer &l, const
             double a[R];
 #pragma unroll
             for (int q = 0; q < R; q++) a[q] = ac[q * rt];
-            // 32-bit offsets from the two columns (one multiply-add an address); without a
-            // second column i1 = i0, whose products are dropped.
+            // 32-bit offsets from the two columns (one multiply-add an address; o·nin fits:
+            // the block's shared memory holds rows of `width` >= in_f, out_f doubles, so
+            // in_f·out_f < 3000²); without a second column i1 = i0, whose products are dropped.
             const uint32_t wo = o * nin;
             const double w0 = (double)__ldg(w0p + wo), w1 = (double)__ldg(w1p + wo);
 #pragma unroll
