@@ -232,20 +232,15 @@ fn enclose_exact(ctx: &Ctx, all_ops: bool) {
                     })
                     .collect();
                 for (o, y) in exact_at(net, &x).iter().enumerate() {
-                    assert!(
-                        q(ll[o]) <= *y && *y <= q(lh[o]),
-                        "net {i}: output {o}: {} ∉ [{}, {}]",
-                        to_f64(y),
-                        ll[o],
-                        lh[o]
-                    );
-                    assert!(
-                        q(bl[o]) <= *y && *y <= q(bh[o]),
-                        "net {i}: output {o}: {} ∉ both [{}, {}]",
-                        to_f64(y),
-                        bl[o],
-                        bh[o]
-                    );
+                    for (method, lo, hi) in [("linear", &ll, &lh), ("both", &bl, &bh)] {
+                        assert!(
+                            q(lo[o]) <= *y && *y <= q(hi[o]),
+                            "net {i}: output {o}: {} ∉ {method} [{}, {}]",
+                            to_f64(y),
+                            lo[o],
+                            hi[o]
+                        );
+                    }
                 }
             }
         }
