@@ -238,7 +238,12 @@ impl CaseRun<'_> {
         };
         Ok(self
             .engine
-            .bound(std::slice::from_ref(&job), &self.rows, self.which.len())?
+            .bound(
+                std::slice::from_ref(&job),
+                &self.rows,
+                self.which.len(),
+                &|r| self.margin(r) > 0.0,
+            )?
             .pop())
     }
 }
@@ -703,7 +708,12 @@ fn step_round(
         .collect();
     let bound = || {
         let t0 = Instant::now();
-        let b = run.engine.bound(&jobs, &run.rows, run.which.len());
+        // A half its own bound proves is not bounded again from scratch: that could only
+        // prove it more, and a proven half is dropped next round whatever its bound (a split
+        // whose halves are both proven is chosen over any other, whichever such split it is).
+        let b = run
+            .engine
+            .bound(&jobs, &run.rows, run.which.len(), &|r| run.margin(r) > 0.0);
         (b, t0.elapsed())
     };
     let (bounded, bound_time) = match deferred {

@@ -30,9 +30,20 @@ pub struct Probe {
     pub grad: Vec<f64>,
 }
 
+/// Whether a box's bound already settles it (the search: it proves the property there). A
+/// box that starts from its parent's node bounds is bounded from scratch too ([`either_way`])
+/// unless this holds of the first bound: the second could only settle it more.
+pub type Settled<'a> = &'a (dyn Fn(&RowBounds) -> bool + Sync);
+
 pub trait Engine: Sync {
     /// Linear lower bounds of `rows` (`n_rows × output size`) times the output over each box.
-    fn bound(&self, jobs: &[Job<'_>], rows: &[f64], n_rows: usize) -> Result<Vec<RowBounds>>;
+    fn bound(
+        &self,
+        jobs: &[Job<'_>],
+        rows: &[f64],
+        n_rows: usize,
+        settled: Settled<'_>,
+    ) -> Result<Vec<RowBounds>>;
 
     /// Outputs at each point (`points`: `k × input size`), approximately (f64), and the
     /// gradient of row `pick(y)` of `rows` (`n × output size`) at it.
@@ -169,7 +180,13 @@ impl<'a> Cpu<'a> {
 }
 
 impl Engine for Cpu<'_> {
-    fn bound(&self, jobs: &[Job<'_>], rows: &[f64], n_rows: usize) -> Result<Vec<RowBounds>> {
+    fn bound(
+        &self,
+        jobs: &[Job<'_>],
+        rows: &[f64],
+        n_rows: usize,
+        settled: Settled<'_>,
+    ) -> Result<Vec<RowBounds>> {
         map_parallel(jobs, self.threads, |j| {
             let Some(outer) = j.outer.filter(|o| !o.is_empty()) else {
                 return self.crown.bound(j.lo, j.hi, rows, n_rows);
@@ -177,6 +194,9 @@ impl Engine for Cpu<'_> {
             let mut kept = self
                 .crown
                 .bound_within(j.lo, j.hi, rows, n_rows, Some(outer))?;
+            if settled(&kept) {
+                return Ok(kept);
+            }
             let fresh = self.crown.bound(j.lo, j.hi, rows, n_rows)?;
             either_way(&mut kept, Fresh::from(&fresh));
             Ok(kept)
@@ -256,7 +276,13 @@ impl<'a> Gpu<'a> {
 }
 
 impl Engine for Gpu<'_> {
-    fn bound(&self, jobs: &[Job<'_>], rows: &[f64], n_rows: usize) -> Result<Vec<RowBounds>> {
+    fn bound(
+        &self,
+        jobs: &[Job<'_>],
+        rows: &[f64],
+        n_rows: usize,
+        settled: Settled<'_>,
+    ) -> Result<Vec<RowBounds>> {
         let n_in = self.input_size();
         let n_out = self.output_size();
         // The kernel takes at least one row: a case without exact rows is decided on the
@@ -287,11 +313,11 @@ impl Engine for Gpu<'_> {
             outer: &outer,
             own: &own,
         };
-        let run = |store| {
+        let run = |lo: &[f64], hi: &[f64], store| {
             gpu_entry::linear_bounds(
                 self.model,
-                &lo,
-                &hi,
+                lo,
+                hi,
                 rows_k,
                 n_k,
                 true,
@@ -300,14 +326,7 @@ impl Engine for Gpu<'_> {
                 None,
             )
         };
-        let b = run(Some(store))?;
-        // The same boxes from scratch, when any started from a parent's bounds (see
-        // `either_way`).
-        let fresh = if outer.iter().any(|&o| o != NO_SLOT) {
-            Some(run(None)?)
-        } else {
-            None
-        };
+        let b = run(&lo, &hi, Some(store))?;
         let of = |b: &LinearBatch, k: usize| -> Result<RowBounds> {
             Ok(RowBounds {
                 lower: part(&b.lower, k * n_k, n_rows)?,
@@ -322,21 +341,55 @@ impl Engine for Gpu<'_> {
             })
         };
         let items: Vec<(usize, Option<Slot>)> = slots.into_iter().enumerate().collect();
-        crate::parallel::map_owned(items, self.threads, |(k, slot)| {
-            let mut r = of(&b, k)?;
-            if let (Some(f), Some(_)) = (&fresh, outer.get(k).filter(|&&o| o != NO_SLOT)) {
+        // Each box, and whether it needs a from-scratch bound too: it started from a parent's
+        // bounds, and its own do not settle it.
+        let kept: Vec<(RowBounds, bool)> =
+            crate::parallel::map_owned(items, self.threads, |(k, slot)| {
+                let mut r = of(&b, k)?;
+                r.slot = slot.map(Arc::new);
+                let again = outer.get(k).is_some_and(|&o| o != NO_SLOT) && !settled(&r);
+                Ok((r, again))
+            })
+            .into_iter()
+            .collect::<Result<_>>()?;
+        drop(b);
+        let redo: Vec<usize> = kept
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (_, again))| again.then_some(k))
+            .collect();
+        if redo.is_empty() {
+            return Ok(kept.into_iter().map(|(r, _)| r).collect());
+        }
+        // Those boxes from scratch (see `either_way`), in one launch.
+        let gather = |v: &[f64]| -> Result<Vec<f64>> {
+            let mut out = Vec::with_capacity(redo.len() * n_in);
+            for &k in &redo {
+                out.extend_from_slice(slice(v, k * n_in, n_in)?);
+            }
+            Ok(out)
+        };
+        let f = run(&gather(&lo)?, &gather(&hi)?, None)?;
+        let mut at = vec![None; kept.len()];
+        for (i, &k) in redo.iter().enumerate() {
+            if let Some(a) = at.get_mut(k) {
+                *a = Some(i);
+            }
+        }
+        let items: Vec<((RowBounds, bool), Option<usize>)> = kept.into_iter().zip(at).collect();
+        crate::parallel::map_owned(items, self.threads, |((mut r, _), i)| {
+            if let Some(i) = i {
                 either_way(
                     &mut r,
                     Fresh {
-                        lower: slice(&f.lower, k * n_k, n_rows)?,
-                        input_coeffs: slice(&f.coeffs, k * n_k * n_in, n_rows * n_in)?,
-                        offsets: slice(&f.offsets, k * n_k, n_rows)?,
-                        out_lo: slice(&f.out_lo, k * n_out, n_out)?,
-                        out_hi: slice(&f.out_hi, k * n_out, n_out)?,
+                        lower: slice(&f.lower, i * n_k, n_rows)?,
+                        input_coeffs: slice(&f.coeffs, i * n_k * n_in, n_rows * n_in)?,
+                        offsets: slice(&f.offsets, i * n_k, n_rows)?,
+                        out_lo: slice(&f.out_lo, i * n_out, n_out)?,
+                        out_hi: slice(&f.out_hi, i * n_out, n_out)?,
                     },
                 );
             }
-            r.slot = slot.map(Arc::new);
             Ok(r)
         })
         .into_iter()
@@ -478,7 +531,10 @@ mod tests {
                 outer: None,
                 outer_slot: None,
             };
-            let b = engine.bound(&[job], &rows, 2).unwrap().remove(0);
+            let b = engine
+                .bound(&[job], &rows, 2, &|_| false)
+                .unwrap()
+                .remove(0);
             assert_eq!(b.offsets.len(), 2);
             for _ in 0..8 {
                 let x: Vec<f64> = (0..n_in)
