@@ -108,14 +108,19 @@ fn rows_of(case: &Case, n_out: usize) -> (Vec<f64>, Vec<usize>) {
 /// How far a box is from being proven: the best constraint's lower bound minus its threshold
 /// (> 0: proven), or +∞ when the output bounds alone exclude the case.
 fn margin(case: &Case, which: &[usize], r: &RowBounds) -> f64 {
-    if case.excluded_by(&r.out_lo, &r.out_hi) {
+    margin_of(case, which, &r.lower, &r.out_lo, &r.out_hi)
+}
+
+/// [`margin`] from a bound's parts: its rows' lower bounds and the output bounds.
+fn margin_of(case: &Case, which: &[usize], lower: &[f64], out_lo: &[f64], out_hi: &[f64]) -> f64 {
+    if case.excluded_by(out_lo, out_hi) {
         return f64::INFINITY;
     }
     which
         .iter()
         .enumerate()
         .map(|(k, &i)| {
-            r.lower.get(k).copied().unwrap_or(f64::NEG_INFINITY) - case.unsafe_if[i].bound.hi
+            lower.get(k).copied().unwrap_or(f64::NEG_INFINITY) - case.unsafe_if[i].bound.hi
         })
         .fold(f64::NEG_INFINITY, f64::max)
 }
@@ -147,6 +152,11 @@ impl CaseRun<'_> {
 
     fn margin(&self, r: &RowBounds) -> f64 {
         margin(self.case, &self.which, r)
+    }
+
+    /// Whether a bound (its parts, as [`margin_of`] takes them) proves the case on its box.
+    fn proven(&self, lower: &[f64], out_lo: &[f64], out_hi: &[f64]) -> bool {
+        margin_of(self.case, &self.which, lower, out_lo, out_hi) > 0.0
     }
 
     /// The inputs worth trying to bisect `b` along (see the module comment).
@@ -242,7 +252,7 @@ impl CaseRun<'_> {
                 std::slice::from_ref(&job),
                 &self.rows,
                 self.which.len(),
-                &|r| self.margin(r) > 0.0,
+                &|l, lo, hi| self.proven(l, lo, hi),
             )?
             .pop())
     }
@@ -713,7 +723,9 @@ fn step_round(
         // whose halves are both proven is chosen over any other, whichever such split it is).
         let b = run
             .engine
-            .bound(&jobs, &run.rows, run.which.len(), &|r| run.margin(r) > 0.0);
+            .bound(&jobs, &run.rows, run.which.len(), &|l, lo, hi| {
+                run.proven(l, lo, hi)
+            });
         (b, t0.elapsed())
     };
     let (bounded, bound_time) = match deferred {

@@ -30,10 +30,12 @@ pub struct Probe {
     pub grad: Vec<f64>,
 }
 
-/// Whether a box's bound already settles it (the search: it proves the property there). A
-/// box that starts from its parent's node bounds is bounded from scratch too ([`either_way`])
-/// unless this holds of the first bound: the second could only settle it more.
-pub type Settled<'a> = &'a (dyn Fn(&RowBounds) -> bool + Sync);
+/// Whether a box's bound already settles it (the search: it proves the property there), from
+/// the bound's rows' lower bounds and the output bounds (`lower`, `out_lo`, `out_hi`, as in
+/// [`RowBounds`]). A box that starts from its parent's node bounds is bounded from scratch
+/// too ([`either_way`]) unless this holds of the first bound: the second could only settle it
+/// more.
+pub type Settled<'a> = &'a (dyn Fn(&[f64], &[f64], &[f64]) -> bool + Sync);
 
 pub trait Engine: Sync {
     /// Linear lower bounds of `rows` (`n_rows × output size`) times the output over each box.
@@ -194,7 +196,7 @@ impl Engine for Cpu<'_> {
             let mut kept = self
                 .crown
                 .bound_within(j.lo, j.hi, rows, n_rows, Some(outer))?;
-            if settled(&kept) {
+            if settled(&kept.lower, &kept.out_lo, &kept.out_hi) {
                 return Ok(kept);
             }
             let fresh = self.crown.bound(j.lo, j.hi, rows, n_rows)?;
@@ -327,6 +329,42 @@ impl Engine for Gpu<'_> {
             )
         };
         let b = run(&lo, &hi, Some(store))?;
+        // The boxes that need a from-scratch bound too: those that started from a parent's
+        // bounds and that their own do not settle, read from the launch's arrays (before any
+        // unpacking, so that the second launch follows the first at once).
+        let redo: Vec<usize> = (0..jobs.len())
+            .filter(|&k| outer.get(k).is_some_and(|&o| o != NO_SLOT))
+            .map(|k| {
+                let done = settled(
+                    slice(&b.lower, k * n_k, n_rows)?,
+                    slice(&b.out_lo, k * n_out, n_out)?,
+                    slice(&b.out_hi, k * n_out, n_out)?,
+                );
+                Ok((!done).then_some(k))
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let fresh = if redo.is_empty() {
+            None
+        } else {
+            let gather = |v: &[f64]| -> Result<Vec<f64>> {
+                let mut out = Vec::with_capacity(redo.len() * n_in);
+                for &k in &redo {
+                    out.extend_from_slice(slice(v, k * n_in, n_in)?);
+                }
+                Ok(out)
+            };
+            Some(run(&gather(&lo)?, &gather(&hi)?, None)?)
+        };
+        // Where each box's from-scratch bound is in the second launch's result.
+        let mut at: Vec<Option<usize>> = vec![None; jobs.len()];
+        for (i, &k) in redo.iter().enumerate() {
+            if let Some(a) = at.get_mut(k) {
+                *a = Some(i);
+            }
+        }
         let of = |b: &LinearBatch, k: usize| -> Result<RowBounds> {
             Ok(RowBounds {
                 lower: part(&b.lower, k * n_k, n_rows)?,
@@ -340,45 +378,11 @@ impl Engine for Gpu<'_> {
                 slot: None,
             })
         };
-        let items: Vec<(usize, Option<Slot>)> = slots.into_iter().enumerate().collect();
-        // Each box, and whether it needs a from-scratch bound too: it started from a parent's
-        // bounds, and its own do not settle it.
-        let kept: Vec<(RowBounds, bool)> =
-            crate::parallel::map_owned(items, self.threads, |(k, slot)| {
-                let mut r = of(&b, k)?;
-                r.slot = slot.map(Arc::new);
-                let again = outer.get(k).is_some_and(|&o| o != NO_SLOT) && !settled(&r);
-                Ok((r, again))
-            })
-            .into_iter()
-            .collect::<Result<_>>()?;
-        drop(b);
-        let redo: Vec<usize> = kept
-            .iter()
-            .enumerate()
-            .filter_map(|(k, (_, again))| again.then_some(k))
-            .collect();
-        if redo.is_empty() {
-            return Ok(kept.into_iter().map(|(r, _)| r).collect());
-        }
-        // Those boxes from scratch (see `either_way`), in one launch.
-        let gather = |v: &[f64]| -> Result<Vec<f64>> {
-            let mut out = Vec::with_capacity(redo.len() * n_in);
-            for &k in &redo {
-                out.extend_from_slice(slice(v, k * n_in, n_in)?);
-            }
-            Ok(out)
-        };
-        let f = run(&gather(&lo)?, &gather(&hi)?, None)?;
-        let mut at = vec![None; kept.len()];
-        for (i, &k) in redo.iter().enumerate() {
-            if let Some(a) = at.get_mut(k) {
-                *a = Some(i);
-            }
-        }
-        let items: Vec<((RowBounds, bool), Option<usize>)> = kept.into_iter().zip(at).collect();
-        crate::parallel::map_owned(items, self.threads, |((mut r, _), i)| {
-            if let Some(i) = i {
+        // (box, (its node-store slot, where its from-scratch bound is)).
+        let items: Vec<_> = slots.into_iter().zip(at).enumerate().collect();
+        crate::parallel::map_owned(items, self.threads, |(k, (slot, i))| {
+            let mut r = of(&b, k)?;
+            if let (Some(f), Some(i)) = (&fresh, i) {
                 either_way(
                     &mut r,
                     Fresh {
@@ -390,6 +394,7 @@ impl Engine for Gpu<'_> {
                     },
                 );
             }
+            r.slot = slot.map(Arc::new);
             Ok(r)
         })
         .into_iter()
@@ -532,7 +537,7 @@ mod tests {
                 outer_slot: None,
             };
             let b = engine
-                .bound(&[job], &rows, 2, &|_| false)
+                .bound(&[job], &rows, 2, &|_, _, _| false)
                 .unwrap()
                 .remove(0);
             assert_eq!(b.offsets.len(), 2);
