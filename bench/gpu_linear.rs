@@ -3,10 +3,13 @@
 //! the same boxes' interval bounds on the GPU for scale. The slope over batch sizes is the
 //! kernel's cost per box; the time at batch 1 is the fixed cost of a call.
 //!
-//! The last column is what a PyTorch or CUDA caller gets: `ibp_propagate_ex` with the linear
-//! method on boxes already in device memory (IBP, the linear bounds, the narrowing to f32; no
-//! copies); the one after it, the same with `IBP_METHOD_LINEAR_BOTH` (the intersected
-//! relaxation and textbook CROWN, the better bound of each row).
+//! The second column is the intersected relaxation (what `IBP_METHOD_LINEAR` and the certify
+//! search run); the fourth, the guarded one (`IBP_METHOD_LINEAR_GUARDED`: a second pass where
+//! the intersection changed a bound). The last three columns are what a PyTorch or CUDA
+//! caller gets: `ibp_propagate_ex` on boxes already in device memory (IBP, the linear bounds,
+//! the narrowing to f32; no copies) with `IBP_METHOD_LINEAR`, `IBP_METHOD_LINEAR_GUARDED` and
+//! `IBP_METHOD_LINEAR_BOTH` (the intersected relaxation and textbook CROWN, the better bound
+//! of each row).
 //!
 //! `cargo bench --bench gpu_linear` (needs a GPU; says SKIPPED without one)
 
@@ -67,9 +70,9 @@ fn main() {
     }
     println!("gpu_linear: ACAS Xu 1_1 (ONNX, 5-50x6-5), boxes of half-width 0.01, 10 output rows");
     println!(
-        "| boxes | linear bounds (ms) | per box (us) | interval bounds (ms) | ibp_propagate, linear method (ms) | the same, boxes in device memory (ms) | both relaxations, device memory (ms) |"
+        "| boxes | linear bounds, intersected (ms) | per box (us) | the same, guarded (ms) | interval bounds (ms) | ibp_propagate, linear method (ms) | the same, boxes in device memory (ms) | guarded, device memory (ms) | both relaxations, device memory (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
     // VRAM_GPU_LINEAR_BATCH=N: that batch size only (to profile one size's kernel).
     let only: Option<usize> = std::env::var("VRAM_GPU_LINEAR_BATCH")
@@ -87,21 +90,15 @@ fn main() {
             hi.push(c + 0.01);
         }
         let reps = if batch >= 16384 { 5 } else { 11 };
-        let ms = median_ms(reps, || {
-            let b = gpu_entry::linear_bounds(
-                &m,
-                &lo,
-                &hi,
-                &rows,
-                10,
-                false,
-                None,
-                Relaxation::Intersected,
-                None,
-            )
-            .expect("bounds");
-            assert_eq!(b.lower.len(), batch * 10);
-        });
+        let kernel_ms = |relax: Relaxation| {
+            median_ms(reps, || {
+                let b = gpu_entry::linear_bounds(&m, &lo, &hi, &rows, 10, false, None, relax, None)
+                    .expect("bounds");
+                assert_eq!(b.lower.len(), batch * 10);
+            })
+        };
+        let ms = kernel_ms(Relaxation::Intersected);
+        let guarded_ms = kernel_ms(Relaxation::Guarded);
         let (flo, fhi): (Vec<f32>, Vec<f32>) = (
             lo.iter().map(|&v| v as f32).collect(),
             hi.iter().map(|&v| v as f32).collect(),
@@ -146,6 +143,8 @@ fn main() {
         };
         let both_ms = on_device(Linear::Both);
         let (both_lo, both_hi) = (dol.f32s(batch * 5), doh.f32s(batch * 5));
+        let guarded_dev_ms = on_device(Linear::Guarded);
+        let (guard_lo, guard_hi) = (dol.f32s(batch * 5), doh.f32s(batch * 5));
         let device_ms = on_device(Linear::Intersected);
         // The same bounds, up to the last f32 step of the narrowing (directed on the device,
         // one step past round-to-nearest on the host).
@@ -156,11 +155,13 @@ fn main() {
         };
         let (dev_lo, dev_hi) = (dol.f32s(batch * 5), doh.f32s(batch * 5));
         assert!(same(&dev_lo, &ol) && same(&dev_hi, &oh));
-        // Both relaxations: never wider than the intersected one alone.
+        // Both relaxations, and the guarded one: never wider than the intersected one alone.
         assert!(both_lo.iter().zip(&dev_lo).all(|(b, o)| b >= o));
         assert!(both_hi.iter().zip(&dev_hi).all(|(b, o)| b <= o));
+        assert!(guard_lo.iter().zip(&dev_lo).all(|(b, o)| b >= o));
+        assert!(guard_hi.iter().zip(&dev_hi).all(|(b, o)| b <= o));
         println!(
-            "| {batch} | {ms:.3} | {:.2} | {ibp_ms:.3} | {user_ms:.3} | {device_ms:.3} | {both_ms:.3} |",
+            "| {batch} | {ms:.3} | {:.2} | {guarded_ms:.3} | {ibp_ms:.3} | {user_ms:.3} | {device_ms:.3} | {guarded_dev_ms:.3} | {both_ms:.3} |",
             1e3 * ms / batch as f64
         );
     }

@@ -5,8 +5,9 @@ IBP, on the same ACAS Xu boxes, measured in one run: mean output width (tightnes
 wider than float64 CROWN libvram's bounds are per box and output (relative excess: largest,
 99.9th percentile, share above 1e-4), and time per batch (median of 5 after a warm-up). libvram
 is timed twice on the GPU: boxes as CUDA tensors (as auto_LiRPA gets them) and as NumPy arrays;
-and method="linear_both" (the intersected relaxation and textbook CROWN, the better bound of each
-output) with CUDA tensors.
+method="linear_both" (the intersected relaxation and textbook CROWN, the better bound of each
+output) and method="linear_guarded" (a second pass where the intersection changed a bound) with
+CUDA tensors; the guarded bounds also on the CPU, against the GPU's.
 
 usage: linear_vs_autolirpa.py ACASXU_DIR [BATCH]   (auto_LiRPA importable; torch with CUDA)"""
 import os
@@ -72,7 +73,9 @@ def main():
                 t = time.perf_counter()
                 ll, lh = net.propagate(lo, hi, method="linear")
                 times.append(1e3 * (time.perf_counter() - t))
-            dev_ms, both = None, None
+            # The guarded relaxation (IBP_METHOD_LINEAR_GUARDED), boxes as NumPy arrays.
+            ql, qh = net.propagate(lo, hi, method="linear_guarded")
+            dev_ms, both, guarded = None, None, (ql, qh, None)
             if backend == "cuda":
                 # Boxes as CUDA tensors, as auto_LiRPA takes them: nothing crosses to the host.
                 dlo, dhi = torch.from_numpy(lo).cuda(), torch.from_numpy(hi).cuda()
@@ -81,10 +84,12 @@ def main():
                 assert same.all() and dl.is_cuda, "CUDA-tensor and NumPy boxes' bounds differ"
                 (bl, bh), both_ms = timed(lambda: net.propagate(dlo, dhi, method="linear_both"))
                 both = (bl.cpu().numpy(), bh.cpu().numpy(), both_ms)
-            return il, ih, ll, lh, sorted(times)[len(times) // 2], dev_ms, both
+                (ql, qh), guarded_ms = timed(lambda: net.propagate(dlo, dhi, method="linear_guarded"))
+                guarded = (ql.cpu().numpy(), qh.cpu().numpy(), guarded_ms)
+            return il, ih, ll, lh, sorted(times)[len(times) // 2], dev_ms, both, guarded
 
-    il, ih, ll, lh, ours_ms, _, _ = ours("host")
-    _, _, gl, gh, gpu_ms, gpu_dev_ms, (bl, bh, both_ms) = ours("cuda")
+    il, ih, ll, lh, ours_ms, _, _, (cql, cqh, _) = ours("host")
+    _, _, gl, gh, gpu_ms, gpu_dev_ms, (bl, bh, both_ms), (ql, qh, guarded_ms) = ours("cuda")
 
     res = {}
     for dtype in (torch.float32, torch.float64):
@@ -114,6 +119,7 @@ def main():
     print(f"| libvram IBP (sound) | {width(il, ih):.6g} | |")
     print(f"| libvram linear (sound, GPU, boxes as CUDA tensors) | {width(gl, gh):.6g} | {gpu_dev_ms:.2f} ms |")
     print(f"| libvram linear (sound, GPU, boxes as NumPy arrays) | {width(gl, gh):.6g} | {gpu_ms:.2f} ms |")
+    print(f"| libvram linear_guarded (sound, GPU, boxes as CUDA tensors) | {width(ql, qh):.6g} | {guarded_ms:.2f} ms |")
     print(f"| libvram linear_both (sound, GPU, boxes as CUDA tensors) | {width(bl, bh):.6g} | {both_ms:.2f} ms |")
     print(f"| libvram linear (sound, CPU, {os.cpu_count()} threads) | {width(ll, lh):.6g} | {ours_ms:.1f} ms |")
     for (method, dtype), (l, u, ms) in res.items():
@@ -122,9 +128,12 @@ def main():
     print(f"libvram GPU linear bounds: {crown32_ms / gpu_dev_ms:.1f} x auto_LiRPA float32 CROWN's speed with "
           f"the boxes as CUDA tensors (as auto_LiRPA takes them), {crown32_ms / gpu_ms:.1f} x with NumPy "
           f"arrays (copies to and from the GPU included)")
+    print(f"libvram GPU linear_guarded: {crown32_ms / guarded_ms:.1f} x auto_LiRPA float32 CROWN's speed (CUDA tensors)")
     print(f"libvram GPU linear_both: {crown32_ms / both_ms:.1f} x auto_LiRPA float32 CROWN's speed (CUDA tensors)")
     assert (bl >= gl).all() and (bh <= gh).all(), "linear_both wider than linear"
-    for label, (l, u) in (("GPU", (gl, gh)), ("CPU", (ll, lh)), ("GPU linear_both", (bl, bh))):
+    assert (ql >= gl).all() and (qh <= gh).all(), "linear_guarded wider than linear"
+    for label, (l, u) in (("GPU", (gl, gh)), ("CPU", (ll, lh)), ("GPU linear_guarded", (ql, qh)),
+                          ("CPU linear_guarded", (cql, cqh)), ("GPU linear_both", (bl, bh))):
         mx, q999, share = excess(l, u)
         print(f"libvram {label} width over float64 CROWN, relative: largest {mx:.3g}, "
               f"99.9th percentile {q999:.3g}, share above 1e-4: {100 * share:.3f} %")
@@ -133,6 +142,8 @@ def main():
               f"largest {mx:.3g}, 99.9th percentile {q999:.3g}, share above 1e-4: {100 * share:.3f} %")
     agree = np.abs(gl.astype(np.float64) - ll) <= 1e-6 * (1 + np.abs(ll)), np.abs(gh.astype(np.float64) - lh) <= 1e-6 * (1 + np.abs(lh))
     print(f"GPU and CPU linear bounds within 1e-6 relative: {100 * float(np.mean(agree[0] & agree[1])):.3f} % of outputs")
+    agree = np.abs(ql.astype(np.float64) - cql) <= 1e-6 * (1 + np.abs(cql)), np.abs(qh.astype(np.float64) - cqh) <= 1e-6 * (1 + np.abs(cqh))
+    print(f"GPU and CPU linear_guarded bounds within 1e-6 relative: {100 * float(np.mean(agree[0] & agree[1])):.3f} % of outputs")
     print(f"IBP / linear mean width: {width(il, ih) / width(gl, gh):.1f} x")
 
 

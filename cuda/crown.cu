@@ -61,11 +61,31 @@ struct Args {
     const double *rows;
     uint32_t n_rows;
     lvk_crown_store store;
-    // Textbook CROWN (auto_LiRPA's method="CROWN"): every neuron in front of a ReLU past the
-    // first layer bounded by a backward pass, and its bounds those alone; otherwise only the
-    // neurons IBP leaves unstable, their bounds intersected with IBP's.
-    bool textbook;
+    // GUARDED's per-box records (guard_doubles() each, one per block of the launch): the first
+    // layer k0 where the first pass's intersection changed a bound (NONE_K0 if none), every
+    // layer's bounds below k0, and k0's bounds before the intersection.
+    double *guard;
+    uint64_t box0;  // the launch's first box (its blocks are boxes box0, box0 + 1, ...)
 };
+
+// lvk_crown_bounds's relaxations, and (RESUME) the guarded relaxation's second launch.
+enum : uint32_t { INTERSECTED = 0, TEXTBOOK = 1, GUARDED = 2, RESUME = 3 };
+
+// What a layer's tightening step bounds by backward passes, and what it keeps.
+enum class Tighten {
+    Intersect,  // the neurons IBP leaves unstable, intersected with IBP
+    All,        // every neuron, its backward-pass bounds alone (textbook CROWN)
+    Unstable,   // the neurons IBP leaves unstable, their backward-pass bounds alone
+    Stable,     // the neurons IBP decides; the others take the first pass's saved bounds
+};
+
+constexpr double NONE_K0 = -1.0;
+
+// A guard record: [0] k0, then lo and hi of every layer (2·total_out), then k0's lo and hi
+// before the intersection (2·width).
+__host__ __device__ inline size_t guard_doubles(uint32_t total_out, uint32_t width) {
+    return 1 + 2 * (size_t)total_out + 2 * (size_t)width;
+}
 
 // Input bounds of linear layer m: the box, or the previous layer's outputs (after its ReLU).
 __device__ __forceinline__ double in_lo(const Args &g, const Shared &s, uint32_t m, uint32_t i) {
@@ -354,13 +374,52 @@ __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
 // compiler takes unbounded, two did (25 % occupancy), and on an H200 16 384 ACAS Xu boxes took
 // 16.7 ms instead of 11.8 ms; 48 or 40 registers spill and are slower again
 // (bench/results/gpu-h200-2026-11-29-plan/).
+//
+// One instance per relaxation (RELAX): the guarded relaxation's bookkeeping costs the others
+// nothing. GUARDED is the intersected pass that also writes each box's guard record; RESUME,
+// launched after it over the same boxes, runs the second pass of the boxes whose record names
+// a layer k0 (the others return at once): the layers below k0 from the record, k0's
+// IBP-stable neurons by backward passes (its unstable ones keep the first pass's backward
+// bounds), past k0 the IBP-unstable neurons by backward passes, all of them without the
+// intersection; each row and output bound then keeps the better of the two passes.
+//
+// On an H200, 16 384 ACAS Xu boxes in device memory through ibp_propagate_ex (IBP, both
+// launches, the narrowing; bench/results/gpu-h200-2026-11-30i/): 4.72–4.85 ms, against
+// 3.64–3.77 for the intersected relaxation alone in the same calls. Of the 1.1 ms, the second
+// launch is about 0.7 (a quarter of the boxes, each about as much work as its first pass), and
+// the first launch's bookkeeping about 0.35. Tried and no faster: no saved bounds at all (the
+// second launch then bounds every neuron at k0): 4.80–4.88; the bounds before the
+// intersection kept in shared memory where list_live writes later: 4.77–4.85; the second
+// launch with textbook CROWN's rows per pass: 4.86–4.92. Slower: both passes in one block,
+// 5.1–5.4 ms (registers, under the 64-register cap; bench/results/gpu-h200-2026-11-30g/), and
+// 800 more bytes of shared memory a block (4.1 ms for the intersected kernel alone: four
+// blocks no longer fit the carve-out that leaves the weights 92 KB of L1).
+template <uint32_t RELAX>
 __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double *__restrict__ box_lo,
                                                         const double *__restrict__ box_hi, double *lower,
                                                         double *out_lo, double *out_hi, double *coeffs,
                                                         double *offsets, uint32_t total_out) {
-    extern __shared__ double2 smem[];
-    const uint64_t box = blockIdx.x;
     const uint32_t W = g.width, rp = g.rp;
+    constexpr uint32_t NONE = 0xffffffffu;
+    // The box's guard record (GUARDED writes it, RESUME reads it).
+    double *rec = RELAX == GUARDED || RELAX == RESUME ? g.guard + blockIdx.x * guard_doubles(total_out, W) : nullptr;
+    uint32_t from = 0;  // RESUME: k0
+    if (RELAX == RESUME) {
+        const double k = rec[0];
+        if (!(k >= 0.0)) return;  // the intersection changed nothing: the first pass stands
+        from = (uint32_t)k;
+    }
+    double *raw_lo = rec ? rec + 1 + 2 * (size_t)total_out : nullptr, *raw_hi = raw_lo ? raw_lo + W : nullptr;
+    // GUARDED: the first layer where the intersection changed a bound, and whether the layer
+    // being tightened had one (in shared memory: registers are full).
+    __shared__ uint32_t k0;
+    __shared__ int changed;
+    if (RELAX == GUARDED && threadIdx.x == 0) {
+        k0 = NONE;
+        changed = 0;
+    }
+    extern __shared__ double2 smem[];
+    const uint64_t box = g.box0 + blockIdx.x;
     Shared s;
     s.bc = smem;  // first: 16-byte aligned
     double *p = reinterpret_cast<double *>(smem + total_out);
@@ -399,11 +458,18 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
         // off contributes exactly 0).
         const int *in_live = m > 0 ? s.live + g.layers[m - 1].offset : nullptr;
         const uint32_t n_in_live = m > 0 ? (uint32_t)s.nlive[m - 1] : l.in_f;
+        // RESUME: below k0 the first pass's bounds (its backward passes' alone there).
+        const bool kept = RELAX == RESUME && m < from;
+        for (uint32_t o = threadIdx.x; kept && o < l.out_f; o += THREADS) {
+            s.ylo[l.offset + o] = rec[1 + l.offset + o];
+            s.yhi[l.offset + o] = rec[1 + total_out + l.offset + o];
+            s.bc[l.offset + o].x = l.bias ? (double)__ldg(l.bias + o) : 0.0;
+        }
         // IBP through layer m, and the magnitude of its input for the error charges. Each
         // output's sums are split over SPLIT neighbouring lanes (inputs i ≡ q mod SPLIT): each
         // partial sum is a rigorous bound of its part, and so is their sum rounded the same
         // way. Every lane of a warp takes part in the shuffles, active or not.
-        for (uint32_t base = 0; base < l.out_f * SPLIT; base += THREADS) {
+        for (uint32_t base = 0; !kept && base < l.out_f * SPLIT; base += THREADS) {
             const uint32_t e = base + threadIdx.x, o = e / SPLIT, q = e % SPLIT;
             const bool active = o < l.out_f;
             double lo = 0.0, hi = 0.0;
@@ -460,11 +526,28 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
 
         // Tighten the neurons whose ReLU is undecided (the first layer's IBP is already the
         // exact image of the box, up to rounding); textbook CROWN bounds them all.
-        if (m > 0 && l.relu) {
+        if (m > 0 && l.relu && !kept) {
+            const Tighten how = RELAX == TEXTBOOK ? Tighten::All
+                                : RELAX != RESUME ? Tighten::Intersect
+                                : m == from       ? Tighten::Stable
+                                                  : Tighten::Unstable;
             if (threadIdx.x < 32) {
-                const double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
-                const bool all = g.textbook;
-                int n = compact(l.out_f, s.unst, [&](uint32_t o) { return all || (lo[o] < 0.0 && hi[o] > 0.0); });
+                double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
+                // GUARDED, until k0: this layer's bounds before the intersection, IBP's here
+                // and the backward passes' below for the neurons they bound.
+                const bool save = RELAX == GUARDED && k0 == NONE;
+                int n = compact(l.out_f, s.unst, [&](uint32_t o) {
+                    const bool unstable = lo[o] < 0.0 && hi[o] > 0.0;
+                    if (save) {
+                        raw_lo[o] = lo[o];
+                        raw_hi[o] = hi[o];
+                    }
+                    if (how == Tighten::Stable && unstable) {
+                        lo[o] = raw_lo[o];
+                        hi[o] = raw_hi[o];
+                    }
+                    return how == Tighten::All || (how == Tighten::Stable ? !unstable : unstable);
+                });
                 if (threadIdx.x == 0) *s.nunst = n;
             }
             __syncthreads();
@@ -501,12 +584,24 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
                 backward(g, s, m - 1, rows, nullptr, nullptr);
                 for (uint32_t t = threadIdx.x; t < cnt; t += THREADS) {
                     int j = s.unst[first + t];
-                    const double lo = s.cst[2 * t], hi = -s.cst[2 * t + 1];
-                    s.ylo[l.offset + j] = g.textbook ? lo : fmax(s.ylo[l.offset + j], lo);
-                    s.yhi[l.offset + j] = g.textbook ? hi : fmin(s.yhi[l.offset + j], hi);
+                    double lo = s.cst[2 * t], hi = -s.cst[2 * t + 1];
+                    if (how == Tighten::Intersect) {
+                        if (RELAX == GUARDED && k0 == NONE) {
+                            raw_lo[j] = lo;
+                            raw_hi[j] = hi;
+                        }
+                        const double nl = fmax(s.ylo[l.offset + j], lo), nh = fmin(s.yhi[l.offset + j], hi);
+                        if (RELAX == GUARDED && (nl != lo || nh != hi)) changed = 1;
+                        lo = nl;
+                        hi = nh;
+                    }
+                    s.ylo[l.offset + j] = lo;
+                    s.yhi[l.offset + j] = hi;
                 }
                 __syncthreads();
             }
+            // (Read by the next layer's tightening, after its IBP step's barrier.)
+            if (RELAX == GUARDED && threadIdx.x == 0 && k0 == NONE && changed) k0 = m;
         }
         list_live(g, s, m);
     }
@@ -525,23 +620,37 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
             s.err[r] = 0.0;
         }
         __syncthreads();
-        backward(g, s, last, rows, coeffs ? coeffs + (box * g.n_rows + first) * g.n_in : nullptr,
-                 coeffs ? offsets + box * g.n_rows + first : nullptr);
+        // The linear bound itself is the first pass's (the second only raises `lower`).
+        const bool own = coeffs && RELAX != RESUME;
+        backward(g, s, last, rows, own ? coeffs + (box * g.n_rows + first) * g.n_in : nullptr,
+                 own ? offsets + box * g.n_rows + first : nullptr);
         for (uint32_t r = threadIdx.x; r < rows; r += THREADS) {
             // IBP's bound of the same row, from the tightened output bounds: never looser.
             double ibp = 0.0;
             const double *c = g.rows + (size_t)(first + r) * L.out_f;
             for (uint32_t o = 0; o < L.out_f; o++)
                 ibp = __dadd_rd(ibp, term_down(c[o], s.ylo[L.offset + o], s.yhi[L.offset + o]));
-            lower[box * g.n_rows + first + r] = fmax(s.cst[r], low_or_inf(ibp));
+            double *at = lower + box * g.n_rows + first + r, v = fmax(s.cst[r], low_or_inf(ibp));
+            *at = RELAX == RESUME ? fmax(*at, v) : v;
         }
         __syncthreads();
     }
     for (uint32_t o = threadIdx.x; o < L.out_f; o += THREADS) {
-        out_lo[box * L.out_f + o] = s.ylo[L.offset + o];
-        out_hi[box * L.out_f + o] = s.yhi[L.offset + o];
+        double *lo = out_lo + box * L.out_f + o, *hi = out_hi + box * L.out_f + o;
+        *lo = RELAX == RESUME ? fmax(*lo, s.ylo[L.offset + o]) : s.ylo[L.offset + o];
+        *hi = RELAX == RESUME ? fmin(*hi, s.yhi[L.offset + o]) : s.yhi[L.offset + o];
     }
-    if (g.store.nodes && g.store.self_slot && g.store.self_slot[box] < g.store.slots) {
+    if (RELAX == GUARDED) {
+        // The record: k0 (last written many barriers ago), and (when there is one) every
+        // layer's bounds below it.
+        const uint32_t k = k0;
+        if (threadIdx.x == 0) rec[0] = k == NONE ? NONE_K0 : (double)k;
+        for (uint32_t o = threadIdx.x; k != NONE && o < g.layers[k].offset; o += THREADS) {
+            rec[1 + o] = s.ylo[o];
+            rec[1 + total_out + o] = s.yhi[o];
+        }
+    }
+    if (RELAX != RESUME && g.store.nodes && g.store.self_slot && g.store.self_slot[box] < g.store.slots) {
         double *mine = g.store.nodes + (size_t)g.store.self_slot[box] * 2 * g.store.total_out;
         for (uint32_t o = threadIdx.x; o < g.store.total_out; o += THREADS) {
             mine[o] = s.ylo[o];
@@ -631,13 +740,17 @@ extern "C" int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_
     }
     for (uint32_t r = want & ~3u; r >= 4; r -= 4) {
         size_t b = smem_bytes(n_layers, n_in, width, total_out, r);
-        if (b <= (size_t)optin) {
+        if (b + 64 <= (size_t)optin) {  // (64: the kernel's own shared variables)
             *rp = r;
             *smem = b;
             return cudaSuccess;
         }
     }
     return cudaErrorInvalidConfiguration;
+}
+
+extern "C" size_t lvk_crown_guard_bytes(uint32_t total_out, uint32_t width) {
+    return guard_doubles(total_out, width) * sizeof(double);
 }
 
 extern "C" int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t width, double *colmax,
@@ -652,22 +765,37 @@ extern "C" int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers
                                 uint32_t total_out, uint32_t rp, size_t smem, const double *colmax, uint32_t batch,
                                 const double *lo, const double *hi, const double *rows, uint32_t n_rows, double *lower,
                                 double *out_lo, double *out_hi, double *coeffs, double *offsets,
-                                const lvk_crown_store *store, uint32_t textbook, void *stream) {
+                                const lvk_crown_store *store, uint32_t relaxation, double *guard,
+                                uint32_t guard_boxes, void *stream) {
     if (layers == nullptr || colmax == nullptr || lo == nullptr || hi == nullptr || rows == nullptr || lower == nullptr ||
         out_lo == nullptr || out_hi == nullptr || (coeffs == nullptr) != (offsets == nullptr))
         return cudaErrorInvalidValue;
-    if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 4 || rp % 4 || batch > 0x7fffffffu || textbook > 1)
+    if (n_layers == 0 || batch == 0 || n_rows == 0 || rp < 4 || rp % 4 || batch > 0x7fffffffu ||
+        relaxation > GUARDED || (relaxation == GUARDED && (guard == nullptr || guard_boxes == 0)))
         return cudaErrorInvalidValue;
-    Args g = {layers, colmax, n_layers, n_in, width, rp, rows, n_rows, {}, textbook != 0};
+    Args g = {layers, colmax, n_layers, n_in, width, rp, rows, n_rows, {}, guard, 0};
     if (store) {
         if (store->total_out != total_out) return cudaErrorInvalidValue;
         g.store = *store;
     }
-    cudaError_t e = cudaFuncSetAttribute(crown_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e != cudaSuccess) return e;
-    crown_kernel<<<batch, THREADS, smem, static_cast<cudaStream_t>(stream)>>>(g, lo, hi, lower, out_lo, out_hi,
-                                                                              coeffs, offsets, total_out);
-    return cudaGetLastError();
+    const cudaStream_t st = static_cast<cudaStream_t>(stream);
+    auto launch = [&](auto kernel, uint32_t blocks) -> cudaError_t {
+        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+        kernel<<<blocks, THREADS, smem, st>>>(g, lo, hi, lower, out_lo, out_hi, coeffs, offsets, total_out);
+        return cudaGetLastError();
+    };
+    if (relaxation == TEXTBOOK) return launch(crown_kernel<TEXTBOOK>, batch);
+    if (relaxation == INTERSECTED) return launch(crown_kernel<INTERSECTED>, batch);
+    // GUARDED: the two passes, guard_boxes boxes at a time (the records' room).
+    for (uint64_t first = 0; first < batch; first += guard_boxes) {
+        g.box0 = first;
+        const uint32_t n = batch - first < guard_boxes ? (uint32_t)(batch - first) : guard_boxes;
+        cudaError_t e = launch(crown_kernel<GUARDED>, n);
+        if (e == cudaSuccess) e = launch(crown_kernel<RESUME>, n);
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
 }
 
 extern "C" int lvk_crown_narrow(const double *box_lo, const double *box_hi, uint32_t n_in, const double *lower,

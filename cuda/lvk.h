@@ -165,7 +165,7 @@ typedef struct lvk_crown_store {
 } lvk_crown_store;
 
 /* Rows per backward pass and the dynamic shared memory one block needs on the current device,
- * for lvk_crown_bounds with the same textbook flag (cudaErrorInvalidConfiguration when even
+ * for lvk_crown_bounds with the same textbook flag (0 for relaxations 0 and 2) (cudaErrorInvalidConfiguration when even
  * four rows do not fit). */
 int lvk_crown_rows_per_pass(uint32_t n_layers, uint32_t n_in, uint32_t width, uint32_t total_out,
                             uint32_t textbook, uint32_t *rp, size_t *smem);
@@ -181,14 +181,22 @@ int lvk_crown_colmax(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t 
  * rows_r·y >= coeffs_r·x + offsets_r at every point x of the box. `width` >= every layer's
  * in_f and out_f and n_in; total_out = the sum of the layers' out_f; rp and smem from
  * lvk_crown_rows_per_pass; colmax from lvk_crown_colmax on the same stream; store (host struct
- * of device pointers) NULL or as above. textbook 0: the neurons IBP leaves unstable are bounded by
- * backward passes and their bounds intersected with IBP's; 1: textbook CROWN (auto_LiRPA's),
- * every ReLU input past the first layer bounded by a backward pass alone. */
+ * of device pointers) NULL or as above. relaxation 0: the neurons IBP leaves unstable are bounded
+ * by backward passes and their bounds intersected with IBP's; 1: textbook CROWN (auto_LiRPA's),
+ * every ReLU input past the first layer bounded by a backward pass alone; 2 (guarded): 0, and
+ * where the intersection first changed a bound (layer k), a second launch from k with the
+ * backward-pass bounds alone (at k of every neuron, past k of those IBP leaves unstable), each
+ * row and output bound the better of the two; coeffs, offsets and the store are the first
+ * pass's. rp and smem for 2 are those for 0. guard (device, guard_boxes ×
+ * lvk_crown_guard_bytes): 2's records, guard_boxes boxes at a time; NULL / 0 for 0 and 1. */
 int lvk_crown_bounds(const lvk_crown_layer *layers, uint32_t n_layers, uint32_t n_in, uint32_t width,
                      uint32_t total_out, uint32_t rp, size_t smem, const double *colmax, uint32_t batch,
                      const double *lo, const double *hi, const double *rows, uint32_t n_rows, double *lower,
                      double *out_lo, double *out_hi, double *coeffs, double *offsets,
-                     const lvk_crown_store *store, uint32_t textbook, void *stream);
+                     const lvk_crown_store *store, uint32_t relaxation, double *guard, uint32_t guard_boxes,
+                     void *stream);
+/* Bytes of one box's record for lvk_crown_bounds's guarded relaxation. */
+size_t lvk_crown_guard_bytes(uint32_t total_out, uint32_t width);
 /* Linear bounds of f32 boxes in device memory: for each of `batch` items and each of `rows`
  * rows, out = [max(ibp_lo, down(l + d)), min(ibp_hi, up(d - u))], with l = lower[b][r] and
  * u = lower[b][rows + r] (lower: [batch][2·rows] from lvk_crown_bounds over the rows and their

@@ -155,7 +155,46 @@ fn acasxu_gpu_matches_cpu(gpu: &Ctx) {
     );
     assert!(far_both * 1000 <= bgl.len(), "{far_both} outputs differ");
     #[cfg(vram_cuda)]
-    device_boxes::same_both(mg, &lo[..few], &hi[..few], (&bgl, &bgh));
+    device_boxes::same_as_host(
+        mg,
+        &lo[..few],
+        &hi[..few],
+        ibp_method::IBP_METHOD_LINEAR_BOTH,
+        (&bgl, &bgh),
+    );
+    // The guarded relaxation on every box (its second launch reads the first's records): the
+    // GPU's are the CPU's, never wider than the intersected relaxation's, tighter on some.
+    let og = propagate_options(ibp_method::IBP_METHOD_LINEAR_GUARDED);
+    let (ggl, ggh) = propagate_boxes(mg, &og, &lo, &hi);
+    let (gcl, gch) = propagate_boxes(mh, &og, &lo, &hi);
+    let (mut far_guarded, mut second) = (0, 0);
+    for k in 0..ggl.len() {
+        assert!(ggl[k] >= gl[k] && ggh[k] <= gh[k], "guarded: output {k}");
+        let tol = 1e-6 * (1.0 + f64::from(gcl[k]).abs() + f64::from(gch[k]).abs());
+        if (f64::from(ggl[k]) - f64::from(gcl[k])).abs() > tol
+            || (f64::from(ggh[k]) - f64::from(gch[k])).abs() > tol
+        {
+            far_guarded += 1;
+        }
+        second += usize::from(ggl[k] > gl[k] || ggh[k] < gh[k]);
+    }
+    println!(
+        "ACAS Xu, guarded relaxation: GPU against CPU {far_guarded} of {} outputs beyond 1e-6; tighter than the intersected one on {second}",
+        ggl.len()
+    );
+    assert!(
+        far_guarded * 1000 <= ggl.len(),
+        "{far_guarded} outputs differ"
+    );
+    assert!(second > 0, "the second pass never mattered");
+    #[cfg(vram_cuda)]
+    device_boxes::same_as_host(
+        mg,
+        &lo,
+        &hi,
+        ibp_method::IBP_METHOD_LINEAR_GUARDED,
+        (&ggl, &ggh),
+    );
     // The outputs at each box's centre (a zero-width box on the CPU path) lie inside.
     let centre: Vec<f32> = lo.iter().zip(&hi).map(|(a, b)| 0.5 * (a + b)).collect();
     let (yl, yh) = propagate_boxes(mh, &oi, &centre[..5 * 1000], &centre[..5 * 1000]);
@@ -212,10 +251,17 @@ fn enclose_exact(ctx: &Ctx, all_ops: bool) {
                 &lo,
                 &hi,
             );
+            let (gl, gh) = propagate_boxes(
+                m,
+                &propagate_options(ibp_method::IBP_METHOD_LINEAR_GUARDED),
+                &lo,
+                &hi,
+            );
             for o in 0..il.len() {
                 assert!(ll[o] >= il[o] && lh[o] <= ih[o], "net {i}: wider than IBP");
                 assert!(ll[o] <= lh[o]);
                 assert!(bl[o] >= ll[o] && bh[o] <= lh[o], "net {i}: both wider");
+                assert!(gl[o] >= ll[o] && gh[o] <= lh[o], "net {i}: guarded wider");
                 ibp_w += f64::from(ih[o] - il[o]);
                 lin_w += f64::from(lh[o] - ll[o]);
             }
@@ -232,7 +278,12 @@ fn enclose_exact(ctx: &Ctx, all_ops: bool) {
                     })
                     .collect();
                 for (o, y) in exact_at(net, &x).iter().enumerate() {
-                    for (method, lo, hi) in [("linear", &ll, &lh), ("both", &bl, &bh)] {
+                    let methods = [
+                        ("linear", &ll, &lh),
+                        ("both", &bl, &bh),
+                        ("guarded", &gl, &gh),
+                    ];
+                    for (method, lo, hi) in methods {
                         assert!(
                             q(lo[o]) <= *y && *y <= q(hi[o]),
                             "net {i}: output {o}: {} ∉ {method} [{}, {}]",
@@ -339,12 +390,31 @@ fn stable(net: &Net, lo: &[f32], hi: &[f32]) -> bool {
     true
 }
 
+/// Which plain float64 CROWN to compute ([`plain_crown`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plain {
+    /// The neurons IBP leaves unstable, intersected with IBP.
+    Intersected,
+    /// CROWN as published: every neuron in front of a ReLU bounded by a backward pass, those
+    /// bounds alone.
+    Textbook,
+    /// IBP_METHOD_LINEAR_GUARDED: intersected, and from the first layer where the intersection
+    /// changed a bound, a second pass with the backward passes' bounds alone (there for every
+    /// neuron, past there for those IBP leaves unstable); each output the better of the two.
+    Guarded,
+}
+
+/// What one pass bounds by backward passes at a layer in front of a ReLU.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    Intersect,
+    All,
+    Unstable,
+}
+
 /// A plain float64 CROWN (no rounding control) for Linear/ReLU chains: the library's bounds
-/// must match it to within its rounding-error terms, which are tiny. `textbook`: CROWN as
-/// published (every neuron in front of a ReLU bounded by a backward pass, those bounds alone);
-/// otherwise the library's IBP_METHOD_LINEAR (the neurons IBP leaves unstable, intersected
-/// with IBP).
-fn plain_crown(net: &Net, lo: &[f64], hi: &[f64], textbook: bool) -> (Vec<f64>, Vec<f64>) {
+/// must match it to within its rounding-error terms, which are tiny.
+fn plain_crown(net: &Net, lo: &[f64], hi: &[f64], mode: Plain) -> (Vec<f64>, Vec<f64>) {
     let linears: Vec<(usize, &Vec<f32>, &Vec<f32>)> = net
         .layers
         .iter()
@@ -354,7 +424,6 @@ fn plain_crown(net: &Net, lo: &[f64], hi: &[f64], textbook: bool) -> (Vec<f64>, 
         })
         .collect();
     // pre[k]: bounds of the k-th linear layer's output.
-    let mut pre: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
     let back = |pre: &Vec<(Vec<f64>, Vec<f64>)>, k: usize, lam0: Vec<f64>| -> f64 {
         let mut lam = lam0;
         let mut c = 0.0;
@@ -400,50 +469,81 @@ fn plain_crown(net: &Net, lo: &[f64], hi: &[f64], textbook: bool) -> (Vec<f64>, 
         }
         c
     };
-    for k in 0..linears.len() {
-        let out = linears[k].0;
-        // IBP first, as the library does, then linear bounds for the unstable neurons.
-        let (l_in, u_in): (Vec<f64>, Vec<f64>) = if k == 0 {
-            (lo.to_vec(), hi.to_vec())
-        } else {
-            (
-                pre[k - 1].0.iter().map(|v| v.max(0.0)).collect(),
-                pre[k - 1].1.iter().map(|v| v.max(0.0)).collect(),
-            )
-        };
-        let (_, w, b) = linears[k];
-        let fi = w.len() / out;
-        let mut l = vec![0.0; out];
-        let mut u = vec![0.0; out];
-        for o in 0..out {
-            let (mut a, mut bb) = (f64::from(b[o]), f64::from(b[o]));
-            for j in 0..fi {
-                let wv = f64::from(w[o * fi + j]);
-                a += (wv * l_in[j]).min(wv * u_in[j]);
-                bb += (wv * l_in[j]).max(wv * u_in[j]);
+    // One pass from layer `from` (pre holds the layers before it); returns the first layer
+    // whose bounds the intersection changed.
+    let pass = |pre: &mut Vec<(Vec<f64>, Vec<f64>)>, from: usize, how: &dyn Fn(usize) -> How| {
+        let mut changed = None;
+        for k in from..linears.len() {
+            let out = linears[k].0;
+            // IBP first, as the library does, then linear bounds.
+            let (l_in, u_in): (Vec<f64>, Vec<f64>) = if k == 0 {
+                (lo.to_vec(), hi.to_vec())
+            } else {
+                (
+                    pre[k - 1].0.iter().map(|v| v.max(0.0)).collect(),
+                    pre[k - 1].1.iter().map(|v| v.max(0.0)).collect(),
+                )
+            };
+            let (_, w, b) = linears[k];
+            let fi = w.len() / out;
+            let mut l = vec![0.0; out];
+            let mut u = vec![0.0; out];
+            for o in 0..out {
+                let (mut a, mut bb) = (f64::from(b[o]), f64::from(b[o]));
+                for j in 0..fi {
+                    let wv = f64::from(w[o * fi + j]);
+                    a += (wv * l_in[j]).min(wv * u_in[j]);
+                    bb += (wv * l_in[j]).max(wv * u_in[j]);
+                }
+                l[o] = a;
+                u[o] = bb;
             }
-            l[o] = a;
-            u[o] = bb;
-        }
-        let last = k + 1 == linears.len();
-        for o in 0..out {
-            if last || textbook || (l[o] < 0.0 && u[o] > 0.0) {
-                let mut e = vec![0.0; out];
-                e[o] = 1.0;
-                let bl = back(&pre, k, e.clone());
-                e[o] = -1.0;
-                let bu = -back(&pre, k, e);
-                // The outputs' bounds are intersected with IBP's either way.
-                (l[o], u[o]) = if textbook && !last {
-                    (bl, bu)
-                } else {
-                    (l[o].max(bl), u[o].min(bu))
-                };
+            let last = k + 1 == linears.len();
+            let how = if last { How::Intersect } else { how(k) };
+            for o in 0..out {
+                if k == 0 && !last {
+                    break;
+                }
+                if how == How::All || (l[o] < 0.0 && u[o] > 0.0) || last {
+                    let mut e = vec![0.0; out];
+                    e[o] = 1.0;
+                    let bl = back(pre, k, e.clone());
+                    e[o] = -1.0;
+                    let bu = -back(pre, k, e);
+                    // The outputs' bounds are intersected with IBP's either way.
+                    (l[o], u[o]) = if how == How::Intersect {
+                        let (nl, nu) = (l[o].max(bl), u[o].min(bu));
+                        if !last && (nl != bl || nu != bu) && changed.is_none() {
+                            changed = Some(k);
+                        }
+                        (nl, nu)
+                    } else {
+                        (bl, bu)
+                    };
+                }
             }
+            pre.push((l, u));
         }
-        pre.push((l, u));
+        changed
+    };
+    let mut pre = Vec::new();
+    let first = match mode {
+        Plain::Textbook => pass(&mut pre, 0, &|_| How::All),
+        Plain::Intersected | Plain::Guarded => pass(&mut pre, 0, &|_| How::Intersect),
+    };
+    let (mut l, mut u) = pre.last().cloned().unwrap();
+    if let (Plain::Guarded, Some(k0)) = (mode, first) {
+        let mut again = pre[..k0].to_vec();
+        pass(&mut again, k0, &|k| {
+            if k == k0 { How::All } else { How::Unstable }
+        });
+        let (l2, u2) = again.pop().unwrap();
+        for o in 0..l.len() {
+            l[o] = l[o].max(l2[o]);
+            u[o] = u[o].min(u2[o]);
+        }
     }
-    pre.pop().unwrap()
+    (l, u)
 }
 
 #[test]
@@ -451,55 +551,84 @@ fn linear_bounds_match_plain_float64_crown() {
     match_plain_crown(&host_ctx());
 }
 
-/// IBP_METHOD_LINEAR matches the plain intersected CROWN, and IBP_METHOD_LINEAR_BOTH the
-/// better of it and plain textbook CROWN on each output (so never wider than either); the
-/// count of outputs where textbook CROWN alone was the tighter shows both relaxations ran.
+/// IBP_METHOD_LINEAR matches the plain intersected CROWN, IBP_METHOD_LINEAR_GUARDED the plain
+/// guarded one (never wider than the intersected one), and IBP_METHOD_LINEAR_BOTH the better
+/// of the intersected and plain textbook CROWN on each output (so never wider than either);
+/// the counts of outputs where textbook CROWN, or the guarded relaxation's second pass, was
+/// the tighter show that each ran.
 fn match_plain_crown(ctx: &Ctx) {
     let mut r = Rng(0xc0de_c0de);
-    let mut textbook_won = 0;
+    let (mut textbook_won, mut second_won) = (0, 0);
     for i in 0..6 {
         let net = mlp(&mut r, &[5, 16, 16, 16, 5], 0.5, false);
         let m = build(ctx.0, &format!("crown{i}"), &net);
-        for _ in 0..10 {
+        // Small boxes (where textbook CROWN is sometimes the tighter) and large ones (where the
+        // intersection changes more bounds, and the guarded second pass more often wins).
+        for hw in [0.1f32; 10].into_iter().chain([0.5; 10]) {
             let c = r.vec(5, 1.0);
-            let lo: Vec<f32> = c.iter().map(|v| v - 0.1).collect();
-            let hi: Vec<f32> = c.iter().map(|v| v + 0.1).collect();
+            let lo: Vec<f32> = c.iter().map(|v| v - hw).collect();
+            let hi: Vec<f32> = c.iter().map(|v| v + hw).collect();
             let run = |method| propagate_boxes(m, &propagate_options(method), &lo, &hi);
             let (ll, lh) = run(ibp_method::IBP_METHOD_LINEAR);
+            let (gl, gh) = run(ibp_method::IBP_METHOD_LINEAR_GUARDED);
             let (bl, bh) = run(ibp_method::IBP_METHOD_LINEAR_BOTH);
             let lo64: Vec<f64> = lo.iter().map(|&v| f64::from(v)).collect();
             let hi64: Vec<f64> = hi.iter().map(|&v| f64::from(v)).collect();
-            let (pl, ph) = plain_crown(&net, &lo64, &hi64, false);
-            let (tl, th) = plain_crown(&net, &lo64, &hi64, true);
+            let (pl, ph) = plain_crown(&net, &lo64, &hi64, Plain::Guarded);
+            let (il, ih) = plain_crown(&net, &lo64, &hi64, Plain::Intersected);
+            let (tl, th) = plain_crown(&net, &lo64, &hi64, Plain::Textbook);
             for o in 0..5 {
-                let tol = 1e-6 * (1.0 + pl[o].abs() + ph[o].abs() + tl[o].abs() + th[o].abs());
+                let tol = 1e-6 * (1.0 + pl[o].abs() + ph[o].abs() + il[o].abs() + ih[o].abs())
+                    + 1e-6 * (tl[o].abs() + th[o].abs());
                 let near = |got: f32, want: f64| (f64::from(got) - want).abs() <= tol;
                 assert!(
-                    near(ll[o], pl[o]) && near(lh[o], ph[o]),
+                    near(ll[o], il[o]) && near(lh[o], ih[o]),
                     "net {i} out {o}: [{}, {}] vs plain [{}, {}]",
                     ll[o],
                     lh[o],
+                    il[o],
+                    ih[o]
+                );
+                assert!(
+                    near(gl[o], pl[o]) && near(gh[o], ph[o]),
+                    "net {i} out {o}: guarded [{}, {}] vs plain [{}, {}]",
+                    gl[o],
+                    gh[o],
                     pl[o],
                     ph[o]
                 );
                 assert!(
-                    near(bl[o], pl[o].max(tl[o])) && near(bh[o], ph[o].min(th[o])),
+                    near(bl[o], il[o].max(tl[o])) && near(bh[o], ih[o].min(th[o])),
                     "net {i} out {o}: both [{}, {}] vs plain [{}, {}] and textbook [{}, {}]",
                     bl[o],
                     bh[o],
-                    pl[o],
-                    ph[o],
+                    il[o],
+                    ih[o],
                     tl[o],
                     th[o]
                 );
                 assert!(bl[o] >= ll[o] && bh[o] <= lh[o], "both wider than linear");
-                textbook_won += usize::from(tl[o] > pl[o] + tol || th[o] < ph[o] - tol);
+                assert!(
+                    gl[o] >= ll[o] && gh[o] <= lh[o],
+                    "guarded wider than linear"
+                );
+                assert!(
+                    pl[o] >= il[o] && ph[o] <= ih[o],
+                    "guarded wider than intersected"
+                );
+                textbook_won += usize::from(tl[o] > il[o] + tol || th[o] < ih[o] - tol);
+                second_won += usize::from(pl[o] > il[o] + tol || ph[o] < ih[o] - tol);
             }
         }
         ibp_model_free(m);
     }
     println!(
-        "textbook CROWN tighter than the intersected relaxation on {textbook_won} of 300 bounds"
+        "of 600 bounds, textbook CROWN tighter than the intersected relaxation on {textbook_won}, \
+         the guarded relaxation's second pass tighter than its first on {second_won}"
+    );
+    assert!(
+        second_won > 0,
+        "the guarded relaxation's second pass never mattered"
     );
 }
 
@@ -539,6 +668,7 @@ fn overflow(ctx: &Ctx) {
         ibp_method::IBP_METHOD_INTERVAL,
         ibp_method::IBP_METHOD_LINEAR,
         ibp_method::IBP_METHOD_LINEAR_BOTH,
+        ibp_method::IBP_METHOD_LINEAR_GUARDED,
     ] {
         let (l, h) = propagate_boxes(m, &propagate_options(method), &[0.0], &[3e38]);
         let below = l[0] == f32::NEG_INFINITY || q(l[0]) <= y0[0];
@@ -646,11 +776,17 @@ mod device_boxes {
         (s, ol.f32s(n), oh.f32s(n))
     }
 
-    /// IBP_METHOD_LINEAR_BOTH on device boxes: the host boxes' bounds (`host`).
-    pub fn same_both(m: *const ibp_model, lo: &[f32], hi: &[f32], host: Pair<'_>) {
-        let (s, dl, dh) = run_with(m, lo, hi, None, ibp_method::IBP_METHOD_LINEAR_BOTH);
+    /// `method` on device boxes: the host boxes' bounds (`host`).
+    pub fn same_as_host(
+        m: *const ibp_model,
+        lo: &[f32],
+        hi: &[f32],
+        method: ibp_method,
+        host: Pair<'_>,
+    ) {
+        let (s, dl, dh) = run_with(m, lo, hi, None, method);
         assert_eq!(s, vram_status::VRAM_OK, "{}", last_error());
-        assert_like_host("both, device", &dl, &dh, host);
+        assert_like_host(&format!("{method:?}, device"), &dl, &dh, host);
     }
 
     fn close(a: f32, b: f32) -> bool {

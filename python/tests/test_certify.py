@@ -94,5 +94,7 @@ def test_linear_bounds_are_never_wider_than_interval_ones():
         assert (ll >= il).all() and (lh <= ih).all() and ll[0, 0] <= -0.5 and lh[0, 0] >= 1.5
         bl, bh = net.propagate(lo, hi, method="linear_both")
         assert (bl >= ll).all() and (bh <= lh).all() and bl[0, 0] <= -0.5 and bh[0, 0] >= 1.5
+        gl, gh = net.propagate(lo, hi, method="linear_guarded")
+        assert (gl >= ll).all() and (gh <= lh).all() and gl[0, 0] <= -0.5 and gh[0, 0] >= 1.5
         with pytest.raises(ValueError):
             net.propagate(lo, hi, method="crown")

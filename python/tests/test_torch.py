@@ -62,7 +62,7 @@ def test_cuda_boxes_stay_on_the_gpu_and_get_the_host_boxes_bounds():
         g = torch.Generator().manual_seed(5)
         centre = torch.rand((3000, 5), generator=g, dtype=torch.float64) * 0.8 - 0.4
         lo64, hi64 = (centre - 0.01).cuda(), (centre + 0.01).cuda()
-        for method in ("interval", "linear", "linear_both"):
+        for method in ("interval", "linear", "linear_both", "linear_guarded"):
             dl, dh = net.propagate(lo64, hi64, method=method)
             assert dl.is_cuda and dl.dtype == torch.float32 and dl.shape == (3000, 5)
             hl, hh = net.propagate(lo64.cpu().numpy(), hi64.cpu().numpy(), method=method)
@@ -75,6 +75,8 @@ def test_cuda_boxes_stay_on_the_gpu_and_get_the_host_boxes_bounds():
         assert (ll >= il).all() and (lh <= ih).all() and ((lh - ll) < (ih - il)).all()
         bl, bh = net.propagate(lo64, hi64, method="linear_both")
         assert (bl >= ll).all() and (bh <= lh).all()
+        gl, gh = net.propagate(lo64, hi64, method="linear_guarded")
+        assert (gl >= ll).all() and (gh <= lh).all()
         one_lo, one_hi = net.propagate(lo64[0], hi64[0], method="linear")
         assert one_lo.shape == (5,) and one_lo.is_cuda
         assert torch.allclose(one_lo, ll[0], rtol=1e-6, atol=1e-6) and torch.allclose(one_hi, lh[0], rtol=1e-6, atol=1e-6)
@@ -82,3 +84,33 @@ def test_cuda_boxes_stay_on_the_gpu_and_get_the_host_boxes_bounds():
         bad[7, 2] = float("nan")
         with pytest.raises(ValueError):
             net.propagate(bad, hi64, method="linear")
+
+
+def test_cuda_boxes_written_just_before_the_call_are_the_ones_bounded():
+    """Boxes written on torch's default stream (handle 0, the legacy default stream) by work
+    still queued behind a long kernel: propagate() runs on that stream, after the writes. (It
+    once passed handle 0 as NULL, which libvram reads as a stream of its own: the boxes were
+    read before they were written, and the bounds were those of zeros.)"""
+    import os
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch on this machine")
+    data = os.environ.get("VRAM_ACASXU_DIR",
+                          os.path.join(os.path.dirname(__file__), "../../../shared/data/acasxu"))
+    if not os.path.isdir(os.path.join(data, "onnx")):
+        pytest.skip("../shared/data/acasxu not found (set VRAM_ACASXU_DIR)")
+    with vram.Context(key=KEY, backend="cuda") as gpu:
+        net = gpu.network_from_onnx(os.path.join(data, "onnx/ACASXU_experimental_v2a_1_1.onnx"))
+        g = torch.Generator().manual_seed(9)
+        centre = (torch.rand((2000, 5), generator=g) * 0.8 - 0.4).cuda()
+        lo, hi = centre - 0.01, centre + 0.01
+        assert torch.cuda.current_stream().cuda_stream == 0
+        for method in ("interval", "linear", "linear_guarded"):
+            want = net.propagate(lo, hi, method=method)
+            x, y = torch.zeros_like(lo), torch.zeros_like(hi)
+            torch.cuda.synchronize()
+            torch.cuda._sleep(200_000_000)  # about 0.1 s of GPU time, queued first
+            x.copy_(lo)
+            y.copy_(hi)
+            got = net.propagate(x, y, method=method)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), method

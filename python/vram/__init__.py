@@ -437,7 +437,9 @@ class Network(_Handle):
         ones (on the CPU for a host-backed network; on the GPU for a CUDA-backed one whose graph
         is a chain of linear layers with ReLU). ``method="linear_both"``: those and textbook
         CROWN's (auto_LiRPA's), the tighter of the two on each output: never wider than either,
-        at the cost of both.
+        at the cost of both. ``method="linear_guarded"``: ``"linear"``, and where its
+        intersection with the interval bounds changed a bound, a second pass without it; never
+        wider than ``"linear"`` (``IBP_METHOD_LINEAR_GUARDED``).
 
         libvram computes in float32. Float64 (or other) inputs are converted soundly — lower
         bounds rounded down, upper bounds up, so the float32 box contains the given one — never
@@ -486,7 +488,7 @@ class Network(_Handle):
         opts = _lib.PropagateOptions()
         opts.struct_size = ctypes.sizeof(_lib.PropagateOptions)
         opts.memory = 1  # IBP_MEMORY_DEVICE
-        opts.stream = ctypes.c_void_p(torch.cuda.current_stream(lo2.device).cuda_stream)
+        opts.stream = _stream_handle(torch.cuda.current_stream(lo2.device).cuda_stream)
         opts.method = _method(method)
 
         def ptr(t: Any) -> Any:
@@ -599,8 +601,20 @@ def _outward_f32_torch(x: Any, down: bool) -> Any:
     return torch.where(off, torch.nextafter(f, toward), f).contiguous()
 
 
+# cudaStreamLegacy: the legacy default stream as a handle that is not NULL.
+_CUDA_STREAM_LEGACY = 1
+
+
+def _stream_handle(stream: int) -> ctypes.c_void_p:
+    """A caller's cudaStream_t (an int, as torch's ``Stream.cuda_stream``) for libvram. Handle 0
+    is the legacy default stream (torch's default stream), but libvram reads NULL as "a stream
+    of libvram's own", which is not ordered after the caller's work: the boxes could be read
+    before the kernels that write them have run. So 0 goes as cudaStreamLegacy."""
+    return ctypes.c_void_p(stream or _CUDA_STREAM_LEGACY)
+
+
 # ibp_method values by name (include/vram.h).
-_METHODS = {"interval": 0, "linear": 1, "linear_both": 2}
+_METHODS = {"interval": 0, "linear": 1, "linear_both": 2, "linear_guarded": 3}
 
 
 def _method(name: str) -> int:
@@ -748,7 +762,7 @@ class Context(_Handle):
         arr = (ctypes.c_void_p * max(len(shards), 1))(*[s._live().value for s in shards])
         out = ctypes.c_void_p()
         _check(_C.vram_verify_many_async(self._live(), arr, len(shards),
-                                         ctypes.c_void_p(stream) if stream else None,
+                                         None if stream is None else _stream_handle(stream),
                                          ctypes.byref(out)))
         return Ticket(out.value, len(shards))
 

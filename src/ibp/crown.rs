@@ -13,12 +13,14 @@
 //! per step.
 //!
 //! Intermediate bounds (the inputs of ReLU and LeakyReLU, which choose the relaxations) are
-//! themselves computed this way: by default only for the neurons IBP leaves unstable, and
-//! intersected with IBP; as published CROWN computes them ([`Relaxation::Textbook`]), for
-//! every neuron, alone. Neither is always the tighter (intersecting changes which relaxation
-//! a neuron gets), so [`Linear::Both`] runs the two and keeps the better bound of
-//! each row. Ops without a linear form here (sigmoid, tanh, convolution, pooling) are relaxed
-//! by their IBP bounds (slope 0): sound, and no looser than IBP.
+//! themselves computed this way: only for the neurons IBP leaves unstable, and intersected
+//! with IBP ([`Relaxation::Intersected`]); or as published CROWN computes them
+//! ([`Relaxation::Textbook`]), for every neuron, alone. Neither is always the tighter
+//! (intersecting changes which relaxation a neuron gets). [`Relaxation::Guarded`] is the
+//! intersected one, plus a second pass without the intersection from the node where it first
+//! changed a bound; [`Linear::Both`] adds textbook CROWN. Each row keeps its best bound. Ops
+//! without a linear form here (sigmoid, tanh, convolution, pooling) are relaxed by their IBP
+//! bounds (slope 0): sound, and no looser than IBP.
 
 use std::sync::Arc;
 
@@ -42,16 +44,49 @@ pub enum Relaxation {
     /// CROWN as published (auto_LiRPA's `method="CROWN"`): every ReLU input bounded by a
     /// backward pass, and those bounds alone.
     Textbook,
+    /// [`Relaxation::Intersected`], and where the intersection first changed a ReLU input's
+    /// bound (node k), a second pass from k with the backward passes' bounds alone (at k for
+    /// every neuron, past k for those IBP leaves unstable), each row and output bound the
+    /// better of the two. Up to k the intersection changed nothing, so the second pass would
+    /// repeat the first there. On 16 384 ACAS Xu boxes (float64 NumPy model of both) this
+    /// removes every output more than 10⁻⁴ wider than textbook CROWN (112 before), for a
+    /// quarter more work on the quarter of the boxes it touches. Not a guarantee:
+    /// [`Relaxation::Textbook`] is CROWN itself.
+    Guarded,
 }
 
-/// Which linear bounds a call computes (`IBP_METHOD_LINEAR` and `IBP_METHOD_LINEAR_BOTH`).
+/// What a node's tightening step bounds by backward passes, and what it keeps (the kernel's
+/// `Tighten` in cuda/crown.cu).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tighten {
+    /// The neurons IBP leaves unstable, intersected with IBP.
+    Intersect,
+    /// Every neuron, the backward pass's bounds alone.
+    All,
+    /// The neurons IBP leaves unstable, the backward pass's bounds alone.
+    Unstable,
+    /// The neurons IBP decides; the others take the first pass's bounds ([`Restart`]).
+    Stable,
+}
+
+/// Where [`Relaxation::Guarded`]'s second pass starts: the node whose bounds the intersection
+/// first changed, and that node's bounds before it (IBP's where no backward pass ran).
+struct Restart {
+    node: usize,
+    raw: Boxes,
+}
+
+/// Which linear bounds a call computes (`IBP_METHOD_LINEAR`, `IBP_METHOD_LINEAR_BOTH` and
+/// `IBP_METHOD_LINEAR_GUARDED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Linear {
     /// [`Relaxation::Intersected`].
     Intersected,
-    /// Both relaxations, the larger lower bound of each row kept: never wider than either, at
-    /// the cost of both.
+    /// [`Relaxation::Intersected`] and [`Relaxation::Textbook`], the larger lower bound of each
+    /// row kept: never wider than either, at the cost of both.
     Both,
+    /// [`Relaxation::Guarded`].
+    Guarded,
 }
 
 impl Linear {
@@ -60,6 +95,7 @@ impl Linear {
         match self {
             Self::Intersected => &[Relaxation::Intersected],
             Self::Both => &[Relaxation::Intersected, Relaxation::Textbook],
+            Self::Guarded => &[Relaxation::Guarded],
         }
     }
 }
@@ -81,6 +117,11 @@ pub struct Crown<'a> {
     colmax: Vec<Vec<f64>>,
     /// Nodes whose bounds choose a relaxation (the inputs of ReLU and LeakyReLU).
     pre_act: Vec<bool>,
+    /// Nodes with a ReLU or LeakyReLU upstream: only there can the intersection with IBP
+    /// change a relaxation's choice by more than rounding (upstream of every relaxation,
+    /// both bounds are of an affine image of the box; the GPU kernel does not even tighten
+    /// its first layer). [`Relaxation::Guarded`] looks for changes there only.
+    relaxed_before: Vec<bool>,
 }
 
 /// Linear lower bounds of some rows `λ_r · y` of the network's output over one box.
@@ -180,11 +221,27 @@ impl<'a> Crown<'a> {
                 _ => {}
             }
         }
+        let mut relaxed_before = vec![false; net.nodes.len()];
+        for (k, node) in net.nodes.iter().enumerate().skip(1) {
+            let from = |i: usize| {
+                relaxed_before.get(i).copied().unwrap_or(false)
+                    || net
+                        .nodes
+                        .get(i)
+                        .is_some_and(|n| matches!(n.op, Op::Relu | Op::LeakyRelu { .. }))
+            };
+            let mut r = from(node.input);
+            if let Op::Add { other } = node.op {
+                r |= from(other);
+            }
+            relaxed_before[k] = r;
+        }
         Self {
             net,
             relax,
             colmax,
             pre_act,
+            relaxed_before,
         }
     }
 
@@ -218,9 +275,49 @@ impl<'a> Crown<'a> {
             return Err(VramError::invalid("box", "sizes do not match the network"));
         }
         let outer = outer.filter(|o| o.len() == self.net.nodes.len());
-        let vals = self.intermediate(lo, hi, outer)?;
+        let mut vals: Vec<Boxes> = Vec::with_capacity(self.net.nodes.len());
+        vals.push(Boxes {
+            lo: lo.to_vec(),
+            hi: hi.to_vec(),
+        });
+        let restart = self.intermediate(&mut vals, outer, None)?;
+        let (mut lower, input_coeffs, offsets) = self.rows(lam, rows, &vals)?;
         let last = self.net.nodes.len() - 1;
-        let (mut lower, input_coeffs, offsets) = self.backward(last, lam.to_vec(), rows, &vals)?;
+        let (mut out_lo, mut out_hi) = (vals[last].lo.clone(), vals[last].hi.clone());
+        if let Some(r) = restart {
+            // The nodes before r.node are the same in both passes.
+            let mut again = vals[..r.node].to_vec();
+            self.intermediate(&mut again, outer, Some(&r))?;
+            keep_larger(&mut lower, self.rows(lam, rows, &again)?.0);
+            for (o, a) in out_lo.iter_mut().zip(&again[last].lo) {
+                *o = o.max(*a);
+            }
+            for (o, a) in out_hi.iter_mut().zip(&again[last].hi) {
+                *o = o.min(*a);
+            }
+        }
+        Ok(RowBounds {
+            lower,
+            input_coeffs,
+            offsets,
+            out_lo,
+            out_hi,
+            nodes: Arc::new(vals),
+            slot: None,
+        })
+    }
+
+    /// Lower bounds of the rows of `lam` over the bounds `vals` (the linear bound, or IBP's
+    /// from the output's bounds where larger), with the linear bound's coefficients and
+    /// constants.
+    fn rows(
+        &self,
+        lam: &[f64],
+        rows: usize,
+        vals: &[Boxes],
+    ) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+        let last = self.net.nodes.len() - 1;
+        let (mut lower, input_coeffs, offsets) = self.backward(last, lam.to_vec(), rows, vals)?;
         let y = &vals[last];
         let n_out = self.output_size();
         for (r, l) in lower.iter_mut().enumerate() {
@@ -230,71 +327,105 @@ impl<'a> Crown<'a> {
             }
             *l = l.max(acc.finish64().0);
         }
-        Ok(RowBounds {
-            lower,
-            input_coeffs,
-            offsets,
-            out_lo: y.lo.clone(),
-            out_hi: y.hi.clone(),
-            nodes: Arc::new(vals),
-            slot: None,
-        })
+        Ok((lower, input_coeffs, offsets))
     }
 
-    /// Bounds of every node over the box: IBP, tightened by linear bounds at the inputs of
-    /// ReLU and LeakyReLU (for the neurons IBP leaves unstable).
-    fn intermediate(&self, lo: &[f64], hi: &[f64], outer: Option<&[Boxes]>) -> Result<Vec<Boxes>> {
+    /// Bounds of the nodes past those in `vals` (the first pass: just the box) over the box:
+    /// IBP, tightened by linear bounds at the inputs of ReLU and LeakyReLU, as the relaxation
+    /// says. A guarded first pass returns where its second starts (if anywhere); the second
+    /// pass is given it as `again`.
+    fn intermediate(
+        &self,
+        vals: &mut Vec<Boxes>,
+        outer: Option<&[Boxes]>,
+        again: Option<&Restart>,
+    ) -> Result<Option<Restart>> {
         let nodes = self.net.nodes;
-        let mut vals: Vec<Boxes> = Vec::with_capacity(nodes.len());
-        vals.push(Boxes {
-            lo: lo.to_vec(),
-            hi: hi.to_vec(),
-        });
-        for (k, node) in nodes.iter().enumerate().skip(1) {
+        let mut restart = None;
+        for (k, node) in nodes.iter().enumerate().skip(vals.len()) {
             let n = node.size() as usize;
             let mut out = Boxes {
                 lo: try_vec(n, 0.0, "linear bounds")?,
                 hi: try_vec(n, 0.0, "linear bounds")?,
             };
             let x = &vals[node.input];
-            self.net.node(node, &vals, x, 1, &mut out);
+            self.net.node(node, vals, x, 1, &mut out);
             if let Some(o) = outer.and_then(|o| o.get(k)) {
                 for j in 0..n.min(o.lo.len()) {
                     out.lo[j] = out.lo[j].max(o.lo[j]);
                     out.hi[j] = out.hi[j].min(o.hi[j]);
                 }
             }
-            vals.push(out);
             if !self.pre_act[k] {
+                vals.push(out);
                 continue;
             }
-            let b = &vals[k];
-            let textbook = self.relax == Relaxation::Textbook;
-            let unstable: Vec<usize> = (0..n)
-                .filter(|&j| textbook || (b.lo[j] < 0.0 && b.hi[j] > 0.0))
+            let how = match (self.relax, again) {
+                (Relaxation::Textbook, _) => Tighten::All,
+                (_, None) => Tighten::Intersect,
+                (_, Some(r)) if r.node == k => Tighten::Stable,
+                _ => Tighten::Unstable,
+            };
+            let unstable: Vec<bool> = out
+                .lo
+                .iter()
+                .zip(&out.hi)
+                .map(|(&l, &h)| l < 0.0 && h > 0.0)
                 .collect();
-            if unstable.is_empty() {
+            let chosen: Vec<usize> = (0..n)
+                .filter(|&j| match how {
+                    Tighten::All => true,
+                    Tighten::Stable => !unstable[j],
+                    Tighten::Intersect | Tighten::Unstable => unstable[j],
+                })
+                .collect();
+            if let (Tighten::Stable, Some(r)) = (how, again) {
+                // The first pass's bounds of the neurons it bounded here, from the same nodes.
+                let olds = r.raw.lo.iter().zip(&r.raw.hi);
+                let news = out.lo.iter_mut().zip(out.hi.iter_mut());
+                for ((&u, (lo, hi)), (&rl, &rh)) in unstable.iter().zip(news).zip(olds) {
+                    if u {
+                        (*lo, *hi) = (rl, rh);
+                    }
+                }
+            }
+            // A guarded first pass keeps the bounds before the intersection until it changes
+            // one.
+            let save = self.relax == Relaxation::Guarded
+                && again.is_none()
+                && restart.is_none()
+                && self.relaxed_before[k];
+            let mut raw = if save { Some(out.clone()) } else { None };
+            vals.push(out);
+            if chosen.is_empty() {
                 continue;
             }
-            let m = unstable.len();
+            let m = chosen.len();
             let mut lam = try_vec(2 * m * n, 0.0, "linear bounds")?;
-            for (r, &j) in unstable.iter().enumerate() {
+            for (r, &j) in chosen.iter().enumerate() {
                 lam[r * n + j] = 1.0;
                 lam[(m + r) * n + j] = -1.0;
             }
-            let (lower, _, _) = self.backward(k, lam, 2 * m, &vals)?;
+            let (lower, _, _) = self.backward(k, lam, 2 * m, vals)?;
             let b = &mut vals[k];
-            for (r, &j) in unstable.iter().enumerate() {
-                let (lo, hi) = (lower[r], -lower[m + r]);
-                if textbook {
-                    (b.lo[j], b.hi[j]) = (lo, hi);
-                } else {
-                    b.lo[j] = b.lo[j].max(lo);
-                    b.hi[j] = b.hi[j].min(hi);
+            let mut changed = false;
+            for (r, &j) in chosen.iter().enumerate() {
+                let (mut lo, mut hi) = (lower[r], -lower[m + r]);
+                if let Some(raw) = &mut raw {
+                    (raw.lo[j], raw.hi[j]) = (lo, hi);
                 }
+                if how == Tighten::Intersect {
+                    let (nl, nh) = (b.lo[j].max(lo), b.hi[j].min(hi));
+                    changed |= nl != lo || nh != hi;
+                    (lo, hi) = (nl, nh);
+                }
+                (b.lo[j], b.hi[j]) = (lo, hi);
+            }
+            if let (true, Some(raw)) = (changed, raw) {
+                restart = Some(Restart { node: k, raw });
             }
         }
-        Ok(vals)
+        Ok(restart)
     }
 
     /// Lower bounds of `lam · z_start` (`rows × size of node start`), the coefficients that

@@ -16,7 +16,9 @@ use super::gpu_entry::{NO_SLOT, StoreUse};
 use super::gpu_plan::GpuPlan;
 use super::model::Model;
 use super::{plain_bytes, plain_bytes_mut};
-use crate::backend::cuda::launch::{self, CrownLinear, CrownStore, Dev, DevBounds};
+use crate::backend::cuda::launch::{
+    self, CrownLinear, CrownRelaxation, CrownStore, Dev, DevBounds,
+};
 use crate::backend::cuda::runtime::{
     DeviceAlloc, DeviceMem, DeviceScope, Stream, copy_to_device, copy_to_host, mem_info,
 };
@@ -134,6 +136,16 @@ pub(super) unsafe fn normalise<'a>(
         std::mem::swap(&mut from, &mut to);
     }
     Ok(from)
+}
+
+impl From<Relaxation> for CrownRelaxation {
+    fn from(r: Relaxation) -> Self {
+        match r {
+            Relaxation::Intersected => Self::Intersected,
+            Relaxation::Textbook => Self::Textbook,
+            Relaxation::Guarded => Self::Guarded,
+        }
+    }
 }
 
 /// Lower bounds of `rows` (`n_rows × output size`, f64) times the output of a CUDA-backed
@@ -317,7 +329,7 @@ pub fn bound(
                 outs_dev,
                 linear,
                 kept,
-                relax == Relaxation::Textbook,
+                relax.into(),
                 &stream,
             )?;
             copy_to_host(

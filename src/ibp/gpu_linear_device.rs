@@ -7,7 +7,7 @@
 
 use std::ffi::c_void;
 
-use super::crown::{Linear, Relaxation};
+use super::crown::Linear;
 use super::gpu::{device, plan, stream_for, u32_of};
 use super::gpu_linear::{Layout, MAX_BATCH, normalise};
 use super::model::Model;
@@ -177,7 +177,7 @@ unsafe fn queue(
                     outs,
                     None,
                     None,
-                    relax == Relaxation::Textbook,
+                    relax.into(),
                     stream,
                 )?;
             }

@@ -254,9 +254,12 @@ unsafe extern "C" {
         coeffs: *mut f64,
         offsets: *mut f64,
         store: *const LvkCrownStore,
-        textbook: u32,
+        relaxation: u32,
+        guard: *mut f64,
+        guard_boxes: u32,
         stream: *mut c_void,
     ) -> c_int;
+    pub fn lvk_crown_guard_bytes(total_out: u32, width: u32) -> usize;
     pub fn lvk_crown_narrow(
         box_lo: *const f64,
         box_hi: *const f64,

@@ -17,7 +17,7 @@ use std::ffi::c_int;
 use std::marker::PhantomData;
 
 use super::ffi::{self, LvkCrownLayer, LvkCrownStore, LvkJob, check};
-use super::runtime::{DeviceMem, Stream};
+use super::runtime::{DeviceAlloc, DeviceMem, Stream};
 use crate::error::{ErrorKind, Result, VramError};
 use crate::scrub::digest::POWER_TABLE_LEN;
 
@@ -717,14 +717,35 @@ pub struct CrownLinear<'a> {
     pub offsets: Dev<'a, f64>,
 }
 
+/// Which bounds of the ReLU inputs choose their relaxations in [`crown_bounds`] (the kernel's
+/// `relaxation` argument).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum CrownRelaxation {
+    /// The neurons IBP leaves unstable, bounded by backward passes intersected with IBP.
+    Intersected = 0,
+    /// CROWN as published: every ReLU input past the first layer bounded by a backward pass,
+    /// those bounds alone.
+    Textbook = 1,
+    /// Intersected; where the intersection first changed a bound (layer k), a second pass from
+    /// k with the backward passes' bounds alone (at k of every neuron, past k of those IBP
+    /// leaves unstable); each row and output bound the better of the two. The linear bound
+    /// (`linear`) and a store's bounds are the first pass's. Same rows per pass as
+    /// `Intersected`. Two launches: the first writes a record per box (where the second
+    /// starts, and the bounds below it), the second reads it.
+    Guarded = 2,
+}
+
+/// Most bytes of guarded records [`crown_bounds`] allocates at once (it takes the boxes that
+/// many at a time).
+const GUARD_BYTES: usize = 256 << 20;
+
 /// Sound lower bounds of `rows` (`n_rows × output size`) times the chain's output over each
 /// box of `boxes` (`batch × n_in`, finite, lo ≤ hi), into `lower` (`batch × n_rows`), the
 /// output bounds into `out` (`batch × output size`), and, when given, the linear bound itself
 /// into `linear`: coefficients on the box (`batch × n_rows × n_in`) and constants
 /// (`batch × n_rows`), with `row·y ≥ coeffs·x + constant` at every point of the box.
-/// `textbook`: CROWN as published (every ReLU input past the first layer bounded by a backward
-/// pass, those bounds alone choosing the relaxations); otherwise the neurons IBP leaves
-/// unstable, intersected with IBP.
+/// `relax`: which bounds of the ReLU inputs choose their relaxations ([`CrownRelaxation`]).
 ///
 /// # Safety
 /// The launch contract (module docs); the table's weights are alive; `colmax` was written by
@@ -741,7 +762,7 @@ pub unsafe fn crown_bounds(
     out: DevBounds<'_>,
     linear: Option<CrownLinear<'_>>,
     store: Option<CrownStore<'_>>,
-    textbook: bool,
+    relax: CrownRelaxation,
     stream: &Stream,
 ) -> Result<()> {
     let n_in = u64::from(table.n_in);
@@ -783,9 +804,25 @@ pub unsafe fn crown_bounds(
         }
         None => None,
     };
-    let (rows_per_pass, smem) = table.passes[usize::from(textbook)];
+    let (rows_per_pass, smem) = table.passes[usize::from(relax == CrownRelaxation::Textbook)];
+    // The guarded relaxation's records: as many boxes' as fit GUARD_BYTES (at least one).
+    let guard = if relax == CrownRelaxation::Guarded {
+        // SAFETY: a pure function of two integers.
+        let per_box = unsafe { ffi::lvk_crown_guard_bytes(table.total_out, table.width) };
+        let boxes = (GUARD_BYTES / per_box.max(1)).clamp(1, batch as usize);
+        let bytes = per_box
+            .checked_mul(boxes)
+            .ok_or_else(|| mismatch("linear bounds: guard records"))?;
+        Some((
+            DeviceAlloc::scratch(bytes, stream, "linear bounds: guard records")?,
+            u32::try_from(boxes).unwrap_or(batch),
+        ))
+    } else {
+        None
+    };
     // SAFETY: every size checked above (the kernel ignores slot ids at or past `slots`); the
-    // launch contract and this function's contract cover the rest.
+    // guard records hold `guard_boxes` boxes' and are freed after the kernels, in the
+    // stream's order; the launch contract and this function's contract cover the rest.
     check(
         unsafe {
             ffi::lvk_crown_bounds(
@@ -809,7 +846,11 @@ pub unsafe fn crown_bounds(
                 linear.map_or(std::ptr::null_mut(), |c| c.offsets.as_ptr()),
                 kept.as_ref()
                     .map_or(std::ptr::null(), |k| k as *const LvkCrownStore),
-                u32::from(textbook),
+                relax as u32,
+                guard
+                    .as_ref()
+                    .map_or(std::ptr::null_mut(), |(g, _)| g.ptr().cast::<f64>()),
+                guard.as_ref().map_or(0, |&(_, n)| n),
                 stream.raw(),
             )
         },
