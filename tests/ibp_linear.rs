@@ -100,18 +100,12 @@ fn guarded_records_in_parts(gpu: &Ctx) {
     let tail = 5 * (n - 1000);
     let (cl, ch) = propagate_boxes(mh, &og, &lo[tail..], &hi[tail..]);
     let (ll, lh) = propagate_boxes(mg, &ol, &lo[tail..], &hi[tail..]);
-    let (mut far, mut second) = (0, 0);
-    for k in 0..cl.len() {
-        let g = (gl[tail + k], gh[tail + k]);
-        let tol = 1e-6 * (1.0 + f64::from(cl[k]).abs() + f64::from(ch[k]).abs());
-        if (f64::from(g.0) - f64::from(cl[k])).abs() > tol
-            || (f64::from(g.1) - f64::from(ch[k])).abs() > tol
-        {
-            far += 1;
-        }
-        assert!(g.0 >= ll[k] && g.1 <= lh[k], "guarded wider: output {k}");
-        second += usize::from(g.0 > ll[k] || g.1 < lh[k]);
-    }
+    let (far, second) = against_cpu_and_base(
+        "guarded, second part",
+        (&gl[tail..], &gh[tail..]),
+        (&cl, &ch),
+        (&ll, &lh),
+    );
     println!(
         "guarded records in two parts: GPU against CPU {far} of {} outputs beyond 1e-6; second pass tighter on {second}",
         cl.len()
@@ -120,6 +114,30 @@ fn guarded_records_in_parts(gpu: &Ctx) {
     assert!(second > 0, "the second part's second pass never mattered");
     ibp_model_free(mg);
     ibp_model_free(mh);
+}
+
+/// A method's GPU bounds (`gpu`) against the CPU's (`cpu`) and against a relaxation they must
+/// never be wider than (`base`), all of the same boxes: how many outputs are beyond 1e-6
+/// (relative) of the CPU's, and how many are tighter than `base`'s.
+fn against_cpu_and_base(
+    what: &str,
+    gpu: (&[f32], &[f32]),
+    cpu: (&[f32], &[f32]),
+    base: (&[f32], &[f32]),
+) -> (usize, usize) {
+    let (mut far, mut tighter) = (0, 0);
+    for k in 0..gpu.0.len() {
+        let (l, h) = (gpu.0[k], gpu.1[k]);
+        assert!(l >= base.0[k] && h <= base.1[k], "{what}: output {k} wider");
+        let tol = 1e-6 * (1.0 + f64::from(cpu.0[k]).abs() + f64::from(cpu.1[k]).abs());
+        if (f64::from(l) - f64::from(cpu.0[k])).abs() > tol
+            || (f64::from(h) - f64::from(cpu.1[k])).abs() > tol
+        {
+            far += 1;
+        }
+        tighter += usize::from(l > base.0[k] || h < base.1[k]);
+    }
+    (far, tighter)
 }
 
 /// ACAS Xu from ONNX (input normalisation, six ReLU layers) on more boxes than one launch
@@ -189,18 +207,7 @@ fn acasxu_gpu_matches_cpu(gpu: &Ctx) {
     let ob = propagate_options(ibp_method::IBP_METHOD_LINEAR_BOTH);
     let (bgl, bgh) = propagate_boxes(mg, &ob, &lo[..few], &hi[..few]);
     let (bcl, bch) = propagate_boxes(mh, &ob, &lo[..few], &hi[..few]);
-    let mut far_both = 0;
-    let mut tighter = 0;
-    for k in 0..bgl.len() {
-        assert!(bgl[k] >= gl[k] && bgh[k] <= gh[k], "both: output {k}");
-        let tol = 1e-6 * (1.0 + f64::from(bcl[k]).abs() + f64::from(bch[k]).abs());
-        if (f64::from(bgl[k]) - f64::from(bcl[k])).abs() > tol
-            || (f64::from(bgh[k]) - f64::from(bch[k])).abs() > tol
-        {
-            far_both += 1;
-        }
-        tighter += usize::from(bgl[k] > gl[k] || bgh[k] < gh[k]);
-    }
+    let (far_both, tighter) = against_cpu_and_base("both", (&bgl, &bgh), (&bcl, &bch), (&gl, &gh));
     println!(
         "ACAS Xu, both relaxations: GPU against CPU {far_both} of {} outputs beyond 1e-6; tighter than the intersected one alone on {tighter}",
         bgl.len()
@@ -219,17 +226,8 @@ fn acasxu_gpu_matches_cpu(gpu: &Ctx) {
     let og = propagate_options(ibp_method::IBP_METHOD_LINEAR_GUARDED);
     let (ggl, ggh) = propagate_boxes(mg, &og, &lo, &hi);
     let (gcl, gch) = propagate_boxes(mh, &og, &lo, &hi);
-    let (mut far_guarded, mut second) = (0, 0);
-    for k in 0..ggl.len() {
-        assert!(ggl[k] >= gl[k] && ggh[k] <= gh[k], "guarded: output {k}");
-        let tol = 1e-6 * (1.0 + f64::from(gcl[k]).abs() + f64::from(gch[k]).abs());
-        if (f64::from(ggl[k]) - f64::from(gcl[k])).abs() > tol
-            || (f64::from(ggh[k]) - f64::from(gch[k])).abs() > tol
-        {
-            far_guarded += 1;
-        }
-        second += usize::from(ggl[k] > gl[k] || ggh[k] < gh[k]);
-    }
+    let (far_guarded, second) =
+        against_cpu_and_base("guarded", (&ggl, &ggh), (&gcl, &gch), (&gl, &gh));
     println!(
         "ACAS Xu, guarded relaxation: GPU against CPU {far_guarded} of {} outputs beyond 1e-6; tighter than the intersected one on {second}",
         ggl.len()

@@ -43,13 +43,10 @@ def test_a_cuda_module_is_sealed_in_place_and_a_torch_bit_flip_is_caught():
             gpu.seal("t", module.weight.t())
 
 
-def test_cuda_boxes_stay_on_the_gpu_and_get_the_host_boxes_bounds():
-    """propagate() with CUDA tensors on a CUDA-backed network's GPU: the bounds come back as
-    CUDA tensors, equal (to the last f32 step of the narrowing) to those of the same boxes
-    passed as NumPy arrays, for both methods; float64 tensors are rounded outward first."""
+def _acasxu_onnx() -> str:
+    """ACAS Xu 1_1's ONNX file, for tests that need a GPU (skipped without one, or without the
+    data)."""
     import os
-
-    import numpy as np
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device for torch on this machine")
@@ -57,8 +54,18 @@ def test_cuda_boxes_stay_on_the_gpu_and_get_the_host_boxes_bounds():
                           os.path.join(os.path.dirname(__file__), "../../../shared/data/acasxu"))
     if not os.path.isdir(os.path.join(data, "onnx")):
         pytest.skip("../shared/data/acasxu not found (set VRAM_ACASXU_DIR)")
+    return os.path.join(data, "onnx/ACASXU_experimental_v2a_1_1.onnx")
+
+
+def test_cuda_boxes_stay_on_the_gpu_and_get_the_host_boxes_bounds():
+    """propagate() with CUDA tensors on a CUDA-backed network's GPU: the bounds come back as
+    CUDA tensors, equal (to the last f32 step of the narrowing) to those of the same boxes
+    passed as NumPy arrays, for both methods; float64 tensors are rounded outward first."""
+    import numpy as np
+
+    onnx = _acasxu_onnx()
     with vram.Context(key=KEY, backend="cuda") as gpu:
-        net = gpu.network_from_onnx(os.path.join(data, "onnx/ACASXU_experimental_v2a_1_1.onnx"))
+        net = gpu.network_from_onnx(onnx)
         g = torch.Generator().manual_seed(5)
         centre = torch.rand((3000, 5), generator=g, dtype=torch.float64) * 0.8 - 0.4
         lo64, hi64 = (centre - 0.01).cuda(), (centre + 0.01).cuda()
@@ -91,16 +98,9 @@ def test_cuda_boxes_written_just_before_the_call_are_the_ones_bounded():
     still queued behind a long kernel: propagate() runs on that stream, after the writes. (It
     once passed handle 0 as NULL, which libvram reads as a stream of its own: the boxes were
     read before they were written, and the bounds were those of zeros.)"""
-    import os
-
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device for torch on this machine")
-    data = os.environ.get("VRAM_ACASXU_DIR",
-                          os.path.join(os.path.dirname(__file__), "../../../shared/data/acasxu"))
-    if not os.path.isdir(os.path.join(data, "onnx")):
-        pytest.skip("../shared/data/acasxu not found (set VRAM_ACASXU_DIR)")
+    onnx = _acasxu_onnx()
     with vram.Context(key=KEY, backend="cuda") as gpu:
-        net = gpu.network_from_onnx(os.path.join(data, "onnx/ACASXU_experimental_v2a_1_1.onnx"))
+        net = gpu.network_from_onnx(onnx)
         g = torch.Generator().manual_seed(9)
         centre = (torch.rand((2000, 5), generator=g) * 0.8 - 0.4).cuda()
         lo, hi = centre - 0.01, centre + 0.01
