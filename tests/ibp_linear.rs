@@ -78,7 +78,8 @@ fn on_the_gpu_the_same_guarantees() {
 /// boxes: on this network the intersection changes nothing on small ones).
 fn guarded_records_in_parts(gpu: &Ctx) {
     let host = host_ctx();
-    let mut r = Rng(0x9a2d_0001);
+    // (A seed where the second pass wins on the last boxes: with 0x9a2d_0001 it never did.)
+    let mut r = Rng(0x9a2d_0003);
     let mut dims = vec![5usize];
     dims.extend([50usize; 10]);
     dims.push(5);
