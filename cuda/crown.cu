@@ -399,15 +399,17 @@ __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
 // intersection; each row and output bound then keeps the better of the two passes.
 //
 // On an H200, 16 384 ACAS Xu boxes in device memory through ibp_propagate_ex (IBP, both
-// launches, the narrowing; bench/results/gpu-h200-2026-11-30i/): 4.72–4.85 ms, against
-// 3.64–3.77 for the intersected relaxation alone in the same calls. Of the 1.1 ms, the second
-// launch is about 0.7 (a quarter of the boxes, each about as much work as its first pass), and
-// the first launch's bookkeeping about 0.35. Tried and no faster: no saved bounds at all (the
-// second launch then bounds every neuron at k0): 4.80–4.88; the bounds before the
-// intersection kept in shared memory where list_live writes later: 4.77–4.85; the second
-// launch with textbook CROWN's rows per pass: 4.86–4.92. Slower: both passes in one block,
-// 5.1–5.4 ms (registers, under the 64-register cap; bench/results/gpu-h200-2026-11-30g/), and
-// 800 more bytes of shared memory a block (4.1 ms for the intersected kernel alone: four
+// launches, the narrowing; bench/results/gpu-h200-2026-11-30j/final/): 4.48–4.56 ms, against
+// 3.64–3.72 for the intersected relaxation alone in the same calls. Most of the 0.8 ms is the
+// second launch (a quarter of the boxes, each about as much work as its first pass); Nsight
+// Compute puts the first launch 0.1 ms above the intersected one. (Its 0.35 ms in
+// bench/results/gpu-h200-2026-11-30i/ was mostly a spill: build.rs.)
+// Tried and no faster there: no saved bounds at all (the second launch then bounds every
+// neuron at k0); the second launch with textbook CROWN's rows per pass; not bounding k0's
+// IBP-stable neurons again where no ReLU follows (0.08 ms less, but tighter than the first
+// pass on half as many outputs; 30j/ab-reverted-second-pass.txt). Slower: both passes in one
+// block, 5.1–5.4 ms (registers, under the 64-register cap; bench/results/gpu-h200-2026-11-30g/),
+// and 800 more bytes of shared memory a block (4.1 ms for the intersected kernel alone: four
 // blocks no longer fit the carve-out that leaves the weights 92 KB of L1).
 template <uint32_t RELAX>
 __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double *__restrict__ box_lo,
@@ -547,11 +549,19 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
                                                   : Tighten::Unstable;
             if (threadIdx.x < 32) {
                 double *lo = s.ylo + l.offset, *hi = s.yhi + l.offset;
-                // RESUME at k0: the IBP-unstable neurons take the first pass's backward-pass
-                // bounds (saved below; IBP's bounds here are the first pass's, from the same
-                // bounds of the layers below, so the same neurons are unstable).
+                // GUARDED, until k0: this layer's bounds before the intersection, IBP's here
+                // and the backward passes' below for the neurons they bound. (RESUME restores
+                // only the latter, on the neurons its own IBP leaves unstable: the same ones,
+                // by the same arithmetic from the same bounds; were it not so, it would
+                // restore IBP's bounds, still sound, never a stale value.)
+                const bool save = RELAX == GUARDED && k0 == NONE;
                 int n = compact(l.out_f, s.unst, [&](uint32_t o) {
                     const bool unstable = lo[o] < 0.0 && hi[o] > 0.0;
+                    if (save) {
+                        double *raw = raw_bounds(g, total_out);
+                        raw[o] = lo[o];
+                        raw[W + o] = hi[o];
+                    }
                     if (how == Tighten::Stable && unstable) {
                         const double *raw = raw_bounds(g, total_out);
                         lo[o] = raw[o];
@@ -598,7 +608,6 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
                     int j = s.unst[first + t];
                     double lo = s.cst[2 * t], hi = -s.cst[2 * t + 1];
                     if (how == Tighten::Intersect) {
-                        // GUARDED, until k0: the bounds before the intersection.
                         if (RELAX == GUARDED && k0 == NONE) {
                             double *raw = raw_bounds(g, total_out);
                             raw[j] = lo;

@@ -93,7 +93,7 @@ pub enum ibp_method {
     /// ACAS Xu boxes the second pass ran for a quarter of the boxes and left no output more
     /// than 10⁻⁴ wider than textbook CROWN (0.14 % were, after the first). That is measured,
     /// not guaranteed (::IBP_METHOD_LINEAR_BOTH is never wider than textbook CROWN). About a
-    /// third more time than ::IBP_METHOD_LINEAR there. The same models, memory and errors as
+    /// fifth more time than ::IBP_METHOD_LINEAR there. The same models, memory and errors as
     /// ::IBP_METHOD_LINEAR; on the GPU its scratch also holds the second pass's records,
     /// (1 + 2 × the layers' summed output sizes + 2 × the widest layer) × 8 bytes per box, for
     /// at most 256 MiB of them at a time.
