@@ -418,8 +418,7 @@ __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double 
                                                         double *offsets, uint32_t total_out) {
     const uint32_t W = g.width, rp = g.rp;
     constexpr uint32_t NONE = 0xffffffffu;
-    // The box's guard record (GUARDED writes it, RESUME reads it).
-    uint32_t from = 0;  // RESUME: k0
+    uint32_t from = 0;  // RESUME: k0, from the box's guard record
     if (RELAX == RESUME) {
         const double k = guard_record(g, total_out)[0];
         if (!(k >= 0.0)) return;  // the intersection changed nothing: the first pass stands
