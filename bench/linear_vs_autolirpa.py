@@ -8,7 +8,8 @@ median of 5, auto_LiRPA's CROWN moved between 39.9 and 60.3 ms from one run to t
 is timed twice on the GPU: boxes as CUDA tensors (as auto_LiRPA gets them) and as NumPy arrays;
 method="linear_both" (the intersected relaxation and textbook CROWN, the better bound of each
 output) and method="linear_guarded" (a second pass where the intersection changed a bound) with
-CUDA tensors; the guarded bounds also on the CPU, against the GPU's.
+CUDA tensors; the guarded bounds also on the CPU, against the GPU's. Last, the GPU methods and
+auto_LiRPA's float32 CROWN timed in turn, call by call (head_to_head).
 
 usage: linear_vs_autolirpa.py ACASXU_DIR [BATCH]   (auto_LiRPA importable; torch with CUDA)"""
 import os
@@ -146,6 +147,41 @@ def main():
     agree = np.abs(ql.astype(np.float64) - cql) <= 1e-6 * (1 + np.abs(cql)), np.abs(qh.astype(np.float64) - cqh) <= 1e-6 * (1 + np.abs(cqh))
     print(f"GPU and CPU linear_guarded bounds within 1e-6 relative: {100 * float(np.mean(agree[0] & agree[1])):.3f} % of outputs")
     print(f"IBP / linear mean width: {width(il, ih) / width(gl, gh):.1f} x")
+    head_to_head(data, name, lo, hi, layers)
+
+
+def head_to_head(data, name, lo, hi, layers, reps=20):
+    """The GPU methods and auto_LiRPA's float32 CROWN timed in turn, call by call, on the same
+    boxes as CUDA tensors: the sequential timings above put libvram first in the process, and
+    whatever the GPU or the process does early (clocks, allocator) then weighs on one side."""
+    from auto_LiRPA import BoundedModule, BoundedTensor
+    from auto_LiRPA.perturbations import PerturbationLpNorm
+
+    with vram.Context(os.urandom(32), backend="cuda") as ctx:
+        net = ctx.network_from_onnx(os.path.join(data, "onnx", name + ".onnx"))
+        dlo, dhi = torch.from_numpy(lo).cuda(), torch.from_numpy(hi).cuda()
+        model = torch_model(layers, torch.float32).cuda()
+        bm = BoundedModule(model, torch.zeros(1, 5, device="cuda"), device="cuda")
+        x = BoundedTensor((dlo + dhi) / 2, PerturbationLpNorm(norm=np.inf, x_L=dlo, x_U=dhi))
+        calls = {
+            "linear": lambda: net.propagate(dlo, dhi, method="linear"),
+            "linear_guarded": lambda: net.propagate(dlo, dhi, method="linear_guarded"),
+            "auto_LiRPA CROWN": lambda: bm.compute_bounds(x=(x,), method="CROWN"),
+        }
+        times = {k: [] for k in calls}
+        for fn in calls.values():
+            fn()  # warm-up
+        for _ in range(reps):
+            for k, fn in calls.items():
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                fn()
+                torch.cuda.synchronize()
+                times[k].append(1e3 * (time.perf_counter() - t))
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    theirs = med["auto_LiRPA CROWN"]
+    print(f"head to head, in turn, median of {reps}: auto_LiRPA float32 CROWN {theirs:.2f} ms; "
+          + "; ".join(f"libvram {k} {med[k]:.2f} ms ({theirs / med[k]:.1f} x)" for k in ("linear", "linear_guarded")))
 
 
 def outward32(l, u):
