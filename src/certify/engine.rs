@@ -332,20 +332,21 @@ impl Engine for Gpu<'_> {
         // The boxes that need a from-scratch bound too: those that started from a parent's
         // bounds and that their own do not settle, read from the launch's arrays (before any
         // unpacking, so that the second launch follows the first at once).
-        let redo: Vec<usize> = (0..jobs.len())
-            .filter(|&k| outer.get(k).is_some_and(|&o| o != NO_SLOT))
-            .map(|k| {
-                let done = settled(
-                    slice(&b.lower, k * n_k, n_rows)?,
-                    slice(&b.out_lo, k * n_out, n_out)?,
-                    slice(&b.out_hi, k * n_out, n_out)?,
-                );
-                Ok((!done).then_some(k))
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut redo: Vec<usize> = Vec::new();
+        for k in 0..jobs.len() {
+            // (A box bounded from scratch already has its from-scratch bound.)
+            if outer.get(k).is_none_or(|&o| o == NO_SLOT) {
+                continue;
+            }
+            let done = settled(
+                slice(&b.lower, k * n_k, n_rows)?,
+                slice(&b.out_lo, k * n_out, n_out)?,
+                slice(&b.out_hi, k * n_out, n_out)?,
+            );
+            if !done {
+                redo.push(k);
+            }
+        }
         let fresh = if redo.is_empty() {
             None
         } else {
