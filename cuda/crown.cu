@@ -411,6 +411,11 @@ __device__ void list_live(const Args &g, Shared &s, uint32_t m) {
 // block, 5.1–5.4 ms (registers, under the 64-register cap; bench/results/gpu-h200-2026-11-30g/),
 // and 800 more bytes of shared memory a block (4.1 ms for the intersected kernel alone: four
 // blocks no longer fit the carve-out that leaves the weights 92 KB of L1).
+// A factorised backward pass (each layer's pre-activations as an affine function of the box
+// and of the unstable ReLUs' outputs below it, so a row costs columns × unstable neurons
+// instead of width² × layers) gave the same bounds and took longer: 5.00–5.10 ms against
+// 3.63–3.67 for the intersected relaxation, latency-bound at three blocks a multiprocessor
+// (bench/results/gpu-h200-2026-11-30k/, with its patch).
 template <uint32_t RELAX>
 __global__ void __launch_bounds__(THREADS, 4) crown_kernel(Args g, const double *__restrict__ box_lo,
                                                         const double *__restrict__ box_hi, double *lower,
