@@ -95,27 +95,19 @@ fn build_cuda() -> Option<String> {
         .unwrap_or_default();
     sources.retain(|p| p.extension().is_some_and(|e| e == "cu"));
     sources.sort();
-    // cc compiles a build of several .cu files as relocatable device code (--device-c), whose
-    // kernels the compiler cannot optimise as a whole program. The linear-bounds kernel sits at
-    // the 64-register cap of its four blocks a multiprocessor: built that way, its guarded
-    // instance spilled 84 bytes a thread, and its weights, read through L1, missed more
-    // (Nsight Compute on an H200: hit rate 94.5 % instead of 99.7 %, 3.76 ms against 3.45).
-    // Alone in its build it is compiled whole and does not spill. No kernel calls device code
-    // in another file.
-    let (alone, rest): (Vec<PathBuf>, Vec<PathBuf>) = sources
-        .into_iter()
-        .partition(|p| p.file_name().is_some_and(|n| n == "crown.cu"));
-    let mut crown = build.clone();
-    for src in &alone {
-        crown.file(src);
+    // Each file is compiled on its own, then all are archived together. cc compiles a build of
+    // several .cu files as relocatable device code (--device-c), whose kernels the compiler
+    // cannot optimise as a whole program, and several kernels sit at their register caps:
+    // built that way, the linear-bounds kernel's guarded instance spilled 84 bytes a thread and
+    // its weights, read through L1, missed more (Nsight Compute on an H200: hit rate 94.5 %
+    // instead of 99.7 %, 3.76 ms against 3.45), and the scrubber spilled 116 bytes instead of
+    // 24. No kernel calls device code in another file (host launchers do call each other: one
+    // archive keeps the link order out of it).
+    let mut objects = Vec::new();
+    for src in &sources {
+        objects.extend(build.clone().file(src).compile_intermediates());
     }
-    for src in &rest {
-        build.file(src);
-    }
-    build.compile("vram_cuda");
-    if !alone.is_empty() {
-        crown.compile("vram_cuda_crown");
-    }
+    build.objects(&objects).compile("vram_cuda");
     for lib in ["lib", "lib64", "targets/x86_64-linux/lib"] {
         let dir = root.join(lib);
         if dir.join("libcudart_static.a").exists() {
