@@ -9,7 +9,8 @@ is timed twice on the GPU: boxes as CUDA tensors (as auto_LiRPA gets them) and a
 method="linear_both" (the intersected relaxation and textbook CROWN, the better bound of each
 output) and method="linear_guarded" (a second pass where the intersection changed a bound) with
 CUDA tensors; the guarded bounds also on the CPU, against the GPU's. Last, the GPU methods and
-auto_LiRPA's float32 CROWN timed in turn, call by call (head_to_head).
+auto_LiRPA's float32 CROWN timed in turn, call by call (head_to_head), auto_LiRPA both as
+called by default (autograd on) and under torch.no_grad().
 
 usage: linear_vs_autolirpa.py ACASXU_DIR [BATCH]   (auto_LiRPA importable; torch with CUDA)"""
 import os
@@ -167,6 +168,8 @@ def head_to_head(data, name, lo, hi, layers, reps=20):
             "linear": lambda: net.propagate(dlo, dhi, method="linear"),
             "linear_guarded": lambda: net.propagate(dlo, dhi, method="linear_guarded"),
             "auto_LiRPA CROWN": lambda: bm.compute_bounds(x=(x,), method="CROWN"),
+            # Without autograd's bookkeeping: how a caller who only wants the bounds runs it.
+            "auto_LiRPA CROWN no_grad": lambda: no_grad(lambda: bm.compute_bounds(x=(x,), method="CROWN")),
         }
         times = {k: [] for k in calls}
         for fn in calls.values():
@@ -179,9 +182,15 @@ def head_to_head(data, name, lo, hi, layers, reps=20):
                 torch.cuda.synchronize()
                 times[k].append(1e3 * (time.perf_counter() - t))
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    theirs = med["auto_LiRPA CROWN"]
-    print(f"head to head, in turn, median of {reps}: auto_LiRPA float32 CROWN {theirs:.2f} ms; "
-          + "; ".join(f"libvram {k} {med[k]:.2f} ms ({theirs / med[k]:.1f} x)" for k in ("linear", "linear_guarded")))
+    for label in ("auto_LiRPA CROWN", "auto_LiRPA CROWN no_grad"):
+        theirs = med[label]
+        print(f"head to head, in turn, median of {reps}: {label.replace('CROWN', 'float32 CROWN')} {theirs:.2f} ms; "
+              + "; ".join(f"libvram {k} {med[k]:.2f} ms ({theirs / med[k]:.1f} x)" for k in ("linear", "linear_guarded")))
+
+
+def no_grad(fn):
+    with torch.no_grad():
+        return fn()
 
 
 def outward32(l, u):

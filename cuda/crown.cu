@@ -245,7 +245,9 @@ __device__ __forceinline__ void tiles(Shared &s, const lvk_crown_layer &l, const
 // slower: a second sums warp (4.39–4.42), rows per pass 48 or 64 (4.50–5.26), each tile's sum
 // split over two lanes (3.92–4.16), the layers' descriptors copied to shared memory
 // (3.75–3.79), five blocks a multiprocessor with 192 threads (4.10–4.22) or with 256 threads
-// and 48 registers (5.40–5.46, spilling).
+// and 48 registers (5.40–5.46, spilling), a layer's unstable neurons shared out evenly over its
+// passes (12 + 11 instead of 16 + 7: 3.75–3.78 against 3.64–3.69; bench/results/gpu-h200-2026-11-30m/,
+// with where the instructions go).
 //
 // Tried on an H200 with 16 384 ACAS Xu boxes (6.5–6.7 ms a call with this code;
 // bench/results/gpu-h200-2026-11-29-fused/): tiles of 4 rows by 3 or 4 inputs spill under the
