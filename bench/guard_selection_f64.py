@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Can IBP_METHOD_LINEAR_GUARDED's second pass be given to fewer boxes, or be avoided? Plain
 float64 NumPy (no outward rounding), on the boxes of linear_vs_autolirpa.py (ACAS Xu 1_1,
-16 384 boxes of half-width 0.01, seed 7); the algorithms as in linear_excess_f64.py.
+16 384 boxes of half-width 0.01, seed 7). `bounds` is also linear_excess_f64.py's.
 
 The guarded method runs textbook CROWN again (from the first layer where it differs) on every
 box where the intersection with IBP changed a bound, and keeps the better bound of each output:
